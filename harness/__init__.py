@@ -1,0 +1,1 @@
+"""Kernel validation harness: source -> series -> config -> build -> boot -> workloads -> results."""

@@ -1,0 +1,66 @@
+"""Content-addressed caches outside the repository.
+
+Everything expensive (source trees, kernel builds, guest images, the accelerator probe) lives under
+one root, keyed by a hash of what produced it. An entry is built in a temporary sibling and renamed
+into place, so a crash never leaves a half-built entry that looks complete.
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def root():
+    base = os.environ.get("HARNESS_CACHE")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "kernel-harness"
+
+
+def digest(*parts, length=16):
+    """A short stable hash of strings, bytes or JSON-able values."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes):
+            data = part
+        elif isinstance(part, str):
+            data = part.encode()
+        else:
+            data = json.dumps(part, sort_keys=True).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:length]
+
+
+def entry(kind, key):
+    return root() / kind / key
+
+
+@contextlib.contextmanager
+def locked(kind, key):
+    """Serialise work on one cache entry between concurrent harness processes."""
+    lockdir = root() / "locks"
+    lockdir.mkdir(parents=True, exist_ok=True)
+    with open(lockdir / f"{kind}-{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def building(kind, key):
+    """Yield a scratch directory; on success it becomes the entry, on failure it is removed."""
+    final = entry(kind, key)
+    scratch = final.with_name(final.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    scratch.rename(final)

@@ -1,0 +1,154 @@
+"""The `harness` command: parses arguments and calls the pipeline's objects, nothing more.
+
+Exit codes: 0 ok; 2 bad request (UserError); 3 this machine cannot do it (InfraError); 4 a kernel
+or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, workload error
+(GuestError); 130 interrupted.
+"""
+import argparse
+import sys
+
+from harness import errors, ui
+
+EPILOG = """kernel source specs (--kernel-src):
+  PATH                          a local kernel tree (git checkout or plain folder; built out of tree)
+  debian:linux-source-6.1       Debian's kernel source package (installed with apt when missing)
+  https://.../linux-6.2.tar.xz  a release tarball; append #sha256=HEX to pin it
+  git+URL#REF                   a git repository at a tag, branch or commit
+
+examples:
+  harness run --kernel-src debian:linux-source-6.1
+  harness run --kernel-src ~/linux --workload fork-memory --param mib=512 --param repeat=5
+  harness boot --kernel-src debian:linux-source-6.1 -- cat /proc/meminfo
+  harness build --kernel-src ~/linux --config cow-pte
+"""
+
+
+def add_kernel_args(p, multiple=False):
+    p.add_argument("--kernel-src", required=True, action="append" if multiple else "store",
+                   metavar="SPEC", help="kernel source (see the specs below)" +
+                   ("; repeat for several kernels" if multiple else ""))
+    p.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
+                   help="config fragment (a name in kernel-config/ or a path), merged after "
+                        "guest-base; repeatable")
+    p.add_argument("--jobs", "-j", type=int, help="parallel build jobs (default: all cores)")
+
+
+def add_guest_args(p):
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+                   help="auto probes KVM with a real boot and falls back to TCG (default: auto)")
+    p.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest memory (default 3072)")
+    p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    p.add_argument("--image", default="debian-minimal", help="guest image recipe in vm-images/")
+    p.add_argument("--mirror", help="Debian mirror for the image (default: this host's apt sources)")
+    p.add_argument("--boot-timeout", type=int, default=120, metavar="S",
+                   help="seconds for the guest to become ready (default 120)")
+
+
+def parse_params(items):
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise errors.UserError(f"--param takes NAME=VALUE, got '{item}'")
+        params[key] = value
+    return params
+
+
+def experiment(args, kernel_srcs, labels):
+    from harness.pipeline import DEFAULT_FRAGMENTS, Experiment, KernelSpec
+    labels = labels or []
+    if len(labels) > len(kernel_srcs):
+        raise errors.UserError("more --label than --kernel-src")
+    kernels = []
+    for i, src in enumerate(kernel_srcs):
+        label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(kernel_srcs) > 1 else "kernel"
+        kernels.append(KernelSpec(label, src, DEFAULT_FRAGMENTS + args.config))
+    workloads = [(name, parse_params(args.param) if i == 0 else {})
+                 for i, name in enumerate(getattr(args, "workload", None) or ["fork-memory"])]
+    return Experiment(kernels=kernels, workloads=workloads, accel=args.accel, memory_mib=args.memory,
+                      cpus=args.cpus, image=args.image, mirror=args.mirror, jobs=args.jobs,
+                      boot_timeout=args.boot_timeout)
+
+
+def cmd_build(args):
+    from harness import commands
+    return commands.build(args.kernel_src, args.config, jobs=args.jobs, force=args.force)
+
+
+def cmd_boot(args):
+    from harness import commands
+    return commands.boot(experiment(args, [args.kernel_src], None), args.command)
+
+
+def cmd_run(args):
+    from harness.pipeline import Run
+    run = Run(experiment(args, args.kernel_src, args.label)).execute()
+    ui.console.print(f"results: {run.store.dir}")
+    return run.exit_code
+
+
+def cmd_image(args):
+    from harness import commands
+    return commands.image(args.image, args.mirror)
+
+
+def cmd_selfbench(args):
+    from harness import selfbench
+    return selfbench.main(args)
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        prog="harness", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Build Linux kernels (and patch series), boot them under QEMU, run workloads "
+                    "in the guest and compare what they do to memory and latency.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="build a kernel (cached)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p)
+    p.add_argument("--force", action="store_true", help="rebuild in the existing build folder")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("image", help="build the guest image (cached)")
+    p.add_argument("--image", default="debian-minimal")
+    p.add_argument("--mirror")
+    p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("boot", help="boot a kernel: a shell in the guest, or one command after --",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p)
+    add_guest_args(p)
+    p.add_argument("command", nargs="*", help="command to run in the guest (after --)")
+    p.set_defaults(func=cmd_boot)
+
+    p = sub.add_parser("run", help="build, boot and run workloads; prints tables, stores results",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, multiple=True)
+    add_guest_args(p)
+    p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
+    p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="parameter of the (first) workload, e.g. mib=512; repeatable")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("selfbench", help="time the harness itself: builds, image, boot")
+    p.add_argument("--kernel-src", default="debian:linux-source-6.1", metavar="SPEC")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("--boots", type=int, default=5, help="boots to time (default 5)")
+    p.add_argument("--cold", action="store_true",
+                   help="also time a cold build in a fresh build folder with ccache off (minutes)")
+    p.set_defaults(func=cmd_selfbench)
+    return ap
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except errors.HarnessError as exc:
+        ui.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        return 130

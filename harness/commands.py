@@ -1,0 +1,92 @@
+"""The small commands behind `harness build`, `harness image` and `harness boot`."""
+import os
+import select
+import sys
+import tempfile
+import termios
+import tty
+
+from harness import accel, image as image_mod, kconfig, sources, ui
+from harness.build import Build
+from harness.machine import Machine
+from harness.pipeline import DEFAULT_FRAGMENTS
+
+
+def build(kernel_src, fragments, jobs=None, force=False):
+    frags = [kconfig.fragment(f) for f in DEFAULT_FRAGMENTS + list(fragments)]
+    with ui.step(f"kernel source {kernel_src}") as say:
+        source = sources.resolve(kernel_src)
+        say(source.id)
+    b = Build(source, frags, force=force, **({"jobs": jobs} if jobs else {}))
+    with ui.step(f"build {source.id}") as say:
+        kernel = b.run(say)
+    ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
+    ui.out(f"  {kernel.image}")
+    ui.out(f"  {kernel.path / 'config'}")
+    ui.out(f"  {kernel.path / 'build.log'}")
+    return 0
+
+
+def image(name, mirror):
+    with ui.step(f"guest image {name}") as say:
+        img = image_mod.GuestImage(name, mirror).run(say)
+    ui.out(str(img.path))
+    return 0
+
+
+def boot(exp, command):
+    """Boot the experiment's kernel; run one command (exit with its code) or open a shell."""
+    spec = exp.kernels[0]
+    frags = [kconfig.fragment(f) for f in spec.fragments]
+    with ui.step(f"kernel source {spec.source}") as say:
+        source = sources.resolve(spec.source)
+        say(source.id)
+    with ui.step(f"build {source.id}") as say:
+        kernel = Build(source, frags, **({"jobs": exp.jobs} if exp.jobs else {})).run(say)
+    with ui.step(f"guest image {exp.image}") as say:
+        img = image_mod.GuestImage(exp.image, exp.mirror).run(say)
+    chosen, reason = accel.choose(exp.accel, kernel.image)
+    if chosen != "kvm":
+        ui.warn(f"booting under {chosen.upper()}, not KVM: {reason}")
+    with tempfile.TemporaryDirectory(prefix="harness-boot-") as logdir:
+        with Machine(kernel, img, logdir, accel=chosen, memory_mib=exp.memory_mib, cpus=exp.cpus) as m:
+            with ui.step(f"boot {kernel.info['release']} under {chosen}") as say:
+                seconds = m.wait_ready(exp.boot_timeout)
+                say(f"first guest command after {seconds:.2f} s")
+            if command:
+                code, out, err = m.run(command, timeout=3600)
+                sys.stdout.write(out + ("\n" if out else ""))
+                sys.stderr.write(err)
+                return code
+            return shell(m)
+
+
+def shell(machine):
+    """An interactive shell in the guest over the SSH channel, in raw terminal mode."""
+    chan = machine.guest.client.get_transport().open_session()
+    size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
+    chan.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)
+    chan.invoke_shell()
+    old = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
+    try:
+        if old:
+            tty.setraw(sys.stdin.fileno())
+        while True:
+            ready, _, _ = select.select([chan, sys.stdin], [], [], 0.5)
+            machine.check()
+            if chan in ready:
+                data = chan.recv(4096)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if sys.stdin in ready:
+                data = os.read(sys.stdin.fileno(), 1024)
+                if not data:
+                    break
+                chan.send(data)
+            if chan.exit_status_ready() and not chan.recv_ready():
+                break
+    finally:
+        if old:
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
+    return chan.recv_exit_status() if chan.exit_status_ready() else 0

@@ -1,0 +1,82 @@
+"""Watching a guest from the outside: its serial console and QEMU's own messages.
+
+A thread follows both log files as QEMU writes them and remembers the first fatal sign: a kernel
+panic on the console, or QEMU reporting that the accelerator gave up (after "KVM internal error"
+QEMU pauses the guest instead of exiting, so only the message tells).
+"""
+import re
+import threading
+import time
+from pathlib import Path
+
+# Fatal signs on the guest's serial console ...
+CONSOLE_FATAL = [
+    (re.compile(r"Kernel panic - not syncing.*"), "kernel panic"),
+]
+# ... and in QEMU's own output.
+QEMU_FATAL = [
+    (re.compile(r"KVM internal error.*"), "KVM internal error (QEMU pauses the guest)"),
+    (re.compile(r"emulation failure.*"), "KVM emulation failure"),
+]
+
+
+def scan(text, patterns=CONSOLE_FATAL):
+    """The first fatal sign in text as (kind, line), or None."""
+    for line in text.splitlines():
+        for pattern, kind in patterns:
+            m = pattern.search(line)
+            if m:
+                return kind, m.group(0).strip()
+    return None
+
+
+def tail(path, lines=30):
+    path = Path(path)
+    if not path.exists():
+        return ""
+    data = path.read_bytes()[-64 * 1024:].decode(errors="replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class Watcher:
+    def __init__(self, console, qemu, interval=0.02):
+        self.patterns = {Path(console): CONSOLE_FATAL, Path(qemu): QEMU_FATAL}
+        self.paths = list(self.patterns)
+        self.interval = interval
+        self.fatal = None            # (kind, line) once seen
+        self.seen = threading.Event()
+        self._stop = threading.Event()
+        self._offsets = {p: 0 for p in self.paths}
+        self._partial = {p: "" for p in self.paths}
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.poll()
+
+    def poll(self):
+        for path in self.paths:
+            if not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                fh.seek(self._offsets[path])
+                chunk = fh.read()
+            if not chunk:
+                continue
+            self._offsets[path] += len(chunk)
+            text = self._partial[path] + chunk.decode(errors="replace")
+            complete, _, self._partial[path] = text.rpartition("\n")
+            found = scan(complete, self.patterns[path])
+            if found and self.fatal is None:
+                self.fatal = found
+                self.seen.set()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.poll()
+            time.sleep(self.interval)

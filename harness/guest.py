@@ -1,0 +1,132 @@
+"""The guest channel: SSH (paramiko) to the guest's dropbear through QEMU's loopback-only forward.
+
+Authentication is a key made for this boot only; the guest's host key is pinned (it was made when
+the image was built), so nothing else answering on the port is trusted. Commands are argument
+lists joined with shlex, never strings pasted together.
+"""
+import base64
+import io
+import shlex
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+import paramiko
+
+from harness.errors import GuestError, GuestTimeout
+
+
+def new_client_key():
+    return paramiko.ECDSAKey.generate(bits=256)
+
+
+def authkey_arg(key):
+    """The key as the guest's init reads it from the kernel command line (no spaces there)."""
+    return f"harness.authkey={key.get_name()}:{key.get_base64()}"
+
+
+class Guest:
+    def __init__(self, port, client_key, host_key, user="root"):
+        self.port = port
+        self.key = client_key
+        self.user = user
+        kind, b64 = host_key.split()[:2]
+        self.host_key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+        self.client = None
+
+    def try_connect(self, timeout=2.0):
+        """One attempt; False while the guest's SSH server is not up yet."""
+        client = paramiko.SSHClient()
+        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self.host_key.get_name(), self.host_key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect("127.0.0.1", port=self.port, username=self.user, pkey=self.key,
+                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                           allow_agent=False, look_for_keys=False)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise GuestError(f"the guest presented an unexpected host key: {exc}") from None
+        except (paramiko.SSHException, OSError, EOFError):
+            client.close()
+            return False
+        client.get_transport().set_keepalive(5)
+        self.client = client
+        return True
+
+    def close(self):
+        if self.client:
+            self.client.close()
+            self.client = None
+
+    def run(self, argv, timeout=600, on_line=None, alive=None, stdin=None):
+        """Run argv in the guest; returns (exit code, stdout, stderr).
+
+        on_line(line) is called for each stdout line as it arrives (records are stored as they
+        come); alive() is called while waiting and may raise (a panic seen on the console).
+        """
+        command = shlex.join(argv)
+        transport = self.client.get_transport()
+        chan = transport.open_session()
+        chan.settimeout(0.2)
+        chan.exec_command(command)
+        if stdin is not None:
+            chan.sendall(stdin)
+            chan.shutdown_write()
+        out, err, pending = [], [], b""
+        deadline = time.monotonic() + timeout
+        while True:
+            progressed = False
+            try:
+                data = chan.recv(65536)
+                if data:
+                    progressed = True
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        text = line.decode(errors="replace")
+                        out.append(text)
+                        if on_line:
+                            on_line(text)
+            except socket.timeout:
+                pass
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(65536).decode(errors="replace"))
+                progressed = True
+            if chan.exit_status_ready() and not chan.recv_ready() and not progressed:
+                break
+            if alive:
+                alive()
+            if not transport.is_active():
+                raise GuestError(f"the SSH connection to the guest dropped during: {command}")
+            if time.monotonic() > deadline:
+                chan.close()
+                raise GuestTimeout(f"'{command}' did not finish in the guest within {timeout} s")
+        if pending:
+            out.append(pending.decode(errors="replace"))
+            if on_line:
+                on_line(out[-1])
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(65536).decode(errors="replace"))
+        return chan.recv_exit_status(), "\n".join(out), "".join(err)
+
+    def put(self, local, remote_dir):
+        """Copy a file or a folder's contents into remote_dir in the guest (one tar stream)."""
+        local = Path(local)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            if local.is_dir():
+                for item in sorted(local.iterdir()):
+                    tar.add(item, arcname=item.name)
+            else:
+                tar.add(local, arcname=local.name)
+        code, _, err = self.run(["sh", "-c", 'mkdir -p "$1" && tar -x -o -C "$1"', "put", remote_dir],
+                                stdin=buf.getvalue())
+        if code != 0:
+            raise GuestError(f"cannot copy {local} to {remote_dir} in the guest: {err.strip()}")
+
+    def read(self, remote):
+        code, out, err = self.run(["cat", remote])
+        if code != 0:
+            raise GuestError(f"cannot read {remote} in the guest: {err.strip()}")
+        return out

@@ -1,0 +1,134 @@
+"""Guest images: a vm-images/<name>/ recipe turned into a bootable ext4 image, cached by its hash.
+
+Only Debian's packages go in, through debootstrap and the Debian mirror this host's apt already
+uses (or --mirror). The image has its own SSH host key, made when it is built; the harness pins it,
+so the guest channel never accepts an unknown host.
+"""
+import json
+import os
+import re
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache, paths, tools
+from harness.errors import InfraError, UserError
+
+HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
+
+
+@dataclass
+class Image:
+    path: Path         # ext4 image file
+    info: dict
+
+    @property
+    def host_key(self):
+        return self.info["host_key"]
+
+    @property
+    def init(self):
+        return self.info["recipe"]["init"]
+
+
+def host_mirror(suite):
+    """The Debian mirror this host's apt uses for `suite` main, from its sources files."""
+    found = []
+    sources = Path("/etc/apt/sources.list.d")
+    for path in sorted(sources.glob("*.sources")) if sources.exists() else []:
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                if ":" in line and not line.startswith("#"):
+                    k, _, v = line.partition(":")
+                    fields[k.strip().lower()] = v.split()
+            if ("deb" in fields.get("types", []) and suite in fields.get("suites", [])
+                    and "main" in fields.get("components", [])):
+                found += fields.get("uris", [])
+    listfile = Path("/etc/apt/sources.list")
+    if listfile.exists():
+        for line in listfile.read_text().splitlines():
+            m = re.match(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s+(.*)$", line.strip())
+            if m and m[2] == suite and "main" in m[3].split():
+                found.append(m[1])
+    return found[0] if found else None
+
+
+class GuestImage:
+    def __init__(self, name="debian-minimal", mirror=None):
+        self.name = name
+        self.dir = paths.VM_IMAGES / name
+        recipe_file = self.dir / "recipe.toml"
+        if not recipe_file.exists():
+            known = ", ".join(sorted(p.name for p in paths.VM_IMAGES.iterdir() if p.is_dir()))
+            raise UserError(f"no guest image recipe '{name}' (known: {known})")
+        self.recipe = tomllib.loads(recipe_file.read_text())
+        self.mirror = mirror or os.environ.get("HARNESS_DEBIAN_MIRROR") or host_mirror(self.recipe["suite"])
+        files = sorted(p for p in self.dir.rglob("*") if p.is_file())
+        self.key = cache.digest(self.name, self.mirror or "",
+                                [(str(p.relative_to(self.dir)), p.read_bytes().hex(), os.access(p, os.X_OK))
+                                 for p in files])
+
+    def cached(self):
+        found = cache.entry("images", self.key)
+        if (found / "image.json").exists():
+            return Image(found / "rootfs.ext4", json.loads((found / "image.json").read_text()))
+        return None
+
+    def run(self, progress=None):
+        say = progress or (lambda msg: None)
+        with cache.locked("image", self.key):
+            found = self.cached()
+            if found:
+                say(f"guest image {self.key} is cached")
+                return found
+            if os.geteuid() != 0:
+                raise InfraError("building the guest image runs debootstrap, which needs root "
+                                 "(run the harness as root once; the image is cached after)")
+            if not self.mirror:
+                raise UserError(f"no Debian mirror for '{self.recipe['suite']}' in this host's apt "
+                                f"sources; pass --mirror URL or set HARNESS_DEBIAN_MIRROR")
+            with cache.building("images", self.key) as out:
+                return self._build(out, say)
+
+    def _build(self, out, say):
+        started = time.monotonic()
+        root = out / "root"
+        log = out / "build.log"
+        say(f"debootstrap {self.recipe['suite']} ({self.recipe['variant']}) from {self.mirror}")
+        argv = ["debootstrap", f"--variant={self.recipe['variant']}",
+                f"--include={','.join(self.recipe['packages'])}",
+                self.recipe["suite"], str(root), self.mirror]
+        proc = tools.run(argv, log=log, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise InfraError("debootstrap failed", log_tail=tail)
+        tools.run(["cp", "-a", f"{self.dir / 'overlay'}/.", str(root)])
+        keyfile = root / HOST_KEY
+        keyfile.parent.mkdir(parents=True, exist_ok=True)
+        keyfile.unlink(missing_ok=True)
+        tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
+        pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)])
+        host_key = next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
+        packages = tools.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"])
+        shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+        for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
+            lists.unlink()
+        say("making the ext4 image")
+        image = out / "rootfs.ext4"
+        tools.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(root), str(image),
+                   f"{self.recipe['size_mib']}M"], log=log)
+        shutil.rmtree(root)
+        info = {
+            "key": self.key,
+            "name": self.name,
+            "recipe": self.recipe,
+            "mirror": self.mirror,
+            "host_key": " ".join(host_key.split()[:2]),
+            "packages": dict(line.split(" ", 1) for line in packages.splitlines() if " " in line),
+            "build_seconds": round(time.monotonic() - started, 1),
+        }
+        (out / "image.json").write_text(json.dumps(info, indent=2) + "\n")
+        return Image(cache.entry("images", self.key) / "rootfs.ext4", info)

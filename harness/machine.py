@@ -1,0 +1,207 @@
+"""Machine: one QEMU guest booted from a built kernel and a guest image.
+
+The console and QEMU's own output go to log files that a watcher follows; readiness is the first
+successful SSH handshake, never a sleep. Every wait checks for a panic on the console, for QEMU
+having exited, and for its deadline, so a guest that panics or hangs ends in a typed error with the
+console's tail, and QEMU is always killed (it also dies with the harness: PR_SET_PDEATHSIG).
+"""
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from harness import arch, console, tools
+from harness.errors import GuestError, GuestPanic, GuestTimeout, InfraError
+from harness.guest import Guest, authkey_arg, new_client_key
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def qemu_version(binary):
+    return tools.first_line([binary, "--version"])
+
+
+def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=None, port=None):
+    """The QEMU command line; pure, so tests can read it."""
+    acc = a["accel"][accel]
+    argv = [a["qemu"], "-M", a["machine"], "-accel", acc["accel"], "-cpu", acc["cpu"],
+            "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot",
+            "-kernel", str(kernel_image), "-append", cmdline,
+            "-chardev", f"file,id=con,path={logdir / 'console.log'}", "-serial", "chardev:con"]
+    if disk:
+        argv += ["-drive", f"id=root,file={disk},format=raw,if=none,snapshot=on",
+                 "-device", f"{a['block_device']},drive=root"]
+    if port:
+        # restrict=on: the guest reaches nothing on the host or beyond; only this forward comes in.
+        argv += ["-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+                 "-device", f"{a['net_device']},netdev=net0"]
+    return argv
+
+
+class Machine:
+    def __init__(self, kernel, image, logdir, accel="tcg", memory_mib=3072, cpus=2,
+                 extra_cmdline="", arch_name="x86_64"):
+        self.arch = arch.load(arch_name)
+        self.kernel = kernel
+        self.image = image
+        self.logdir = Path(logdir)
+        self.accel = accel
+        self.memory_mib = memory_mib
+        self.cpus = cpus
+        self.extra_cmdline = extra_cmdline
+        self.proc = None
+        self.watcher = None
+        self.guest = None
+        self.boot_seconds = None
+
+    @property
+    def console_log(self):
+        return self.logdir / "console.log"
+
+    @property
+    def qemu_log(self):
+        return self.logdir / "qemu.log"
+
+    def start(self):
+        tools.require(self.arch["qemu"])
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        for log in (self.console_log, self.qemu_log):
+            log.write_bytes(b"")
+        key = new_client_key()
+        self.port = free_port()
+        cmdline = " ".join(filter(None, [self.arch["cmdline"], self.arch["accel"][self.accel].get("cmdline"),
+                                          f"init={self.image.init}",
+                                          self.extra_cmdline, authkey_arg(key)]))
+        self.argv = qemu_argv(self.arch, self.accel, self.kernel.image, cmdline, self.logdir,
+                              self.memory_mib, self.cpus, disk=self.image.path, port=self.port)
+        self.guest = Guest(self.port, key, self.image.host_key)
+        self.watcher = console.Watcher(self.console_log, self.qemu_log).start()
+        self.started = time.monotonic()
+        with open(self.qemu_log, "ab") as err:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         preexec_fn=_die_with_parent)
+        return self
+
+    def check(self):
+        """Raise if the guest has panicked or QEMU is gone; called inside every wait."""
+        if self.watcher.fatal:
+            kind, line = self.watcher.fatal
+            self.watcher.poll()
+            raise GuestPanic(f"{kind}: {line}", log_tail=self.tail())
+        code = self.proc.poll()
+        if code is not None:
+            self.watcher.poll()
+            if self.watcher.fatal:
+                self.check()
+            raise GuestError(f"QEMU exited with code {code} ({self.qemu_log})", log_tail=self.tail())
+
+    def tail(self, lines=30):
+        text = console.tail(self.console_log, lines)
+        qemu = console.tail(self.qemu_log, 10)
+        return text + (f"\n--- QEMU ---\n{qemu}" if qemu.strip() else "")
+
+    def wait_ready(self, timeout=60):
+        """Wait for the guest's SSH server; returns the seconds from QEMU start to the first command."""
+        deadline = self.started + timeout
+        while True:
+            self.check()
+            if self.guest.try_connect(timeout=1.0):
+                code, out, _ = self.guest.run(["true"], timeout=30, alive=self.check)
+                if code == 0:
+                    self.boot_seconds = time.monotonic() - self.started
+                    return self.boot_seconds
+            if time.monotonic() > deadline:
+                raise GuestTimeout(f"the guest did not become ready within {timeout} s "
+                                   f"(serial log: {self.console_log})", log_tail=self.tail())
+            time.sleep(0.02)
+
+    def run(self, argv, timeout=600, on_line=None, stdin=None):
+        return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check, stdin=stdin)
+
+    def stop(self):
+        if self.guest:
+            self.guest.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.watcher:
+            self.watcher.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def boot_probe(a, accel, kernel_image, workdir, timeout):
+    """Boot kernel_image with no root file system under accel: True if the kernel runs its whole
+    init (it ends in the 'VFS: Unable to mount root fs' panic) within timeout seconds."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = qemu_argv(a, accel, kernel_image, "console=ttyS0 panic=-1", workdir, 256, 1)
+    qlog = workdir / "qemu.log"
+    with open(qlog, "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            text = console.tail(workdir / "console.log", 400)
+            if "Unable to mount root fs" in text or "Kernel panic" in text:
+                return True, f"booted to the root mount in {timeout - (deadline - time.monotonic()):.1f} s"
+            if console.scan(console.tail(qlog, 50), console.QEMU_FATAL):
+                return False, console.tail(qlog, 3).strip()
+            if proc.poll() is not None:
+                return False, f"QEMU exited with code {proc.returncode}: {console.tail(qlog, 3).strip()}"
+            time.sleep(0.05)
+        return False, f"no boot within {timeout} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _kvm_opens():
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as exc:
+        return False, f"/dev/kvm: {exc.strerror}"
+    os.close(fd)
+    return True, ""
+
+
+def choose_accel(requested, kernel_image, workdir, probe_timeout=20):
+    """('kvm'|'tcg', reason). 'auto' boots the kernel under KVM and keeps it only if that works."""
+    if requested == "tcg":
+        return "tcg", "asked for TCG"
+    opens, why = _kvm_opens()
+    if requested == "kvm":
+        if not opens:
+            raise InfraError(f"KVM was asked for but {why}")
+        return "kvm", "asked for KVM"
+    if not opens:
+        return "tcg", f"KVM unavailable ({why})"
+    ok, detail = boot_probe(arch.load(), "kvm", kernel_image, workdir, probe_timeout)
+    if ok:
+        return "kvm", f"KVM probe {detail}"
+    return "tcg", f"KVM present but the probe boot failed: {detail}"

@@ -1,0 +1,102 @@
+"""The run store: results/<run-id>/ with metadata.json, raw JSONL records, logs and tables.
+
+Written as the run goes: each record is appended and flushed to disk when it arrives, and
+metadata.json is rewritten (atomically) after every stage, so a crash keeps everything before it.
+
+  results/<run-id>/metadata.json            the run: host, harness sha, reproducer command, kernels
+  results/<run-id>/<kernel>/kernel.json     build facts; build.log beside it
+  results/<run-id>/<kernel>/console.log     serial console; qemu.log: QEMU's own messages
+  results/<run-id>/<kernel>/<workload>.jsonl raw records, one per line
+"""
+import datetime
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from harness import paths
+
+
+def new_run_id():
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def harness_sha():
+    proc = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    sha = proc.stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return sha + ("-dirty" if dirty else "")
+
+
+def host_facts():
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "kernel": platform.release(), "cpu": cpu,
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "loadavg": list(os.getloadavg())}
+
+
+class RunStore:
+    def __init__(self, run_id=None, root=None):
+        self.id = run_id or new_run_id()
+        self.dir = Path(root or paths.results()) / self.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "metadata.json"
+        self.metadata = json.loads(meta.read_text()) if meta.exists() else {
+            "run_id": self.id,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "harness_sha": harness_sha(),
+            "host": host_facts(),
+            "kernels": {},
+        }
+
+    def kernel_dir(self, label):
+        path = self.dir / label
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save(self):
+        tmp = self.dir / "metadata.json.tmp"
+        tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, self.dir / "metadata.json")
+
+    def update(self, **fields):
+        self.metadata.update(fields)
+        self.save()
+
+    def update_kernel(self, label, **fields):
+        self.metadata["kernels"].setdefault(label, {}).update(fields)
+        self.save()
+
+    def appender(self, label, workload):
+        """A function that appends one record to <kernel>/<workload>.jsonl and syncs it."""
+        path = self.kernel_dir(label) / f"{workload}.jsonl"
+
+        def append(record):
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return append
+
+    def records(self, label, workload):
+        path = self.dir / label / f"{workload}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def keep(self, label, *files):
+        for f in files:
+            if f and Path(f).exists():
+                shutil.copy(f, self.kernel_dir(label) / Path(f).name)

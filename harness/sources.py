@@ -1,0 +1,268 @@
+"""Kernel sources: turn a user's spec into an immutable, cached tree with a stable id.
+
+Specs:
+  PATH                         a local tree (a git checkout or a plain directory)
+  https://.../linux-X.Y.tar.xz a release tarball (kernel.org layout); append #sha256=HEX to pin it
+  git+URL#REF                  a git repository and a ref (tag, branch or commit); git+file:///... works
+  debian:linux-source-X.Y      Debian's kernel source package (installed with apt, read from /usr/src)
+
+Every kind is imported into a git repository under the cache whose single commit holds the tree, so
+the id is content-based (the git tree hash): the same tree reached two ways gets the same id. Builds
+use O= and never write into it.
+"""
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache, tools
+from harness.errors import InfraError, UserError
+
+GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    id: str          # "<kernel version>-<tree hash prefix>"
+    path: Path       # a git work tree, pristine; never built in
+    spec: str        # what the user asked for
+    version: str     # kernel version from the Makefile
+    commit: str      # the commit in `path` that holds the tree
+
+    def as_dict(self):
+        return {"id": self.id, "spec": self.spec, "version": self.version, "commit": self.commit}
+
+
+def kernel_version(tree):
+    makefile = Path(tree) / "Makefile"
+    fields = {}
+    try:
+        for line in makefile.read_text(errors="replace").splitlines()[:12]:
+            m = re.match(r"(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(\S*)", line)
+            if m:
+                fields[m[1]] = m[2]
+    except FileNotFoundError:
+        pass
+    if "VERSION" not in fields or "PATCHLEVEL" not in fields:
+        raise UserError(f"{tree} is not a Linux kernel tree (no VERSION/PATCHLEVEL in its Makefile)")
+    version = f"{fields['VERSION']}.{fields['PATCHLEVEL']}"
+    if fields.get("SUBLEVEL", "0") not in ("", "0"):
+        version += f".{fields['SUBLEVEL']}"
+    return version + fields.get("EXTRAVERSION", "")
+
+
+def git(repo, *args, **kw):
+    return tools.run(["git", "-C", str(repo), *GIT_ID, *args], **kw).strip()
+
+
+def resolve(spec):
+    """Return the cached SourceTree for spec, importing it the first time."""
+    spec = str(spec).strip()
+    if not spec:
+        raise UserError("empty kernel source spec")
+    if spec.startswith("debian:"):
+        return _debian(spec)
+    if spec.startswith("git+"):
+        return _git_url(spec)
+    if re.match(r"^(https?|ftp)://", spec):
+        return _tarball(spec)
+    return _local(spec)
+
+
+# --- the import every kind ends in -------------------------------------------------------------
+
+def _index_path(request_key):
+    return cache.root() / "sources" / "index" / request_key
+
+
+def _lookup(request_key, spec):
+    idx = _index_path(request_key)
+    if idx.exists():
+        tree = idx.read_text().strip()
+        path = cache.root() / "sources" / tree
+        if (path / ".git").exists():
+            return _tree(path, spec)
+    return None
+
+
+def _tree(path, spec):
+    commit = git(path, "rev-parse", "HEAD")
+    tree = git(path, "rev-parse", "HEAD^{tree}")
+    return SourceTree(id=f"{kernel_version(path)}-{tree[:12]}", path=path, spec=spec,
+                      version=kernel_version(path), commit=commit)
+
+
+def _import(request_key, spec, fill):
+    """fill(dir) puts a kernel tree into dir; commit it and file it under its tree hash."""
+    with cache.locked("source", request_key):
+        found = _lookup(request_key, spec)
+        if found:
+            return found
+        base = cache.root() / "sources"
+        scratch = base / f"import-{request_key}.partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            fill(scratch)
+            kernel_version(scratch)
+            if not (scratch / ".git").exists():
+                git(scratch, "init", "-q")
+                # -f: the tree as given, whatever its .gitignore says (Debian's ignores everything).
+                git(scratch, "add", "-A", "-f")
+                git(scratch, "commit", "-q", "--no-verify", "-m", f"import {spec}")
+            tree = git(scratch, "rev-parse", "HEAD^{tree}")
+            final = base / tree
+            if (final / ".git").exists():
+                shutil.rmtree(scratch)
+            else:
+                shutil.rmtree(final, ignore_errors=True)
+                scratch.rename(final)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        idx = _index_path(request_key)
+        idx.parent.mkdir(parents=True, exist_ok=True)
+        idx.write_text(tree + "\n")
+        return _tree(final, spec)
+
+
+def _extract(tarball, dest):
+    tools.run(["tar", "-xf", str(tarball), "-C", str(dest), "--strip-components=1",
+               "--no-same-owner"])
+
+
+# --- the kinds ---------------------------------------------------------------------------------
+
+def _local(spec):
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"kernel source path '{spec}' does not exist")
+    if not path.is_dir():
+        raise UserError(f"kernel source path '{spec}' is not a directory")
+    path = path.resolve()
+    kernel_version(path)
+    if (path / ".config").exists() or (path / "include" / "config").exists():
+        raise UserError(f"{path} has been configured or built in-tree; the harness builds out of "
+                        f"tree and needs a clean tree: run 'make mrproper' in it first")
+    if (path / ".git").exists():
+        head = git(path, "rev-parse", "HEAD")
+        # A commit that includes uncommitted changes to tracked files (or HEAD when clean).
+        snap = git(path, "stash", "create") or head
+        key = cache.digest("local-git", str(path), snap)
+
+        def fill(dest):
+            archive = subprocess.Popen(["git", "-C", str(path), "archive", snap], stdout=subprocess.PIPE)
+            untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
+            archive.stdout.close()
+            if archive.wait() != 0 or untar.returncode != 0:
+                raise InfraError(f"git archive of {path} failed")
+    else:
+        listing = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.lstat(os.path.join(dirpath, name))
+                listing.append((os.path.relpath(os.path.join(dirpath, name), path),
+                                st.st_size, st.st_mtime_ns))
+        key = cache.digest("local-dir", str(path), listing)
+
+        def fill(dest):
+            tools.run(["cp", "-a", f"{path}/.", str(dest)])
+    return _lookup(key, spec) or _import(key, spec, fill)
+
+
+def _git_url(spec):
+    url, _, ref = spec[len("git+"):].partition("#")
+    if not ref:
+        raise UserError(f"'{spec}': name a ref after '#', e.g. git+https://host/linux.git#v6.2")
+    key = cache.digest("git", url, ref)
+
+    def fill(dest):
+        git(dest, "init", "-q")
+        proc = tools.run(["git", "-C", str(dest), "fetch", "-q", "--depth", "1", url, ref], check=False)
+        if proc.returncode != 0:
+            raise UserError(f"cannot fetch ref '{ref}' from {url}: {proc.stderr.strip()} "
+                            f"(offline? pass a local tree instead)")
+        git(dest, "checkout", "-q", "--detach", "FETCH_HEAD")
+
+    return _lookup(key, spec) or _import(key, spec, fill)
+
+
+def _download(url, dest):
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"cannot download {url}: {exc} (offline? pass a local tree or "
+                        f"debian:linux-source-X.Y instead)") from None
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _published_sha256(url):
+    """kernel.org publishes sha256sums.asc beside its tarballs; None when there is none."""
+    base, _, name = url.rpartition("/")
+    try:
+        with urllib.request.urlopen(f"{base}/sha256sums.asc", timeout=30) as resp:
+            text = resp.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError):
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == name:
+            return parts[0]
+    return None
+
+
+def _tarball(spec):
+    url, _, frag = spec.partition("#")
+    want = frag[len("sha256="):].lower() if frag.startswith("sha256=") else None
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    if not re.search(r"\.tar(\.(xz|gz|bz2|zst))?$", name):
+        raise UserError(f"'{spec}' does not look like a release tarball (linux-X.Y.tar.xz)")
+    downloads = cache.root() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    local = downloads / f"{cache.digest(url)}-{name}"
+    if not local.exists():
+        tmp = local.with_suffix(".partial")
+        _download(url, tmp)
+        tmp.rename(local)
+    got = _sha256(local)
+    want = want or _published_sha256(url)
+    if want and got != want:
+        local.unlink()
+        raise UserError(f"{url}: sha256 is {got}, expected {want}; the download was removed")
+    key = cache.digest("tarball", url, got)
+    return _lookup(key, spec) or _import(key, spec, lambda dest: _extract(local, dest))
+
+
+def _debian(spec):
+    package = spec[len("debian:"):]
+    if re.fullmatch(r"\d+\.\d+", package):
+        package = f"linux-source-{package}"
+    if not re.fullmatch(r"linux-source-\d+\.\d+", package):
+        raise UserError(f"'{spec}': expected debian:linux-source-X.Y (e.g. debian:linux-source-6.1)")
+    tarball = Path("/usr/src") / f"{package}.tar.xz"
+    if not tarball.exists():
+        if os.geteuid() != 0:
+            raise InfraError(f"{package} is not installed and installing it needs root: "
+                             f"sudo apt-get install {package}")
+        proc = tools.run(["apt-get", "install", "-y", "-q", package], check=False,
+                         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if proc.returncode != 0 or not tarball.exists():
+            raise UserError(f"apt-get could not install {package}: "
+                            f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+    version = tools.run(["dpkg-query", "-W", "-f", "${Version}", package], check=False).stdout.strip()
+    key = cache.digest("debian", package, version, tarball.stat().st_size)
+    return _lookup(key, spec) or _import(key, spec, lambda dest: _extract(tarball, dest))

@@ -1,0 +1,57 @@
+"""Running host tools: one place that turns a missing tool into a clear InfraError."""
+import shutil
+import subprocess
+
+from harness.errors import InfraError
+
+# Which Debian package brings each tool the harness calls, for the error message.
+PACKAGES = {
+    "git": "git",
+    "tar": "tar",
+    "make": "make",
+    "gcc": "gcc",
+    "ccache": "ccache",
+    "flex": "flex",
+    "bison": "bison",
+    "debootstrap": "debootstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "dropbearkey": "dropbear-bin",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "apt-get": "apt",
+    "tuxmake": "tuxmake (pip)",
+    "b4": "b4 (pip)",
+}
+
+
+def require(tool):
+    path = shutil.which(tool)
+    if not path:
+        pkg = PACKAGES.get(tool, tool)
+        raise InfraError(f"'{tool}' is not installed; install it (Debian package: {pkg})")
+    return path
+
+
+def run(argv, *, cwd=None, env=None, log=None, check=True, input=None, timeout=None):
+    """Run argv (a list, never a shell string). Output goes to `log` (a path) or is returned."""
+    require(argv[0])
+    if log is not None:
+        with open(log, "ab") as fh:
+            proc = subprocess.run(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                  input=input, timeout=timeout)
+        out = ""
+    else:
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                              input=input, timeout=timeout)
+        out = proc.stdout
+    if check and proc.returncode != 0:
+        detail = proc.stderr.strip() if log is None else f"see {log}"
+        raise InfraError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {detail}")
+    return out if check else proc
+
+
+def first_line(argv):
+    """The first line a tool prints about itself (its version), or '' if it is missing."""
+    if not shutil.which(argv[0]):
+        return ""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    return (proc.stdout or proc.stderr).splitlines()[0].strip() if (proc.stdout or proc.stderr) else ""

@@ -1,0 +1,121 @@
+"""Workloads: the registry of workloads/<name>/ folders, their C libraries, and running them.
+
+A workload folder holds its C source, a Python driver that runs in the guest and loads the C
+library with ctypes, and manifest.toml (parameters with defaults, metrics with units). The library
+is compiled on the host (the guest is the same Debian release), cached by the source's hash, and
+sent to the guest with the driver and workloads/common.
+"""
+import json
+import shutil
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import cache, paths, tools
+from harness.errors import BuildError, UserError, WorkloadError
+
+GUEST_DIR = "/tmp/harness/workloads"
+
+
+def names():
+    return sorted(p.name for p in paths.WORKLOADS.iterdir() if (p / "manifest.toml").exists())
+
+
+def parse_value(text, default):
+    """A command-line parameter value, typed like the manifest's default."""
+    try:
+        if isinstance(default, bool):
+            return text.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise UserError(f"parameter value '{text}' is not a {type(default).__name__}") from None
+    return text
+
+
+@dataclass
+class Workload:
+    name: str
+    dir: Path
+    manifest: dict
+
+    @classmethod
+    def load(cls, name):
+        folder = paths.WORKLOADS / name
+        if not (folder / "manifest.toml").exists():
+            raise UserError(f"unknown workload '{name}' (known: {', '.join(names())})")
+        return cls(name, folder, tomllib.loads((folder / "manifest.toml").read_text()))
+
+    def params(self, overrides=None):
+        """The manifest's defaults with overrides applied; unknown names are an error."""
+        defaults = dict(self.manifest.get("params", {}))
+        result = dict(defaults)
+        for key, value in (overrides or {}).items():
+            key = key.replace("-", "_")
+            if key not in defaults:
+                raise UserError(f"workload {self.name} has no parameter '{key}' "
+                                f"(it has: {', '.join(sorted(defaults))})")
+            result[key] = parse_value(value, defaults[key]) if isinstance(value, str) else value
+        return result
+
+    def library(self):
+        """Compile the C sources into the cached shared library; returns its path."""
+        sources = [self.dir / s for s in self.manifest.get("sources", [])]
+        flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+        key = cache.digest(self.name, [s.read_text() for s in sources], flags,
+                           tools.first_line(["gcc", "--version"]))
+        lib = cache.entry("workloads", key) / self.manifest["library"]
+        if lib.exists():
+            return lib
+        with cache.locked("workload", key), cache.building("workloads", key) as out:
+            argv = ["gcc", *flags, "-o", str(out / self.manifest["library"]), *map(str, sources)]
+            proc = tools.run(argv, check=False)
+            if proc.returncode != 0:
+                raise BuildError(f"workload {self.name}'s C code does not compile",
+                                 log_tail=proc.stderr)
+        return lib
+
+    def stage(self, dest):
+        """The folder tree sent to the guest: common/ and NAME/ with driver and library."""
+        dest = Path(dest)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(paths.WORKLOADS / "common", dest / "common",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (dest / self.name).mkdir(parents=True)
+        shutil.copy(self.dir / self.manifest["driver"], dest / self.name)
+        if self.manifest.get("sources"):
+            shutil.copy(self.library(), dest / self.name)
+        return dest
+
+    def argv(self, params):
+        args = ["python3", f"{GUEST_DIR}/{self.name}/{self.manifest['driver']}"]
+        for key, value in sorted(params.items()):
+            args += [f"--{key.replace('_', '-')}", str(int(value) if isinstance(value, bool) else value)]
+        return args
+
+    def run(self, machine, params, store, staging):
+        """Run in the guest; every record is stored as it arrives. Returns the records."""
+        machine.guest.put(self.stage(staging), GUEST_DIR)
+        records, errors = [], []
+
+        def on_line(line):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return
+            if record.get("type") == "error":
+                errors.append(record)
+            else:
+                records.append(record)
+                store(record)
+
+        code, out, err = machine.run(self.argv(params), timeout=self.manifest.get("timeout_s", 600),
+                                     on_line=on_line)
+        if errors:
+            raise WorkloadError(f"workload {self.name}: {errors[0].get('message')}",
+                                log_tail=err)
+        if code != 0:
+            raise WorkloadError(f"workload {self.name} exited with code {code}", log_tail=err or out)
+        return records

@@ -1,0 +1,39 @@
+import importlib.util
+import json
+
+import pytest
+
+from harness import paths
+
+spec = importlib.util.spec_from_file_location("guestlib", paths.WORKLOADS / "common" / "guestlib.py")
+guestlib = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(guestlib)
+
+
+def test_jiffies_clock_is_refused():
+    assert "jiffies" in guestlib.clock_problem("jiffies", 1)
+    assert "4000000 ns" in guestlib.clock_problem("tsc", 4_000_000)
+    assert guestlib.clock_problem("tsc", 1) is None
+    assert guestlib.clock_problem("kvm-clock", 1) is None
+
+
+def test_refusal_is_an_error_record_and_exit(monkeypatch, capsys):
+    monkeypatch.setattr(guestlib, "clock_info", lambda: {"clocksource": "jiffies", "problem": "jiffies"})
+    with pytest.raises(SystemExit) as ex:
+        guestlib.refuse_unless_clock_ok()
+    assert ex.value.code == 3
+    record = json.loads(capsys.readouterr().out)
+    assert record["type"] == "error" and record["error"] == "clock"
+
+
+def test_prctl_through_ctypes_returns_value_and_errno():
+    PR_GET_DUMPABLE = 3
+    assert guestlib.prctl(PR_GET_DUMPABLE) == (1, 0)
+    ret, errno = guestlib.prctl(9999)
+    assert ret == -1 and errno == 22  # EINVAL
+
+
+def test_proc_readers_on_this_host():
+    assert guestlib.status()["VmRSS"] > 0
+    assert "VmPTE" in guestlib.status()
+    assert guestlib.meminfo()["PageTables"] > 0

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from harness import arch, cli, image, machine
+from harness.errors import InfraError
+
+
+def test_qemu_argv_is_loopback_only_and_snapshot():
+    a = arch.load()
+    argv = machine.qemu_argv(a, "tcg", "/k/bzImage", "console=ttyS0", Path("/logs"), 3072, 2,
+                             disk="/img/rootfs.ext4", port=2222)
+    joined = " ".join(argv)
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined and "restrict=on" in joined
+    assert "snapshot=on" in joined and "-nodefaults" in argv and "-no-reboot" in argv
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-append") + 1] == "console=ttyS0"
+
+
+def test_missing_qemu_is_an_infra_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    kernel = type("K", (), {"image": tmp_path / "bzImage"})()
+    img = type("I", (), {"path": tmp_path / "x", "init": "/init", "host_key": "ssh-ed25519 AAAA"})()
+    with pytest.raises(InfraError, match="qemu-system-x86_64' is not installed.*qemu-system-x86"):
+        machine.Machine(kernel, img, tmp_path).start()
+
+
+def test_host_mirror_reads_deb822(tmp_path, monkeypatch):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "x.sources").write_text("Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm "
+                                 "bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://"
+                                 "sec.test/\nSuites: bookworm-security\nComponents: main\n")
+    real = Path
+
+    def fake(p, *rest):
+        if p == "/etc/apt/sources.list.d":
+            return d
+        if p == "/etc/apt/sources.list":
+            return tmp_path / "none"
+        return real(p, *rest)
+    monkeypatch.setattr(image, "Path", fake)
+    assert image.host_mirror("bookworm") == "http://mirror.test/debian"
+    assert image.host_mirror("trixie") is None
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["run", "--kernel-src", "/does/not/exist"], 2, "does not exist"),
+    (["run", "--kernel-src", "/tmp", "--param", "oops"], 2, "NAME=VALUE"),
+    (["run", "--kernel-src", "/tmp", "--workload", "nope"], 2, "unknown workload"),
+    (["run", "--kernel-src", "/tmp", "--config", "nope"], 2, "config fragment 'nope' not found"),
+    (["build", "--kernel-src", "/does/not/exist"], 2, "does not exist"),
+])
+def test_cli_bad_input_one_clear_error(argv, code, message, capsys, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "results"))
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,35 @@
+import json
+
+from harness import tables
+from harness.results import RunStore
+
+RECORD = {"parent_vmrss_kb": 1049688, "child_vmrss_kb": 1048688, "parent_vmpte_kb": 2096,
+          "child_vmpte_kb": 2096, "pagetables_delta_kb": 2100, "fork_ns": 10_000_000}
+
+
+def test_fork_memory_table_layout(tmp_path):
+    table, extra = tables.fork_memory([RECORD, dict(RECORD, fork_ns=12_000_000)])
+    text = tables.render_fork_memory(table, extra)
+    lines = text.splitlines()
+    assert lines[0].split() == ["parent", "child"]
+    assert lines[1].split() == ["VmRSS:", "1049688", "kB", "1048688", "kB"]
+    assert lines[2].split() == ["VmPTE:", "2096", "kB", "2096", "kB"]
+    assert "PageTables delta at fork: 2100 kB" in text
+    assert "11.000 ms (median of 2)" in text
+    tables.save_fork_memory(table, extra, tmp_path)
+    assert "VmPTE" in (tmp_path / "fork-memory.md").read_text()
+    assert (tmp_path / "fork-memory.csv").read_text().startswith("metric,parent,child,unit\nVmRSS,1049688,1048688,kB")
+
+
+def test_run_store_writes_as_it_goes(tmp_path):
+    store = RunStore("r1", root=tmp_path)
+    append = store.appender("stock", "fork-memory")
+    append({"a": 1})
+    # on disk before anything else happens
+    assert json.loads((tmp_path / "r1" / "stock" / "fork-memory.jsonl").read_text()) == {"a": 1}
+    store.update_kernel("stock", status="ok")
+    meta = json.loads((tmp_path / "r1" / "metadata.json").read_text())
+    assert meta["kernels"]["stock"]["status"] == "ok"
+    assert meta["harness_sha"] and meta["host"]["cpus"]
+    # reopening the run keeps what was there
+    assert RunStore("r1", root=tmp_path).records("stock", "fork-memory") == [{"a": 1}]
