@@ -56,13 +56,14 @@ class Build:
     patches: list = field(default_factory=list)   # ids of applied patches, in order
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     force: bool = False                  # rebuild in the existing build dir even when cached
+    objdir: Path = None                  # where make's objects go (default: in the cache, by key)
 
     def __post_init__(self):
         self.wanted = kconfig.requested(self.fragments)
         self.tools = toolchain()
         self.key = cache.digest(self.source.id, self.patches, self.base,
                                 [f.text for f in self.fragments], self.tools)
-        self.objdir = cache.root() / "objects" / self.key
+        self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
 
     def cached(self):
         found = cache.entry("builds", self.key)

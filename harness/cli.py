@@ -17,6 +17,7 @@ EPILOG = """kernel source specs (--kernel-src):
 
 examples:
   harness run --kernel-src debian:linux-source-6.1
+  harness run --experiment cow-pte-v4 --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox
   harness run --kernel-src ~/linux --workload fork-memory --param mib=512 --param repeat=5
   harness boot --kernel-src debian:linux-source-6.1 -- cat /proc/meminfo
   harness build --kernel-src ~/linux --config cow-pte
@@ -24,9 +25,12 @@ examples:
 
 
 def add_kernel_args(p, multiple=False):
-    p.add_argument("--kernel-src", required=True, action="append" if multiple else "store",
+    p.add_argument("--kernel-src", required=not multiple, action="append" if multiple else "store",
                    metavar="SPEC", help="kernel source (see the specs below)" +
-                   ("; repeat for several kernels" if multiple else ""))
+                   ("; repeat for several kernels (overrides the experiment's)" if multiple else ""))
+    p.add_argument("--series", metavar="SPEC",
+                   help="patch series to apply: an mbox, a folder of .patch files, or a lore "
+                        "Message-Id (fetched with b4)")
     p.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
                    help="config fragment (a name in kernel-config/ or a path), merged after "
                         "guest-base; repeatable")
@@ -34,14 +38,16 @@ def add_kernel_args(p, multiple=False):
 
 
 def add_guest_args(p):
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None,
                    help="auto probes KVM with a real boot and falls back to TCG (default: auto)")
-    p.add_argument("--memory", type=int, default=3072, metavar="MIB", help="guest memory (default 3072)")
-    p.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
-    p.add_argument("--image", default="debian-minimal", help="guest image recipe in vm-images/")
+    p.add_argument("--memory", type=int, default=None, metavar="MIB", help="guest memory (default 3072)")
+    p.add_argument("--cpus", type=int, default=None, help="guest vCPUs (default 2)")
+    p.add_argument("--image", default=None, help="guest image recipe in vm-images/ (default debian-minimal)")
     p.add_argument("--mirror", help="Debian mirror for the image (default: this host's apt sources)")
-    p.add_argument("--boot-timeout", type=int, default=120, metavar="S",
+    p.add_argument("--boot-timeout", type=int, default=None, metavar="S",
                    help="seconds for the guest to become ready (default 120)")
+    p.add_argument("--cmdline", default=None, metavar="TEXT",
+                   help="extra guest kernel command line, e.g. 'transparent_hugepage=always'")
 
 
 def parse_params(items):
@@ -54,35 +60,48 @@ def parse_params(items):
     return params
 
 
-def experiment(args, kernel_srcs, labels):
-    from harness.pipeline import DEFAULT_FRAGMENTS, Experiment, KernelSpec
-    labels = labels or []
-    if len(labels) > len(kernel_srcs):
+def experiment(args):
+    """The experiment the flags describe: a TOML file with overrides, or one made from flags."""
+    from harness import experiment as ex
+    guest = {"accel": args.accel, "memory_mib": args.memory, "cpus": args.cpus, "image": args.image,
+             "mirror": args.mirror, "jobs": args.jobs, "boot_timeout": args.boot_timeout,
+             "extra_cmdline": args.cmdline}
+    srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
+    if getattr(args, "experiment", None):
+        if len(srcs) > 1:
+            raise errors.UserError("with --experiment, give at most one --kernel-src")
+        return ex.load(args.experiment, kernel_src=srcs[0] if srcs else None, series=args.series, **guest)
+    if not srcs:
+        raise errors.UserError("name a kernel with --kernel-src SPEC (or an --experiment)")
+    labels = getattr(args, "label", None) or []
+    if len(labels) > len(srcs):
         raise errors.UserError("more --label than --kernel-src")
     kernels = []
-    for i, src in enumerate(kernel_srcs):
-        label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(kernel_srcs) > 1 else "kernel"
-        kernels.append(KernelSpec(label, src, DEFAULT_FRAGMENTS + args.config))
-    workloads = [(name, parse_params(args.param) if i == 0 else {})
-                 for i, name in enumerate(getattr(args, "workload", None) or ["fork-memory"])]
-    return Experiment(kernels=kernels, workloads=workloads, accel=args.accel, memory_mib=args.memory,
-                      cpus=args.cpus, image=args.image, mirror=args.mirror, jobs=args.jobs,
-                      boot_timeout=args.boot_timeout)
+    for i, src in enumerate(srcs):
+        label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(srcs) > 1 else "kernel"
+        kernels.append(ex.KernelSpec(label, src, ex.DEFAULT_FRAGMENTS + args.config, args.series))
+    names = getattr(args, "workload", None) or ["fork-memory"]
+    workloads = [ex.WorkloadSpec(name, parse_params(getattr(args, "param", None)) if i == 0 else {})
+                 for i, name in enumerate(names)]
+    return ex.Experiment(kernels=kernels, workloads=workloads,
+                         **{k: v for k, v in guest.items() if v is not None})
 
 
 def cmd_build(args):
     from harness import commands
-    return commands.build(args.kernel_src, args.config, jobs=args.jobs, force=args.force)
+    args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
+    args.cmdline = None
+    return commands.build(experiment(args))
 
 
 def cmd_boot(args):
     from harness import commands
-    return commands.boot(experiment(args, [args.kernel_src], None), args.command)
+    return commands.boot(experiment(args), args.command)
 
 
 def cmd_run(args):
     from harness.pipeline import Run
-    run = Run(experiment(args, args.kernel_src, args.label)).execute()
+    run = Run(experiment(args)).execute()
     ui.console.print(f"results: {run.store.dir}")
     return run.exit_code
 
@@ -90,6 +109,11 @@ def cmd_run(args):
 def cmd_image(args):
     from harness import commands
     return commands.image(args.image, args.mirror)
+
+
+def cmd_setup(args):
+    from harness import host
+    return host.main(args)
 
 
 def cmd_selfbench(args):
@@ -104,10 +128,12 @@ def parser():
                     "in the guest and compare what they do to memory and latency.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", help="build a kernel (cached)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("setup", help="install the Debian packages the harness needs (as root)")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("build", help="build a kernel, with a patch series if given (cached)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p)
-    p.add_argument("--force", action="store_true", help="rebuild in the existing build folder")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("image", help="build the guest image (cached)")
@@ -126,6 +152,9 @@ def parser():
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, multiple=True)
     add_guest_args(p)
+    p.add_argument("--experiment", metavar="NAME|PATH",
+                   help="an experiment file (experiments/NAME.toml): kernels, series, workloads; "
+                        "--kernel-src and --series override its source and series")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
     p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",

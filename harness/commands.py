@@ -6,24 +6,18 @@ import tempfile
 import termios
 import tty
 
-from harness import accel, image as image_mod, kconfig, sources, ui
-from harness.build import Build
+from harness import image as image_mod, ui
 from harness.machine import Machine
-from harness.pipeline import DEFAULT_FRAGMENTS
+from harness.pipeline import Run
+from harness.results import NullStore, RunStore
 
 
-def build(kernel_src, fragments, jobs=None, force=False):
-    frags = [kconfig.fragment(f) for f in DEFAULT_FRAGMENTS + list(fragments)]
-    with ui.step(f"kernel source {kernel_src}") as say:
-        source = sources.resolve(kernel_src)
-        say(source.id)
-    b = Build(source, frags, force=force, **({"jobs": jobs} if jobs else {}))
-    with ui.step(f"build {source.id}") as say:
-        kernel = b.run(say)
+def build(exp):
+    run = Run(exp, store=NullStore())
+    kernel = run.kernel(exp.kernels[0])
     ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
-    ui.out(f"  {kernel.image}")
-    ui.out(f"  {kernel.path / 'config'}")
-    ui.out(f"  {kernel.path / 'build.log'}")
+    for name in ("bzImage", "config", "System.map", "build.log", "kernel.json"):
+        ui.out(f"  {kernel.path / name}")
     return 0
 
 
@@ -37,28 +31,22 @@ def image(name, mirror):
 def boot(exp, command):
     """Boot the experiment's kernel; run one command (exit with its code) or open a shell."""
     spec = exp.kernels[0]
-    frags = [kconfig.fragment(f) for f in spec.fragments]
-    with ui.step(f"kernel source {spec.source}") as say:
-        source = sources.resolve(spec.source)
-        say(source.id)
-    with ui.step(f"build {source.id}") as say:
-        kernel = Build(source, frags, **({"jobs": exp.jobs} if exp.jobs else {})).run(say)
-    with ui.step(f"guest image {exp.image}") as say:
-        img = image_mod.GuestImage(exp.image, exp.mirror).run(say)
-    chosen, reason = accel.choose(exp.accel, kernel.image)
-    if chosen != "kvm":
-        ui.warn(f"booting under {chosen.upper()}, not KVM: {reason}")
-    with tempfile.TemporaryDirectory(prefix="harness-boot-") as logdir:
-        with Machine(kernel, img, logdir, accel=chosen, memory_mib=exp.memory_mib, cpus=exp.cpus) as m:
-            with ui.step(f"boot {kernel.info['release']} under {chosen}") as say:
-                seconds = m.wait_ready(exp.boot_timeout)
-                say(f"first guest command after {seconds:.2f} s")
-            if command:
-                code, out, err = m.run(command, timeout=3600)
-                sys.stdout.write(out + ("\n" if out else ""))
-                sys.stderr.write(err)
-                return code
-            return shell(m)
+    logs = tempfile.mkdtemp(prefix="harness-boot-")
+    run = Run(exp, store=RunStore("boot", root=logs))
+    kernel = run.kernel(spec)
+    img = run.guest_image()
+    chosen = run.choose_accel(kernel)
+    with Machine(kernel, img, run.store.kernel_dir(spec.label), accel=chosen,
+                 memory_mib=exp.memory_mib, cpus=exp.cpus, extra_cmdline=exp.extra_cmdline) as m:
+        with ui.step(f"boot {kernel.info['release']} under {chosen}") as say:
+            seconds = m.wait_ready(exp.boot_timeout)
+            say(f"first guest command after {seconds:.2f} s; serial log {m.console_log}")
+        if command:
+            code, out, err = m.run(command, timeout=3600)
+            sys.stdout.write(out + ("\n" if out else ""))
+            sys.stderr.write(err)
+            return code
+        return shell(m)
 
 
 def shell(machine):

@@ -6,6 +6,7 @@ lists joined with shlex, never strings pasted together.
 """
 import base64
 import io
+import logging
 import shlex
 import socket
 import tarfile
@@ -13,6 +14,10 @@ import time
 from pathlib import Path
 
 import paramiko
+
+# paramiko's transport thread prints tracebacks for connections that the harness expects to
+# fail while the guest boots; the harness reports failures itself.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 from harness.errors import GuestError, GuestTimeout
 
@@ -35,8 +40,20 @@ class Guest:
         self.host_key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
         self.client = None
 
+    def banner(self, timeout=0.5):
+        """True when the SSH server in the guest answers with its banner. QEMU's forward accepts
+        a connection even before the guest listens, then drops it: only the banner tells."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                return s.recv(4) == b"SSH-"
+        except OSError:
+            return False
+
     def try_connect(self, timeout=2.0):
         """One attempt; False while the guest's SSH server is not up yet."""
+        if not self.banner():
+            return False
         client = paramiko.SSHClient()
         client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self.host_key.get_name(), self.host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, paths, tools
-from harness.errors import InfraError, UserError
+from harness.errors import BuildError, InfraError, UserError
 
 HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
 
@@ -105,7 +105,12 @@ class GuestImage:
         if proc.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise InfraError("debootstrap failed", log_tail=tail)
-        tools.run(["cp", "-a", f"{self.dir / 'overlay'}/.", str(root)])
+        init = root / self.recipe["init"].lstrip("/")
+        proc = tools.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(init),
+                          str(self.dir / self.recipe["init_source"])], check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"the guest init {self.recipe['init_source']} does not compile",
+                             log_tail=proc.stderr)
         keyfile = root / HOST_KEY
         keyfile.parent.mkdir(parents=True, exist_ok=True)
         keyfile.unlink(missing_ok=True)

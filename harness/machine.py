@@ -67,6 +67,7 @@ class Machine:
         self.watcher = None
         self.guest = None
         self.boot_seconds = None
+        self.boot_phases = {}
 
     @property
     def console_log(self):
@@ -83,7 +84,9 @@ class Machine:
             log.write_bytes(b"")
         key = new_client_key()
         self.port = free_port()
-        cmdline = " ".join(filter(None, [self.arch["cmdline"], self.arch["accel"][self.accel].get("cmdline"),
+        acc = self.arch["accel"][self.accel]
+        tsc = f"tsc_early_khz={arch.host_tsc_khz()}" if acc.get("host_tsc_khz") else ""
+        cmdline = " ".join(filter(None, [self.arch["cmdline"], acc.get("cmdline"), tsc,
                                           f"init={self.image.init}",
                                           self.extra_cmdline, authkey_arg(key)]))
         self.argv = qemu_argv(self.arch, self.accel, self.kernel.image, cmdline, self.logdir,
@@ -120,9 +123,12 @@ class Machine:
         while True:
             self.check()
             if self.guest.try_connect(timeout=1.0):
+                connected = time.monotonic() - self.started
                 code, out, _ = self.guest.run(["true"], timeout=30, alive=self.check)
                 if code == 0:
                     self.boot_seconds = time.monotonic() - self.started
+                    self.boot_phases = {"ssh_connected": round(connected, 3),
+                                        "first_command": round(self.boot_seconds, 3)}
                     return self.boot_seconds
             if time.monotonic() > deadline:
                 raise GuestTimeout(f"the guest did not become ready within {timeout} s "

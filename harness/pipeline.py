@@ -1,59 +1,22 @@
-"""The pipeline as one object: for each kernel, source -> build -> boot -> workloads -> results.
+"""The pipeline as one object: for each kernel, source (+ series) -> build -> boot -> workloads.
 
-`Run` is what `harness run` calls and what the Python API uses. A failure in one kernel (a build
-error, a panic, a workload that refuses its clock) is recorded for that kernel with its log, and
-the run goes on with the next one; nothing measured before is lost.
+`Run` is what `harness run` calls and what the Python API uses. Each (kernel, workload) is a cell.
+A failure in a cell (a workload that refuses its clock, a WARNING in dmesg) is recorded with its
+log and the kernel's next cell runs; a failure of the kernel itself (build error, panic, hang)
+is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
-import shlex
 import tempfile
 import time
-from dataclasses import dataclass, field
 
 from harness import accel as accel_mod
+from harness import activity, dmesg, kconfig, series as series_mod, sources, tables, ui
 from harness import image as image_mod
-from harness import kconfig, sources, tables, ui
 from harness.build import Build
-from harness.errors import HarnessError
+from harness.errors import GuestPanic, GuestTimeout, HarnessError, WorkloadError
+from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec  # noqa: F401
 from harness.machine import Machine, qemu_version
 from harness.results import RunStore
 from harness.workloads import Workload
-
-DEFAULT_FRAGMENTS = ["guest-base"]
-
-
-@dataclass
-class KernelSpec:
-    label: str
-    source: str
-    fragments: list = field(default_factory=lambda: list(DEFAULT_FRAGMENTS))
-
-
-@dataclass
-class Experiment:
-    kernels: list
-    workloads: list = field(default_factory=lambda: [("fork-memory", {})])
-    accel: str = "auto"
-    memory_mib: int = 3072
-    cpus: int = 2
-    image: str = "debian-minimal"
-    mirror: str = None
-    jobs: int = None
-    boot_timeout: int = 120
-
-    def command_line(self):
-        """The harness command that repeats this experiment."""
-        argv = ["harness", "run"]
-        for k in self.kernels:
-            argv += ["--kernel-src", k.source, "--label", k.label]
-            for frag in k.fragments:
-                argv += ["--config", frag]
-        for name, params in self.workloads:
-            argv += ["--workload", name]
-            for key, value in sorted(params.items()):
-                argv += ["--param", f"{key}={value}"]
-        argv += ["--accel", self.accel, "--memory", str(self.memory_mib), "--cpus", str(self.cpus),
-                 "--image", self.image]
-        return shlex.join(argv)
 
 
 class Run:
@@ -61,35 +24,46 @@ class Run:
         self.exp = experiment
         self.failures = []
         self.image = None
+        self._series = {}
         # Check every name now, so a typo fails before anything is built or stored.
-        self.workloads = [(Workload.load(name), Workload.load(name).params(params))
-                          for name, params in experiment.workloads]
+        self.cells = [(Workload.load(w.name), Workload.load(w.name).params(w.params))
+                      for w in experiment.workloads]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
         self.store = store or RunStore()
 
+    # --- the run --------------------------------------------------------------------------------
+
     def execute(self):
         exp = self.exp
         self.store.update(command=exp.command_line(), experiment={
+            "name": exp.name, "path": str(exp.path) if exp.path else None,
             "kernels": [vars(k) for k in exp.kernels],
-            "workloads": [{"name": w.name, "params": p} for w, p in self.workloads],
+            "workloads": [{"name": w.name, "params": p} for w, p in self.cells],
             "memory_mib": exp.memory_mib, "cpus": exp.cpus, "image": exp.image})
         ui.console.print(f"run {self.store.id} -> {self.store.dir}")
         for spec in exp.kernels:
             try:
                 self.one_kernel(spec)
             except HarnessError as exc:
-                self.failures.append((spec.label, exc))
-                ui.error(f"[{spec.label}] {exc}")
-                self.store.update_kernel(spec.label, status="failed", error=str(exc),
-                                         error_type=type(exc).__name__)
+                self.fail(spec.label, exc)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          failed=[label for label, _ in self.failures])
+                          failed=sorted({label for label, _ in self.failures}))
+        self.compare()
         return self
+
+    def fail(self, label, exc, cell=None):
+        self.failures.append((label, exc))
+        where = f"[{label}]" + (f" {cell}" if cell else "")
+        ui.error(f"{where} {exc}")
+        if cell is None:
+            self.store.update_kernel(label, status="failed", error=str(exc), error_type=type(exc).__name__)
 
     @property
     def exit_code(self):
         return self.failures[0][1].exit_code if self.failures else 0
+
+    # --- stages ---------------------------------------------------------------------------------
 
     def guest_image(self):
         if self.image is None:
@@ -98,19 +72,39 @@ class Run:
             self.store.update(image={k: self.image.info[k] for k in ("key", "name", "mirror", "build_seconds")})
         return self.image
 
-    def kernel(self, spec):
+    def tree(self, spec):
+        """The source tree to build: the pristine source, or the source with the series applied."""
         with ui.step(f"[{spec.label}] kernel source {spec.source}") as say:
             source = sources.resolve(spec.source)
             say(source.id)
-        build = Build(source, [kconfig.fragment(f) for f in spec.fragments],
+        if not spec.series:
+            return source, []
+        key = (source.id, spec.series)
+        if key not in self._series:
+            with ui.step(f"[{spec.label}] series {spec.series}") as say:
+                series = series_mod.load(spec.series)
+                say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
+            with ui.step(f"[{spec.label}] apply {len(series.patches)} patches to {source.id}"):
+                patched, report = series_mod.apply(series, source)
+            ui.out(report.table())
+            self._series[key] = (patched, series, report)
+        patched, series, report = self._series[key]
+        self.store.update_kernel(spec.label, series={**series.as_dict(), "apply": [
+            {"index": r.index, "status": r.status, "detail": r.detail} for r in report.results]})
+        return patched, series_mod.patch_ids(series)
+
+    def kernel(self, spec):
+        tree, patches = self.tree(spec)
+        build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches,
                       **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
-        self.store.update_kernel(spec.label, source=source.as_dict(), build_key=build.key)
-        with ui.step(f"[{spec.label}] build {source.id}") as say:
+        self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
+        with ui.step(f"[{spec.label}] build {tree.id}") as say:
             kernel = build.run(say)
         self.store.keep(spec.label, kernel.path / "build.log", kernel.path / "kernel.json")
         self.store.update_kernel(spec.label, release=kernel.info["release"],
                                  config_sha=kernel.info["config_sha"], toolchain=kernel.info["toolchain"],
                                  fragments=kernel.info["fragments"], patches=kernel.info["patches"],
+                                 config_cow_pte=kconfig.parse(kernel.config).get("CONFIG_COW_PTE", "n"),
                                  cached_build=kernel.info.get("cached", False))
         return kernel
 
@@ -119,8 +113,7 @@ class Run:
             with ui.step(f"accelerator ({self.exp.accel})") as say:
                 chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
                 say(f"{chosen}: {reason}")
-            qemu = qemu_version("qemu-system-x86_64")
-            self.store.update(accel=chosen, accel_reason=reason, qemu=qemu)
+            self.store.update(accel=chosen, accel_reason=reason, qemu=qemu_version("qemu-system-x86_64"))
             if chosen != "kvm":
                 ui.warn(f"guests run under {chosen.upper()} (software emulation), not KVM: {reason}. "
                         f"Times are emulated-CPU times; compare them only with runs of the same mode.")
@@ -132,26 +125,81 @@ class Run:
         chosen = self.choose_accel(kernel)
         logdir = self.store.kernel_dir(spec.label)
         with Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
-                     cpus=self.exp.cpus) as m:
+                     cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline) as m:
             with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
                 seconds = m.wait_ready(self.exp.boot_timeout)
                 say(f"first guest command after {seconds:.2f} s")
             _, uname, _ = m.run(["uname", "-r"])
             _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
                                               "current_clocksource"])
-            self.store.update_kernel(spec.label, boot_seconds=round(seconds, 3), guest_uname=uname.strip(),
-                                     guest_clocksource=clocksource.strip(), qemu_argv=m.argv)
+            self.store.update_kernel(spec.label, boot_seconds=round(seconds, 3), boot_phases=m.boot_phases,
+                                     guest_uname=uname.strip(), guest_clocksource=clocksource.strip(),
+                                     qemu_argv=m.argv, cells=[])
+            self.kernel_log(spec.label, m, "boot")
             with tempfile.TemporaryDirectory() as staging:
-                for workload, params in self.workloads:
-                    with ui.step(f"[{spec.label}] workload {workload.name} {params}"):
-                        records = workload.run(m, params, self.store.appender(spec.label, workload.name),
-                                               staging)
-                    self.report(spec.label, workload.name, records)
-        self.store.update_kernel(spec.label, status="ok")
+                for number, (workload, params) in enumerate(self.cells, 1):
+                    self.cell(spec.label, m, number, workload, params, staging)
+        failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
+        self.store.update_kernel(spec.label, status="failed" if failed_cells else "ok")
 
-    def report(self, label, workload, records):
-        if workload == "fork-memory" and records:
-            table, extra = tables.fork_memory(records)
-            tables.save_fork_memory(table, extra, self.store.kernel_dir(label))
-            ui.out(tables.render_fork_memory(table, extra, title=f"{label}: fork-memory"))
-            ui.out()
+    def cell(self, label, machine, number, workload, params, staging):
+        name = f"{number}:{workload.name}"
+        entry = {"cell": name, "workload": workload.name, "params": params, "status": "ok"}
+        append = self.store.appender(label, workload.name)
+
+        def store(record):
+            if workload.name == "fork-memory":
+                record = activity.label(record)
+            append({**record, "cell": name, "kernel": label})
+
+        try:
+            with ui.step(f"[{label}] workload {workload.name} {params}"):
+                records = workload.run(machine, params, store, staging)
+            entry["records"] = len(records)
+            self.show(label, workload.name, [activity.label(r) for r in records]
+                      if workload.name == "fork-memory" else records)
+        except WorkloadError as exc:
+            entry.update(status="failed", error=str(exc))
+            self.fail(label, exc, cell=name)
+        except (GuestPanic, GuestTimeout) as exc:
+            entry.update(status="failed", error=str(exc))
+            self.store.metadata["kernels"][label]["cells"].append(entry)
+            raise
+        if self.exp.dmesg_check:
+            hits = self.kernel_log(label, machine, name.replace(":", "-"))
+            if hits:
+                entry.update(status="failed", dmesg=hits)
+                self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
+                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), cell=name)
+        self.store.metadata["kernels"][label]["cells"].append(entry)
+        self.store.save()
+
+    def kernel_log(self, label, machine, name):
+        """Keep the guest's kernel log since the last look; return what a reviewer would flag."""
+        log, hits, taints = dmesg.check(machine)
+        (self.store.kernel_dir(label) / f"dmesg-{name}.log").write_text(log)
+        if taints:
+            hits = hits + [("taint", ", ".join(taints))]
+        return hits
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def show(self, label, workload, records):
+        if workload != "fork-memory" or not records:
+            return
+        table, extra = tables.fork_memory(records)
+        title = f"{label}: fork-memory, {tables.fork_kind(records)}"
+        ui.out(tables.render_fork_memory(table, extra, title=title))
+        ui.out()
+
+    def compare(self):
+        rows = []
+        for spec in self.exp.kernels:
+            rows += self.store.records(spec.label, "fork-memory")
+        if not rows or len(self.exp.kernels) < 2 and len(self.cells) < 2:
+            return
+        table = tables.fork_memory_comparison(rows)
+        tables.save(table, self.store.dir, "fork-memory-comparison")
+        ui.out("fork-memory, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
+        ui.out(table.to_string())
+        ui.out()

@@ -100,3 +100,22 @@ class RunStore:
         for f in files:
             if f and Path(f).exists():
                 shutil.copy(f, self.kernel_dir(label) / Path(f).name)
+
+
+class NullStore:
+    """A store that keeps nothing, for `harness build` (which measures nothing)."""
+
+    def __init__(self):
+        self.metadata = {"kernels": {}}
+
+    def update(self, **fields):
+        self.metadata.update(fields)
+
+    def update_kernel(self, label, **fields):
+        self.metadata["kernels"].setdefault(label, {}).update(fields)
+
+    def keep(self, label, *files):
+        pass
+
+    def save(self):
+        pass

@@ -40,3 +40,38 @@ def save_fork_memory(table, extra, folder):
     full = pd.DataFrame(rows, dtype=object).set_index("metric")
     full.to_csv(folder / "fork-memory.csv")
     (folder / "fork-memory.md").write_text(full.to_markdown() + "\n")
+
+
+KIND = {"off": "fork", "active": "COW PTE fork"}
+
+
+def fork_kind(records):
+    """How the fork was made, judged per record: 'fork', 'COW PTE fork', or why it is neither."""
+    labels = sorted({r.get("cow_pte", "off") for r in records})
+    if len(labels) == 1 and labels[0] in KIND:
+        return KIND[labels[0]]
+    return "prctl(65) + fork, COW PTE " + "/".join(labels)
+
+
+COLUMNS = {"parent_vmrss_kb": "parent VmRSS kB", "child_vmrss_kb": "child VmRSS kB",
+           "parent_vmpte_kb": "parent VmPTE kB", "child_vmpte_kb": "child VmPTE kB",
+           "pagetables_delta_kb": "PageTables delta kB"}
+
+
+def fork_memory_comparison(records):
+    """One row per kernel and kind of fork, with the COW PTE verdict on every row."""
+    df = pd.DataFrame(records)
+    df["kind"] = [KIND.get(r.get("cow_pte", "off"), f"prctl(65) + fork ({r.get('cow_pte')})")
+                  for r in records]
+    df["cow_pte"] = df.get("cow_pte", "off")
+    order = list(dict.fromkeys(df["kernel"]))
+    grouped = df.groupby(["kernel", "kind", "cow_pte"], sort=False)
+    table = grouped[list(COLUMNS)].median().round().astype(int).rename(columns=COLUMNS)
+    table["fork ms"] = (grouped["fork_ns"].median() / 1e6).round(3)
+    table["n"] = grouped.size()
+    return table.reindex(order, level="kernel")
+
+
+def save(table, folder, name):
+    table.to_csv(folder / f"{name}.csv")
+    (folder / f"{name}.md").write_text(table.to_markdown() + "\n")

@@ -20,6 +20,12 @@ class Child(ctypes.Structure):
     _fields_ = [("pid", ctypes.c_int64), ("release_fd", ctypes.c_int64), ("fork_ns", ctypes.c_int64)]
 
 
+def fail(what, message, errno):
+    guestlib.emit({"type": "error", "error": what, "errno": errno,
+                   "message": f"{message}: {os.strerror(errno)}"})
+    sys.exit(4)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=1024)
@@ -31,7 +37,8 @@ def main():
     clock = guestlib.refuse_unless_clock_ok()
     lib = guestlib.load_library("libfork_memory.so")
     lib.fm_map.restype = ctypes.c_void_p
-    lib.fm_map.argtypes = [ctypes.c_size_t, ctypes.c_int]
+    lib.fm_map.argtypes = [ctypes.c_size_t]
+    lib.fm_advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     lib.fm_touch.restype = ctypes.c_int64
     lib.fm_touch.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     lib.fm_unmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
@@ -41,26 +48,30 @@ def main():
     size = args.mib << 20
 
     for rep in range(args.repeat):
-        buf = lib.fm_map(size, THP[args.thp]) if size else None
+        buf = lib.fm_map(size) if size else None
         if size and not buf:
-            guestlib.emit({"type": "error", "error": "mmap", "message": f"cannot map {args.mib} MiB",
-                           "errno": ctypes.get_errno()})
-            sys.exit(4)
+            fail("mmap", f"cannot map {args.mib} MiB", ctypes.get_errno())
+        if size and THP[args.thp] >= 0:
+            rc = lib.fm_advise(buf, size, THP[args.thp])
+            if rc:
+                fail("madvise", f"madvise for thp={args.thp} failed (CONFIG_ADVISE_SYSCALLS?)", -rc)
         pages = lib.fm_touch(buf, size) if size else 0
-        prctl_ret, prctl_errno = (None, None)
-        if args.cow_pte:
+        prctl_ret = prctl_errno = again_ret = again_errno = None
+        if args.cow_pte and rep == 0:
             prctl_ret, prctl_errno = guestlib.prctl(guestlib.PR_SET_COW_PTE)
         parent_before = guestlib.status()
         mem_before = guestlib.meminfo()
         child = Child()
         rc = lib.fm_fork_hold(ctypes.byref(child))
         if rc != 0:
-            guestlib.emit({"type": "error", "error": "fork", "message": os.strerror(-rc), "errno": -rc})
-            sys.exit(4)
+            fail("fork", "fork failed", -rc)
         mem_after = guestlib.meminfo()
         parent = guestlib.status()
         kid = guestlib.status(child.pid)
         wait_status = lib.fm_release(ctypes.byref(child))
+        if args.cow_pte and rep == 0:
+            # The series answers EINVAL only once COW PTE is on for this process (6.2-based).
+            again_ret, again_errno = guestlib.prctl(guestlib.PR_SET_COW_PTE)
         if size:
             lib.fm_unmap(buf, size)
         guestlib.emit({
@@ -68,6 +79,7 @@ def main():
             "mib": args.mib, "thp": args.thp, "pages_touched": pages,
             "cow_pte_requested": bool(args.cow_pte),
             "prctl_ret": prctl_ret, "prctl_errno": prctl_errno,
+            "prctl_again_ret": again_ret, "prctl_again_errno": again_errno,
             "config_cow_pte": config.get("CONFIG_COW_PTE", "n") if config else None,
             "fork_ns": child.fork_ns,
             "parent_vmrss_kb": parent["VmRSS"], "parent_vmpte_kb": parent["VmPTE"],

@@ -17,18 +17,18 @@ struct fm_child {
 	int64_t fork_ns;
 };
 
-// thp: 1 MADV_HUGEPAGE, 0 MADV_NOHUGEPAGE, -1 leave the system default.
-void *fm_map(size_t bytes, int thp)
+// Anonymous private memory; NULL with errno set on failure.
+void *fm_map(size_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (p == MAP_FAILED)
-		return NULL;
-	if (thp >= 0 && madvise(p, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0) {
-		munmap(p, bytes);
-		return NULL;
-	}
-	return p;
+	return p == MAP_FAILED ? NULL : p;
+}
+
+// thp: 1 MADV_HUGEPAGE, 0 MADV_NOHUGEPAGE. Returns 0 or -errno.
+int fm_advise(void *p, size_t bytes, int thp)
+{
+	return madvise(p, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? 0 : -errno;
 }
 
 // Write one byte in every page so that every page is backed before the fork.

@@ -1,0 +1,44 @@
+"""Was COW PTE really on? Judged from the kernel's own counters, never from prctl's return code.
+
+prctl(65) returns 0 on a patched kernel built without CONFIG_COW_PTE (and does nothing), and on
+Linux >= 6.3 option 65 is PR_SET_MDWE. What proves sharing is the page-table memory around the
+fork: a normal fork copies the parent's PTE tables, so /proc/meminfo PageTables grows by about the
+parent's VmPTE; with COW PTE the child shares them, and PageTables grows by a small fraction.
+"""
+
+ACTIVE = "active"
+INACTIVE = "inactive"
+UNPROVEN = "unproven"
+OFF = "off"
+
+MIN_VMPTE_KB = 512        # below this a fork copies too few tables to tell sharing from copying
+MAX_SHARED_FRACTION = 0.25
+
+
+def judge(record):
+    """(label, evidence) for one fork-memory record."""
+    if not record.get("cow_pte_requested"):
+        return OFF, "COW PTE not requested"
+    config = record.get("config_cow_pte")
+    if config != "y":
+        return INACTIVE, f"the running kernel has CONFIG_COW_PTE={config or 'n'} (from /proc/config.gz)"
+    if record.get("prctl_ret") not in (None, 0):
+        return INACTIVE, f"prctl(65) failed with errno {record.get('prctl_errno')}"
+    parent = record.get("parent_vmpte_kb", 0)
+    delta = record.get("pagetables_delta_kb", 0)
+    if parent < MIN_VMPTE_KB:
+        return UNPROVEN, f"parent VmPTE {parent} kB is too small to tell sharing from copying"
+    fraction = delta / parent
+    evidence = (f"PageTables grew by {delta} kB at fork = {fraction:.0%} of the parent's VmPTE "
+                f"({parent} kB); child VmPTE {record.get('child_vmpte_kb')} kB")
+    if record.get("prctl_again_errno") is not None:
+        evidence += f"; second prctl errno {record['prctl_again_errno']}"
+    if fraction <= MAX_SHARED_FRACTION:
+        return ACTIVE, evidence + ": tables shared"
+    return INACTIVE, evidence + ": tables copied"
+
+
+def label(record):
+    """The record with its verdict added (fields cow_pte and cow_pte_evidence)."""
+    verdict, evidence = judge(record)
+    return {**record, "cow_pte": verdict, "cow_pte_evidence": evidence}

@@ -1,0 +1,133 @@
+"""Experiments: what to build, boot and measure, as a small TOML file (experiments/NAME.toml).
+
+  source = "SPEC"                  kernel source for every kernel (see harness.sources)
+  series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
+  [guest]  accel, memory_mib, cpus, image, boot_timeout
+  [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
+  [[workloads]] name, params (table), repeat (how many times to run the workload, default 1)
+
+Command-line flags override any part (--kernel-src, --series, --accel, ...). The experiment is
+checked when loaded, so a typo fails before anything is built.
+"""
+import shlex
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness import paths
+from harness.errors import UserError
+
+DEFAULT_FRAGMENTS = ["guest-base"]
+EXPERIMENTS = paths.ROOT / "experiments"
+
+
+@dataclass
+class KernelSpec:
+    label: str
+    source: str
+    fragments: list = field(default_factory=lambda: list(DEFAULT_FRAGMENTS))
+    series: str = None          # a series spec when this kernel is patched
+
+
+@dataclass
+class WorkloadSpec:
+    name: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    kernels: list
+    workloads: list = field(default_factory=lambda: [WorkloadSpec("fork-memory")])
+    name: str = "ad-hoc"
+    accel: str = "auto"
+    memory_mib: int = 3072
+    cpus: int = 2
+    image: str = "debian-minimal"
+    mirror: str = None
+    jobs: int = None
+    boot_timeout: int = 120
+    dmesg_check: bool = True
+    extra_cmdline: str = ""     # appended to the guest kernel's command line
+    path: Path = None           # the TOML file, when there is one
+
+    def command_line(self):
+        """The harness command that repeats this experiment."""
+        if self.path:
+            argv = ["harness", "run", "--experiment", str(self.path)]
+            sources = {k.source for k in self.kernels}
+            series = {k.series for k in self.kernels if k.series}
+            if len(sources) == 1:
+                argv += ["--kernel-src", sources.pop()]
+            if len(series) == 1:
+                argv += ["--series", series.pop()]
+        else:
+            argv = ["harness", "run"]
+            for k in self.kernels:
+                argv += ["--kernel-src", k.source, "--label", k.label]
+            for frag in self.kernels[0].fragments[len(DEFAULT_FRAGMENTS):]:
+                argv += ["--config", frag]
+            if self.kernels[0].series:
+                argv += ["--series", self.kernels[0].series]
+            for w in self.workloads:
+                argv += ["--workload", w.name]
+                for key, value in sorted(w.params.items()):
+                    argv += ["--param", f"{key}={value}"]
+        argv += ["--accel", self.accel, "--memory", str(self.memory_mib), "--cpus", str(self.cpus)]
+        return shlex.join(argv)
+
+
+def find(name_or_path):
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    candidate = EXPERIMENTS / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in EXPERIMENTS.glob("*.toml")))
+    raise UserError(f"experiment '{name_or_path}' not found (known: {known})")
+
+
+def _beside_repo(spec):
+    """A relative path in an experiment file means a path in the repository."""
+    if spec and not Path(spec).is_absolute() and (paths.ROOT / spec).exists():
+        return str(paths.ROOT / spec)
+    return spec
+
+
+def load(name_or_path, kernel_src=None, series=None, **overrides):
+    path = find(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    known = {"name", "description", "source", "series", "guest", "kernels", "workloads", "claims"}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    source = kernel_src or data.get("source")
+    series_spec = series or _beside_repo(data.get("series"))
+    if not source:
+        raise UserError(f"{path} names no kernel source; pass --kernel-src")
+    kernels = []
+    for k in data.get("kernels", []):
+        if "label" not in k:
+            raise UserError(f"{path}: every [[kernels]] needs a label")
+        patched = bool(k.get("patched", False))
+        if patched and not series_spec:
+            raise UserError(f"{path}: kernel '{k['label']}' is patched but no series is named; "
+                            f"pass --series")
+        kernels.append(KernelSpec(k["label"], source, list(k.get("fragments", DEFAULT_FRAGMENTS)),
+                                  series_spec if patched else None))
+    if not kernels:
+        raise UserError(f"{path} has no [[kernels]]")
+    workloads = []
+    for w in data.get("workloads", []):
+        for _ in range(int(w.get("repeat", 1))):
+            workloads.append(WorkloadSpec(w["name"], dict(w.get("params", {}))))
+    guest = data.get("guest", {})
+    exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
+                     name=data.get("name", path.stem), path=path,
+                     **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout")
+                        if k in guest})
+    return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,124 @@
+"""Real tests: a real kernel built from a real source, booted under QEMU, measured in the guest.
+
+They use the harness's normal cache (building the kernel takes minutes the first time, nothing
+after). HARNESS_TEST_KERNEL_SRC picks the source (default: Debian's linux-source-6.1).
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from harness import arch, cli, kconfig, machine, sources
+from harness.build import Build
+from harness.errors import BuildError, GuestPanic, GuestTimeout, UserError
+from harness.image import GuestImage
+
+pytestmark = pytest.mark.slow
+SRC = os.environ.get("HARNESS_TEST_KERNEL_SRC", "debian:linux-source-6.1")
+
+
+@pytest.fixture(scope="session")
+def source():
+    return sources.resolve(SRC)
+
+
+@pytest.fixture(scope="session")
+def kernel(source):
+    return Build(source, [kconfig.fragment("guest-base")]).run()
+
+
+@pytest.fixture(scope="session")
+def image():
+    return GuestImage().run()
+
+
+def test_run_prints_fork_memory_table_and_stores_everything(kernel, image, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
+    assert cli.main(["run", "--kernel-src", SRC, "--label", "stock"]) == 0
+    out = capsys.readouterr().out
+    assert "VmPTE:" in out and "PageTables delta at fork" in out
+    (run_dir,) = tmp_path.iterdir()
+    records = [json.loads(line) for line in (run_dir / "stock" / "fork-memory.jsonl").read_text().splitlines()]
+    (r,) = records
+    assert r["mib"] == 1024 and r["pages_touched"] == 262144
+    # 1 GiB of 4 KiB pages needs 512 PTE pages (2 MiB) in each process on a stock kernel.
+    assert 2048 <= r["parent_vmpte_kb"] < 4096
+    assert 2048 <= r["child_vmpte_kb"] < 4096
+    assert r["pagetables_delta_kb"] >= 2048
+    assert r["parent_vmrss_kb"] >= 1024 * 1024 and r["child_vmrss_kb"] >= 1024 * 1024
+    assert r["fork_ns"] > 0 and r["clocksource"] != "jiffies"
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    assert meta["accel"] in ("kvm", "tcg") and meta["qemu"].startswith("QEMU emulator")
+    assert meta["command"].startswith("harness run --kernel-src")
+    k = meta["kernels"]["stock"]
+    assert k["status"] == "ok" and k["release"].startswith(kernel.info["release"])
+    assert k["guest_uname"] == kernel.info["release"] and k["config_sha"]
+    assert (run_dir / "stock" / "console.log").read_text().count("Run /usr/sbin/harness-init") == 1
+    assert (run_dir / "stock" / "build.log").exists()
+    assert "VmRSS" in (run_dir / "stock" / "fork-memory.md").read_text()
+
+
+def test_same_build_twice_builds_nothing(source, kernel):
+    again = Build(source, [kconfig.fragment("guest-base")]).run()
+    assert again.info["cached"] is True and again.path == kernel.path
+
+
+def test_boot_runs_one_command(kernel, image, capfd):
+    code = cli.main(["boot", "--kernel-src", SRC, "--", "sh", "-c", "grep -c processor /proc/cpuinfo; exit 7"])
+    assert code == 7
+    assert capfd.readouterr().out.strip() == "2"
+
+
+def test_dropped_and_unknown_options_are_named(source, tmp_path):
+    frag = tmp_path / "bad.config"
+    frag.write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_HARNESS_NO_SUCH_OPTION=y\n")
+    build = Build(source, [kconfig.fragment("guest-base"), kconfig.fragment(frag)])
+    with pytest.raises(UserError) as err:
+        build.run()
+    text = str(err.value)
+    assert "CONFIG_VIRTIO_PCI: requested y, final .config has n" in text and "depends on PCI" in text
+    assert "CONFIG_HARNESS_NO_SUCH_OPTION: unknown symbol" in text
+    assert not build.cached()
+
+
+def test_kernel_that_fails_to_compile(source, tmp_path):
+    broken = tmp_path / "linux"
+    subprocess.run(["cp", "-al", str(source.path), str(broken)], check=True)
+    shutil.rmtree(broken / ".git")
+    (broken / "kernel" / "bounds.c").unlink()   # a hard link: unlink, never write through it
+    (broken / "kernel" / "bounds.c").write_text("#error this tree is broken on purpose\n")
+    tree = sources.resolve(str(broken))
+    assert tree.id != source.id
+    build = Build(tree, [kconfig.fragment("guest-base")])
+    with pytest.raises(BuildError) as err:
+        build.run()
+    assert "kernel/bounds.c" in str(err.value) and "broken on purpose" in str(err.value)
+    assert not build.cached()
+    assert "#error" not in (source.path / "kernel" / "bounds.c").read_text()
+
+
+def test_guest_that_never_becomes_ready_times_out_with_console_tail(kernel, image, tmp_path):
+    m = machine.Machine(kernel, image, tmp_path, accel="tcg", extra_cmdline="init=/bin/cat")
+    with pytest.raises(GuestTimeout) as err:
+        with m:
+            m.wait_ready(timeout=15)
+    assert "did not become ready within 15 s" in str(err.value)
+    assert "Run /bin/cat as init process" in str(err.value)
+    assert m.proc.poll() is not None
+
+
+def test_guest_kernel_panic_is_reported_and_qemu_ends(kernel, image, tmp_path):
+    m = machine.Machine(kernel, image, tmp_path, accel="tcg", extra_cmdline="init=/no/such/init")
+    with pytest.raises(GuestPanic) as err:
+        with m:
+            m.wait_ready(timeout=60)
+    assert "kernel panic" in str(err.value) and "/no/such/init" in str(err.value)
+    assert m.proc.poll() is not None
+
+
+def test_chosen_accelerator_really_boots(kernel, tmp_path):
+    chosen, reason = machine.choose_accel("auto", kernel.image, tmp_path / "probe")
+    ok, detail = machine.boot_probe(arch.load(), chosen, kernel.image, tmp_path / "check", 60)
+    assert ok, f"{chosen} ({reason}) did not boot: {detail}"
