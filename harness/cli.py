@@ -5,7 +5,6 @@ or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, 
 (GuestError); 130 interrupted.
 """
 import argparse
-import sys
 
 from harness import errors, ui
 
@@ -106,6 +105,16 @@ def cmd_run(args):
     return run.exit_code
 
 
+def cmd_verify(args):
+    from harness.verify import Verify
+    configs = [c.strip() for c in args.bisect_configs.split(",") if c.strip()]
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    v = Verify(args.kernel_src, args.series, accel=args.accel or "auto", jobs=args.jobs,
+               bisect=not args.no_bisect, configs=configs, kernels=kernels, boot=not args.no_boot,
+               selftest_source=args.selftest_source, mib=args.mib).execute()
+    return v.exit_code
+
+
 def cmd_image(args):
     from harness import commands
     return commands.image(args.image, args.mirror)
@@ -160,6 +169,26 @@ def parser():
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="parameter of the (first) workload, e.g. mib=512; repeatable")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("verify", help="a reviewer's checks of a series: apply, checkpatch, every "
+                       "patch built, kernels booted with workloads, dmesg and selftests",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernel-src", required=True, metavar="SPEC", help="the tree the series applies to")
+    p.add_argument("--series", required=True, metavar="SPEC", help="mbox, folder of .patch, or Message-Id")
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
+    p.add_argument("--jobs", "-j", type=int)
+    p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
+    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n", metavar="LIST",
+                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base "
+                        "(default: COW_PTE=y,COW_PTE=n)")
+    p.add_argument("--kernels", default="stock,cow-pte,debug", metavar="LIST",
+                   help="kernels to boot and measure: stock, cow-pte, debug, patched, patched-debug "
+                        "(default: stock,cow-pte,debug)")
+    p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
+    p.add_argument("--selftest-source", metavar="PATH",
+                   help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
+    p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("selfbench", help="time the harness itself: builds, image, boot")
     p.add_argument("--kernel-src", default="debian:linux-source-6.1", metavar="SPEC")

@@ -49,6 +49,8 @@ class Experiment:
     boot_timeout: int = 120
     dmesg_check: bool = True
     extra_cmdline: str = ""     # appended to the guest kernel's command line
+    selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
+    selftest_source: str = None  # a tree to take the selftests from when the kernel's has none
     path: Path = None           # the TOML file, when there is one
 
     def command_line(self):
@@ -101,7 +103,8 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: {exc}") from None
-    known = {"name", "description", "source", "series", "guest", "kernels", "workloads", "claims"}
+    known = {"name", "description", "source", "series", "guest", "kernels", "workloads", "claims",
+             "selftests"}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -128,6 +131,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     guest = data.get("guest", {})
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,
+                     selftests=list(data.get("selftests", [])),
                      **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout")
                         if k in guest})
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

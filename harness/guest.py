@@ -85,11 +85,12 @@ class Guest:
         command = shlex.join(argv)
         transport = self.client.get_transport()
         chan = transport.open_session()
-        chan.settimeout(0.2)
         chan.exec_command(command)
         if stdin is not None:
+            chan.settimeout(timeout)   # a large upload waits for the guest's window to open
             chan.sendall(stdin)
             chan.shutdown_write()
+        chan.settimeout(0.2)
         out, err, pending = [], [], b""
         deadline = time.monotonic() + timeout
         while True:

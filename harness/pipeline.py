@@ -9,11 +9,10 @@ import tempfile
 import time
 
 from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, series as series_mod, sources, tables, ui
+from harness import activity, dmesg, kconfig, selftests, series as series_mod, sources, tables, ui
 from harness import image as image_mod
 from harness.build import Build
-from harness.errors import GuestPanic, GuestTimeout, HarnessError, WorkloadError
-from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec  # noqa: F401
+from harness.errors import GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
 from harness.machine import Machine, qemu_version
 from harness.results import RunStore
 from harness.workloads import Workload
@@ -25,6 +24,9 @@ class Run:
         self.failures = []
         self.image = None
         self._series = {}
+        self.trees = {}
+        self.selftest_results = []
+        self.selftest_new_failures = []
         # Check every name now, so a typo fails before anything is built or stored.
         self.cells = [(Workload.load(w.name), Workload.load(w.name).params(w.params))
                       for w in experiment.workloads]
@@ -95,6 +97,7 @@ class Run:
 
     def kernel(self, spec):
         tree, patches = self.tree(spec)
+        self.trees[spec.label] = tree
         build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches,
                       **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
@@ -139,6 +142,8 @@ class Run:
             with tempfile.TemporaryDirectory() as staging:
                 for number, (workload, params) in enumerate(self.cells, 1):
                     self.cell(spec.label, m, number, workload, params, staging)
+            if self.exp.selftests:
+                self.run_selftests(spec.label, m)
         failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
         self.store.update_kernel(spec.label, status="failed" if failed_cells else "ok")
 
@@ -155,9 +160,11 @@ class Run:
         try:
             with ui.step(f"[{label}] workload {workload.name} {params}"):
                 records = workload.run(machine, params, store, staging)
+            if workload.name == "fork-memory":
+                records = [activity.label(r) for r in records]
+                entry["cow_pte"] = sorted({r["cow_pte"] for r in records})
             entry["records"] = len(records)
-            self.show(label, workload.name, [activity.label(r) for r in records]
-                      if workload.name == "fork-memory" else records)
+            self.show(label, workload.name, records)
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))
             self.fail(label, exc, cell=name)
@@ -173,6 +180,43 @@ class Run:
                                                + "; ".join(f"{k}: {line}" for k, line in hits[:5])), cell=name)
         self.store.metadata["kernels"][label]["cells"].append(entry)
         self.store.save()
+
+    def run_selftests(self, label, machine):
+        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as cells."""
+        for name in self.exp.selftests:
+            if name != "cow":
+                raise UserError(f"selftest '{name}' is not supported (supported: cow)")
+            entry = {"cell": f"selftest:{name}", "workload": f"selftest-{name}", "status": "ok"}
+            try:
+                with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
+                    binary = selftests.build_cow(self.trees[label].path, test_source=self.exp.selftest_source)
+                    launcher = selftests.build_launcher()
+                    entry["setup"] = selftests.prepare_guest(machine)
+                    say(f"{entry['setup']['hugepages_2m']} hugetlb pages, swap {entry['setup']['swap_kib']} kB")
+                for way, launch in (("plain", None), ("cow-pte", launcher)):
+                    with ui.step(f"[{label}] selftest {name} ({way})") as say:
+                        result = selftests.run_cow(machine, binary, launch, label=label)
+                        say(result.get("error") or result.get("launcher") or f"{len(result['cases'])} cases")
+                    (self.store.kernel_dir(label) / f"selftest-{name}-{way}.tap").write_text(result["output"])
+                    self.store.appender(label, f"selftest-{name}")(
+                        {k: v for k, v in result.items() if k not in ("output", "stderr")})
+                    self.selftest_results.append(result)
+                    if way == "plain" and result.get("error"):
+                        entry.update(status="failed", error=result["error"])
+            except HarnessError as exc:
+                entry.update(status="failed", error=str(exc))
+                self.fail(label, exc, cell=entry["cell"])
+                if isinstance(exc, (GuestPanic, GuestTimeout)):
+                    self.store.metadata["kernels"][label]["cells"].append(entry)
+                    raise
+            hits = self.kernel_log(label, machine, f"selftest-{name}") if self.exp.dmesg_check else []
+            if hits:
+                entry.update(status="failed", dmesg=hits)
+                self.fail(label, WorkloadError(f"kernel log after selftest {name}: "
+                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])),
+                          cell=entry["cell"])
+            self.store.metadata["kernels"][label]["cells"].append(entry)
+            self.store.save()
 
     def kernel_log(self, label, machine, name):
         """Keep the guest's kernel log since the last look; return what a reviewer would flag."""
@@ -193,6 +237,16 @@ class Run:
         ui.out()
 
     def compare(self):
+        if self.selftest_results:
+            stock = self.exp.kernels[0].label
+            ui.out(f"kernel selftests (case x kernel/way; '!!' = fails where {stock}/plain passes):")
+            ui.out(selftests.render(self.selftest_results, stock=stock))
+            ui.out()
+            table = selftests.table(self.selftest_results)
+            table.to_csv(self.store.dir / "selftests.csv")
+            if (stock, "plain") in table.columns:
+                self.selftest_new_failures = selftests.new_failures(table, stock)
+            self.store.update(selftest_new_failures=self.selftest_new_failures)
         rows = []
         for spec in self.exp.kernels:
             rows += self.store.records(spec.label, "fork-memory")

@@ -11,11 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import accel, cache, kconfig, sources, ui
+from harness import accel, kconfig, sources, ui
 from harness.build import Build
 from harness.image import GuestImage
 from harness.machine import Machine
-from harness.pipeline import DEFAULT_FRAGMENTS
+from harness.experiment import DEFAULT_FRAGMENTS
 
 
 @contextlib.contextmanager

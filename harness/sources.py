@@ -150,9 +150,14 @@ def _local(spec):
         raise UserError(f"{path} has been configured or built in-tree; the harness builds out of "
                         f"tree and needs a clean tree: run 'make mrproper' in it first")
     if (path / ".git").exists():
-        head = git(path, "rev-parse", "HEAD")
-        # A commit that includes uncommitted changes to tracked files (or HEAD when clean).
-        snap = git(path, "stash", "create") or head
+        try:
+            # A commit that includes uncommitted changes to tracked files (or HEAD when clean).
+            snap = git(path, "stash", "create") or git(path, "rev-parse", "HEAD")
+        except InfraError:
+            snap = None   # e.g. a partial clone missing blobs: take the files as they are
+    else:
+        snap = None
+    if snap:
         key = cache.digest("local-git", str(path), snap)
 
         def fill(dest):
@@ -164,7 +169,7 @@ def _local(spec):
     else:
         listing = []
         for dirpath, dirnames, filenames in os.walk(path):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not (dirpath == str(path) and d == ".git"))
             for name in sorted(filenames):
                 st = os.lstat(os.path.join(dirpath, name))
                 listing.append((os.path.relpath(os.path.join(dirpath, name), path),
@@ -172,7 +177,12 @@ def _local(spec):
         key = cache.digest("local-dir", str(path), listing)
 
         def fill(dest):
-            tools.run(["cp", "-a", f"{path}/.", str(dest)])
+            pack = subprocess.Popen(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
+                                    stdout=subprocess.PIPE)
+            unpack = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=pack.stdout)
+            pack.stdout.close()
+            if pack.wait() != 0 or unpack.returncode != 0:
+                raise InfraError(f"copying {path} into the cache failed")
     return _lookup(key, spec) or _import(key, spec, fill)
 
 

@@ -1,6 +1,4 @@
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,6 @@
 import functools
 import hashlib
 import http.server
-import subprocess
 import tarfile
 import threading
 

@@ -1,0 +1,137 @@
+"""`harness verify`: what a reviewer asks of a series, in one command.
+
+  1. apply: the series on the source, a table of patch -> applied / offset / fuzz / failed
+  2. checkpatch: the tree's scripts/checkpatch.pl on every patch (errors, warnings, checks)
+  3. bisect: every prefix of the series built with CONFIG_COW_PTE=y and =n, incrementally
+  4. kernels: stock, patched with COW PTE, and the debug variant (DEBUG_VM, PAGE_TABLE_CHECK,
+     lockdep, ...), each booted and run through the workloads with the kernel log checked after
+     every one, and the kernel's own vm selftest `cow` run plainly and under the COW PTE launcher
+  5. the tables, the selftest diff against stock, and a verdict line per section
+
+Every section runs even when an earlier one found problems; the exit code is non-zero when any did.
+"""
+from dataclasses import dataclass, field
+
+from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
+from harness.errors import UserError
+from harness.experiment import Experiment, KernelSpec, WorkloadSpec
+from harness.pipeline import Run
+
+BASE = ["guest-base", "selftests"]
+# configs every patch is built with (--bisect-configs)
+CONFIGS = {"COW_PTE=y": BASE + ["cow-pte"], "COW_PTE=n": BASE + ["no-cow-pte"], "base": BASE}
+# kernels booted and measured (--kernels): label -> (patched?, fragments)
+KERNELS = {"stock": (False, BASE), "cow-pte": (True, BASE + ["cow-pte"]),
+           "debug": (True, BASE + ["cow-pte", "debug"]), "patched": (True, BASE),
+           "patched-debug": (True, BASE + ["debug"])}
+
+
+@dataclass
+class Verify:
+    kernel_src: str
+    series: str
+    accel: str = "auto"
+    jobs: int = None
+    bisect: bool = True
+    configs: list = field(default_factory=lambda: ["COW_PTE=y", "COW_PTE=n"])
+    kernels: list = field(default_factory=lambda: ["stock", "cow-pte", "debug"])
+    boot: bool = True
+    selftest_source: str = None      # a tree to take the cow selftest from (6.1 has none)
+    mib: int = 1024
+
+    def __post_init__(self):
+        unknown = [c for c in self.configs if c not in CONFIGS]
+        if unknown:
+            raise UserError(f"unknown bisect config {unknown} (known: {', '.join(CONFIGS)})")
+        unknown = [k for k in self.kernels if k not in KERNELS]
+        if unknown:
+            raise UserError(f"unknown kernel variant {unknown} (known: {', '.join(KERNELS)})")
+        self.problems = []
+        self.sections = {}
+
+    def section(self, name, ok, summary):
+        self.sections[name] = (ok, summary)
+        if not ok:
+            self.problems.append(name)
+
+    def execute(self):
+        with ui.step(f"kernel source {self.kernel_src}") as say:
+            source = sources.resolve(self.kernel_src)
+            say(source.id)
+        with ui.step(f"series {self.series}") as say:
+            series = series_mod.load(self.series)
+            say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
+        self.apply(series, source)
+        self.checkpatch(series, source)
+        if self.bisect:
+            self.build_each(series, source)
+        if self.boot:
+            self.run_kernels(source)
+        ui.out("verdict:")
+        for name, (ok, summary) in self.sections.items():
+            ui.out(f"  {'ok  ' if ok else 'FAIL'}  {name}: {summary}")
+        return self
+
+    @property
+    def exit_code(self):
+        return 1 if self.problems else 0
+
+    def apply(self, series, source):
+        try:
+            with ui.step(f"apply {len(series.patches)} patches"):
+                _, report = series_mod.apply(series, source)
+            ui.out(report.table())
+            moved = sum(r.status != "applied" for r in report.results)
+            self.section("apply", True, f"{len(report.results)} applied"
+                         + (f", {moved} with offset or fuzz" if moved else ""))
+        except UserError as exc:
+            ui.out(str(exc))
+            self.section("apply", False, str(exc).splitlines()[0])
+            raise
+
+    def checkpatch(self, series, source):
+        with ui.step("checkpatch.pl on every patch"):
+            results = checkpatch.run(source.path, series)
+        ui.out(checkpatch.table(results))
+        errors = sum(r["errors"] for r in results)
+        warnings = sum(r["warnings"] for r in results)
+        self.section("checkpatch", errors == 0, f"{errors} errors, {warnings} warnings")
+
+    def build_each(self, series, source):
+        sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] for label in self.configs}
+        with ui.step(f"build every patch with {', '.join(sets)}") as say:
+            results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say)
+        ui.out(bisect.table(results))
+        errors = [r for r in results if r["status"] == "error"]
+        self.section("bisect", not errors, f"{len(results) - len(errors)}/{len(results)} builds ok"
+                     + (f"; first error at patch {errors[0]['index']} [{errors[0]['config']}]" if errors else ""))
+
+    def run_kernels(self, source):
+        kernels = [KernelSpec(label, self.kernel_src, KERNELS[label][1],
+                              self.series if KERNELS[label][0] else None) for label in self.kernels]
+        tests = ["cow"]
+        if not selftests.selftest_dir(self.selftest_source or source.path):
+            tests = []
+            self.section("selftests", True, f"not run: {source.id} has no cow selftest (Linux 6.2+); "
+                                            f"pass --selftest-source PATH-TO-A-6.2+-TREE")
+        workloads = [WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 0}),
+                     WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 1})]
+        exp = Experiment(kernels=kernels, workloads=workloads, name="verify", accel=self.accel,
+                         jobs=self.jobs, selftests=tests, selftest_source=self.selftest_source)
+        run = Run(exp).execute()
+        meta = run.store.metadata["kernels"]
+        failed = [label for label, info in meta.items() if info.get("status") != "ok"]
+        self.section("kernels", not failed, "all booted, workloads and kernel logs clean" if not failed
+                     else f"problems in {', '.join(failed)} (see {run.store.dir})")
+        active = sorted({label for label, info in meta.items() for c in info.get("cells", [])
+                         if "active" in c.get("cow_pte", [])})
+        wanted = [k for k in self.kernels if "cow-pte" in KERNELS[k][1]]
+        if wanted:
+            self.section("COW PTE active", set(wanted) <= set(active),
+                         f"proven on {', '.join(active) or 'no kernel'} (expected on {', '.join(wanted)})")
+        if run.selftest_results:
+            new = run.selftest_new_failures
+            self.section("selftests", not new, f"{len(new)} new failures against stock" if new
+                         else "no new failures against stock")
+        ui.out(f"results: {run.store.dir}")
+        self.run = run

@@ -1,0 +1,71 @@
+import pytest
+
+from harness import activity, dmesg, experiment
+from harness.errors import UserError
+
+COPIED = {"cow_pte_requested": True, "config_cow_pte": "y", "prctl_ret": 0, "prctl_errno": 0,
+          "parent_vmpte_kb": 2096, "child_vmpte_kb": 2096, "pagetables_delta_kb": 2100}
+
+
+def test_prctl_success_alone_proves_nothing():
+    # a patched kernel that copied the tables anyway (e.g. the flag was lost across execve)
+    verdict, evidence = activity.judge(COPIED)
+    assert verdict == "inactive" and "tables copied" in evidence
+
+
+def test_shared_tables_are_active():
+    shared = dict(COPIED, child_vmpte_kb=44, pagetables_delta_kb=60, prctl_again_errno=22)
+    verdict, evidence = activity.judge(shared)
+    assert verdict == "active" and "3%" in evidence and "second prctl errno 22" in evidence
+
+
+def test_config_off_is_inactive_even_when_prctl_returns_0():
+    verdict, evidence = activity.judge(dict(COPIED, config_cow_pte="n", pagetables_delta_kb=60))
+    assert verdict == "inactive" and "CONFIG_COW_PTE=n" in evidence
+
+
+def test_failed_prctl_and_small_mappings():
+    assert activity.judge(dict(COPIED, prctl_ret=-1, prctl_errno=22))[0] == "inactive"
+    assert activity.judge(dict(COPIED, parent_vmpte_kb=100, pagetables_delta_kb=4))[0] == "unproven"
+    assert activity.judge({"cow_pte_requested": False})[0] == "off"
+    assert activity.label(COPIED)["cow_pte"] == "inactive"
+
+
+def test_dmesg_scan_and_taint():
+    log = ("[1.0] ok\n[2.0] BUG: Bad rss-counter state mm:00000000 type:MM_ANONPAGES val:-1\n"
+           "[3.0] WARNING: CPU: 0 PID: 1 at mm/memory.c:123 foo+0x1/0x2\n"
+           "[4.0] ======================================================\n"
+           "[4.1] WARNING: possible circular locking dependency detected\n")
+    kinds = [k for k, _ in dmesg.scan(log)]
+    assert kinds == ["BUG", "WARNING", "WARNING"]
+    assert dmesg.scan("[0.1] Bad page map in process a  pte:8000\n")[0][0] == "bad page map"
+    assert dmesg.taint_flags("512") == ["W warning"]
+    assert dmesg.taint_flags("0") == []
+
+
+def test_experiment_files_load_and_override(tmp_path):
+    exp = experiment.load("cow-pte-v4", kernel_src="/src/linux", series="/s.mbox", accel="tcg")
+    assert [k.label for k in exp.kernels] == ["stock", "cow-pte", "patched-nocow"]
+    assert [k.series for k in exp.kernels] == [None, "/s.mbox", "/s.mbox"]
+    assert {k.source for k in exp.kernels} == {"/src/linux"}
+    assert exp.accel == "tcg"
+    assert [w.params["cow_pte"] for w in exp.workloads] == [0, 1]
+    assert exp.command_line().startswith("harness run --experiment ")
+    default = experiment.load("cow-pte-v4")
+    assert default.kernels[1].series == "20230207035139.272707-1-shiyn.lin@gmail.com"
+    assert default.kernels[0].source.endswith("linux.git#v6.2-rc7")
+
+
+def test_experiment_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        experiment.load("nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "x"\nkernal = 1\n')
+    with pytest.raises(UserError, match="unknown keys"):
+        experiment.load(bad)
+    bad.write_text('source = "x"\n[[kernels]]\nlabel = "p"\npatched = true\n')
+    with pytest.raises(UserError, match="no series"):
+        experiment.load(bad)
+    bad.write_text('source = "x"\n[[kernels]]\nlabel = "p"\n[[kernels]]\npatched = true\n')
+    with pytest.raises(UserError, match="needs a label"):
+        experiment.load(bad)

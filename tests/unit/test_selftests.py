@@ -1,0 +1,176 @@
+import shutil
+import subprocess
+
+import pytest
+
+from harness import selftests
+from harness.errors import UserError
+
+COW_OUTPUT = """\
+TAP version 13
+# [INFO] detected THP size: 2048 KiB
+# [INFO] detected hugetlb size: 2048 KiB
+1..5
+# [RUN] Anonymous memory tests in private mappings
+# [RUN] Basic COW after fork() ... with base page
+ok 1 No leak from parent into child
+# [RUN] Basic COW after fork() ... with swapped out base page
+ok 2 # SKIP MADV_PAGEOUT did not work, is swap enabled?
+# [RUN] vmsplice() + unmap in child ... with hugetlb (2048 kB)
+not ok 3 No leak from parent into child
+# [RUN] R/O longterm GUP pin ... with base page
+ok 4 # SKIP PIN_LONGTERM_TEST_START failed
+# [RUN] Basic COW ... with memfd
+ok 5 Other mapping not modified
+Bail out! 1 out of 5 tests failed
+# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:2 error:0
+"""
+
+
+def test_cow_output_cases_are_named_by_their_run_line():
+    cases = selftests.parse_tap(COW_OUTPUT)
+    assert [(c["number"], c["case"], c["result"]) for c in cases] == [
+        (1, "Basic COW after fork() ... with base page", "pass"),
+        (2, "Basic COW after fork() ... with swapped out base page", "skip"),
+        (3, "vmsplice() + unmap in child ... with hugetlb (2048 kB)", "fail"),
+        (4, "R/O longterm GUP pin ... with base page", "skip"),
+        (5, "Basic COW ... with memfd", "pass"),
+    ]
+    assert cases[1]["reason"] == "MADV_PAGEOUT did not work, is swap enabled?"
+    assert cases[2]["description"] == "No leak from parent into child"
+
+
+def test_report_has_plan_bail_out_and_totals_that_agree():
+    report = selftests.parse_tap_report(COW_OUTPUT)
+    assert report["plan"] == 5 and report["bail_out"] == "1 out of 5 tests failed"
+    assert report["totals"]["pass"] == 2 and report["totals"]["skip"] == 2
+    assert report["problems"] == []
+
+
+def test_totals_and_plan_are_cross_checked():
+    text = COW_OUTPUT.replace("pass:2 fail:1", "pass:3 fail:1").replace("1..5", "1..6")
+    problems = selftests.parse_tap_report(text)["problems"]
+    assert "plan 1..6 but 5 results" in problems
+    assert "Totals says pass:3 but 2 results say pass" in problems
+
+
+def test_plain_tap_descriptions_directives_and_missing_numbers():
+    text = ("ok 1 - first\r\nnot ok 2 second # TODO later\r\nok third # skip no device\r\n"
+            "ok 4 fourth # XFAIL known\r\nnot ok 5 # error setup failed\r\n1..5\r\n")
+    cases = selftests.parse_tap(text)
+    assert [(c["number"], c["case"], c["result"], c["directive"]) for c in cases] == [
+        (1, "first", "pass", None), (2, "second", "fail", "TODO"), (3, "third", "skip", "SKIP"),
+        (4, "fourth", "pass", "XFAIL"), (5, "test 5", "fail", "ERROR")]
+    assert cases[2]["reason"] == "no device"
+
+
+def test_skip_all_plan_and_subtests():
+    report = selftests.parse_tap_report("TAP version 13\n1..0 # SKIP no hugetlb support\n")
+    assert report["cases"] == [] and report["skip_all"] == "no hugetlb support"
+    nested = "KTAP version 1\n1..1\n    KTAP version 1\n    1..2\n    ok 1 a\n    not ok 2 b\nnot ok 1 suite\n"
+    assert [(c["case"], c["result"]) for c in selftests.parse_tap(nested)] == [("suite", "fail")]
+
+
+def test_repeated_output_keeps_first_result_and_same_names_get_numbered():
+    text = ("1..3\n# [RUN] x\nok 1 d\n# [RUN] x\nnot ok 2 d\n# [RUN] x\nok 1 d\nok 3 d\n")
+    cases = selftests.parse_tap(text)
+    assert [(c["number"], c["case"], c["result"]) for c in cases] == [
+        (1, "x", "pass"), (2, "x #2", "fail"), (3, "d", "pass")]
+
+
+def run(kernel, way, **results):
+    return {"kernel": kernel, "way": way, "active": True if way == "cow-pte" else None,
+            "cases": [{"case": k, "result": v} for k, v in results.items()]}
+
+
+RESULTS = [
+    run("stock", "plain", a="pass", b="pass", c="fail", d="skip", e="pass"),
+    run("cowpte", "plain", a="pass", b="pass", c="fail", d="skip", e="pass"),
+    run("cowpte", "cow-pte", a="pass", b="fail", c="fail", d="pass"),
+    {"kernel": "stock", "way": "cow-pte", "active": False, "cases": [],
+     "error": "COW PTE not turned on: cow_pte_launch: prctl=-1/EINVAL: not proven"},
+]
+
+
+def test_table_has_a_column_per_kernel_and_way():
+    df = selftests.table(RESULTS)
+    assert list(df.index) == ["a", "b", "c", "d", "e"]
+    assert list(df.columns) == [("stock", "plain"), ("cowpte", "plain"), ("cowpte", "cow-pte"),
+                                ("stock", "cow-pte")]
+    assert df[("cowpte", "cow-pte")].tolist() == ["pass", "fail", "fail", "pass", "missing"]
+    assert set(df[("stock", "cow-pte")]) == {"inactive"}
+
+
+def test_new_failures_against_stock_plain():
+    found = selftests.new_failures(selftests.table(RESULTS))
+    assert found == [{"case": "b", "kernel": "cowpte", "way": "cow-pte", "result": "fail"},
+                     {"case": "e", "kernel": "cowpte", "way": "cow-pte", "result": "missing"}]
+    with pytest.raises(UserError):
+        selftests.new_failures(selftests.table(RESULTS[1:]), stock="stock")
+
+
+def test_render_marks_new_failures_and_inactive_runs():
+    text = selftests.render(RESULTS)
+    lines = {line[3]: line for line in text.splitlines() if line[3:4] in "abcde" and line[4:5] == " "}
+    assert lines["b"].startswith("!! ") and lines["e"].startswith("!! ")
+    assert lines["a"].startswith("   ") and lines["c"].startswith("   ")
+    assert "!! stock/cow-pte: COW PTE not turned on" in text
+    assert "2 case(s) fail against the stock kernel's plain run" in text
+    assert "pass/fail/skip  3/1/1" in text     # stock/plain
+
+
+def test_duplicate_columns_are_refused():
+    with pytest.raises(UserError):
+        selftests.table([RESULTS[0], RESULTS[0]])
+
+
+class FakeMachine:
+    def __init__(self, code, out):
+        self.kernel = type("K", (), {"info": {"release": "6.2.1+"}})()
+        self.code, self.out, self.argv = code, out, None
+
+    def run(self, argv, timeout=600):
+        self.argv = argv
+        return self.code, self.out, ""
+
+
+@pytest.fixture(autouse=True)
+def no_upload(monkeypatch):
+    monkeypatch.setattr(selftests, "upload", lambda m, local, d: f"{d}/{local.name}")
+
+
+def test_run_cow_under_a_launcher_that_cannot_prove_it_reports_no_cases(tmp_path):
+    m = FakeMachine(4, "cow_pte_launch: prctl=-1/EINVAL: not proven (no COW PTE series?)\r\n")
+    res = selftests.run_cow(m, tmp_path / "cow", launcher=tmp_path / "cow_pte_launch", timeout=30)
+    assert res["way"] == "cow-pte" and res["active"] is False and res["cases"] == []
+    assert "not proven" in res["error"] and res["kernel"] == "6.2.1+"
+    assert m.argv[-2:] == [f"{selftests.GUEST_DIR}/cow_pte_launch", f"{selftests.GUEST_DIR}/cow"]
+    assert m.argv[:2] == ["python3", "-c"] and "30" in m.argv
+
+
+def test_run_cow_active_and_plain(tmp_path):
+    out = "cow_pte_launch: prctl=0 again=-1/EINVAL: active\r\n" + COW_OUTPUT.replace("\n", "\r\n")
+    res = selftests.run_cow(FakeMachine(1, out), tmp_path / "cow", launcher=tmp_path / "l", label="p")
+    assert res["active"] is True and len(res["cases"]) == 5 and res["kernel"] == "p"
+    assert res["launcher"] == "cow_pte_launch: prctl=0 again=-1/EINVAL: active"
+    plain = selftests.run_cow(FakeMachine(1, COW_OUTPUT), tmp_path / "cow")
+    assert plain["way"] == "plain" and plain["active"] is None and plain["launcher"] is None
+    assert len(plain["cases"]) == 5 and plain["error"] is None
+
+
+def test_build_cow_names_a_tree_without_the_test(fake_tree):
+    with pytest.raises(UserError) as err:
+        selftests.build_cow(fake_tree)
+    assert "has no cow selftest" in str(err.value) and "test_source" in str(err.value)
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_launcher_without_proof_never_runs_the_program(cache_dir, tmp_path):
+    launcher = selftests.build_launcher(tmp_path)
+    marker = tmp_path / "ran"
+    proc = subprocess.run([str(launcher), "touch", str(marker)], capture_output=True, text=True)
+    # Unless this host runs a COW PTE kernel, prctl(65) cannot be proven here.
+    if proc.returncode == 0 and "active" in proc.stderr:
+        pytest.skip("this host runs COW PTE")
+    assert proc.returncode == selftests.NOT_PROVEN and "not proven" in proc.stderr
+    assert not marker.exists()
