@@ -115,6 +115,22 @@ def cmd_verify(args):
     return v.exit_code
 
 
+def cmd_report(args):
+    import tomllib
+    from pathlib import Path
+    from harness import report
+    claims = None
+    if args.claims:
+        try:
+            claims = tomllib.loads(Path(args.claims).read_text()).get("claims", [])
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise errors.UserError(f"cannot read claims from {args.claims}: {exc}") from None
+    md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
+                            noisy_cv=args.noisy_cv)
+    ui.console.print(f"report: {md}\n        {page}")
+    return 0
+
+
 def cmd_image(args):
     from harness import commands
     return commands.image(args.image, args.mirror)
@@ -189,6 +205,16 @@ def parser():
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("report", help="statistics, plots and verdicts for runs: report.md and report.html")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="a run folder or a run id in results/; several runs are pooled (same accelerator)")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: the first run's folder)")
+    p.add_argument("--claims", metavar="TOML", help="a file of [[claims]] to check (default: the experiment's)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--noisy-cv", type=float, default=0.05, metavar="CV",
+                   help="call a cell noisy above this coefficient of variation (default 0.05)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("selfbench", help="time the harness itself: builds, image, boot")
     p.add_argument("--kernel-src", default="debian:linux-source-6.1", metavar="SPEC")

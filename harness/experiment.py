@@ -51,6 +51,7 @@ class Experiment:
     extra_cmdline: str = ""     # appended to the guest kernel's command line
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
     selftest_source: str = None  # a tree to take the selftests from when the kernel's has none
+    claims: list = field(default_factory=list)      # figures a series claims, for the report
     path: Path = None           # the TOML file, when there is one
 
     def command_line(self):
@@ -131,7 +132,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     guest = data.get("guest", {})
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,
-                     selftests=list(data.get("selftests", [])),
+                     selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
                      **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout")
                         if k in guest})
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

@@ -42,7 +42,7 @@ class Run:
             "name": exp.name, "path": str(exp.path) if exp.path else None,
             "kernels": [vars(k) for k in exp.kernels],
             "workloads": [{"name": w.name, "params": p} for w, p in self.cells],
-            "memory_mib": exp.memory_mib, "cpus": exp.cpus, "image": exp.image})
+            "memory_mib": exp.memory_mib, "cpus": exp.cpus, "image": exp.image, "claims": exp.claims})
         ui.console.print(f"run {self.store.id} -> {self.store.dir}")
         for spec in exp.kernels:
             try:
@@ -153,7 +153,7 @@ class Run:
         append = self.store.appender(label, workload.name)
 
         def store(record):
-            if workload.name == "fork-memory":
+            if "pagetables_delta_kb" in record:      # a record that carries COW PTE evidence
                 record = activity.label(record)
             append({**record, "cell": name, "kernel": label})
 

@@ -329,7 +329,7 @@ def _env():
             if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_DIR", "GIT_WORK_TREE"))}
 
 
-def _git(repo, *args, input=None, check=False):
+def git(repo, *args, input=None, check=False):
     return tools.run(["git", "-C", str(repo), *sources.GIT_ID, *args], input=input, check=check,
                      env=_env())
 
@@ -357,7 +357,7 @@ def _apply_one(tree, patch):
     """Apply one patch as a commit; return its PatchResult."""
     body = _body(patch.text)
     code, offsets, fuzz, failed = _dry_run(tree, body)
-    am = _git(tree, *_AM, "-q", input=patch.text)
+    am = git(tree, *_AM, "-q", input=patch.text)
     if am.returncode == 0:
         status = "applied with offset" if offsets else "applied"
         return PatchResult(patch.index, patch.title, status, "; ".join(offsets))
@@ -365,10 +365,10 @@ def _apply_one(tree, patch):
         # git am does not fuzz; GNU patch does, and git am then commits it with the mail's metadata.
         done = tools.run(["patch", "-p1", "-f", "-s", "--no-backup-if-mismatch"], cwd=tree,
                          input=body, check=False)
-        if done.returncode == 0 and _git(tree, "add", "-A", "-f").returncode == 0 and \
-                _git(tree, *_AM, "--continue").returncode == 0:
+        if done.returncode == 0 and git(tree, "add", "-A", "-f").returncode == 0 and \
+                git(tree, *_AM, "--continue").returncode == 0:
             return PatchResult(patch.index, patch.title, "applied with fuzz", "; ".join(fuzz + offsets))
-    _git(tree, "am", "--abort")
+    git(tree, "am", "--abort")
     detail = "; ".join(failed) or \
         ((am.stderr or am.stdout).strip().splitlines() or ["git am failed"])[0][:200]
     return PatchResult(patch.index, patch.title, "failed", detail)
@@ -377,9 +377,9 @@ def _apply_one(tree, patch):
 def _drop(source, tree):
     """Remove a worktree of source, registered or not."""
     if tree.exists():
-        _git(source.path, "worktree", "remove", "--force", "--force", str(tree))
+        git(source.path, "worktree", "remove", "--force", "--force", str(tree))
         shutil.rmtree(tree, ignore_errors=True)
-    _git(source.path, "worktree", "prune")
+    git(source.path, "worktree", "prune")
 
 
 def _patched(tree, source, series, commit):
@@ -397,7 +397,7 @@ def apply(series, source):
     with cache.locked("tree", final.name):
         if saved.exists() and (final / ".git").exists():
             data = json.loads(saved.read_text())
-            head = _git(final, "rev-parse", "HEAD").stdout.strip()
+            head = git(final, "rev-parse", "HEAD").stdout.strip()
             if head == data["commit"]:
                 results = [PatchResult(**r) for r in data["results"]]
                 return _patched(final, source, series, head), ApplyReport(series, results, True)
@@ -406,7 +406,7 @@ def apply(series, source):
         scratch = final.with_name(final.name + ".partial")
         _drop(source, scratch)
         try:
-            add = _git(source.path, "worktree", "add", "-q", "--detach", str(scratch), source.commit)
+            add = git(source.path, "worktree", "add", "-q", "--detach", str(scratch), source.commit)
             if add.returncode != 0:
                 raise InfraError(f"git worktree add for {source.path} failed: {add.stderr.strip()}")
             results = []
@@ -423,8 +423,8 @@ def apply(series, source):
                                 f"{bad.detail}", log_tail=report.table())
                 err.report = report
                 raise err
-            commit = _git(scratch, "rev-parse", "HEAD", check=True).strip()
-            moved = _git(source.path, "worktree", "move", str(scratch), str(final))
+            commit = git(scratch, "rev-parse", "HEAD", check=True).strip()
+            moved = git(source.path, "worktree", "move", str(scratch), str(final))
             if moved.returncode != 0:
                 raise InfraError(f"git worktree move to {final} failed: {moved.stderr.strip()}")
         except BaseException:

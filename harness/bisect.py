@@ -1,0 +1,121 @@
+"""Bisectability: build the tree after each patch of a series, under each config set.
+
+The series is applied once (series.apply: one commit per patch). One scratch git worktree under
+the cache is checked out to commit 1, 2, ... N in turn, so only the files a patch changes get new
+mtimes, and each config set keeps one object directory across the patches, so make rebuilds only
+what depends on those files. The source and the cached patched tree are never written to.
+
+A cell (patch k, config) is "ok", "error" (the build failed: first error lines kept) or "config"
+(a requested option is not in the final .config, e.g. an option the series adds in a later patch).
+"""
+import re
+import shutil
+import time
+
+from harness import cache, sources
+from harness import series as series_mod
+from harness.build import Build
+from harness.errors import BuildError, InfraError, UserError
+
+FIRST_LINES = 12
+
+
+_git = series_mod.git
+
+
+def _worktree(source, tree, commit):
+    """The scratch worktree at tree, checked out (forcibly, detached) at commit."""
+    if (tree / ".git").exists():
+        proc = _git(tree, "checkout", "-q", "-f", "--detach", commit)
+        if proc.returncode == 0:
+            return
+    _git(source.path, "worktree", "remove", "--force", "--force", str(tree))
+    shutil.rmtree(tree, ignore_errors=True)
+    _git(source.path, "worktree", "prune")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    add = _git(source.path, "worktree", "add", "-q", "--detach", str(tree), commit)
+    if add.returncode != 0:
+        raise InfraError(f"git worktree add {tree} failed: {add.stderr.strip()}")
+
+
+def _objdir(work, label):
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", label)[:40]
+    return work / "obj" / f"{safe}-{cache.digest(label, length=8)}"
+
+
+def _first_lines(exc):
+    text = exc.log_tail or str(exc)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[:FIRST_LINES]
+
+
+def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
+    """Build patches 1..k for every k and every config set; one dict per (patch, config).
+
+    fragment_sets: {label: [kconfig.Fragment, ...]}. A build failure or a config refusal is a
+    result, not an exception; only a broken machine (InfraError) or a series that does not apply
+    (UserError from series.apply) stops it.
+    """
+    say = progress or (lambda msg: None)
+    patched, _ = series_mod.apply(series, source)
+    commits = _git(patched.path, "rev-list", "--reverse", f"{source.commit}..HEAD").stdout.split()
+    if len(commits) != len(series.patches):
+        raise InfraError(f"{patched.path} has {len(commits)} commits on top of {source.commit}, "
+                         f"expected one per patch ({len(series.patches)})")
+    ids = series_mod.patch_ids(series)
+    name = f"{source.id}-{series.id}"
+    work = cache.root() / "bisect" / name
+    tree = work / "tree"
+    results = []
+    with cache.locked("bisect", name):
+        for patch, commit in zip(series.patches, commits):
+            k, n = patch.index, len(series.patches)
+            _worktree(source, tree, commit)
+            # The id of patches 1..k applied; for k == N it is the patched tree's own id.
+            step = sources.SourceTree(
+                id=f"{source.id}+{cache.digest('series', ids[:k])[:8]}", path=tree,
+                spec=f"{source.spec} + {series.spec} (patches 1-{k})",
+                version=sources.kernel_version(tree), commit=commit)
+            for label, fragments in fragment_sets.items():
+                say(f"patch {k}/{n} [{label}]: building")
+                build = Build(step, list(fragments), objdir=_objdir(work, label),
+                              **({"jobs": jobs} if jobs else {}))
+                cell = {"index": k, "title": patch.title, "config": label, "status": "ok",
+                        "lines": [], "seconds": None, "cached": False, "kernel": None}
+                started = time.monotonic()
+                try:
+                    kernel = build.run(lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
+                    cell.update(cached=kernel.info.get("cached", False), kernel=str(kernel.path))
+                except BuildError as exc:
+                    cell.update(status="error", lines=_first_lines(exc))
+                except UserError as exc:
+                    cell.update(status="config", lines=_first_lines(exc))
+                cell["seconds"] = round(time.monotonic() - started, 1)
+                say(f"patch {k}/{n} [{label}]: {cell['status']} in {cell['seconds']} s")
+                results.append(cell)
+    return results
+
+
+def table(results):
+    """patch x config -> ok / error / config, then the first lines of each failing cell."""
+    labels = list(dict.fromkeys(r["config"] for r in results))
+    patches = list(dict.fromkeys((r["index"], r["title"]) for r in results))
+    cells = {(r["index"], r["config"]): r for r in results}
+
+    def show(r):
+        if r is None:
+            return "-"
+        return f"{r['status']} (cached)" if r["cached"] else f"{r['status']} {r['seconds']:.0f}s"
+
+    rows = [("#", "patch", *labels)]
+    for index, title in patches:
+        title = title if len(title) <= 50 else title[:47] + "..."
+        rows.append((str(index), title, *(show(cells.get((index, label))) for label in labels)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in rows]
+    for r in results:
+        if r["status"] != "ok":
+            lines.append("")
+            lines.append(f"patch {r['index']} [{r['config']}]: {r['status']}")
+            lines += [f"  {line}" for line in r["lines"]]
+    return "\n".join(lines)

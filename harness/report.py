@@ -1,0 +1,325 @@
+"""report.md and report.html for one or more runs: the run, per workload a summary, comparisons
+against the stock kernel's plain fork and plots, and the cover letter's claims checked.
+
+The report is a list of blocks (heading, text, list, table, image) rendered twice: Markdown with
+plots linked, HTML with plots embedded as base64.
+"""
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import plots, stats
+
+TOLERANCE = 0.10
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+def num(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    v = float(v)
+    if v == 0 or abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def display_unit(unit, values):
+    """(divisor, unit) to show time metrics in a readable unit; others as they are."""
+    if unit in stats.TIME_UNITS and len(values):
+        top = np.nanmedian(np.abs(values)) * stats.TIME_UNITS[unit]
+        for name in ("s", "ms", "us", "ns"):
+            if top >= stats.TIME_UNITS[name] or name == "ns":
+                return stats.TIME_UNITS[name] / stats.TIME_UNITS[unit], name.replace("us", "µs")
+    return 1.0, unit
+
+
+def params_text(row, cols):
+    return ", ".join(f"{c}={row[c]}" for c in cols) or "–"
+
+
+def units_by_metric(table, column):
+    """{metric: (divisor, unit)}: one display unit per metric, fitting its typical median."""
+    return {m: display_unit(part["unit"].iloc[0], part[column].dropna().to_numpy(float))
+            for m, part in table.groupby("metric")}
+
+
+def describe_table(desc, cols):
+    rows = []
+    units = units_by_metric(desc, "median")
+    for _, r in desc.iterrows():
+        div, unit = units[r["metric"]]
+        rows.append({"params": params_text(r, cols), "condition": r["condition"],
+                     "metric": r["metric"], "unit": unit, "n": int(r["n"]),
+                     **{k: num(r[k] / div) for k in ("median", "iqr", "mean", "std", "min", "max")},
+                     "CV": "–" if pd.isna(r["cv"]) or r["n"] < 2 else f"{r['cv']:.1%}"})
+    return pd.DataFrame(rows)
+
+
+def compare_table(comp, cols):
+    rows = []
+    units = units_by_metric(comp, "median_base")
+    for _, r in comp.iterrows():
+        div, unit = units[r["metric"]]
+        ratio = "–" if pd.isna(r["ratio"]) else f"{r['ratio']:.3f}"
+        if not pd.isna(r["ci_low"]):
+            ratio += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        rows.append({"params": params_text(r, cols), "candidate": r["candidate"],
+                     "metric": r["metric"], "n": f"{r['n_base']}/{r['n_cand']}",
+                     "baseline median": f"{num(r['median_base'] / div)} {unit}",
+                     "candidate median": f"{num(r['median_cand'] / div)} {unit}",
+                     "ratio [95% CI]": ratio,
+                     "p": "–" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+                     "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
+                     "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+def claim_condition(claim, df, metas):
+    if claim.get("condition", "fork") == "fork":
+        return stats.baseline(metas, df)
+    cows = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + stats.COW)]
+    order = stats.kernel_order(metas, df)
+    cows.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)
+    return cows[0] if cows else None
+
+
+def claim_median(claim, df, metas, condition=None):
+    cond = condition or claim_condition(claim, df, metas)
+    sub = stats.measured(df[(df["workload"] == claim["workload"]) & (df["condition"] == cond)])
+    for key, value in (claim.get("params") or {}).items():
+        if key in sub and key not in stats.NOT_PARAMS:
+            sub = sub[sub[key] == value]
+    if claim["metric"] not in sub:
+        return None
+    x = sub[claim["metric"]].dropna()
+    return float(x.median()) if len(x) else None
+
+
+def judge(claimed, measured, tolerance):
+    if measured is None:
+        return "not measured here"
+    close = abs(measured - claimed) <= tolerance * abs(claimed)
+    return "reproduced" if close else "not reproduced"
+
+
+def check_claims(claims, df, metas):
+    """One row per claim (and per fork/cow-pte pair of time claims that TCG makes a ratio)."""
+    kvm = all(m.get("accel") == "kvm" for m in metas)
+    rows, pairs = [], {}
+    for claim in claims or []:
+        tol = claim.get("tolerance", TOLERANCE)
+        unit = stats.unit_of(claim["workload"], claim["metric"])
+        row = {"workload": claim["workload"], "metric": claim["metric"],
+               "params": ", ".join(f"{k}={v}" for k, v in (claim.get("params") or {}).items()),
+               "condition": claim.get("condition", "fork"), "kind": claim.get("kind", "absolute"),
+               "claimed": f"{claim['value']} {claim.get('unit', '')}".strip()}
+        if row["kind"] == "ratio":
+            cow = claim_median({**claim, "condition": "cow-pte"}, df, metas)
+            base = claim_median(claim, df, metas, stats.baseline(metas, df))
+            got = cow / base if cow is not None and base else None
+            rows.append({**row, "measured": num(got) if got is None else f"{got:.3f}",
+                         "status": judge(claim["value"], got, tol)})
+            continue
+        got = claim_median(claim, df, metas)
+        got = None if got is None else stats.convert(got, unit, claim.get("unit", unit))
+        shown = "–" if got is None else f"{num(got)} {claim.get('unit', unit)}"
+        if stats.is_time(claim.get("unit", unit)) and not kvm:
+            key = (claim["workload"], claim["metric"], row["params"])
+            pairs.setdefault(key, {})[row["condition"]] = claim
+            rows.append({**row, "measured": shown, "status": "not comparable here",
+                         "note": "absolute time measured without KVM"})
+        else:
+            rows.append({**row, "measured": shown, "status": judge(claim["value"], got, tol)})
+    for (workload, metric, params), pair in pairs.items():
+        if "fork" not in pair or "cow-pte" not in pair:
+            continue
+        fork, cow = pair["fork"], pair["cow-pte"]
+        claimed = (cow["value"] * stats.TIME_UNITS[cow.get("unit", "ns")]
+                   / (fork["value"] * stats.TIME_UNITS[fork.get("unit", "ns")]))
+        a, b = claim_median(cow, df, metas), claim_median(fork, df, metas)
+        got = a / b if a is not None and b else None
+        rows.append({"workload": workload, "metric": metric, "params": params,
+                     "condition": "cow-pte / fork", "kind": "ratio (instead of absolute times)",
+                     "claimed": f"{claimed:.3f}", "measured": "–" if got is None else f"{got:.3f}",
+                     "status": judge(claimed, got, cow.get("tolerance", TOLERANCE))})
+    return pd.DataFrame(rows).fillna("")
+
+
+# -- blocks ------------------------------------------------------------------------------------
+
+def host_cpu(meta):
+    host = meta.get("host", {})
+    return f"{host.get('cpu', '?')} × {host.get('cpus', '?')}"
+
+
+def header(metas):
+    def facts(get):
+        return " | ".join(dict.fromkeys(str(get(m)) for m in metas))
+    accels = {m.get("accel", "unknown") for m in metas}
+    reasons = {m["accel_reason"] for m in metas if m.get("accel_reason")}
+    items = [f"accelerator: {facts(lambda m: m.get('accel', 'unknown'))}"
+             + (f" ({'; '.join(sorted(reasons))})" if reasons else ""),
+             f"QEMU: {facts(lambda m: m.get('qemu', '?'))}",
+             f"host CPU: {facts(host_cpu)}"]
+    if any(m.get("timing") for m in metas):
+        items.insert(1, f"timing mode: {facts(lambda m: m.get('timing'))}")
+    runs = pd.DataFrame([{"run": m.get("run_id", "?"), "started": m.get("started", "?"),
+                          "finished": m.get("finished", "not finished"),
+                          "harness": m.get("harness_sha", "?"),
+                          "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
+                         for m in metas])
+    blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
+    if accels != {"kvm"}:
+        blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
+                               "KVM: the guest is emulated, so times are slow and distorted. Compare "
+                               "times only within this report (ratios), never with hardware or KVM "
+                               "figures. Memory figures are unaffected."))
+    blocks += [("table", runs), ("p", "reproduce:"),
+               ("pre", "\n".join(m.get("command", "?") for m in metas))]
+    return blocks
+
+
+def kernels(metas):
+    rows, failures = [], []
+    for m in metas:
+        for label, k in m.get("kernels", {}).items():
+            src = k.get("source") or {}
+            patches = k.get("patches") or (k.get("series") or {}).get("patches") or []
+            rows.append({"run": m.get("run_id"), "kernel": label, "release": k.get("release", "–"),
+                         "source": src.get("spec") or src.get("id") or "–",
+                         "patches": len(patches), "CONFIG_COW_PTE": k.get("config_cow_pte", "–"),
+                         "status": k.get("status", "–"), "boot s": k.get("boot_seconds", "–"),
+                         "clocksource": k.get("guest_clocksource", "–")})
+            if k.get("error"):
+                failures.append(f"{label}: {k['error']}")
+            failures += [f"{label} {c.get('cell')}: {c.get('error')}" for c in k.get("cells", [])
+                         if c.get("status") == "failed"]
+    stock = {m.get("run_id"): stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
+    runs = list(stock)
+    rows.sort(key=lambda r: (runs.index(r["run"]), r["kernel"] != stock[r["run"]]))
+    if len(metas) == 1:
+        for r in rows:
+            r.pop("run")
+    blocks = [("h2", "Kernels"), ("table", pd.DataFrame(rows))]
+    if failures:
+        blocks += [("p", "failures:"), ("ul", failures)]
+    return blocks
+
+
+def workload_blocks(df, metas, workload, plot, resamples, noisy_cv):
+    blocks = [("h2", f"Workload: {workload}")]
+    cols = stats.param_columns(stats.measured(df[df["workload"] == workload]), workload)
+    desc = stats.describe(df, workload)
+    if desc.empty:
+        return blocks + [("p", "no measured records.")]
+    blocks += [("h3", "Summary"), ("table", describe_table(desc, cols))]
+    comp = stats.compare(df, workload, resamples=resamples, noisy_cv=noisy_cv, metas=metas)
+    blocks.append(("h3", f"Comparisons against {stats.baseline(metas, df)}"))
+    if comp.empty:
+        blocks.append(("p", "nothing to compare: the baseline or a second condition is missing."))
+    else:
+        blocks.append(("table", compare_table(comp, cols)))
+        blocks.append(("p", f"ratio = candidate median / baseline median, bootstrap 95% CI "
+                            f"({resamples} resamples); p: two-sided Mann-Whitney U; Cliff's δ > 0: "
+                            f"candidate larger. A verdict needs p < 0.05, a CI excluding 1 and at "
+                            f"least 3 samples a side; noisy: CV above {noisy_cv:.0%}."))
+    if plot:
+        blocks += [("h3", "Plot"), ("img", plot)]
+    return blocks
+
+
+def conditions_blocks(df, metas):
+    conds = list(dict.fromkeys(df["condition"])) if len(df) else []
+    return [("h2", "Conditions"),
+            ("p", f"A condition is a kernel and the kind of fork each record proves (its cow_pte "
+                  f"verdict from the kernel's page-table counters). Records where COW PTE was "
+                  f"requested but is inactive or unproven are their own conditions and never count "
+                  f"as COW PTE results. Baseline: {stats.baseline(metas, df)}. Warm-up records "
+                  f"({int(df['warmup'].sum()) if len(df) else 0}) are left out of the statistics."),
+            ("ul", conds or ["(no records)"])]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def markdown(blocks, out_dir):
+    out = []
+    for kind, body in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + body)
+        elif kind == "p":
+            out.append(body)
+        elif kind == "warn":
+            out.append(f"> **WARNING: {body}**")
+        elif kind == "pre":
+            out.append(f"```\n{body}\n```")
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in body))
+        elif kind == "table":
+            out.append(body.to_markdown(index=False, disable_numparse=True) if len(body) else "(empty)")
+        elif kind == "img":
+            rel = Path(body).relative_to(out_dir) if Path(body).is_relative_to(out_dir) else body
+            out.append(f"![{Path(body).stem}]({rel})")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+       "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
+       ".warn{background:#fee;border:2px solid #c00;padding:.5em;font-weight:bold}"
+       "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}")
+
+
+def to_html(blocks, title):
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body>"]
+    for kind, body in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{html.escape(body)}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{html.escape(body)}</p>")
+        elif kind == "warn":
+            out.append(f"<p class='warn'>WARNING: {html.escape(body)}</p>")
+        elif kind == "pre":
+            out.append(f"<pre>{html.escape(body)}</pre>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in body) + "</ul>")
+        elif kind == "table":
+            out.append(body.to_html(index=False, border=0) if len(body) else "<p>(empty)</p>")
+        elif kind == "img":
+            data = base64.b64encode(Path(body).read_bytes()).decode()
+            out.append(f"<img alt='{Path(body).stem}' src='data:image/png;base64,{data}'>")
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
+    """Write report.md and report.html (in out_dir, default the first run's folder).
+
+    claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
+    the experiment's own claims (metadata experiment.claims). Returns (md_path, html_path)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    metas, df = stats.load_runs(run_dirs)
+    out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if claims is None:
+        claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
+    pngs = plots.write_all(df, out_dir / "plots")
+    blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
+    workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
+    for workload in workloads:
+        blocks += workload_blocks(df, metas, workload, pngs.get(workload), resamples, noisy_cv)
+    if not workloads:
+        blocks += [("h2", "Workloads"), ("p", "no records in this run.")]
+    blocks.append(("h2", "Claims"))
+    if claims:
+        blocks.append(("table", check_claims(claims, df, metas)))
+    else:
+        blocks.append(("p", "no claims given for this experiment."))
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(markdown(blocks, out_dir))
+    html_path.write_text(to_html(blocks, blocks[0][1]))
+    return md_path, html_path

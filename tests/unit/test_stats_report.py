@@ -1,0 +1,260 @@
+import json
+import re
+
+import numpy as np
+import pytest
+
+from harness import activity, paths, plots, report, stats
+from harness.errors import UserError
+
+SIZES = (1, 16, 256)
+REPS = 20
+MANIFESTS = {
+    "fork-latency": '[params]\nsizes = "1,16,256"\nreps = 20\n[metrics]\nfork_ns = "ns"\n',
+    "fault-latency": '[params]\nmib = 64\n[metrics]\nmean_ns = "ns"\nmedian_ns = "ns"\n',
+    "fork-memory": ('[params]\nmib = 1024\ncow_pte = 0\nrepeat = 1\nthp = "nohuge"\n[metrics]\n'
+                    'fork_ns = "ns"\nparent_vmrss_kb = "kB"\nchild_vmrss_kb = "kB"\n'
+                    'parent_vmpte_kb = "kB"\nchild_vmpte_kb = "kB"\npagetables_delta_kb = "kB"\n'),
+    # fork-server has no manifest here: its unit comes from the field's suffix
+}
+
+
+def write_jsonl(path, records):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def metadata(run_id, accel="tcg"):
+    return {"run_id": run_id, "accel": accel, "qemu": "QEMU 7.2", "harness_sha": "abc123",
+            "command": "harness run --experiment fake", "host": {"cpu": "Fake CPU", "cpus": 2},
+            "experiment": {"name": "fake"},
+            "kernels": {"stock": {"release": "6.1.0", "source": {"spec": "debian:linux-source-6.1"},
+                                  "patches": [], "config_cow_pte": "n", "status": "ok",
+                                  "boot_seconds": 2.5, "guest_clocksource": "tsc"},
+                        "patched": {"release": "6.1.0+", "source": {"spec": "6.1 + cow-pte"},
+                                    "patches": ["p1", "p2"], "config_cow_pte": "y",
+                                    "status": "ok", "boot_seconds": 2.6,
+                                    "guest_clocksource": "tsc"}}}
+
+
+def memory_record(kernel, requested, rep):
+    patched = kernel == "patched"
+    rec = {"mib": 1024, "thp": "nohuge", "rep": rep, "fork_ns": 10_000_000 + rep * 1000,
+           "parent_vmrss_kb": 1049688, "child_vmrss_kb": 1048688 if not requested else 8000,
+           "parent_vmpte_kb": 2096, "child_vmpte_kb": 2096 if not (requested and patched) else 4,
+           "pagetables_delta_kb": 2100 if not (requested and patched) else 8,
+           "cow_pte_requested": requested, "config_cow_pte": "y" if patched else "n",
+           "prctl_ret": 0 if patched else -1, "prctl_errno": None if patched else 22}
+    return activity.label(rec)
+
+
+def make_run(root, run_id, accel="tcg"):
+    run = root / run_id
+    run.mkdir(parents=True)
+    (run / "metadata.json").write_text(json.dumps(metadata(run_id, accel)))
+    rng = np.random.default_rng(1)
+    base = {s: s * 100_000 * rng.lognormal(0, 0.01, REPS) for s in SIZES}
+    lat = {"stock": [], "patched": []}
+    for s in SIZES:
+        for kernel in ("stock", "patched"):
+            lat[kernel] += [{"size_mib": s, "rep": -1, "warmup": True, "fork_ns": 1e12,
+                             "cow_pte": "off"}]
+            # the patched kernel's plain fork: the same values as stock, in another order
+            values = base[s] if kernel == "stock" else base[s][::-1]
+            lat[kernel] += [{"size_mib": s, "rep": i, "warmup": False, "fork_ns": float(v),
+                             "cow_pte": "off"} for i, v in enumerate(values)]
+        lat["patched"] += [{"size_mib": s, "rep": i, "warmup": False, "fork_ns": float(2 * v),
+                            "cow_pte": "active"} for i, v in enumerate(base[s])]
+        # requested but not shown active: must never count as a COW PTE fork
+        lat["patched"] += [{"size_mib": s, "rep": i, "fork_ns": float(v / 2), "cow_pte": "inactive"}
+                           for i, v in enumerate(base[s])]
+    for kernel, records in lat.items():
+        write_jsonl(run / kernel / "fork-latency.jsonl", records)
+        write_jsonl(run / kernel / "fork-memory.jsonl",
+                    [memory_record(kernel, req, i) for req in (False, True) for i in range(5)])
+        write_jsonl(run / kernel / "fault-latency.jsonl",
+                    [{"mib": 64, "pattern": p, "side": side, "round": r, "cow_pte": "off",
+                      "mean_ns": 500 + 10 * r, "median_ns": 480 + 10 * r, "std_ns": 50}
+                     for p in ("seq", "rand") for side in ("parent", "child") for r in range(10)])
+        noise = rng.normal(1, 0.3, 10)    # CV about 30%: noisy
+        write_jsonl(run / kernel / "fork-server.jsonl",
+                    [{"heap_mib": 64, "round": r, "forks_per_s": 1000 * noise[r], "cow_pte": "off"}
+                     for r in range(10)])
+    (run / "stock" / "fork-latency.jsonl").open("a").write('{"size_mib": 1, "fork_ns"')  # torn line
+    return run
+
+
+CLAIMS = [
+    {"workload": "fork-memory", "metric": "parent_vmpte_kb", "condition": "fork", "value": 2.0,
+     "unit": "MiB", "params": {"mib": 1024}},
+    {"workload": "fork-memory", "metric": "child_vmpte_kb", "condition": "cow-pte", "value": 2096,
+     "unit": "kB", "params": {"mib": 1024}, "tolerance": 0.05},
+    {"workload": "fork-latency", "metric": "fork_ns", "condition": "fork", "value": 25.6,
+     "unit": "ms", "params": {"size_mib": 256}},
+    {"workload": "fork-latency", "metric": "fork_ns", "condition": "cow-pte", "value": 51.2,
+     "unit": "ms", "params": {"size_mib": 256}},
+    {"workload": "fork-latency", "metric": "fork_ns", "condition": "cow-pte", "value": 2.0,
+     "kind": "ratio", "params": {"size_mib": 16}},
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def manifests(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workloads")
+    for name, text in MANIFESTS.items():
+        (root / name).mkdir()
+        (root / name / "manifest.toml").write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "WORKLOADS", root)
+        yield
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("results"), "r1")
+
+
+@pytest.fixture(scope="module")
+def written(run):
+    """The report, written once (plots are the slow part)."""
+    return report.write([run], claims=CLAIMS, resamples=200)
+
+
+def comparison(run):
+    metas, df = stats.load_runs([run])
+    return df, stats.compare(df, "fork-latency", resamples=300, metas=metas)
+
+
+def test_load_run_keeps_warmups_but_statistics_drop_them(run):
+    meta, df = stats.load_run(run)
+    assert meta["run_id"] == "r1"
+    assert {"kernel", "workload", "run_id", "condition"} <= set(df.columns)
+    lat = df[df["workload"] == "fork-latency"]
+    assert lat["warmup"].sum() == 6
+    desc = stats.describe(df, "fork-latency")
+    assert desc["n"].max() == REPS and desc["max"].max() < 1e12
+
+
+def test_verdicts_ci_and_conditions(run):
+    df, comp = comparison(run)
+    assert stats.baseline([stats.load_run(run)[0]], df) == "stock: fork"
+    assert set(df["condition"]) >= {"stock: fork", "patched: fork", "patched: COW PTE fork",
+                                    "patched: COW PTE requested, inactive"}
+    # inactive records never become a COW PTE condition, even though they are "faster"
+    inactive = df[df["cow_pte"] == "inactive"]
+    assert (inactive["kind"] != stats.COW).all()
+    assert len(comp) == 3 * len(SIZES)
+    for _, row in comp.iterrows():
+        if row["candidate"] == "patched: COW PTE fork":
+            assert row["verdict"] == "slower"
+            assert row["ci_low"] > 1 and row["ratio"] == pytest.approx(2.0)
+            assert row["p_value"] < 0.05 and row["effect"] == 1.0
+        elif row["candidate"] == "patched: fork":
+            assert row["verdict"] == "no significant difference"
+            assert row["ci_low"] <= 1 <= row["ci_high"]
+        else:
+            assert row["verdict"] == "faster"
+
+
+def test_direction_words_follow_units():
+    assert stats.direction_words("ns") == ("slower", "faster")
+    assert stats.direction_words("kB") == ("larger", "smaller")
+    assert stats.direction_words("/s") == ("higher", "lower")
+    small = stats.compare_samples([1, 2], [3, 4, 5], "ns")
+    assert small["verdict"] == "not enough data"
+    mem = stats.compare_samples([100] * 5, [10] * 5, "kB", resamples=200)
+    assert mem["verdict"] == "smaller"
+
+
+def test_noisy_flag(run):
+    metas, df = stats.load_runs([run])
+    comp = stats.compare(df, "fork-server", resamples=200, metas=metas)
+    assert len(comp) == 1 and comp.loc[0, "unit"] == "/s"
+    assert re.search(r"\(noisy: CV \d+%\)$", comp.loc[0, "verdict"])
+    quiet = stats.compare(df, "fork-server", resamples=200, metas=metas, noisy_cv=5.0)
+    assert "noisy" not in quiet.loc[0, "verdict"]
+
+
+def test_mixed_accelerators_refused(tmp_path, run):
+    other = make_run(tmp_path, "r2", accel="kvm")
+    with pytest.raises(UserError, match="different accelerators"):
+        stats.load_runs([run, other])
+    with pytest.raises(UserError):
+        report.write([run, other])
+    same = make_run(tmp_path, "r3")
+    metas, df = stats.load_runs([run, same])
+    assert set(df["run_id"]) == {"r1", "r3"}
+
+
+def test_plots_written(run, written, tmp_path):
+    pngs = sorted((run / "plots").glob("*.png"))
+    assert [p.stem for p in pngs] == ["fault-latency", "fork-latency", "fork-memory", "fork-server"]
+    for path in pngs:
+        assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
+    _, df = stats.load_run(run)
+    assert plots.fork_latency(df[df["workload"] == "fork-memory"], tmp_path / "x.png") is None
+    assert plots.write_all(df[df["workload"] == "nothing"], tmp_path) == {}
+
+
+def test_report(run, written):
+    md_path, html_path = written
+    assert md_path == run / "report.md"
+    md, page = md_path.read_text(), html_path.read_text()
+    for section in ("# Report: r1", "## Kernels", "## Conditions", "## Workload: fork-latency",
+                    "## Workload: fork-memory", "## Workload: fault-latency",
+                    "## Workload: fork-server", "### Summary", "### Comparisons", "### Plot",
+                    "## Claims", "WARNING: accelerator is TCG", "harness run --experiment fake",
+                    "Fake CPU", "abc123", "debian:linux-source-6.1", "tsc"):
+        assert section in md, section
+    assert "![fork-latency](plots/fork-latency.png)" in md
+    verdicts = ("slower", "faster", "larger", "smaller", "higher", "lower",
+                "no significant difference", "not enough data")
+    lines = [ln for ln in md.splitlines() if ln.startswith("|") and ln.rstrip(" |").endswith(
+        tuple(verdicts)) or re.search(r"noisy: CV \d+%\) *\|$", ln)]
+    metas, df = stats.load_runs([run])
+    expected = sum(len(stats.compare(df, w, resamples=50, metas=metas)) for w in plots.PLOTS)
+    assert len(lines) == expected
+    assert page.count("src='data:image/png;base64,") == 4
+    # claims: memory compared as measured; times under TCG only as a ratio
+    table = report.check_claims(CLAIMS, df, metas)
+    assert list(table["status"]) == ["reproduced", "not reproduced", "not comparable here",
+                                     "not comparable here", "reproduced", "reproduced"]
+    assert table.loc[5, "condition"] == "cow-pte / fork" and table.loc[5, "measured"] == "2.000"
+    claims = md.split("## Claims")[1]
+    assert claims.count("| reproduced") == 3 and claims.count("| not comparable here") == 2
+    assert "4 kB" in claims
+
+
+def test_claims_under_kvm_compare_absolute_times(tmp_path):
+    run = make_run(tmp_path, "k1", accel="kvm")
+    metas, df = stats.load_runs([run])
+    table = report.check_claims(CLAIMS[2:4], df, metas)
+    assert list(table["status"]) == ["reproduced", "reproduced"]
+    assert "not comparable" not in report.markdown(report.header(metas), run)
+
+
+def test_verdict_from_the_held_fork_covers_its_size():
+    import pandas as pd
+
+    def rec(kernel, size, rep, **evidence):
+        return {"kernel": kernel, "workload": "fork-latency", "run_id": "r", "cell": "2:fork-latency",
+                "size_mib": size, "rep": rep, "fork_ns": 1e6, "cow_pte_requested": True, **evidence}
+    held = {"config_cow_pte": "y", "prctl_ret": 0, "pagetables_delta_kb": 8}
+    rows = [rec("patched", 1, 0, parent_vmpte_kb=72, **held), rec("patched", 1, 1),
+            rec("patched", 1024, 0, parent_vmpte_kb=2124, **held), rec("patched", 1024, 1),
+            rec("stock", 1024, 0, parent_vmpte_kb=2124, **dict(held, config_cow_pte="n")),
+            rec("stock", 1024, 1), rec("stock", 64, 1),
+            dict(rec("stock", 64, 2), cow_pte_requested=False)]
+    df = stats.add_conditions(pd.DataFrame(rows))
+    assert list(df["cow_pte"]) == ["unproven", "unproven", "active", "active", "inactive",
+                                   "inactive", "unproven", "off"]
+    assert list(df["condition"])[3] == "patched: COW PTE fork"
+
+
+def test_value_copied_into_every_round_counts_once(run):
+    _, df = stats.load_run(run)
+    df.loc[df["workload"] == "fault-latency", "cell"] = "3:fault-latency"
+    df.loc[df["workload"] == "fault-latency", "fork_ns"] = 123.0     # the one evidence fork
+    part = df[(df["workload"] == "fault-latency") & (df["condition"] == "stock: fork")]
+    assert len(stats.values(part, "fork_ns")) == 1
+    assert len(stats.values(part, "mean_ns")) == len(part)
