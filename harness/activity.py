@@ -16,9 +16,12 @@ MAX_SHARED_FRACTION = 0.25
 
 
 def judge(record):
-    """(label, evidence) for one fork-memory record."""
+    """(label, evidence) for one record that carries the counters read around a fork."""
     if not record.get("cow_pte_requested"):
         return OFF, "COW PTE not requested"
+    if record.get("thp") == "huge":
+        return UNPROVEN, ("with THP the mapping is PMD-mapped: there are no PTE tables to share, "
+                          "so the counters cannot tell")
     config = record.get("config_cow_pte")
     if config != "y":
         return INACTIVE, f"the running kernel has CONFIG_COW_PTE={config or 'n'} (from /proc/config.gz)"

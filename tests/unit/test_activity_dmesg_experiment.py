@@ -69,3 +69,8 @@ def test_experiment_errors(tmp_path):
     bad.write_text('source = "x"\n[[kernels]]\nlabel = "p"\n[[kernels]]\npatched = true\n')
     with pytest.raises(UserError, match="needs a label"):
         experiment.load(bad)
+
+
+def test_thp_runs_are_unproven():
+    shared = dict(COPIED, pagetables_delta_kb=60, thp="huge")
+    assert activity.judge(shared)[0] == "unproven"

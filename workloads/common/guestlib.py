@@ -72,8 +72,16 @@ def emit(record):
     sys.stdout.flush()
 
 
-def refuse_unless_clock_ok():
+def refuse_unless_clock_ok(wait_s=5.0):
+    """The clock's facts, once it is fine to time with; an error record and exit 3 otherwise.
+
+    Right after boot the kernel still runs on tsc-early (not valid for high-resolution timers) until
+    its delayed TSC work switches to tsc, about a second later: wait that long before judging."""
+    deadline = time.monotonic() + wait_s
     info = clock_info()
+    while info["problem"] and info["clocksource"] != "jiffies" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        info = clock_info()
     if info["problem"]:
         emit({"type": "error", "error": "clock", "message": f"refusing to time anything: {info['problem']}",
               "clock": info})
