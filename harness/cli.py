@@ -100,7 +100,13 @@ def cmd_boot(args):
 
 def cmd_run(args):
     from harness.pipeline import Run
-    run = Run(experiment(args)).execute()
+    if args.resume:
+        run = Run.resume(args.resume).execute()
+    else:
+        exp = experiment(args)
+        if args.cell:
+            exp = exp.only(args.cell)
+        run = Run(exp).execute()
     ui.console.print(f"results: {run.store.dir}")
     return run.exit_code
 
@@ -113,6 +119,22 @@ def cmd_verify(args):
                bisect=not args.no_bisect, configs=configs, kernels=kernels, boot=not args.no_boot,
                selftest_source=args.selftest_source, mib=args.mib).execute()
     return v.exit_code
+
+
+def cmd_cells(args):
+    import json
+    exp = experiment(args)
+    cells = []
+    for k in exp.kernels:
+        argv = exp.command_line() + f" --cell {k.label}"
+        cells.append({"id": k.label, "source": k.source, "series": k.series,
+                      "fragments": k.fragments, "command": argv})
+    if args.format == "json":
+        ui.out(json.dumps(cells, indent=2))
+    else:
+        for c in cells:
+            ui.out(f"{c['id']}\t{c['command']}")
+    return 0
 
 
 def cmd_report(args):
@@ -181,6 +203,10 @@ def parser():
                    help="an experiment file (experiments/NAME.toml): kernels, series, workloads; "
                         "--kernel-src and --series override its source and series")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
+    p.add_argument("--cell", action="append", metavar="ID",
+                   help="run only this kernel of the experiment (see `harness cells`); repeatable")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run (folder or id): finished kernels are kept")
     p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="parameter of the (first) workload, e.g. mib=512; repeatable")
@@ -205,6 +231,14 @@ def parser():
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("cells", help="the experiment's independent cells (one per kernel), for a CI matrix",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, multiple=True)
+    add_guest_args(p)
+    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (experiments/NAME.toml)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_cells)
 
     p = sub.add_parser("report", help="statistics, plots and verdicts for runs: report.md and report.html")
     p.add_argument("runs", nargs="+", metavar="RUN",

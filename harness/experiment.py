@@ -11,7 +11,7 @@ checked when loaded, so a typo fails before anything is built.
 """
 import shlex
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness import paths
@@ -54,10 +54,36 @@ class Experiment:
     claims: list = field(default_factory=list)      # figures a series claims, for the report
     path: Path = None           # the TOML file, when there is one
 
+    def to_dict(self):
+        """Everything needed to run the experiment again (stored in metadata.json)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["kernels"] = [vars(k) for k in self.kernels]
+        data["workloads"] = [vars(w) for w in self.workloads]
+        data["path"] = str(self.path) if self.path else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["kernels"] = [KernelSpec(**k) for k in data["kernels"]]
+        values["workloads"] = [WorkloadSpec(**w) for w in data["workloads"]]
+        values["path"] = Path(data["path"]) if data.get("path") else None
+        return cls(**values)
+
+    def only(self, labels):
+        """The same experiment with only the named kernels (the cells of a CI matrix)."""
+        known = [k.label for k in self.kernels]
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise UserError(f"no kernel {unknown} in experiment '{self.name}' (it has: {', '.join(known)})")
+        return replace(self, kernels=[k for k in self.kernels if k.label in labels])
+
     def command_line(self):
         """The harness command that repeats this experiment."""
         if self.path:
-            argv = ["harness", "run", "--experiment", str(self.path)]
+            inside = Path(self.path).resolve().parent == EXPERIMENTS.resolve()
+            argv = ["harness", "run", "--experiment", Path(self.path).stem if inside else str(self.path)]
             sources = {k.source for k in self.kernels}
             series = {k.series for k in self.kernels if k.series}
             if len(sources) == 1:

@@ -13,6 +13,7 @@ from harness import activity, dmesg, kconfig, selftests, series as series_mod, s
 from harness import image as image_mod
 from harness.build import Build
 from harness.errors import GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
+from harness.experiment import Experiment
 from harness.machine import Machine, qemu_version
 from harness.results import RunStore
 from harness.workloads import Workload
@@ -25,6 +26,7 @@ class Run:
         self.image = None
         self._series = {}
         self.trees = {}
+        self.skip = set()              # kernels already done (resume)
         self.selftest_results = []
         self.selftest_new_failures = []
         # Check every name now, so a typo fails before anything is built or stored.
@@ -36,15 +38,28 @@ class Run:
 
     # --- the run --------------------------------------------------------------------------------
 
+    @classmethod
+    def resume(cls, run_dir):
+        """Continue an interrupted run: the kernels that finished are kept, the others run again."""
+        store = RunStore.open(run_dir)
+        if "experiment" not in store.metadata:
+            raise UserError(f"{store.dir} has no experiment in its metadata.json; cannot resume it")
+        exp = Experiment.from_dict(store.metadata["experiment"])
+        done = {label for label, info in store.metadata["kernels"].items() if info.get("status") == "ok"}
+        run = cls(exp, store=store)
+        run.skip = done
+        return run
+
     def execute(self):
         exp = self.exp
-        self.store.update(command=exp.command_line(), experiment={
-            "name": exp.name, "path": str(exp.path) if exp.path else None,
-            "kernels": [vars(k) for k in exp.kernels],
-            "workloads": [{"name": w.name, "params": p} for w, p in self.cells],
-            "memory_mib": exp.memory_mib, "cpus": exp.cpus, "image": exp.image, "claims": exp.claims})
+        if not self.skip:
+            self.store.update(command=exp.command_line(), experiment=exp.to_dict())
         ui.console.print(f"run {self.store.id} -> {self.store.dir}")
         for spec in exp.kernels:
+            if spec.label in self.skip:
+                ui.console.print(f"[{spec.label}] finished in an earlier attempt: kept", markup=False)
+                continue
+            self.store.reset_kernel(spec.label)
             try:
                 self.one_kernel(spec)
             except HarnessError as exc:

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from harness import paths
+from harness.errors import UserError
 
 
 def new_run_id():
@@ -60,6 +61,27 @@ class RunStore:
             "host": host_facts(),
             "kernels": {},
         }
+
+    @classmethod
+    def open(cls, run_dir):
+        """An existing run, by folder or by id in results/."""
+        path = Path(run_dir)
+        if not (path / "metadata.json").exists():
+            path = paths.results() / str(run_dir)
+        if not (path / "metadata.json").exists():
+            raise UserError(f"no run at '{run_dir}' (no metadata.json there or in {paths.results()})")
+        return cls(path.name, root=path.parent)
+
+    def reset_kernel(self, label):
+        """Start a kernel's records afresh; what an earlier, unfinished attempt left is set aside."""
+        path = self.dir / label
+        if path.exists() and any(path.iterdir()):
+            n = 1
+            while (self.dir / f"{label}.attempt-{n}").exists():
+                n += 1
+            path.rename(self.dir / f"{label}.attempt-{n}")
+        self.metadata["kernels"].pop(label, None)
+        self.save()
 
     def kernel_dir(self, label):
         path = self.dir / label
@@ -115,6 +137,9 @@ class NullStore:
         self.metadata["kernels"].setdefault(label, {}).update(fields)
 
     def keep(self, label, *files):
+        pass
+
+    def reset_kernel(self, label):
         pass
 
     def save(self):
