@@ -48,5 +48,9 @@ class GuestTimeout(GuestError):
     """The guest did not become ready, or a command in it did not finish, in time."""
 
 
+class ChannelLost(GuestError):
+    """The SSH connection to the guest dropped; the guest itself may still be fine."""
+
+
 class WorkloadError(GuestError):
     """A workload in the guest failed or refused to measure (for example a coarse clock)."""

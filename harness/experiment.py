@@ -47,6 +47,7 @@ class Experiment:
     mirror: str = None
     jobs: int = None
     boot_timeout: int = 120
+    stall_s: int = 30           # seconds a workload may be silent before the guest is probed
     dmesg_check: bool = True
     extra_cmdline: str = ""     # appended to the guest kernel's command line
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
@@ -159,6 +160,6 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
-                     **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout")
+                     **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout", "stall_s")
                         if k in guest})
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

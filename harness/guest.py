@@ -19,7 +19,7 @@ import paramiko
 # fail while the guest boots; the harness reports failures itself.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
-from harness.errors import GuestError, GuestTimeout
+from harness.errors import ChannelLost, GuestError, GuestTimeout
 
 
 def new_client_key():
@@ -76,15 +76,37 @@ class Guest:
             self.client.close()
             self.client = None
 
-    def run(self, argv, timeout=600, on_line=None, alive=None, stdin=None):
+    def answers(self, timeout=10):
+        """True when the guest runs a trivial command within timeout seconds (liveness probe)."""
+        try:
+            chan = self.client.get_transport().open_session(timeout=timeout)
+            chan.exec_command("true")
+            deadline = time.monotonic() + timeout
+            while not chan.exit_status_ready():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+            chan.close()
+            return True
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+
+    def run(self, argv, timeout=600, on_line=None, alive=None, stdin=None, stall=30):
         """Run argv in the guest; returns (exit code, stdout, stderr).
 
         on_line(line) is called for each stdout line as it arrives (records are stored as they
-        come); alive() is called while waiting and may raise (a panic seen on the console).
+        come); alive() is called while waiting and may raise (a panic seen on the console). After
+        `stall` seconds without output the guest is probed with a second command: a guest that does
+        not answer it is a GuestTimeout at once, not at the end of `timeout`.
         """
         command = shlex.join(argv)
-        transport = self.client.get_transport()
-        chan = transport.open_session()
+        transport = self.client.get_transport() if self.client else None
+        if transport is None or not transport.is_active():
+            raise ChannelLost(f"no SSH connection to the guest for: {command}")
+        try:
+            chan = transport.open_session(timeout=30)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ChannelLost(f"cannot open an SSH channel to the guest: {exc}") from None
         chan.exec_command(command)
         if stdin is not None:
             chan.settimeout(timeout)   # a large upload waits for the guest's window to open
@@ -93,6 +115,7 @@ class Guest:
         chan.settimeout(0.2)
         out, err, pending = [], [], b""
         deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
         while True:
             progressed = False
             try:
@@ -116,8 +139,16 @@ class Guest:
             if alive:
                 alive()
             if not transport.is_active():
-                raise GuestError(f"the SSH connection to the guest dropped during: {command}")
-            if time.monotonic() > deadline:
+                raise ChannelLost(f"the SSH connection to the guest dropped during: {command}")
+            now = time.monotonic()
+            if progressed:
+                quiet_since = now
+            elif now - quiet_since > stall:
+                if not self.answers():
+                    raise GuestTimeout(f"the guest stopped answering: no output from '{command}' for "
+                                       f"{stall} s and a probe command got no answer")
+                quiet_since = time.monotonic()
+            if now > deadline:
                 chan.close()
                 raise GuestTimeout(f"'{command}' did not finish in the guest within {timeout} s")
         if pending:

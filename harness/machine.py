@@ -54,7 +54,7 @@ def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=No
 
 class Machine:
     def __init__(self, kernel, image, logdir, accel="tcg", memory_mib=3072, cpus=2,
-                 extra_cmdline="", arch_name="x86_64"):
+                 extra_cmdline="", arch_name="x86_64", stall=30):
         self.arch = arch.load(arch_name)
         self.kernel = kernel
         self.image = image
@@ -63,6 +63,7 @@ class Machine:
         self.memory_mib = memory_mib
         self.cpus = cpus
         self.extra_cmdline = extra_cmdline
+        self.stall = stall          # seconds without output before the guest is probed
         self.proc = None
         self.watcher = None
         self.guest = None
@@ -136,7 +137,18 @@ class Machine:
             time.sleep(0.02)
 
     def run(self, argv, timeout=600, on_line=None, stdin=None):
-        return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check, stdin=stdin)
+        return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check, stdin=stdin,
+                              stall=self.stall)
+
+    def reconnect(self, timeout=60):
+        """A new SSH connection after the old one dropped (the guest kept running)."""
+        self.guest.close()
+        deadline = time.monotonic() + timeout
+        while not self.guest.try_connect(timeout=2.0):
+            self.check()
+            if time.monotonic() > deadline:
+                raise GuestTimeout(f"cannot reconnect to the guest within {timeout} s", log_tail=self.tail())
+            time.sleep(0.1)
 
     def stop(self):
         if self.guest:

@@ -12,7 +12,7 @@ from harness import accel as accel_mod
 from harness import activity, dmesg, kconfig, selftests, series as series_mod, sources, tables, ui
 from harness import image as image_mod
 from harness.build import Build
-from harness.errors import GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
+from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
 from harness.experiment import Experiment
 from harness.machine import Machine, qemu_version
 from harness.results import RunStore
@@ -143,7 +143,8 @@ class Run:
         chosen = self.choose_accel(kernel)
         logdir = self.store.kernel_dir(spec.label)
         with Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
-                     cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline) as m:
+                     cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s) as m:
+            self.current_machine = m
             with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
                 seconds = m.wait_ready(self.exp.boot_timeout)
                 say(f"first guest command after {seconds:.2f} s")
@@ -183,7 +184,12 @@ class Run:
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))
             self.fail(label, exc, cell=name)
-        except (GuestPanic, GuestTimeout) as exc:
+        except ChannelLost as exc:
+            # the connection dropped, not the guest: note it, reconnect, go on with the next cell
+            entry.update(status="failed", error=str(exc))
+            self.fail(label, exc, cell=name)
+            machine.reconnect()
+        except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
             entry.update(status="failed", error=str(exc))
             self.store.metadata["kernels"][label]["cells"].append(entry)
             raise
@@ -212,7 +218,7 @@ class Run:
                     with ui.step(f"[{label}] selftest {name} ({way})") as say:
                         result = selftests.run_cow(machine, binary, launch, label=label)
                         say(result.get("error") or result.get("launcher") or f"{len(result['cases'])} cases")
-                    (self.store.kernel_dir(label) / f"selftest-{name}-{way}.tap").write_text(result["output"])
+                    self.store.write(label, f"selftest-{name}-{way}.tap", result["output"])
                     self.store.appender(label, f"selftest-{name}")(
                         {k: v for k, v in result.items() if k not in ("output", "stderr")})
                     self.selftest_results.append(result)
@@ -236,7 +242,7 @@ class Run:
     def kernel_log(self, label, machine, name):
         """Keep the guest's kernel log since the last look; return what a reviewer would flag."""
         log, hits, taints = dmesg.check(machine)
-        (self.store.kernel_dir(label) / f"dmesg-{name}.log").write_text(log)
+        self.store.write(label, f"dmesg-{name}.log", log)
         if taints:
             hits = hits + [("taint", ", ".join(taints))]
         return hits
@@ -250,6 +256,8 @@ class Run:
         title = f"{label}: fork-memory, {tables.fork_kind(records)}"
         ui.out(tables.render_fork_memory(table, extra, title=title))
         ui.out()
+        name = "fork-memory-cow-pte" if records[0].get("cow_pte_requested") else "fork-memory"
+        tables.save_fork_memory(table, extra, self.store.kernel_dir(label), name)
 
     def compare(self):
         if self.selftest_results:

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from harness import paths
-from harness.errors import UserError
+from harness.errors import InfraError, UserError
 
 
 def new_run_id():
@@ -90,8 +90,13 @@ class RunStore:
 
     def save(self):
         tmp = self.dir / "metadata.json.tmp"
-        tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, self.dir / "metadata.json")
+        try:
+            tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True, default=str) + "\n")
+            os.replace(tmp, self.dir / "metadata.json")
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InfraError(f"cannot write {self.dir / 'metadata.json'}: {exc.strerror} "
+                             f"(results disk full?); the last complete version is kept") from None
 
     def update(self, **fields):
         self.metadata.update(fields)
@@ -106,10 +111,24 @@ class RunStore:
         path = self.kernel_dir(label) / f"{workload}.jsonl"
 
         def append(record):
-            with open(path, "a") as fh:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            data = (json.dumps(record, sort_keys=True) + "\n").encode()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    if os.write(fd, data) != len(data):
+                        raise OSError(28, "short write")
+                    os.fsync(fd)
+                except OSError as exc:
+                    # never leave half a record: cut the file back to its last whole line
+                    try:
+                        os.ftruncate(fd, size)
+                    except OSError:
+                        pass
+                    raise InfraError(f"cannot store a record in {path}: {exc.strerror} "
+                                     f"(results disk full?)") from None
+            finally:
+                os.close(fd)
         return append
 
     def records(self, label, workload):
@@ -121,7 +140,20 @@ class RunStore:
     def keep(self, label, *files):
         for f in files:
             if f and Path(f).exists():
-                shutil.copy(f, self.kernel_dir(label) / Path(f).name)
+                try:
+                    shutil.copy(f, self.kernel_dir(label) / Path(f).name)
+                except OSError as exc:
+                    raise InfraError(f"cannot keep {f} in {self.dir}: {exc.strerror} "
+                                     f"(results disk full?)") from None
+
+    def write(self, label, name, text):
+        """A log or table beside a kernel's records."""
+        path = self.kernel_dir(label) / name
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise InfraError(f"cannot write {path}: {exc.strerror} (results disk full?)") from None
+        return path
 
 
 class NullStore:

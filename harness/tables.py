@@ -1,6 +1,8 @@
 """Tables of results (pandas): what a run prints and saves as Markdown and CSV."""
 import pandas as pd
 
+from harness.errors import InfraError
+
 
 def fork_memory(records):
     """Parent/child VmRSS and VmPTE (medians over repetitions) and the PageTables delta at fork."""
@@ -29,17 +31,15 @@ def render_fork_memory(table, extra, title=""):
     return "\n".join(lines)
 
 
-def save_fork_memory(table, extra, folder):
-    """fork-memory.csv and fork-memory.md: one row a metric, with its unit."""
+def save_fork_memory(table, extra, folder, name="fork-memory"):
+    """NAME.csv and NAME.md: one row a metric, with its unit."""
     rows = [{"metric": name, "parent": int(row["parent"]), "child": int(row["child"]), "unit": "kB"}
             for name, row in table.iterrows()]
     rows.append({"metric": "PageTables delta at fork", "parent": extra["PageTables delta at fork"],
                  "child": None, "unit": "kB"})
     rows.append({"metric": "fork time (median)", "parent": round(extra["fork time (median)"], 4),
                  "child": None, "unit": "ms"})
-    full = pd.DataFrame(rows, dtype=object).set_index("metric")
-    full.to_csv(folder / "fork-memory.csv")
-    (folder / "fork-memory.md").write_text(full.to_markdown() + "\n")
+    save(pd.DataFrame(rows, dtype=object).set_index("metric"), folder, name)
 
 
 KIND = {"off": "fork", "active": "COW PTE fork"}
@@ -73,5 +73,8 @@ def fork_memory_comparison(records):
 
 
 def save(table, folder, name):
-    table.to_csv(folder / f"{name}.csv")
-    (folder / f"{name}.md").write_text(table.to_markdown() + "\n")
+    try:
+        table.to_csv(folder / f"{name}.csv")
+        (folder / f"{name}.md").write_text(table.to_markdown() + "\n")
+    except OSError as exc:
+        raise InfraError(f"cannot write {name} tables in {folder}: {exc.strerror}") from None

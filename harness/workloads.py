@@ -43,10 +43,12 @@ class Workload:
 
     @classmethod
     def load(cls, name):
-        folder = paths.WORKLOADS / name
+        """A workload by name (workloads/NAME) or by the path of a folder laid out the same way."""
+        folder = Path(name) if Path(name).is_dir() else paths.WORKLOADS / name
         if not (folder / "manifest.toml").exists():
             raise UserError(f"unknown workload '{name}' (known: {', '.join(names())})")
-        return cls(name, folder, tomllib.loads((folder / "manifest.toml").read_text()))
+        manifest = tomllib.loads((folder / "manifest.toml").read_text())
+        return cls(manifest.get("name", folder.name), folder, manifest)
 
     def params(self, overrides=None):
         """The manifest's defaults with overrides applied; unknown names are an error."""

@@ -1,0 +1,368 @@
+"""Run an experiment's cells (one per kernel) on SSH runners and merge what they measured.
+
+Each runner is `user@host[:port]` with the harness installed at a work folder (a checkout with a
+venv). The cells wait in one queue; every host runs one cell at a time, taking the next when it is
+done: `harness run --experiment E --cell ID` with HARNESS_RESULTS in a fresh folder on the host,
+its output streamed back line by line as `[host] ...`, then the partial run tarred, fetched and
+unpacked here. At the end the partial runs are merged into one (harness.merge).
+
+Host keys must already be in ~/.ssh/known_hosts (or the file given): an unknown key is refused,
+never added. The user's own account and keys are used; nothing runs under sudo. A host that fails
+(cannot connect, connection lost, the remote harness missing or broken) is dropped and its cell is
+queued once more for another host; a cell that fails on its own (bad request, build error, guest
+failure: exit codes 2, 4, 5) is kept as failed with its logs. The run always finishes; its exit
+code is non-zero when any cell ended failed.
+"""
+import base64
+import collections
+import hashlib
+import shlex
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from harness import paths
+from harness.errors import HarnessError, InfraError, UserError
+from harness.results import new_run_id
+
+DEFAULT_COMMAND = "cd {workdir} && .venv/bin/harness"
+CELL_FAILURES = {2, 4, 5}       # the remote harness judged the cell itself: not the host's fault
+_print_lock = threading.Lock()
+
+
+def parse_host(spec):
+    """`user@host[:port]` (also `[v6addr]:port`) -> (user or None, host, port or None)."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    if not host or (port is not None and not port.isdigit()):
+        raise UserError(f"bad host '{spec}': write user@host or user@host:port")
+    return user or None, host, int(port) if port else None
+
+
+def read_hosts(hosts=(), hosts_file=None):
+    """Hosts from the command line and from a file (one per line, # starts a comment)."""
+    found = list(hosts or [])
+    if hosts_file:
+        try:
+            lines = Path(hosts_file).read_text().splitlines()
+        except OSError as exc:
+            raise UserError(f"cannot read hosts file {hosts_file}: {exc}") from None
+        found += [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    for spec in found:
+        parse_host(spec)
+    if not found:
+        raise UserError("name at least one runner: --host user@host[:port] or --hosts-file FILE")
+    return found
+
+
+def remote_path(path):
+    """A path for a remote shell, quoted; a leading ~/ still means the remote user's home."""
+    path = str(path)
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def fingerprint(key):
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class Cell:
+    def __init__(self, label):
+        self.label = label
+        self.attempts = []      # {host, status, exit_code, error, seconds}
+        self.run_dir = None     # the fetched partial run
+
+    @property
+    def status(self):
+        return self.attempts[-1]["status"] if self.attempts else "not run"
+
+
+class RemoteRun:
+    """What run_on_hosts returns: the merged run (or None) and every cell's attempts."""
+
+    def __init__(self, cells, store, hosts):
+        self.cells, self.store, self.hosts = cells, store, hosts
+
+    @property
+    def failed(self):
+        return [c.label for c in self.cells if c.status != "ok"]
+
+    @property
+    def exit_code(self):
+        for c in self.cells:
+            if c.status != "ok":
+                code = c.attempts[-1].get("exit_code") if c.attempts else None
+                return code if code in CELL_FAILURES else InfraError.exit_code
+        return 0
+
+
+class _Lines:
+    """A stream for fabric's out_stream: prints whole lines as `[host] line`, keeps the last ones."""
+
+    def __init__(self, prefix, stream):
+        self.prefix, self.stream, self.buf = prefix, stream, ""
+        self.tail = collections.deque(maxlen=30)
+
+    def write(self, data):
+        self.buf += data.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, self.buf = self.buf.split("\n")
+        self._emit(lines)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if self.buf:
+            self._emit([self.buf])
+            self.buf = ""
+
+    def _emit(self, lines):
+        self.tail.extend(lines)
+        with _print_lock:
+            for line in lines:
+                self.stream.write(f"{self.prefix} {line}\n")
+            self.stream.flush()
+
+
+def say(host, message):
+    with _print_lock:
+        sys.stderr.write(f"[{host}] {message}\n")
+        sys.stderr.flush()
+
+
+class _Host:
+    """One runner: its connection and the commands it runs for a cell."""
+
+    def __init__(self, spec, known_hosts, identity, connect_timeout):
+        from fabric import Connection
+        import paramiko
+
+        user, host, port = parse_host(spec)
+        self.spec = spec
+        self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout,
+                               connect_kwargs={"key_filename": [str(identity)]} if identity else {})
+        files = [str(Path("~/.ssh/known_hosts").expanduser())] + ([str(known_hosts)] if known_hosts else [])
+        client = self.conn.client
+        for f in files:
+            if Path(f).exists():
+                client.load_system_host_keys(f)     # read only: system keys are never written back
+            elif f != files[0]:
+                raise UserError(f"known_hosts file {f} does not exist")
+
+        class Reject(paramiko.RejectPolicy):
+            def missing_host_key(self, client, hostname, key):
+                raise InfraError(
+                    f"{spec}: host key {key.get_name()} {fingerprint(key)} of {hostname} is not in "
+                    f"{' or '.join(files)}; refusing to connect. Check the fingerprint with the "
+                    f"host's owner, then add it (ssh-keyscan{' -p ' + str(port) if port else ''} "
+                    f"{host} >> ~/.ssh/known_hosts)")
+        client.set_missing_host_key_policy(Reject())
+
+    def run_cell(self, label, experiment, extra_args, workdir, command, out_dir, timeout):
+        """Run one cell on this host; return (exit_code, run_dir or None, tail of the output)."""
+        c = self.conn
+        c.open()
+        c.transport.set_keepalive(30)
+        base = c.run('mktemp -d "${TMPDIR:-/tmp}/harness-remote.XXXXXX"', hide=True, in_stream=False).stdout.strip()
+        try:
+            exp_arg = experiment
+            if Path(experiment).is_file():      # a file of ours, not a name in experiments/: ship it
+                exp_arg = f"{base}/{Path(experiment).name}"
+                c.put(str(experiment), exp_arg)
+            results = f"{base}/results"
+            argv = ["run", "--experiment", exp_arg, "--cell", label, *extra_args]
+            line = (f"export HARNESS_RESULTS={shlex.quote(results)} COLUMNS=160; "
+                    + command.format(workdir=remote_path(workdir)) + " " + shlex.join(argv))
+            out, err = _Lines(f"[{self.spec}]", sys.stdout), _Lines(f"[{self.spec}]", sys.stderr)
+            try:
+                result = c.run(line, hide=False, warn=True, pty=False, in_stream=False,
+                               out_stream=out, err_stream=err, timeout=timeout)
+            finally:
+                out.close()
+                err.close()
+            tail = "\n".join(list(err.tail)[-15:])
+            if result.exited != 0 and result.exited not in CELL_FAILURES:
+                return result.exited, None, tail
+            q = shlex.quote
+            c.run(f"tar -C {q(base)} -czf {q(base + '/partial.tgz')} results", hide=True, in_stream=False)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            c.get(f"{base}/partial.tgz", str(out_dir / "partial.tgz"))
+            with tarfile.open(out_dir / "partial.tgz") as tar:
+                tar.extractall(out_dir, filter="data")
+            (out_dir / "partial.tgz").unlink()
+            runs = sorted(p.parent for p in (out_dir / "results").glob("*/metadata.json"))
+            return result.exited, runs[-1] if runs else None, tail
+        finally:
+            try:
+                c.run(f"rm -rf {shlex.quote(base)}", hide=True, warn=True, in_stream=False)
+            except Exception:       # the host is gone; nothing to clean
+                pass
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,
+                 cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
+                 connect_timeout=20, cell_timeout=None):
+    """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun.
+
+    experiment: a name in experiments/ (the runners' checkout has it) or a local file (shipped).
+    extra_args: more `harness run` flags for every cell (--kernel-src, --accel, ...).
+    command: how to start the harness on a host; {workdir} is replaced by the quoted workdir.
+    """
+    from harness import cli
+    extra_args = list(extra_args)
+    if "--cell" in extra_args or "--resume" in extra_args:
+        raise UserError("give the cells with cells=[...] (--cell), not in the extra arguments")
+    try:                                # the same flags, checked here before any host is asked
+        args = cli.parser().parse_args(["run", "--experiment", str(experiment), *extra_args])
+    except SystemExit:
+        raise UserError(f"bad harness run arguments: {shlex.join(extra_args)}") from None
+    exp = cli.experiment(args)
+    if cells:
+        exp = exp.only(cells)
+    labels = [k.label for k in exp.kernels]
+    if Path(experiment).is_file() and Path(experiment).resolve().parent == (paths.ROOT / "experiments").resolve():
+        experiment = Path(experiment).stem          # the runners have it under the same name
+    results_dir = Path(results_dir or paths.results())
+    run_id = new_run_id()
+    parts = results_dir / f"{run_id}.parts"
+
+    cell_list = [Cell(label) for label in labels]
+    runners = [_Host(spec, known_hosts, identity, connect_timeout) for spec in hosts]
+    queue = collections.deque(cell_list[len(runners):])
+    busy = [min(len(runners), len(cell_list))]
+    cond = threading.Condition()
+    host_errors = {}
+
+    def next_cell(first):
+        with cond:
+            if first is not None:
+                return first
+            while True:
+                if queue:
+                    busy[0] += 1
+                    return queue.popleft()
+                if busy[0] == 0:
+                    return None
+                cond.wait()
+
+    def worker(index, runner):
+        cell = next_cell(cell_list[index] if index < len(cell_list) else None)
+        while cell is not None:
+            n = len(cell.attempts) + 1
+            say(runner.spec, f"cell {cell.label}: attempt {n}")
+            started = time.monotonic()
+            attempt = {"host": runner.spec, "status": "failed", "exit_code": None, "error": None}
+            host_failed = False
+            try:
+                code, run_dir, tail = runner.run_cell(
+                    cell.label, str(experiment), extra_args, workdir, command,
+                    parts / f"{cell.label}-{n}", cell_timeout)
+                attempt["exit_code"] = code
+                if code == 0 and run_dir:
+                    attempt["status"] = "ok"
+                elif code in CELL_FAILURES:
+                    attempt["error"] = f"harness run exited {code}"
+                else:
+                    host_failed = True
+                    attempt["error"] = (f"harness run exited {code}" if code != 0 else "no run fetched") \
+                        + (f"\n--- last lines ---\n{tail}" if tail else "")
+                if run_dir:
+                    cell.run_dir = run_dir
+            except HarnessError as exc:
+                host_failed, attempt["error"] = True, str(exc)
+            except Exception as exc:    # refused, timed out, auth failed, connection lost
+                host_failed, attempt["error"] = True, f"{type(exc).__name__}: {exc}"
+            attempt["seconds"] = round(time.monotonic() - started, 1)
+            cell.attempts.append(attempt)
+            requeue = host_failed and len(cell.attempts) < 2
+            say(runner.spec, f"cell {cell.label}: {attempt['status']} in {attempt['seconds']} s"
+                + (f": {attempt['error']}" if attempt["error"] else "")
+                + ("; queued again for another host" if requeue else ""))
+            with cond:
+                busy[0] -= 1
+                if requeue:
+                    queue.append(cell)
+                cond.notify_all()
+            if host_failed:
+                host_errors[runner.spec] = attempt["error"]
+                say(runner.spec, "host dropped: it takes no more cells")
+                break
+            cell = next_cell(None)
+        runner.close()
+
+    threads = [threading.Thread(target=worker, args=(i, r), name=f"remote-{r.spec}", daemon=True)
+               for i, r in enumerate(runners)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for cell in queue:                  # queued again, but every host was dropped
+        cell.attempts.append({"host": None, "status": "failed", "exit_code": None,
+                              "error": "no host left to run it", "seconds": 0})
+
+    store = None
+    run_dirs = [c.run_dir for c in cell_list if c.run_dir]
+    if run_dirs:
+        from harness.merge import merge
+        store = merge(run_dirs, out=results_dir / run_id)
+        store.update(remote={
+            "hosts": {h: {"error": host_errors.get(h)} for h in hosts},
+            "cells": {c.label: {"status": c.status, "attempts": c.attempts,
+                                "partial": str(c.run_dir) if c.run_dir else None} for c in cell_list},
+        })
+    result = RemoteRun(cell_list, store, hosts)
+    for c in cell_list:
+        last = c.attempts[-1] if c.attempts else {}
+        say(last.get("host") or "-", f"cell {c.label}: {c.status}"
+            + (f" after {len(c.attempts)} attempts" if len(c.attempts) > 1 else ""))
+    return result
+
+
+def add_arguments(p):
+    """The `harness remote` flags (cli.py calls this)."""
+    p.add_argument("--experiment", required=True, metavar="NAME|PATH",
+                   help="experiment name (in the runners' checkout) or a local file (copied to them)")
+    p.add_argument("--host", action="append", default=[], metavar="USER@HOST[:PORT]",
+                   help="an SSH runner with the harness installed; repeatable")
+    p.add_argument("--hosts-file", metavar="FILE", help="runners, one per line (# comments)")
+    p.add_argument("--cell", action="append", metavar="ID", help="run only these cells (default: all)")
+    p.add_argument("--remote-workdir", default="~/kernel-harness", metavar="DIR",
+                   help="the harness checkout (with .venv) on the runners (default ~/kernel-harness)")
+    p.add_argument("--remote-command", default=DEFAULT_COMMAND, metavar="CMD",
+                   help="how to start the harness on a runner; {workdir} is the quoted workdir "
+                        f"(default: '{DEFAULT_COMMAND}')")
+    p.add_argument("--known-hosts", metavar="FILE", help="host keys to trust besides ~/.ssh/known_hosts")
+    p.add_argument("--identity", metavar="KEY", help="private key (default: your usual keys and agent)")
+    p.add_argument("--cell-timeout", type=int, metavar="S", help="give up on a cell after S seconds")
+    p.add_argument("--results", metavar="DIR", help="where to write (default results/ or $HARNESS_RESULTS)")
+    p.add_argument("run_args", nargs="*", metavar="-- RUN-FLAGS",
+                   help="more `harness run` flags for every cell, after --, e.g. -- --accel kvm")
+
+
+def main(args):
+    from harness import ui
+    hosts = read_hosts(args.host, args.hosts_file)
+    r = run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,
+                     cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
+                     identity=args.identity, cell_timeout=args.cell_timeout)
+    if r.failed:
+        ui.error(f"cells failed: {', '.join(r.failed)} (attempts in the merged metadata.json)")
+    if r.store:
+        ui.console.print(f"results: {r.store.dir}")
+    return r.exit_code

@@ -1,0 +1,173 @@
+"""Faults injected for real into a running guest: each is detected, logged with the serial console,
+its cell or kernel marked failed, the run goes on, and no QEMU process is left behind.
+
+The kernel is guest-base + selftests (that fragment has CONFIG_MAGIC_SYSRQ for the crash).
+"""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import experiment, paths
+from harness.errors import InfraError
+from harness.pipeline import Run
+from harness.results import RunStore
+
+pytestmark = pytest.mark.slow
+FAULTS = paths.ROOT / "tests" / "data" / "workloads"
+
+
+def make_experiment(tmp_path, workloads, kernels=("a", "b"), stall_s=30):
+    lines = ['source = "debian:linux-source-6.1"', "[guest]", 'accel = "tcg"', "memory_mib = 1024",
+             f"stall_s = {stall_s}"]
+    for label in kernels:
+        lines += ["[[kernels]]", f'label = "{label}"', 'fragments = ["guest-base", "selftests"]']
+    for name, params in workloads:
+        lines += ["[[workloads]]", f'name = "{name}"']
+        if params:
+            lines.append("params = { " + ", ".join(f"{k} = {v}" for k, v in params.items()) + " }")
+    path = tmp_path / "faults.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return experiment.load(path)
+
+
+def qemus_under(folder):
+    """PIDs of QEMU processes whose command line mentions folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system" in cmd and str(folder) in cmd:
+                found.append(int(proc.name))
+    return found
+
+
+def run(tmp_path, exp):
+    store = RunStore("faults", root=tmp_path / "results")
+    return Run(exp, store=store).execute(), store
+
+
+def metadata(store):
+    return json.loads((store.dir / "metadata.json").read_text())
+
+
+def test_guest_kernel_panic_mid_run(tmp_path):
+    exp = make_experiment(tmp_path, [("fork-memory", {"mib": 64}), (str(FAULTS / "crash"), {}),
+                                     ("fork-memory", {"mib": 64})])
+    r, store = run(tmp_path, exp)
+    assert r.exit_code == 5
+    meta = metadata(store)
+    for label in ("a", "b"):                       # b ran after a had crashed
+        k = meta["kernels"][label]
+        assert k["status"] == "failed" and k["error_type"] == "GuestPanic"
+        assert [c["status"] for c in k["cells"]] == ["ok", "failed"]
+        assert "sysrq: Trigger a crash" in k["error"]  # the console's tail is in the error
+        assert len(store.records(label, "fork-memory")) == 1
+        assert "Kernel panic" in (store.dir / label / "console.log").read_text()
+    assert qemus_under(store.dir) == []
+
+
+def test_workload_that_never_returns(tmp_path):
+    exp = make_experiment(tmp_path, [(str(FAULTS / "hang"), {})], kernels=("a",))
+    r, store = run(tmp_path, exp)
+    k = metadata(store)["kernels"]["a"]
+    assert k["status"] == "failed" and k["error_type"] == "GuestTimeout"
+    assert "did not finish in the guest within 20 s" in k["error"]
+    assert store.records("a", "hang") == [{"type": "record", "workload": "hang", "started": True,
+                                           "cell": "1:hang", "kernel": "a"}]
+    assert qemus_under(store.dir) == []
+
+
+def later(seconds, fn):
+    t = threading.Timer(seconds, fn)
+    t.start()
+    return t
+
+
+def qemu_pid_when_busy(store, label):
+    """Wait until the guest runs the hang workload; return its QEMU's pid."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if store.records(label, "hang"):
+            (pid,) = qemus_under(store.dir)
+            return pid
+        time.sleep(0.2)
+    raise AssertionError("the hang workload never started")
+
+
+def test_guest_stopped_with_sigstop(tmp_path):
+    exp = make_experiment(tmp_path, [(str(FAULTS / "hang"), {})], kernels=("a", "b"), stall_s=5)
+    store = RunStore("faults", root=tmp_path / "results")
+    stopped = []
+    watcher = threading.Thread(target=lambda: stopped.append(os.kill(qemu_pid_when_busy(store, "a"),
+                                                                     signal.SIGSTOP)))
+    watcher.start()
+    started = time.monotonic()
+    Run(exp, store=store).execute()
+    watcher.join()
+    meta = metadata(store)
+    a = meta["kernels"]["a"]
+    assert a["error_type"] == "GuestTimeout" and "stopped answering" in a["error"]
+    assert time.monotonic() - started < 200      # found by the probe, long before the 20 s x N timeouts
+    assert meta["kernels"]["b"]["cells"][0]["status"] == "failed"   # b ran (and hung on its own)
+    assert qemus_under(store.dir) == []
+
+
+def test_ssh_connection_dropped_mid_workload(tmp_path):
+    exp = make_experiment(tmp_path, [(str(FAULTS / "hang"), {}), ("fork-memory", {"mib": 64})],
+                          kernels=("a",))
+    store = RunStore("faults", root=tmp_path / "results")
+    r = Run(exp, store=store)
+
+    def drop():
+        qemu_pid_when_busy(store, "a")
+        machine_socket = r.current_machine.guest.client.get_transport().sock
+        machine_socket.shutdown(2)
+    t = threading.Thread(target=drop)
+    t.start()
+    r.execute()
+    t.join()
+    k = metadata(store)["kernels"]["a"]
+    assert [c["status"] for c in k["cells"]] == ["failed", "ok"]
+    assert "SSH connection" in k["cells"][0]["error"]
+    assert len(store.records("a", "fork-memory")) == 1
+    assert qemus_under(store.dir) == []
+
+
+def test_qemu_killed(tmp_path):
+    exp = make_experiment(tmp_path, [(str(FAULTS / "hang"), {})], kernels=("a", "b"))
+    store = RunStore("faults", root=tmp_path / "results")
+    t = threading.Thread(target=lambda: os.kill(qemu_pid_when_busy(store, "a"), signal.SIGKILL))
+    t.start()
+    r = Run(exp, store=store).execute()
+    t.join()
+    meta = metadata(store)
+    assert "QEMU exited with code -9" in meta["kernels"]["a"]["error"]
+    assert meta["kernels"]["b"]["cells"]                 # the run went on to kernel b
+    assert r.exit_code == 5
+    assert qemus_under(store.dir) == []
+
+
+def test_results_disk_full(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)], check=True)
+    try:
+        exp = make_experiment(tmp_path, [("fork-memory", {"mib": 64, "repeat": 200})], kernels=("a",))
+        store = RunStore("full", root=mnt)
+        with pytest.raises(InfraError, match="results disk full"):
+            Run(exp, store=store).execute()
+        assert qemus_under(store.dir) == []
+        # every line on disk is a whole record
+        lines = (store.dir / "a" / "fork-memory.jsonl").read_text().splitlines()
+        assert lines and all(json.loads(line)["type"] == "record" for line in lines)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
