@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 2 bad request (UserError); 3 this machine cannot do it (InfraError); 4 a kernel
 or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, workload error
-(GuestError); 130 interrupted.
+(GuestError); 130 interrupted. `harness nightly` also exits 1 on a regression.
 """
 import argparse
 
@@ -121,6 +121,19 @@ def cmd_verify(args):
     return v.exit_code
 
 
+def cmd_reproduce(args):
+    from harness import report
+    from harness.pipeline import Run
+    args.experiment = args.experiment or "cow-pte-v4"
+    exp = experiment(args)
+    run = Run(exp).execute()
+    with ui.step("statistics, plots and report"):
+        md, page = report.write([run.store.dir], claims=exp.claims)
+    ui.out(report.cv_summary(run.store.dir))
+    ui.console.print(f"report: {md}\n        {page}")
+    return run.exit_code
+
+
 def cmd_cells(args):
     import json
     exp = experiment(args)
@@ -149,6 +162,7 @@ def cmd_report(args):
             raise errors.UserError(f"cannot read claims from {args.claims}: {exc}") from None
     md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
                             noisy_cv=args.noisy_cv)
+    ui.out(report.cv_summary(args.runs))
     ui.console.print(f"report: {md}\n        {page}")
     return 0
 
@@ -166,6 +180,29 @@ def cmd_setup(args):
 def cmd_selfbench(args):
     from harness import selfbench
     return selfbench.main(args)
+
+
+def cmd_nightly(args):
+    from harness.nightly import Nightly
+    if args.run and (args.experiment or args.kernel_src):
+        raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
+    exp = None if args.run else experiment(args)
+    night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
+                    history=args.history).execute()
+    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}")
+    return night.exit_code
+
+
+def cmd_history(args):
+    from harness import history
+    return history.main(args)
+
+
+def cmd_merge(args):
+    from harness.merge import merge
+    store = merge(args.runs, out=args.out)
+    ui.console.print(f"merged {len(args.runs)} runs: {store.dir}")
+    return 0
 
 
 def parser():
@@ -232,6 +269,14 @@ def parser():
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("reproduce", help="run an experiment's benchmarks end to end and write the report "
+                       "(default: cow-pte-v4, the series' own evaluation)",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, multiple=True)
+    add_guest_args(p)
+    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (default cow-pte-v4)")
+    p.set_defaults(func=cmd_reproduce, label=None, workload=None, param=None)
+
     p = sub.add_parser("cells", help="the experiment's independent cells (one per kernel), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, multiple=True)
@@ -249,6 +294,41 @@ def parser():
     p.add_argument("--noisy-cv", type=float, default=0.05, metavar="CV",
                    help="call a cell noisy above this coefficient of variation (default 0.05)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("nightly", help="a night of CI: run the experiment (or take --run), record it "
+                       "in the history, compare with stock and with previous nights; writes "
+                       "junit.xml and summary.md; exit 1 on a regression, 5 on a failed kernel or cell",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, multiple=True)
+    add_guest_args(p)
+    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (experiments/NAME.toml)")
+    p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
+    p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="parameter of the (first) workload, e.g. mib=512; repeatable")
+    p.add_argument("--run", metavar="RUN",
+                   help="a finished run (folder or id), e.g. cells joined by `harness merge`, "
+                        "instead of running the experiment")
+    p.add_argument("--history", metavar="PATH", help="history database (default results/history.sqlite)")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="a regression is worse than the previous nights' median by more than this "
+                        "fraction (default 0.05)")
+    p.add_argument("--nights", type=int, default=5, help="previous nights to compare with (default 5)")
+    p.set_defaults(func=cmd_nightly)
+
+    p = sub.add_parser("history", help="a metric over the nights recorded by `harness nightly`")
+    p.add_argument("metric", metavar="METRIC", help="e.g. fork_ns")
+    p.add_argument("--workload", metavar="W")
+    p.add_argument("--kernel", metavar="K")
+    p.add_argument("--condition", metavar="C", help='a condition ("stock: fork") or a kind ("fork")')
+    p.add_argument("--plot", metavar="PNG", help="also draw the metric over the nights")
+    p.add_argument("--history", metavar="PATH", help="history database (default results/history.sqlite)")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("merge", help="join partial runs (`harness run --cell`) of one experiment into one run")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder or a run id in results/")
+    p.add_argument("--out", metavar="DIR", help="the merged run's folder (default: a new run in results/)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("selfbench", help="time the harness itself: builds, image, boot")
     p.add_argument("--kernel-src", default="debian:linux-source-6.1", metavar="SPEC")

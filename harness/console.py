@@ -20,6 +20,16 @@ QEMU_FATAL = [
 ]
 
 
+# Signs on the console that the guest's clock cannot time anything finely (under TCG on a busy host
+# the kernel's timer calibrations can fail; the guest then runs on 4 ms ticks).
+CLOCK_TROUBLE = [
+    (re.compile(r"APIC timer disabled due to verification failure"), "LAPIC timer not calibrated"),
+    (re.compile(r"could not switch to one-shot mode.*"), "no high-resolution timers"),
+    (re.compile(r"Marking TSC unstable.*"), "TSC unstable"),
+    (re.compile(r"Switched to clocksource (refined-)?jiffies"), "jiffies clocksource"),
+]
+
+
 def scan(text, patterns=CONSOLE_FATAL):
     """The first fatal sign in text as (kind, line), or None."""
     for line in text.splitlines():

@@ -4,7 +4,9 @@
   series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
   [guest]  accel, memory_mib, cpus, image, boot_timeout
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
-  [[workloads]] name, params (table), repeat (how many times to run the workload, default 1)
+  [[workloads]] name, params (table; a list value runs the workload once per value),
+                repeat (how many times to run the workload, default 1)
+  [[claims]]    figures the series claims, checked by the report (see harness/report.py)
 
 Command-line flags override any part (--kernel-src, --series, --accel, ...). The experiment is
 checked when loaded, so a typo fails before anything is built.
@@ -118,6 +120,15 @@ def find(name_or_path):
     raise UserError(f"experiment '{name_or_path}' not found (known: {known})")
 
 
+def expand(params):
+    """A parameter given as a list means one workload per value (every combination)."""
+    combos = [{}]
+    for key, value in params.items():
+        values = value if isinstance(value, list) else [value]
+        combos = [{**c, key: v} for c in combos for v in values]
+    return combos
+
+
 def _beside_repo(spec):
     """A relative path in an experiment file means a path in the repository."""
     if spec and not Path(spec).is_absolute() and (paths.ROOT / spec).exists():
@@ -154,8 +165,9 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
         raise UserError(f"{path} has no [[kernels]]")
     workloads = []
     for w in data.get("workloads", []):
-        for _ in range(int(w.get("repeat", 1))):
-            workloads.append(WorkloadSpec(w["name"], dict(w.get("params", {}))))
+        for params in expand(dict(w.get("params", {}))):
+            for _ in range(int(w.get("repeat", 1))):
+                workloads.append(WorkloadSpec(w["name"], params))
     guest = data.get("guest", {})
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,

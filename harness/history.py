@@ -209,5 +209,6 @@ def main(args):
                    "iqr", "cv", "unit", "accel", "harness_sha"]]
     ui.out(shown.to_markdown(index=False))
     if args.plot:
-        ui.console.print(f"plot: {store.plot(args.metric, args.plot, args.workload, args.condition, args.kernel)}")
+        png = store.plot(args.metric, args.plot, args.workload, args.condition, args.kernel)
+        ui.console.print(f"plot: {png}")
     return 0

@@ -28,7 +28,8 @@ def cell_cases(meta, labels):
         cases.append(case)
         for cell in (info or {}).get("cells", []):
             c = {"suite": label, "classname": f"{label}.cells",
-                 "name": f"{cell.get('cell')} {cell.get('workload')} {cell.get('params') or ''}".strip()}
+                 "name": " ".join([str(cell.get("cell")), str(cell.get("workload")),
+                                   *(f"{k}={v}" for k, v in (cell.get("params") or {}).items())])}
             if cell.get("status") != "ok":
                 hits = "; ".join(f"{k}: {line}" for k, line in cell.get("dmesg") or [])
                 c.update(failure=f"{label} {cell.get('cell')}: {cell.get('error') or hits or 'failed'}",

@@ -113,6 +113,12 @@ class Machine:
                 self.check()
             raise GuestError(f"QEMU exited with code {code} ({self.qemu_log})", log_tail=self.tail())
 
+    def clock_trouble(self):
+        """Console lines that say this boot's clock is coarse (see console.CLOCK_TROUBLE)."""
+        text = self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+        return [m.group(0) for line in text.splitlines() for pattern, _ in console.CLOCK_TROUBLE
+                for m in [pattern.search(line)] if m]
+
     def tail(self, lines=30):
         text = console.tail(self.console_log, lines)
         qemu = console.tail(self.qemu_log, 10)
@@ -164,7 +170,7 @@ class Machine:
             self.watcher.stop()
 
     def __enter__(self):
-        return self.start()
+        return self if self.proc else self.start()
 
     def __exit__(self, *exc):
         self.stop()

@@ -141,19 +141,14 @@ class Run:
         kernel = self.kernel(spec)
         image = self.guest_image()
         chosen = self.choose_accel(kernel)
-        logdir = self.store.kernel_dir(spec.label)
-        with Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
-                     cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s) as m:
+        with self.boot(spec, kernel, image, chosen) as m:
             self.current_machine = m
-            with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
-                seconds = m.wait_ready(self.exp.boot_timeout)
-                say(f"first guest command after {seconds:.2f} s")
             _, uname, _ = m.run(["uname", "-r"])
             _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
                                               "current_clocksource"])
-            self.store.update_kernel(spec.label, boot_seconds=round(seconds, 3), boot_phases=m.boot_phases,
-                                     guest_uname=uname.strip(), guest_clocksource=clocksource.strip(),
-                                     qemu_argv=m.argv, cells=[])
+            self.store.update_kernel(spec.label, boot_seconds=round(m.boot_seconds, 3),
+                                     boot_phases=m.boot_phases, guest_uname=uname.strip(),
+                                     guest_clocksource=clocksource.strip(), qemu_argv=m.argv, cells=[])
             self.kernel_log(spec.label, m, "boot")
             with tempfile.TemporaryDirectory() as staging:
                 for number, (workload, params) in enumerate(self.cells, 1):
@@ -162,6 +157,33 @@ class Run:
                 self.run_selftests(spec.label, m)
         failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
         self.store.update_kernel(spec.label, status="failed" if failed_cells else "ok")
+
+    def boot(self, spec, kernel, image, chosen, attempts=3):
+        """A booted, ready guest. A boot whose clock came up coarse (a timer calibration failed on
+        a busy host) cannot time anything: it is logged, set aside and booted again."""
+        logdir = self.store.kernel_dir(spec.label)
+        for attempt in range(1, attempts + 1):
+            m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
+                        cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s)
+            m.start()
+            try:
+                with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
+                    seconds = m.wait_ready(self.exp.boot_timeout)
+                    say(f"first guest command after {seconds:.2f} s")
+            except BaseException:
+                m.stop()
+                raise
+            trouble = m.clock_trouble()
+            if not trouble or attempt == attempts:
+                if trouble:
+                    ui.warn(f"[{spec.label}] the guest clock is coarse after {attempts} boots: {trouble[0]}")
+                self.store.update_kernel(spec.label, boot_attempts=attempt)
+                return m
+            m.stop()
+            for log in (m.console_log, m.qemu_log):
+                log.rename(log.with_name(f"{log.stem}.attempt-{attempt}{log.suffix}"))
+            ui.warn(f"[{spec.label}] boot {attempt}: {trouble[0]}: the clock would be coarse; booting again")
+        raise AssertionError("unreachable")
 
     def cell(self, label, machine, number, workload, params, staging):
         name = f"{number}:{workload.name}"

@@ -292,7 +292,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
             cell.attempts.append(attempt)
             requeue = host_failed and len(cell.attempts) < 2
             say(runner.spec, f"cell {cell.label}: {attempt['status']} in {attempt['seconds']} s"
-                + (f": {attempt['error']}" if attempt["error"] else "")
+                + (f": {attempt['error'].splitlines()[0]}" if attempt["error"] else "")
                 + ("; queued again for another host" if requeue else ""))
             with cond:
                 busy[0] -= 1
@@ -319,8 +319,14 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
     store = None
     run_dirs = [c.run_dir for c in cell_list if c.run_dir]
     if run_dirs:
-        from harness.merge import merge
-        store = merge(run_dirs, out=results_dir / run_id)
+        from harness import merge
+        try:
+            store = merge.merge(run_dirs, out=results_dir / run_id)
+        except UserError as exc:
+            raise UserError(f"{exc} (the partial runs are in {parts})") from None
+        if Path(experiment).is_file():  # shipped to a temporary folder: name the file here instead
+            store.metadata["experiment"]["path"] = str(Path(experiment).resolve())
+            store.metadata["command"] = merge.command(store.metadata["experiment"], store.metadata["command"])
         store.update(remote={
             "hosts": {h: {"error": host_errors.get(h)} for h in hosts},
             "cells": {c.label: {"status": c.status, "attempts": c.attempts,

@@ -323,3 +323,24 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
     md_path.write_text(markdown(blocks, out_dir))
     html_path.write_text(to_html(blocks, blocks[0][1]))
     return md_path, html_path
+
+
+def cv_summary(run_dirs, limit=None):
+    """Plain text: the coefficient of variation of every measured metric, per group and condition."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    _, df = stats.load_runs(run_dirs)
+    lines = ["coefficient of variation per metric (n, median, CV):"]
+    for workload in dict.fromkeys(df["workload"]) if len(df) else []:
+        table = stats.describe(df, workload)
+        if table is None or not len(table):
+            continue
+        keys = [c for c in table.columns if c not in ("condition", "metric", "unit", "n", "median", "iqr",
+                                                      "mean", "std", "cv", "min", "max")]
+        for _, row in table.iterrows():
+            if row["unit"] not in ("ns", "forks/s"):
+                continue
+            where = " ".join(f"{k}={row[k]}" for k in keys if str(row[k]) not in ("", "nan"))
+            cv = "-" if row["n"] < 2 else f"{100 * row['cv']:.1f}%"
+            lines.append(f"  {workload:<14} {where:<28} {row['condition']:<34} {row['metric']:<16} "
+                         f"n={int(row['n']):<4} median={row['median']:.4g} {row['unit']:<8} CV={cv}")
+    return "\n".join(lines[:limit] if limit else lines)

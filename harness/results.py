@@ -91,7 +91,7 @@ class RunStore:
     def save(self):
         tmp = self.dir / "metadata.json.tmp"
         try:
-            tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True, default=str) + "\n")
+            tmp.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
             os.replace(tmp, self.dir / "metadata.json")
         except OSError as exc:
             tmp.unlink(missing_ok=True)

@@ -58,7 +58,12 @@ def load_run(run_dir):
     meta = json.loads(meta_path.read_text())
     run_id = meta.get("run_id", run_dir.name)
     rows = []
+    labels = list(meta.get("kernels", {}))
     for path in sorted(run_dir.glob("*/*.jsonl")):
+        if labels and path.parent.name not in labels:
+            continue                # e.g. <label>.attempt-1 left by an interrupted attempt
+        if path.stem.startswith("selftest-"):
+            continue                # selftest outcomes are tables, not measurements
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)

@@ -64,15 +64,21 @@ class Workload:
 
     def library(self):
         """Compile the C sources into the cached shared library; returns its path."""
-        sources = [self.dir / s for s in self.manifest.get("sources", [])]
+        # Sources are relative to the workload's folder and may be shared ("../common/forkutil.c"):
+        # each source's folder is an include folder, and its headers are part of the cache key.
+        sources = [(self.dir / s).resolve() for s in self.manifest.get("sources", [])]
+        include_dirs = sorted({s.parent for s in sources})
+        headers = sorted(h for d in include_dirs for h in d.glob("*.h"))
         flags = ["-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
-        key = cache.digest(self.name, [s.read_text() for s in sources], flags,
+        key = cache.digest(self.name, [s.read_text() for s in sources],
+                           [h.read_text() for h in headers], flags,
                            tools.first_line(["gcc", "--version"]))
         lib = cache.entry("workloads", key) / self.manifest["library"]
         if lib.exists():
             return lib
         with cache.locked("workload", key), cache.building("workloads", key) as out:
-            argv = ["gcc", *flags, "-o", str(out / self.manifest["library"]), *map(str, sources)]
+            argv = ["gcc", *flags, *(f"-I{d}" for d in include_dirs),
+                    "-o", str(out / self.manifest["library"]), *map(str, sources)]
             proc = tools.run(argv, check=False)
             if proc.returncode != 0:
                 raise BuildError(f"workload {self.name}'s C code does not compile",

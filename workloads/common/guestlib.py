@@ -3,7 +3,12 @@
 prctl is called through ctypes, the kernel's counters are read from /proc, and the clock is
 checked before anything is timed: a tick-based clock (jiffies) moves in 4 ms steps, and a figure
 measured with it is refused, not stored.
+
+The fork workloads also share their driver plumbing here: the parameter parser whose errors are an
+error record (exit 2), fail() for a failed system call (exit 4), the ctypes side of
+forkutil.c (map and touch, the held fork) and the COW PTE evidence read around a held fork.
 """
+import argparse
 import ctypes
 import json
 import os
@@ -12,6 +17,7 @@ import time
 
 PR_SET_COW_PTE = 65          # from the COW PTE series; PR_SET_MDWE on upstream Linux >= 6.3
 MAX_CLOCK_RES_NS = 1000      # a clock coarser than 1 us cannot time a fork
+THP = {"default": -1, "nohuge": 0, "huge": 1}   # --thp: the fu_advise argument; -1: no madvise
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -107,3 +113,120 @@ def kernel_config():
 
 def load_library(name):
     return ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), name), use_errno=True)
+
+
+def bad(message):
+    """Bad parameters: an error record and exit code 2."""
+    emit({"type": "error", "error": "params", "message": message})
+    sys.exit(2)
+
+
+def fail(what, message, errno):
+    """A failed system call (what: mmap, madvise, fork, ...): an error record and exit code 4."""
+    emit({"type": "error", "error": what, "errno": errno,
+          "message": f"{message}: {os.strerror(errno)}"})
+    sys.exit(4)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        bad(message)
+
+
+def params_parser(cow_pte_choices=(0, 1)):
+    """An argument parser whose errors are an error record and exit 2, with the options every
+    fork workload has: --cow-pte (int; limited to cow_pte_choices unless None) and --thp."""
+    ap = _Parser()
+    ap.add_argument("--cow-pte", type=int, choices=cow_pte_choices, default=0)
+    ap.add_argument("--thp", choices=sorted(THP), default="nohuge")
+    return ap
+
+
+class Child(ctypes.Structure):
+    """struct fu_child (forkutil.h): a held child."""
+    _fields_ = [("pid", ctypes.c_int64), ("release_fd", ctypes.c_int64), ("fork_ns", ctypes.c_int64)]
+
+
+def load_fork_library(name):
+    """A workload library built with ../common/forkutil.c, its fu_* calls typed."""
+    lib = load_library(name)
+    lib.fu_map.restype = ctypes.c_void_p
+    lib.fu_map.argtypes = [ctypes.c_size_t]
+    lib.fu_advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    lib.fu_touch.restype = ctypes.c_int64
+    lib.fu_touch.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.fu_unmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.fu_fork_hold.argtypes = [ctypes.POINTER(Child), ctypes.c_void_p, ctypes.c_void_p]
+    lib.fu_release.argtypes = [ctypes.POINTER(Child)]
+    return lib
+
+
+def map_touched(lib, mib, thp):
+    """mib MiB of anonymous private memory, madvised for thp (a THP key) and every page touched:
+    (address, bytes, pages touched); (None, 0, 0) for 0 MiB. A failure is fail() (exit 4)."""
+    size = mib << 20
+    if not size:
+        return None, 0, 0
+    buf = lib.fu_map(size)
+    if not buf:
+        fail("mmap", f"cannot map {mib} MiB", ctypes.get_errno())
+    if THP[thp] >= 0:
+        rc = lib.fu_advise(buf, size, THP[thp])
+        if rc:
+            fail("madvise", f"madvise for thp={thp} failed (CONFIG_ADVISE_SYSCALLS?)", -rc)
+    return buf, size, lib.fu_touch(buf, size)
+
+
+def held_fork_evidence(lib, hold=None, while_held=None):
+    """One timed fork whose child is held alive while the counters are read: the parent's VmPTE
+    before, /proc/meminfo PageTables before and after, the parent's and the child's VmRSS/VmPTE.
+    hold(child pointer) forks (default fu_fork_hold with nothing for the child to do after);
+    while_held() runs after the reads, before the child is released and reaped.
+    Returns (fork_ns, evidence); a failed fork is fail() (exit 4)."""
+    parent_before = status()
+    mem_before = meminfo()
+    child = Child()
+    rc = (hold or (lambda c: lib.fu_fork_hold(c, None, None)))(ctypes.byref(child))
+    if rc != 0:
+        fail("fork", "fork failed", -rc)
+    mem_after = meminfo()
+    parent = status()
+    kid = status(child.pid)
+    if while_held:
+        while_held()
+    wait_status = lib.fu_release(ctypes.byref(child))
+    return child.fork_ns, {
+        "parent_vmrss_kb": parent["VmRSS"], "parent_vmpte_kb": parent["VmPTE"],
+        "parent_vmpte_before_kb": parent_before["VmPTE"],
+        "child_vmrss_kb": kid["VmRSS"], "child_vmpte_kb": kid["VmPTE"],
+        "pagetables_before_kb": mem_before["PageTables"],
+        "pagetables_after_kb": mem_after["PageTables"],
+        "pagetables_delta_kb": mem_after["PageTables"] - mem_before["PageTables"],
+        "anon_huge_kb": mem_before.get("AnonHugePages"),   # system-wide THP in use (meminfo)
+        "child_exit_status": wait_status,
+    }
+
+
+def cow_pte_prctl(asked):
+    """prctl(PR_SET_COW_PTE) when asked: prctl_ret and prctl_errno, both None when not asked."""
+    ret, errno = prctl(PR_SET_COW_PTE) if asked else (None, None)
+    return {"prctl_ret": ret, "prctl_errno": errno}
+
+
+def cow_pte_prctl_again(asked):
+    """The same prctl again after the first COW PTE fork, when asked: prctl_again_ret and
+    prctl_again_errno (None when not asked). The series answers EINVAL only once COW PTE is on for
+    this process (6.2-based)."""
+    ret, errno = prctl(PR_SET_COW_PTE) if asked else (None, None)
+    return {"prctl_again_ret": ret, "prctl_again_errno": errno}
+
+
+def config_cow_pte(config):
+    """The record's config_cow_pte: CONFIG_COW_PTE of kernel_config() ("n" when unset), or None
+    when the kernel's config cannot be read."""
+    return config.get("CONFIG_COW_PTE", "n") if config else None
+
+
+def clock_fields(clock):
+    """The record's clock fields from refuse_unless_clock_ok()."""
+    return {"clocksource": clock["clocksource"], "clock_resolution_ns": clock["resolution_ns"]}

@@ -13,7 +13,6 @@ the memory) until the parent has written.
 One JSON record per round. Bad parameters: an error record and exit code 2; a failed mmap,
 madvise, fork or writer: an error record and exit code 4.
 """
-import argparse
 import ctypes
 import math
 import os
@@ -21,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import guestlib  # noqa: E402
+from guestlib import bad, fail  # noqa: E402
 
-THP = {"default": -1, "nohuge": 0, "huge": 1}
 PATTERN = {"seq": 0, "random": 1}
 DEFAULT_ROUNDS = {"seq": 1, "random": 100}
 SEED = 88172645463325252   # xorshift64 start state (Marsaglia's), fixed: every run writes the same pages
@@ -44,51 +43,23 @@ class Header(ctypes.Structure):
     _fields_ = [("status", ctypes.c_int64), ("rounds_done", ctypes.c_int64)]
 
 
-class Child(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_int64), ("release_fd", ctypes.c_int64), ("fork_ns", ctypes.c_int64)]
-
-
-def bad(message):
-    guestlib.emit({"type": "error", "error": "params", "message": message})
-    sys.exit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        bad(message)
-
-
-def fail(what, message, errno):
-    guestlib.emit({"type": "error", "error": what, "errno": errno,
-                   "message": f"{message}: {os.strerror(errno)}"})
-    sys.exit(4)
-
-
 def load():
-    lib = guestlib.load_library("libfault_latency.so")
-    for name in ("fl_map", "fl_map_shared"):
-        getattr(lib, name).restype = ctypes.c_void_p
-        getattr(lib, name).argtypes = [ctypes.c_size_t]
-    lib.fl_advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    lib.fl_touch.restype = ctypes.c_int64
-    lib.fl_touch.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    lib.fl_unmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib = guestlib.load_fork_library("libfault_latency.so")
+    lib.fl_map_shared.restype = ctypes.c_void_p
+    lib.fl_map_shared.argtypes = [ctypes.c_size_t]
     lib.fl_write.argtypes = [ctypes.POINTER(Config), ctypes.c_void_p]
     lib.fl_fork_hold.argtypes = [ctypes.POINTER(Config), ctypes.c_void_p, ctypes.c_int,
-                                 ctypes.POINTER(Child)]
-    lib.fl_release.argtypes = [ctypes.POINTER(Child)]
+                                 ctypes.POINTER(guestlib.Child)]
     return lib
 
 
 def main():
-    ap = Parser()
+    ap = guestlib.params_parser()
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--pattern", choices=sorted(PATTERN), default="seq")
     ap.add_argument("--random-writes", type=int, default=1000000)
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--side", choices=("child", "parent"), default="child")
-    ap.add_argument("--cow-pte", type=int, choices=(0, 1), default=0)
-    ap.add_argument("--thp", choices=sorted(THP), default="nohuge")
     args = ap.parse_args()
     if args.mib < 1:
         bad(f"mib must be at least 1 (got {args.mib})")
@@ -101,7 +72,6 @@ def main():
     clock = guestlib.refuse_unless_clock_ok()
     lib = load()
     config = guestlib.kernel_config()
-    size = args.mib << 20
 
     shared_bytes = ctypes.sizeof(Header) + rounds * ctypes.sizeof(Round)
     shared = lib.fl_map_shared(shared_bytes)
@@ -111,57 +81,35 @@ def main():
     results = (Round * rounds).from_address(shared + ctypes.sizeof(Header))
     header.status = -1
 
-    buf = lib.fl_map(size)
-    if not buf:
-        fail("mmap", f"cannot map {args.mib} MiB", ctypes.get_errno())
-    if THP[args.thp] >= 0:
-        rc = lib.fl_advise(buf, size, THP[args.thp])
-        if rc:
-            fail("madvise", f"madvise for thp={args.thp} failed (CONFIG_ADVISE_SYSCALLS?)", -rc)
-    pages = lib.fl_touch(buf, size)
+    buf, size, pages = guestlib.map_touched(lib, args.mib, args.thp)
     cfg = Config(buf, size, PATTERN[args.pattern], args.random_writes, rounds, SEED)
 
-    prctl_ret = prctl_errno = again_ret = again_errno = None
-    if args.cow_pte:
-        prctl_ret, prctl_errno = guestlib.prctl(guestlib.PR_SET_COW_PTE)
-    parent_before = guestlib.status()
-    mem_before = guestlib.meminfo()
-    child = Child()
-    rc = lib.fl_fork_hold(ctypes.byref(cfg), shared, int(args.side == "child"), ctypes.byref(child))
-    if rc != 0:
-        fail("fork", "fork failed", -rc)
-    mem_after = guestlib.meminfo()
-    parent = guestlib.status()
-    kid = guestlib.status(child.pid)
-    if args.cow_pte:
-        # The series answers EINVAL only once COW PTE is on for this process (6.2-based).
-        again_ret, again_errno = guestlib.prctl(guestlib.PR_SET_COW_PTE)
-    if args.side == "parent":
-        lib.fl_write(ctypes.byref(cfg), shared)   # the child stays alive, sharing the memory
-    wait_status = lib.fl_release(ctypes.byref(child))
+    prctl = guestlib.cow_pte_prctl(args.cow_pte)
+    again = {}
+
+    def while_held():
+        again.update(guestlib.cow_pte_prctl_again(args.cow_pte))
+        if args.side == "parent":
+            lib.fl_write(ctypes.byref(cfg), shared)   # the child stays alive, sharing the memory
+
+    fork_ns, evidence = guestlib.held_fork_evidence(
+        lib, hold=lambda child: lib.fl_fork_hold(ctypes.byref(cfg), shared,
+                                                 int(args.side == "child"), child),
+        while_held=while_held)
+    wait_status = evidence["child_exit_status"]
     if header.status != 0 or header.rounds_done != rounds:
         err = -header.status if header.status < 0 else 0
         fail("write", f"the {args.side} did not finish its writes (wait status {wait_status}, "
                       f"{header.rounds_done} of {rounds} rounds)", err or 5)
-    lib.fl_unmap(buf, size)
+    lib.fu_unmap(buf, size)
 
     common = {
         "type": "record", "workload": "fault-latency", "mib": args.mib, "thp": args.thp,
         "pattern": args.pattern, "side": args.side, "rounds": rounds, "seed": SEED,
-        "pages_touched": pages, "fork_ns": child.fork_ns,
-        "cow_pte_requested": bool(args.cow_pte),
-        "prctl_ret": prctl_ret, "prctl_errno": prctl_errno,
-        "prctl_again_ret": again_ret, "prctl_again_errno": again_errno,
-        "config_cow_pte": config.get("CONFIG_COW_PTE", "n") if config else None,
-        "parent_vmrss_kb": parent["VmRSS"], "parent_vmpte_kb": parent["VmPTE"],
-        "parent_vmpte_before_kb": parent_before["VmPTE"],
-        "child_vmrss_kb": kid["VmRSS"], "child_vmpte_kb": kid["VmPTE"],
-        "pagetables_before_kb": mem_before["PageTables"],
-        "pagetables_after_kb": mem_after["PageTables"],
-        "pagetables_delta_kb": mem_after["PageTables"] - mem_before["PageTables"],
-        "anon_huge_kb": mem_before.get("AnonHugePages"),   # system-wide THP in use (meminfo)
-        "child_exit_status": wait_status,
-        "clocksource": clock["clocksource"], "clock_resolution_ns": clock["resolution_ns"],
+        "pages_touched": pages, "fork_ns": fork_ns,
+        "cow_pte_requested": bool(args.cow_pte), **prctl, **again,
+        "config_cow_pte": guestlib.config_cow_pte(config),
+        **evidence, **guestlib.clock_fields(clock),
     }
     for number, r in enumerate(results):
         guestlib.emit({**common, "round": number, "accesses": r.accesses,

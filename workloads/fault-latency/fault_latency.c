@@ -2,17 +2,16 @@
 // the memory the two processes share copy-on-write, timing every write with CLOCK_MONOTONIC;
 // per round it computes mean, median and variance here, outside the timed accesses.
 // Results go to a small MAP_SHARED buffer made before the fork (a mapping of its own, not part of
-// the measured memory), so a writing child can hand them to the parent.
+// the measured memory), so a writing child can hand them to the parent. The held fork and the
+// memory calls are in ../common/forkutil.c.
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "forkutil.h"
 
 enum { SEQ = 0, RANDOM = 1 };
 
@@ -42,51 +41,12 @@ struct fl_result {
 	struct fl_round round[];
 };
 
-struct fl_child {
-	int64_t pid;
-	int64_t release_fd;
-	int64_t fork_ns;
-};
-
-void *fl_map(size_t bytes)
-{
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
-}
-
 // The result buffer: shared, so it is not copied-on-write at the fork.
 void *fl_map_shared(size_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;
-}
-
-int fl_advise(void *p, size_t bytes, int thp)
-{
-	return madvise(p, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? 0 : -errno;
-}
-
-int64_t fl_touch(void *p, size_t bytes)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	volatile char *c = p;
-	int64_t n = 0;
-
-	for (size_t off = 0; off < bytes; off += (size_t)page, n++)
-		c[off] = (char)n | 1;
-	return n;
-}
-
-int fl_unmap(void *p, size_t bytes)
-{
-	return munmap(p, bytes) == 0 ? 0 : -errno;
-}
-
-static int64_t ns_between(const struct timespec *a, const struct timespec *b)
-{
-	return (int64_t)(b->tv_sec - a->tv_sec) * 1000000000LL + (b->tv_nsec - a->tv_nsec);
 }
 
 static uint64_t xorshift64(uint64_t *s)
@@ -195,7 +155,7 @@ int fl_write(const struct fl_config *cfg, struct fl_result *res)
 				clock_gettime(CLOCK_MONOTONIC, &a);
 				c[(size_t)i * page] = (char)(i + r) | 1;
 				clock_gettime(CLOCK_MONOTONIC, &b);
-				lat[i] = ns_between(&a, &b);
+				lat[i] = fu_ns_between(&a, &b);
 			}
 		} else {
 			for (int64_t i = 0; i < n; i++) {
@@ -204,12 +164,12 @@ int fl_write(const struct fl_config *cfg, struct fl_result *res)
 				clock_gettime(CLOCK_MONOTONIC, &a);
 				c[off] = (char)(i + r) | 1;
 				clock_gettime(CLOCK_MONOTONIC, &b);
-				lat[i] = ns_between(&a, &b);
+				lat[i] = fu_ns_between(&a, &b);
 			}
 		}
 		clock_gettime(CLOCK_MONOTONIC, &r1);
 		res->round[r].minor_faults = minor_faults() - faults;
-		res->round[r].elapsed_ns = ns_between(&r0, &r1);
+		res->round[r].elapsed_ns = fu_ns_between(&r0, &r1);
 		summarize(lat, n, &res->round[r]);
 		res->rounds_done = r + 1;
 	}
@@ -217,63 +177,25 @@ int fl_write(const struct fl_config *cfg, struct fl_result *res)
 	return res->status = 0;
 }
 
-// Fork; the child waits (in C) until fl_release closes its pipe, then writes when writer_is_child
-// is set (results in res) and exits. Only fork() is timed. Returns 0 or -errno.
-int fl_fork_hold(const struct fl_config *cfg, struct fl_result *res, int writer_is_child,
-		 struct fl_child *out)
-{
-	int ready[2], release[2];
-	struct timespec t0, t1;
-	char ch = 'r';
-	pid_t pid;
+struct writer {
+	const struct fl_config *cfg;
+	struct fl_result *res;
+};
 
-	if (pipe(ready))
-		return -errno;
-	if (pipe(release)) {
-		int err = errno;
-		close(ready[0]); close(ready[1]);
-		return -err;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	pid = fork();
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	if (pid == 0) {
-		close(ready[0]);
-		close(release[1]);
-		if (write(ready[1], &ch, 1) != 1)
-			_exit(2);
-		while (read(release[0], &ch, 1) < 0 && errno == EINTR)
-			;
-		if (writer_is_child)
-			_exit(fl_write(cfg, res) == 0 ? 0 : 3);
-		_exit(0);
-	}
-	if (pid < 0) {
-		int err = errno;
-		close(ready[0]); close(ready[1]); close(release[0]); close(release[1]);
-		return -err;
-	}
-	close(ready[1]);
-	close(release[0]);
-	if (read(ready[0], &ch, 1) != 1) {
-		close(ready[0]);
-		close(release[1]);
-		waitpid(pid, NULL, 0);
-		return -ECHILD;
-	}
-	close(ready[0]);
-	out->pid = pid;
-	out->release_fd = release[1];
-	out->fork_ns = ns_between(&t0, &t1);
-	return 0;
+// In the held child, once released: its writes; the exit code tells the parent how they went.
+static int child_writes(void *arg)
+{
+	struct writer *w = arg;
+
+	return fl_write(w->cfg, w->res) == 0 ? 0 : 3;
 }
 
-int fl_release(struct fl_child *child)
+// Fork (fu_fork_hold); the child waits (in C) until fu_release closes its pipe, then writes when
+// writer_is_child is set (results in res) and exits. Only fork() is timed. Returns 0 or -errno.
+int fl_fork_hold(const struct fl_config *cfg, struct fl_result *res, int writer_is_child,
+		 struct fu_child *out)
 {
-	int status = 0;
+	struct writer w = { cfg, res };
 
-	close((int)child->release_fd);
-	if (waitpid((pid_t)child->pid, &status, 0) < 0)
-		return -errno;
-	return status;
+	return fu_fork_hold(out, writer_is_child ? child_writes : NULL, &w);
 }

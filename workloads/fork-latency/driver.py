@@ -11,35 +11,13 @@ With cow_pte=1, prctl(PR_SET_COW_PTE) is called once, just before the process's 
 One JSON record per fork. Bad parameters: an error record and exit code 2; a failed mmap,
 madvise or fork: an error record and exit code 4.
 """
-import argparse
 import ctypes
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
 import guestlib  # noqa: E402
-
-THP = {"default": -1, "nohuge": 0, "huge": 1}
-
-
-class Child(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_int64), ("release_fd", ctypes.c_int64), ("fork_ns", ctypes.c_int64)]
-
-
-def bad(message):
-    guestlib.emit({"type": "error", "error": "params", "message": message})
-    sys.exit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        bad(message)
-
-
-def fail(what, message, errno):
-    guestlib.emit({"type": "error", "error": what, "errno": errno,
-                   "message": f"{message}: {os.strerror(errno)}"})
-    sys.exit(4)
+from guestlib import bad, fail  # noqa: E402
 
 
 def parse_sizes(text):
@@ -53,16 +31,8 @@ def parse_sizes(text):
 
 
 def load():
-    lib = guestlib.load_library("libfork_latency.so")
-    lib.flat_map.restype = ctypes.c_void_p
-    lib.flat_map.argtypes = [ctypes.c_size_t]
-    lib.flat_advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    lib.flat_touch.restype = ctypes.c_int64
-    lib.flat_touch.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    lib.flat_unmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib = guestlib.load_fork_library("libfork_latency.so")
     lib.flat_forks.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]
-    lib.flat_fork_hold.argtypes = [ctypes.POINTER(Child)]
-    lib.flat_release.argtypes = [ctypes.POINTER(Child)]
     return lib
 
 
@@ -75,37 +45,11 @@ def forks(lib, n):
     return list(ns[:n])
 
 
-def held_fork(lib):
-    """One timed fork whose child is held alive while the counters are read."""
-    parent_before = guestlib.status()
-    mem_before = guestlib.meminfo()
-    child = Child()
-    rc = lib.flat_fork_hold(ctypes.byref(child))
-    if rc != 0:
-        fail("fork", "fork failed", -rc)
-    mem_after = guestlib.meminfo()
-    parent = guestlib.status()
-    kid = guestlib.status(child.pid)
-    wait_status = lib.flat_release(ctypes.byref(child))
-    return child.fork_ns, {
-        "parent_vmrss_kb": parent["VmRSS"], "parent_vmpte_kb": parent["VmPTE"],
-        "parent_vmpte_before_kb": parent_before["VmPTE"],
-        "child_vmrss_kb": kid["VmRSS"], "child_vmpte_kb": kid["VmPTE"],
-        "pagetables_before_kb": mem_before["PageTables"],
-        "pagetables_after_kb": mem_after["PageTables"],
-        "pagetables_delta_kb": mem_after["PageTables"] - mem_before["PageTables"],
-        "anon_huge_kb": mem_before.get("AnonHugePages"),   # system-wide THP in use (meminfo)
-        "child_exit_status": wait_status,
-    }
-
-
 def main():
-    ap = Parser()
+    ap = guestlib.params_parser()
     ap.add_argument("--sizes-mib", default="0,1,2,4,8,16,32,64,128,256,512,1024")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--cow-pte", type=int, choices=(0, 1), default=0)
-    ap.add_argument("--thp", choices=sorted(THP), default="nohuge")
     args = ap.parse_args()
     sizes = parse_sizes(args.sizes_mib)
     if args.reps < 1:
@@ -116,43 +60,31 @@ def main():
     clock = guestlib.refuse_unless_clock_ok()
     lib = load()
     config = guestlib.kernel_config()
-    prctl_ret = prctl_errno = None
-    prctl_again = None          # (ret, errno) of a second prctl after the first COW PTE fork
+    prctl = guestlib.cow_pte_prctl(False)
+    prctl_again_done = False    # a second prctl after the first COW PTE fork, recorded once
     first_fork = True
 
     for size_mib in sizes:
-        size = size_mib << 20
-        buf = lib.flat_map(size) if size else None
-        if size and not buf:
-            fail("mmap", f"cannot map {size_mib} MiB", ctypes.get_errno())
-        if size and THP[args.thp] >= 0:
-            rc = lib.flat_advise(buf, size, THP[args.thp])
-            if rc:
-                fail("madvise", f"madvise for thp={args.thp} failed (CONFIG_ADVISE_SYSCALLS?)", -rc)
-        pages = lib.flat_touch(buf, size) if size else 0
+        buf, size, pages = guestlib.map_touched(lib, size_mib, args.thp)
         if args.cow_pte and first_fork:
-            prctl_ret, prctl_errno = guestlib.prctl(guestlib.PR_SET_COW_PTE)
+            prctl = guestlib.cow_pte_prctl(True)
 
         common = {
             "type": "record", "workload": "fork-latency", "size_mib": size_mib, "thp": args.thp,
             "pages_touched": pages, "cow_pte_requested": bool(args.cow_pte),
-            "clocksource": clock["clocksource"], "clock_resolution_ns": clock["resolution_ns"],
+            **guestlib.clock_fields(clock),
         }
         warm = forks(lib, args.warmup)
         first_fork = first_fork and not warm
-        held_ns, evidence = held_fork(lib)
-        evidence.update({
-            "config_cow_pte": config.get("CONFIG_COW_PTE", "n") if config else None,
-            "prctl_ret": prctl_ret, "prctl_errno": prctl_errno,
-        })
-        if args.cow_pte and prctl_again is None:
-            # The series answers EINVAL only once COW PTE is on for this process (6.2-based).
-            prctl_again = guestlib.prctl(guestlib.PR_SET_COW_PTE)
-            evidence.update({"prctl_again_ret": prctl_again[0], "prctl_again_errno": prctl_again[1]})
+        held_ns, evidence = guestlib.held_fork_evidence(lib)
+        evidence.update({"config_cow_pte": guestlib.config_cow_pte(config), **prctl})
+        if args.cow_pte and not prctl_again_done:
+            evidence.update(guestlib.cow_pte_prctl_again(True))
+            prctl_again_done = True
         first_fork = False
         rest = forks(lib, args.reps - 1)
         if size:
-            lib.flat_unmap(buf, size)
+            lib.fu_unmap(buf, size)
 
         for rep, ns in enumerate(warm):
             guestlib.emit({**common, "rep": rep, "warmup": True, "held_child": False, "fork_ns": ns})

@@ -1,38 +1,25 @@
-// fork-memory: the C half of the workload. The Python driver (driver.py) maps and touches memory
-// through these calls, turns COW PTE on with prctl, and reads /proc between them; only fork()
-// itself is timed, here in C, so no Python runs inside the timed region.
+// forkutil: see forkutil.h.
 #define _GNU_SOURCE
 #include <errno.h>
-#include <signal.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-struct fm_child {
-	int64_t pid;
-	int64_t release_fd;
-	int64_t fork_ns;
-};
+#include "forkutil.h"
 
-// Anonymous private memory; NULL with errno set on failure.
-void *fm_map(size_t bytes)
+void *fu_map(size_t bytes)
 {
 	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;
 }
 
-// thp: 1 MADV_HUGEPAGE, 0 MADV_NOHUGEPAGE. Returns 0 or -errno.
-int fm_advise(void *p, size_t bytes, int thp)
+int fu_advise(void *p, size_t bytes, int thp)
 {
 	return madvise(p, bytes, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 ? 0 : -errno;
 }
 
-// Write one byte in every page so that every page is backed before the fork.
-int64_t fm_touch(void *p, size_t bytes)
+int64_t fu_touch(void *p, size_t bytes)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	volatile char *c = p;
@@ -43,27 +30,25 @@ int64_t fm_touch(void *p, size_t bytes)
 	return n;
 }
 
-int fm_unmap(void *p, size_t bytes)
+int fu_unmap(void *p, size_t bytes)
 {
 	return munmap(p, bytes) == 0 ? 0 : -errno;
 }
 
-static int64_t ns_between(const struct timespec *a, const struct timespec *b)
-{
-	return (int64_t)(b->tv_sec - a->tv_sec) * 1000000000LL + (b->tv_nsec - a->tv_nsec);
-}
-
-// Fork a child that only waits (in C, never returning to Python) until fm_release.
-// Returns 0 when the child is running, or -errno.
-int fm_fork_hold(struct fm_child *out)
+int fu_fork_hold(struct fu_child *out, int (*child_then)(void *), void *arg)
 {
 	int ready[2], release[2];
 	struct timespec t0, t1;
 	char c = 'r';
 	pid_t pid;
 
-	if (pipe(ready) || pipe(release))
+	if (pipe(ready))
 		return -errno;
+	if (pipe(release)) {
+		int err = errno;
+		close(ready[0]); close(ready[1]);
+		return -err;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pid = fork();
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -74,7 +59,7 @@ int fm_fork_hold(struct fm_child *out)
 			_exit(2);
 		while (read(release[0], &c, 1) < 0 && errno == EINTR)
 			;
-		_exit(0);
+		_exit(child_then ? child_then(arg) : 0);
 	}
 	if (pid < 0) {
 		int err = errno;
@@ -85,17 +70,18 @@ int fm_fork_hold(struct fm_child *out)
 	close(release[0]);
 	if (read(ready[0], &c, 1) != 1) {
 		close(ready[0]);
+		close(release[1]);
+		waitpid(pid, NULL, 0);
 		return -ECHILD;
 	}
 	close(ready[0]);
 	out->pid = pid;
 	out->release_fd = release[1];
-	out->fork_ns = ns_between(&t0, &t1);
+	out->fork_ns = fu_ns_between(&t0, &t1);
 	return 0;
 }
 
-// Let the child exit and reap it; returns its wait status, or -errno.
-int fm_release(struct fm_child *child)
+int fu_release(struct fu_child *child)
 {
 	int status = 0;
 
