@@ -5,6 +5,7 @@ or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, 
 (GuestError); 130 interrupted. `harness nightly` also exits 1 on a regression.
 """
 import argparse
+from dataclasses import replace
 
 from harness import errors, ui
 
@@ -39,6 +40,10 @@ def add_kernel_args(p, multiple=False):
 def add_guest_args(p):
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None,
                    help="auto probes KVM with a real boot and falls back to TCG (default: auto)")
+    p.add_argument("--timing", choices=["real", "icount", "auto"], default=None,
+                   help="real: wall-clock time in the guest (KVM, or multi-threaded TCG); icount: TCG "
+                        "counting instructions, deterministic (1 ns per instruction, one vCPU); auto: "
+                        "icount when KVM is not available (default: real; nightly: auto)")
     p.add_argument("--memory", type=int, default=None, metavar="MIB", help="guest memory (default 3072)")
     p.add_argument("--cpus", type=int, default=None, help="guest vCPUs (default 2)")
     p.add_argument("--image", default=None, help="guest image recipe in vm-images/ (default debian-minimal)")
@@ -50,26 +55,43 @@ def add_guest_args(p):
 
 
 def parse_params(items):
+    """NAME=VALUE pairs; a NAME given twice becomes a list (the workload then runs once per value)."""
     params = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise errors.UserError(f"--param takes NAME=VALUE, got '{item}'")
-        params[key] = value
+        if key in params:
+            params[key] = (params[key] if isinstance(params[key], list) else [params[key]]) + [value]
+        else:
+            params[key] = value
     return params
+
+
+def workload_specs(args):
+    """--workload/--param as workload specs, or None when none were given."""
+    from harness import experiment as ex
+    names = getattr(args, "workload", None)
+    if not names:
+        return None
+    params = parse_params(getattr(args, "param", None))
+    return [ex.WorkloadSpec(name, combo) for i, name in enumerate(names)
+            for combo in (ex.expand(params) if i == 0 else [{}])]
 
 
 def experiment(args):
     """The experiment the flags describe: a TOML file with overrides, or one made from flags."""
     from harness import experiment as ex
-    guest = {"accel": args.accel, "memory_mib": args.memory, "cpus": args.cpus, "image": args.image,
+    guest = {"accel": args.accel, "timing": getattr(args, "timing", None), "memory_mib": args.memory, "cpus": args.cpus, "image": args.image,
              "mirror": args.mirror, "jobs": args.jobs, "boot_timeout": args.boot_timeout,
              "extra_cmdline": args.cmdline}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
         if len(srcs) > 1:
             raise errors.UserError("with --experiment, give at most one --kernel-src")
-        return ex.load(args.experiment, kernel_src=srcs[0] if srcs else None, series=args.series, **guest)
+        exp = ex.load(args.experiment, kernel_src=srcs[0] if srcs else None, series=args.series, **guest)
+        workloads = workload_specs(args)
+        return replace(exp, workloads=workloads) if workloads else exp
     if not srcs:
         raise errors.UserError("name a kernel with --kernel-src SPEC (or an --experiment)")
     labels = getattr(args, "label", None) or []
@@ -79,9 +101,9 @@ def experiment(args):
     for i, src in enumerate(srcs):
         label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(srcs) > 1 else "kernel"
         kernels.append(ex.KernelSpec(label, src, ex.DEFAULT_FRAGMENTS + args.config, args.series))
-    names = getattr(args, "workload", None) or ["fork-memory"]
-    workloads = [ex.WorkloadSpec(name, parse_params(getattr(args, "param", None)) if i == 0 else {})
-                 for i, name in enumerate(names)]
+    if getattr(args, "param", None) and not getattr(args, "workload", None):
+        args.workload = ["fork-memory"]
+    workloads = workload_specs(args) or [ex.WorkloadSpec("fork-memory")]
     return ex.Experiment(kernels=kernels, workloads=workloads,
                          **{k: v for k, v in guest.items() if v is not None})
 
@@ -89,6 +111,7 @@ def experiment(args):
 def cmd_build(args):
     from harness import commands
     args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
+    args.timing = None
     args.cmdline = None
     return commands.build(experiment(args))
 
@@ -186,6 +209,8 @@ def cmd_nightly(args):
     from harness.nightly import Nightly
     if args.run and (args.experiment or args.kernel_src):
         raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
+    if not args.run and args.timing is None:
+        args.timing = "auto"          # nightly runs on TCG-only runners are deterministic by default
     exp = None if args.run else experiment(args)
     night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
                     history=args.history).execute()
@@ -196,6 +221,11 @@ def cmd_nightly(args):
 def cmd_history(args):
     from harness import history
     return history.main(args)
+
+
+def cmd_remote(args):
+    from harness import remote
+    return remote.main(args)
 
 
 def cmd_merge(args):
@@ -246,7 +276,8 @@ def parser():
                    help="continue an interrupted run (folder or id): finished kernels are kept")
     p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="parameter of the (first) workload, e.g. mib=512; repeatable")
+                   help="parameter of the (first) workload, e.g. mib=512; repeatable; a name given "
+                        "twice runs the workload once per value (cow_pte=0 --param cow_pte=1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("verify", help="a reviewer's checks of a series: apply, checkpatch, every "
@@ -324,6 +355,15 @@ def parser():
     p.add_argument("--plot", metavar="PNG", help="also draw the metric over the nights")
     p.add_argument("--history", metavar="PATH", help="history database (default results/history.sqlite)")
     p.set_defaults(func=cmd_history)
+
+    from harness import remote
+    p = sub.add_parser("remote", help="run an experiment's cells on SSH runners (one cell per host at a "
+                       "time), stream their output, fetch and merge their runs",
+                       epilog="example:\n  harness remote --experiment cow-pte-v4 --host ci@kvm1 "
+                              "--host ci@kvm2:2222 -- --kernel-src ~/linux-6.2.1",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    remote.add_arguments(p)
+    p.set_defaults(func=cmd_remote)
 
     p = sub.add_parser("merge", help="join partial runs (`harness run --cell`) of one experiment into one run")
     p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder or a run id in results/")

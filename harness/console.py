@@ -58,6 +58,7 @@ class Watcher:
         self._stop = threading.Event()
         self._offsets = {p: 0 for p in self.paths}
         self._partial = {p: "" for p in self.paths}
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self):
@@ -70,6 +71,10 @@ class Watcher:
         self.poll()
 
     def poll(self):
+        with self._lock:
+            self._poll()
+
+    def _poll(self):
         for path in self.paths:
             if not path.exists():
                 continue

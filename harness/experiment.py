@@ -43,6 +43,7 @@ class Experiment:
     workloads: list = field(default_factory=lambda: [WorkloadSpec("fork-memory")])
     name: str = "ad-hoc"
     accel: str = "auto"
+    timing: str = "real"        # real, icount (deterministic TCG), or auto (icount without KVM)
     memory_mib: int = 3072
     cpus: int = 2
     image: str = "debian-minimal"
@@ -105,7 +106,8 @@ class Experiment:
                 argv += ["--workload", w.name]
                 for key, value in sorted(w.params.items()):
                     argv += ["--param", f"{key}={value}"]
-        argv += ["--accel", self.accel, "--memory", str(self.memory_mib), "--cpus", str(self.cpus)]
+        argv += ["--accel", self.accel, "--timing", self.timing, "--memory", str(self.memory_mib),
+                 "--cpus", str(self.cpus)]
         return shlex.join(argv)
 
 
@@ -172,6 +174,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
-                     **{k: guest[k] for k in ("accel", "memory_mib", "cpus", "image", "boot_timeout", "stall_s")
+                     **{k: guest[k] for k in ("accel", "timing", "memory_mib", "cpus", "image",
+                                              "boot_timeout", "stall_s")
                         if k in guest})
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

@@ -157,7 +157,11 @@ class Guest:
                 on_line(out[-1])
         while chan.recv_stderr_ready():
             err.append(chan.recv_stderr(65536).decode(errors="replace"))
-        return chan.recv_exit_status(), "\n".join(out), "".join(err)
+        code = chan.recv_exit_status()
+        if code == -1 and not transport.is_active():
+            # the channel ended because the connection did, not because the command exited
+            raise ChannelLost(f"the SSH connection to the guest dropped during: {command}")
+        return code, "\n".join(out), "".join(err)
 
     def put(self, local, remote_dir):
         """Copy a file or a folder's contents into remote_dir in the guest (one tar stream)."""

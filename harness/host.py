@@ -32,6 +32,8 @@ NEEDED = {
     "dropbearkey": "dropbear-bin",
     "qemu-system-x86_64": "qemu-system-x86",
     "/usr/share/keyrings/debian-archive-keyring.gpg": "debian-archive-keyring",
+    # the remote-runner tests start real SSH servers on loopback
+    "/usr/sbin/sshd": "openssh-server",
 }
 
 

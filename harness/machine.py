@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from harness import arch, console, tools
-from harness.errors import GuestError, GuestPanic, GuestTimeout, InfraError
+from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, InfraError
 from harness.guest import Guest, authkey_arg, new_client_key
 
 PR_SET_PDEATHSIG = 1
@@ -37,7 +37,9 @@ def qemu_version(binary):
 def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=None, port=None):
     """The QEMU command line; pure, so tests can read it."""
     acc = a["accel"][accel]
+    cpus = min(cpus, acc.get("max_cpus", cpus))
     argv = [a["qemu"], "-M", a["machine"], "-accel", acc["accel"], "-cpu", acc["cpu"],
+            *acc.get("qemu_args", []),
             "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot",
             "-kernel", str(kernel_image), "-append", cmdline,
@@ -142,9 +144,24 @@ class Machine:
                                    f"(serial log: {self.console_log})", log_tail=self.tail())
             time.sleep(0.02)
 
+    def settle(self, seconds=3):
+        """Watch for a few seconds: raises if the guest has died (a panic shows a moment after
+        the connection or the command that caused it broke)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.watcher.poll()
+            self.check()
+            time.sleep(0.05)
+
     def run(self, argv, timeout=600, on_line=None, stdin=None):
-        return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check, stdin=stdin,
-                              stall=self.stall)
+        try:
+            return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check,
+                                  stdin=stdin, stall=self.stall)
+        except ChannelLost:
+            # A guest that panics or a QEMU that dies drops the connection a moment before the
+            # console or the process shows why: look before calling it a network fault.
+            self.settle()
+            raise
 
     def reconnect(self, timeout=60):
         """A new SSH connection after the old one dropped (the guest kept running)."""

@@ -127,15 +127,27 @@ class Run:
         return kernel
 
     def choose_accel(self, kernel):
+        """The QEMU mode for this run's guests: 'kvm', 'tcg' or 'icount' (TCG counting instructions)."""
         if "accel" not in self.store.metadata:
             with ui.step(f"accelerator ({self.exp.accel})") as say:
                 chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
                 say(f"{chosen}: {reason}")
-            self.store.update(accel=chosen, accel_reason=reason, qemu=qemu_version("qemu-system-x86_64"))
-            if chosen != "kvm":
+            timing = self.exp.timing
+            if timing == "auto":
+                timing = "real" if chosen == "kvm" else "icount"
+            if timing == "icount" and chosen == "kvm":
+                raise UserError("--timing icount needs TCG: pass --accel tcg (or auto on a host without KVM)")
+            self.store.update(accel=chosen, accel_reason=reason, timing=timing,
+                              qemu=qemu_version("qemu-system-x86_64"))
+            if timing == "icount":
+                ui.warn("timing mode icount: the guest's clock advances with the instructions it executes "
+                        "(1 ns per instruction, one vCPU). Times are instruction counts, deterministic "
+                        "and comparable between kernels of this mode only, not memory latency or hardware time.")
+            elif chosen != "kvm":
                 ui.warn(f"guests run under {chosen.upper()} (software emulation), not KVM: {reason}. "
                         f"Times are emulated-CPU times; compare them only with runs of the same mode.")
-        return self.store.metadata["accel"]
+        meta = self.store.metadata
+        return "icount" if meta.get("timing") == "icount" else meta["accel"]
 
     def one_kernel(self, spec):
         kernel = self.kernel(spec)
@@ -158,7 +170,7 @@ class Run:
         failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
         self.store.update_kernel(spec.label, status="failed" if failed_cells else "ok")
 
-    def boot(self, spec, kernel, image, chosen, attempts=3):
+    def boot(self, spec, kernel, image, chosen, attempts=5):
         """A booted, ready guest. A boot whose clock came up coarse (a timer calibration failed on
         a busy host) cannot time anything: it is logged, set aside and booted again."""
         logdir = self.store.kernel_dir(spec.label)
@@ -193,11 +205,23 @@ class Run:
         def store(record):
             if "pagetables_delta_kb" in record:      # a record that carries COW PTE evidence
                 record = activity.label(record)
-            append({**record, "cell": name, "kernel": label})
+            append({**record, "cell": name, "kernel": label, "timing": self.store.metadata.get("timing")})
 
         try:
-            with ui.step(f"[{label}] workload {workload.name} {params}"):
-                records = workload.run(machine, params, store, staging)
+            self._cell(label, machine, workload, params, staging, store, entry)
+        finally:
+            self.store.metadata["kernels"][label]["cells"].append(entry)
+            self.store.save()
+
+    def _cell(self, label, machine, workload, params, staging, store, entry):
+        name = entry["cell"]
+        try:
+            try:
+                with ui.step(f"[{label}] workload {workload.name} {params}"):
+                    records = workload.run(machine, params, store, staging)
+            except WorkloadError:
+                machine.settle()               # a workload killed by a panic is the panic
+                raise
             if workload.name == "fork-memory":
                 records = [activity.label(r) for r in records]
                 entry["cow_pte"] = sorted({r["cow_pte"] for r in records})
@@ -213,7 +237,6 @@ class Run:
             machine.reconnect()
         except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
             entry.update(status="failed", error=str(exc))
-            self.store.metadata["kernels"][label]["cells"].append(entry)
             raise
         if self.exp.dmesg_check:
             hits = self.kernel_log(label, machine, name.replace(":", "-"))
@@ -221,8 +244,6 @@ class Run:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
                                                + "; ".join(f"{k}: {line}" for k, line in hits[:5])), cell=name)
-        self.store.metadata["kernels"][label]["cells"].append(entry)
-        self.store.save()
 
     def run_selftests(self, label, machine):
         """The kernel's own vm selftests, plainly and under the COW PTE launcher, as cells."""

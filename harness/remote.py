@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness import paths
 from harness.errors import HarnessError, InfraError, UserError
+from harness.experiment import EXPERIMENTS
 from harness.results import new_run_id
 
 DEFAULT_COMMAND = "cd {workdir} && .venv/bin/harness"
@@ -173,7 +174,8 @@ class _Host:
         c = self.conn
         c.open()
         c.transport.set_keepalive(30)
-        base = c.run('mktemp -d "${TMPDIR:-/tmp}/harness-remote.XXXXXX"', hide=True, in_stream=False).stdout.strip()
+        base = c.run('mktemp -d "${TMPDIR:-/tmp}/harness-remote.XXXXXX"', hide=True,
+                     in_stream=False).stdout.strip()
         try:
             exp_arg = experiment
             if Path(experiment).is_file():      # a file of ours, not a name in experiments/: ship it
@@ -194,7 +196,9 @@ class _Host:
             if result.exited != 0 and result.exited not in CELL_FAILURES:
                 return result.exited, None, tail
             q = shlex.quote
-            c.run(f"tar -C {q(base)} -czf {q(base + '/partial.tgz')} results", hide=True, in_stream=False)
+            if c.run(f"tar -C {q(base)} -czf {q(base + '/partial.tgz')} results", hide=True, warn=True,
+                     in_stream=False).failed:
+                return result.exited, None, tail     # no run to fetch: the harness never started
             out_dir.mkdir(parents=True, exist_ok=True)
             c.get(f"{base}/partial.tgz", str(out_dir / "partial.tgz"))
             with tarfile.open(out_dir / "partial.tgz") as tar:
@@ -236,7 +240,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
     if cells:
         exp = exp.only(cells)
     labels = [k.label for k in exp.kernels]
-    if Path(experiment).is_file() and Path(experiment).resolve().parent == (paths.ROOT / "experiments").resolve():
+    if Path(experiment).is_file() and Path(experiment).resolve().parent == EXPERIMENTS.resolve():
         experiment = Path(experiment).stem          # the runners have it under the same name
     results_dir = Path(results_dir or paths.results())
     run_id = new_run_id()
@@ -276,12 +280,13 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
                 attempt["exit_code"] = code
                 if code == 0 and run_dir:
                     attempt["status"] = "ok"
-                elif code in CELL_FAILURES:
+                elif code in CELL_FAILURES and run_dir:
                     attempt["error"] = f"harness run exited {code}"
-                else:
+                else:               # -1: the connection ended without an exit status
                     host_failed = True
-                    attempt["error"] = (f"harness run exited {code}" if code != 0 else "no run fetched") \
-                        + (f"\n--- last lines ---\n{tail}" if tail else "")
+                    attempt["error"] = "connection lost during the run" if code == -1 else \
+                        f"harness run exited {code}" + ("" if run_dir else ", no run fetched")
+                    attempt["error"] += f"\n--- last lines ---\n{tail}" if tail else ""
                 if run_dir:
                     cell.run_dir = run_dir
             except HarnessError as exc:
@@ -335,7 +340,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
     result = RemoteRun(cell_list, store, hosts)
     for c in cell_list:
         last = c.attempts[-1] if c.attempts else {}
-        say(last.get("host") or "-", f"cell {c.label}: {c.status}"
+        say(last.get("host") or "no host", f"cell {c.label}: {c.status}"
             + (f" after {len(c.attempts)} attempts" if len(c.attempts) > 1 else ""))
     return result
 
@@ -368,7 +373,8 @@ def main(args):
                      cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
                      identity=args.identity, cell_timeout=args.cell_timeout)
     if r.failed:
-        ui.error(f"cells failed: {', '.join(r.failed)} (attempts in the merged metadata.json)")
+        ui.error(f"cells failed: {', '.join(r.failed)} ("
+                 + ("attempts in the merged metadata.json, under remote)" if r.store else "no run came back)"))
     if r.store:
         ui.console.print(f"results: {r.store.dir}")
     return r.exit_code

@@ -27,13 +27,22 @@ def num(v):
     return f"{v:.3g}"
 
 
+# Set by write(): under icount a "time" is a count of instructions (1 ns each), and says so.
+TIME_NOTE = {"suffix": ""}
+ICOUNT_TEXT = ("timing mode icount: QEMU ran one vCPU whose clock advances with the instructions it "
+               "executes (1 ns per instruction). Every time in this report is instructions executed, "
+               "shown as virtual time and marked (icount): deterministic and good for telling two "
+               "kernels' code paths apart, but not memory latency, cache behaviour or hardware time.")
+
+
 def display_unit(unit, values):
     """(divisor, unit) to show time metrics in a readable unit; others as they are."""
     if unit in stats.TIME_UNITS and len(values):
         top = np.nanmedian(np.abs(values)) * stats.TIME_UNITS[unit]
         for name in ("s", "ms", "us", "ns"):
             if top >= stats.TIME_UNITS[name] or name == "ns":
-                return stats.TIME_UNITS[name] / stats.TIME_UNITS[unit], name.replace("us", "µs")
+                return (stats.TIME_UNITS[name] / stats.TIME_UNITS[unit],
+                        name.replace("us", "µs") + TIME_NOTE["suffix"])
     return 1.0, unit
 
 
@@ -175,7 +184,9 @@ def header(metas):
                           "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
                          for m in metas])
     blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
-    if accels != {"kvm"}:
+    if any(m.get("timing") == "icount" for m in metas):
+        blocks.append(("warn", ICOUNT_TEXT))
+    elif accels != {"kvm"}:
         blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
                                "KVM: the guest is emulated, so times are slow and distorted. Compare "
                                "times only within this report (ratios), never with hardware or KVM "
@@ -307,6 +318,7 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
         claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
+    TIME_NOTE["suffix"] = " (icount)" if any(m.get("timing") == "icount" for m in metas) else ""
     pngs = plots.write_all(df, out_dir / "plots")
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []

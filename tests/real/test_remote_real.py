@@ -1,0 +1,268 @@
+"""Cells on SSH runners (harness.remote) against two real OpenSSH servers on 127.0.0.1.
+
+Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
+this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
+Debian's linux-source-6.1 with guest-base (cached after the first build), so each cell only boots.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import socket
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from harness import paths, remote
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = """name = "remote-tiny"
+source = "debian:linux-source-6.1"
+
+[[kernels]]
+label = "a"
+fragments = ["guest-base"]
+
+[[kernels]]
+label = "b"
+fragments = ["guest-base"]
+
+[[workloads]]
+name = "fork-memory"
+params = { mib = 64 }
+"""
+
+
+def sshd_binary():
+    found = shutil.which("sshd") or (os.path.exists("/usr/sbin/sshd") and "/usr/sbin/sshd")
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = os.path.exists("/usr/sbin/sshd") and "/usr/sbin/sshd"
+    if not found:
+        pytest.skip("no sshd, and openssh-server cannot be installed here (not root or no apt-get)")
+    return found
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    """Two sshd 'runners': specs, known_hosts, identity, the remote command, the sshd pids."""
+    sshd = sshd_binary()
+    tmp = tmp_path_factory.mktemp("sshd")
+    identity = keygen(tmp / "id_test")
+    (tmp / "authorized_keys").write_text((tmp / "id_test.pub").read_text())
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # sshd's privilege separation dir
+    procs, specs, known = [], [], []
+    for i in range(2):
+        port = free_port()
+        hostkey = keygen(tmp / f"host_key_{i}")
+        config = tmp / f"sshd_config_{i}"
+        config.write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {hostkey}
+AuthorizedKeysFile {tmp}/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PidFile {tmp}/sshd_{i}.pid
+Subsystem sftp internal-sftp
+""")
+        log = open(tmp / f"sshd_{i}.log", "w")
+        procs.append(subprocess.Popen([sshd, "-D", "-f", str(config), "-e"], stdout=log, stderr=log))
+        specs.append(f"{os.environ.get('USER') or 'root'}@127.0.0.1:{port}")
+        known.append(f"[127.0.0.1]:{port} " + " ".join(hostkey.with_suffix(".pub").read_text().split()[:2]))
+    known_hosts = tmp / "known_hosts"
+    known_hosts.write_text("\n".join(known) + "\n")
+    try:
+        for proc, spec in zip(procs, specs):
+            port = int(spec.rsplit(":", 1)[1])
+            for _ in range(100):
+                assert proc.poll() is None, "".join(p.read_text() for p in tmp.glob("sshd_*.log"))
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        # the runner's login environment is not ours: hand it the PATH and the harness's settings
+        env = {k: v for k, v in os.environ.items() if k == "PATH" or k in ("HARNESS_CACHE", "HARNESS_ROOT")}
+        command = ("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+                   + f"; cd {{workdir}} && {shlex.quote(sys.executable)} -m harness")
+        yield SimpleNamespace(specs=specs, known_hosts=known_hosts, identity=identity, command=command,
+                              pids=[p.pid for p in procs])
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def experiment_file(tmp_path):
+    path = tmp_path / "remote-tiny.toml"
+    path.write_text(EXPERIMENT)
+    return path
+
+
+def why(r, err):
+    return [c.attempts for c in r.cells] + [line for line in err.splitlines() if "error" in line]
+
+
+def unpack(r):
+    return r.specs, r.known_hosts, r.identity, r.command
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def descendants(pid):
+    found = children(pid)
+    return found + [d for c in found for d in descendants(c)]
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def remote_cli(argv):
+    p = argparse.ArgumentParser()
+    remote.add_arguments(p)
+    return remote.main(p.parse_args(argv))
+
+
+def records(run_dir, label):
+    lines = (run_dir / label / "fork-memory.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, command = unpack(runners)
+    code = remote_cli(["--experiment", str(experiment_file), "--host", specs[0], "--host", specs[1],
+                       "--remote-workdir", str(paths.ROOT), "--remote-command", command,
+                       "--known-hosts", str(known_hosts), "--identity", str(identity),
+                       "--results", str(tmp_path / "remote")])
+    out, err = capfd.readouterr()
+    assert code == 0, err[-3000:]
+    # one cell on each host, its output streamed back under the host's name
+    assert f"[{specs[0]}] cell a: attempt 1" in err and f"[{specs[1]}] cell b: attempt 1" in err
+    assert f"[{specs[0]}] a: fork-memory, fork" in out and f"[{specs[1]}] b: fork-memory, fork" in out
+    (merged,) = [p for p in (tmp_path / "remote").iterdir() if (p / "metadata.json").exists()]
+    meta = json.loads((merged / "metadata.json").read_text())
+    assert list(meta["kernels"]) == ["a", "b"]
+    assert all(meta["kernels"][k]["status"] == "ok" for k in "ab")
+    assert len(meta["merged_from"]) == 2 and meta["experiment"]["path"] == str(experiment_file)
+    cells = meta["remote"]["cells"]
+    assert [cells[k]["attempts"][0]["host"] for k in "ab"] == specs
+    assert all(len(cells[k]["attempts"]) == 1 for k in "ab")
+
+    # the same experiment run here, in one go: the same cells, the same record fields
+    local = tmp_path / "local"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--experiment", str(experiment_file)],
+                          env={**os.environ, "HARNESS_RESULTS": str(local)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (local_run,) = local.iterdir()
+    local_meta = json.loads((local_run / "metadata.json").read_text())
+    assert list(local_meta["kernels"]) == list(meta["kernels"])
+    for label in "ab":
+        mine, theirs = records(merged, label), records(local_run, label)
+        assert len(mine) == len(theirs) == 1
+        assert set(mine[0]) == set(theirs[0])
+        assert mine[0]["mib"] == theirs[0]["mib"] == 64 and mine[0]["kernel"] == label
+        assert [c["cell"] for c in meta["kernels"][label]["cells"]] == \
+               [c["cell"] for c in local_meta["kernels"][label]["cells"]]
+
+
+def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file, tmp_path, capfd):
+    """A third host where nothing listens takes cell a first; a live host runs it instead.
+    (One cell, so one guest at a time: two TCG guests on a busy 2-core host can lose their clock.)"""
+    specs, known_hosts, identity, command = unpack(runners)
+    dead = f"{specs[0].split('@')[0]}@127.0.0.1:{free_port()}"    # nothing listens there
+    r = remote.run_on_hosts(experiment_file, [dead, *specs], [], paths.ROOT, tmp_path, cells=["a"],
+                            command=command, known_hosts=known_hosts, identity=identity)
+    err = capfd.readouterr().err
+    assert r.failed == [] and r.exit_code == 0, why(r, err)
+    (a,) = r.cells
+    assert [x["host"] for x in a.attempts][0] == dead and a.attempts[1]["host"] in specs
+    assert a.attempts[0]["status"] == "failed" and "Unable to connect" in a.attempts[0]["error"]
+    assert f"[{dead}] cell a: failed" in err and "queued again for another host" in err
+    assert f"[{dead}] host dropped" in err and "cell a: ok after 2 attempts" in err
+    meta = r.store.metadata
+    assert meta["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
+    assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"]["a"]["status"] == "ok"
+
+
+def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, command = unpack(runners)
+
+    def cut():  # once runner 0's harness is running, kill its SSH session (not the listener)
+        for _ in range(600):
+            sessions = children(runners.pids[0])
+            if any("-m harness run" in cmdline(p) for p in descendants(runners.pids[0])):
+                time.sleep(2)
+                for pid in sessions:
+                    os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
+    threading.Thread(target=cut, daemon=True).start()
+    r = remote.run_on_hosts(experiment_file, specs, [], paths.ROOT, tmp_path, cells=["a"],
+                            command=command, known_hosts=known_hosts, identity=identity)
+    err = capfd.readouterr().err
+    (a,) = r.cells
+    assert [x["host"] for x in a.attempts] == specs and a.status == "ok" and r.exit_code == 0, why(r, err)
+    assert a.attempts[0]["exit_code"] == -1 and f"[{specs[0]}] host dropped" in err
+    assert a.attempts[0]["error"].startswith("connection lost during the run")
+    assert r.store.metadata["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
+
+
+def test_runner_without_the_harness_is_a_host_failure(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, command = unpack(runners)
+    r = remote.run_on_hosts(experiment_file, specs[:1], [], tmp_path / "no such checkout", tmp_path,
+                            cells=["a"], command=command, known_hosts=known_hosts, identity=identity)
+    err = capfd.readouterr().err
+    first = r.cells[0].attempts[0]
+    assert r.failed == ["a"] and r.exit_code == 3 and r.store is None
+    assert "no run fetched" in first["error"] and "no such checkout" in first["error"]
+    assert f"[{specs[0]}] host dropped" in err
+
+
+def test_unknown_host_key_is_refused(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, command = unpack(runners)
+    only_first = tmp_path / "known_hosts"
+    only_first.write_text(known_hosts.read_text().splitlines()[0] + "\n")
+    r = remote.run_on_hosts(experiment_file, [specs[1]], [], paths.ROOT, tmp_path, cells=["a"],
+                            command=command, known_hosts=only_first, identity=identity)
+    err = capfd.readouterr().err
+    assert r.failed == ["a"] and r.exit_code == 3 and r.store is None
+    attempt = r.cells[0].attempts[0]        # then: no host left to run it
+    assert r.cells[0].attempts[-1]["error"] == "no host left to run it"
+    assert "is not in" in attempt["error"] and "refusing to connect" in attempt["error"]
+    assert "SHA256:" in attempt["error"] and "refusing to connect" in err
+    assert only_first.read_text().count("\n") == 1      # nothing was added
+    assert not (tmp_path / "remote").exists() and not list(tmp_path.glob("*.parts"))
