@@ -37,7 +37,10 @@ class Kernel:
 
     @property
     def image(self):
-        return self.path / "bzImage"
+        """What QEMU boots: vmlinux through its PVH entry when the kernel has one (no
+        decompression), else bzImage."""
+        vmlinux = self.path / "vmlinux"
+        return vmlinux if vmlinux.exists() else self.path / "bzImage"
 
     @property
     def config(self):
@@ -107,6 +110,8 @@ class Build:
                              log_tail=_errors(out / "build.log") or _tail(out / "build.log", proc))
         shutil.rmtree(cfg_out)
         shutil.copy(self.objdir / "System.map", out / "System.map")
+        if kconfig.parse((out / "config").read_text()).get("CONFIG_PVH") == "y":
+            shutil.copy(self.objdir / "vmlinux", out / "vmlinux")
         kconfig.verify((out / "config").read_text(), self.wanted, self.source.path)
         release = (self.objdir / "include" / "config" / "kernel.release").read_text().strip()
         info = {

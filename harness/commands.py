@@ -16,7 +16,7 @@ def build(exp):
     run = Run(exp, store=NullStore())
     kernel = run.kernel(exp.kernels[0])
     ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
-    for name in ("bzImage", "config", "System.map", "build.log", "kernel.json"):
+    for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
         ui.out(f"  {kernel.path / name}")
     return 0
 

@@ -1,8 +1,10 @@
-"""`harness selfbench`: how fast the harness itself is on this machine.
+"""`harness selfbench`: how fast and how steady the harness is on this machine.
 
-Prints the no-op rebuild (tuxmake over an already-built tree), boot-to-first-guest-command over
-several boots, with the accelerator used; with --cold also a cold kernel build (fresh build folder,
-ccache off) and a guest image built from nothing. Figures only: nothing is asserted.
+Prints side by side: the no-op rebuild (tuxmake over an already-built tree) and a cached request;
+boot-to-first-guest-command over several boots in each timing mode; and the coefficient of
+variation of one fork-latency cell (512 MiB, 10 timed forks) in each timing mode. With --cold also
+a cold kernel build (fresh build folder, ccache off) and a guest image built from nothing.
+Figures only: nothing is asserted.
 """
 import contextlib
 import os
@@ -13,9 +15,11 @@ from pathlib import Path
 
 from harness import accel, kconfig, sources, ui
 from harness.build import Build
+from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec
 from harness.image import GuestImage
 from harness.machine import Machine
-from harness.experiment import DEFAULT_FRAGMENTS
+from harness.pipeline import Run
+from harness.results import RunStore
 
 
 @contextlib.contextmanager
@@ -36,6 +40,25 @@ def timed(fn):
     started = time.monotonic()
     result = fn()
     return time.monotonic() - started, result
+
+
+def boots(kernel, image, mode, count, logdir):
+    seconds = []
+    for i in range(count):
+        with Machine(kernel, image, Path(logdir) / f"{mode}-{i}", accel=mode) as m:
+            seconds.append(m.wait_ready(120))
+    return seconds
+
+
+def fork_cell_cv(spec, accel_name, timing, tmp):
+    """CV of fork() at 512 MiB over 10 timed forks (2 warm-ups) in one guest of this mode."""
+    exp = Experiment(kernels=[spec], accel=accel_name, timing=timing, memory_mib=2048,
+                     workloads=[WorkloadSpec("fork-latency", {"sizes_mib": "512", "reps": 10, "warmup": 2})])
+    run = Run(exp, store=RunStore(f"selfbench-{timing}", root=tmp)).execute()
+    x = [r["fork_ns"] for r in run.store.records(spec.label, "fork-latency") if not r.get("warmup")]
+    if len(x) < 2:
+        return None, None
+    return statistics.median(x), statistics.stdev(x) / statistics.mean(x)
 
 
 def main(args):
@@ -60,19 +83,28 @@ def main(args):
     rows.append(("same build request again (cache hit)", f"{seconds:.2f} s", ""))
     image = GuestImage().run()
     chosen, reason = accel.choose(args.accel, kernel.image)
-    boots = []
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as logdir:
-        for i in range(args.boots):
-            with Machine(kernel, image, Path(logdir) / str(i), accel=chosen) as m:
-                boots.append(m.wait_ready(60))
-    rows.append((f"boot to first guest command ({args.boots} boots)",
-                 f"median {statistics.median(boots):.2f} s",
-                 f"min {min(boots):.2f} s, max {max(boots):.2f} s, accel {chosen}"))
+    modes = [chosen] + (["icount"] if chosen == "tcg" else [])
+    spec = KernelSpec("selfbench", args.kernel_src, list(DEFAULT_FRAGMENTS))
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        for mode in modes:
+            with ui.step(f"{args.boots} boots, {mode}"):
+                b = boots(kernel, image, mode, args.boots, tmp)
+            rows.append((f"boot to first guest command, {mode}", f"median {statistics.median(b):.2f} s",
+                         f"min {min(b):.2f} s, max {max(b):.2f} s, {args.boots} boots"))
+        for mode in modes:
+            timing = "icount" if mode == "icount" else "real"
+            with ui.step(f"fork-latency 512 MiB x 10, {timing} timing"):
+                median, cv = fork_cell_cv(spec, "tcg" if mode == "icount" else chosen, timing, tmp)
+            unit = "ms (icount: instructions)" if timing == "icount" else "ms"
+            rows.append((f"fork 512 MiB, 10 forks, {timing} timing",
+                         "-" if cv is None else f"CV {100 * cv:.2f}%",
+                         "" if median is None else f"median {median / 1e6:.3f} {unit}"))
     if chosen != "kvm":
         ui.warn(f"guests ran under {chosen.upper()}: {reason}")
-    ui.out(f"selfbench {time.strftime('%Y-%m-%d')} on {os.uname().nodename}, {os.cpu_count()} cores, "
-           f"kernel {kernel.info['release']}, accel {chosen}")
+    load = os.getloadavg()[0]
+    ui.out(f"selfbench {time.strftime('%Y-%m-%d')} on {os.uname().nodename}: {os.cpu_count()} cores, "
+           f"load {load:.1f}, kernel {kernel.info['release']}, accelerator {chosen}")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
-        ui.out(f"  {name:<{width}}  {value:>14}  {note}")
+        ui.out(f"  {name:<{width}}  {value:>16}  {note}")
     return 0
