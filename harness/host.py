@@ -34,6 +34,10 @@ NEEDED = {
     "/usr/share/keyrings/debian-archive-keyring.gpg": "debian-archive-keyring",
     # the remote-runner tests start real SSH servers on loopback
     "/usr/sbin/sshd": "openssh-server",
+    # the afl workload compiles its target with afl-cc and sends the host's afl-fuzz to the guest
+    "afl-cc": "afl++",
+    "afl-fuzz": "afl++",
+    "stress-ng": "stress-ng",
 }
 
 

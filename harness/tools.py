@@ -20,6 +20,7 @@ PACKAGES = {
     "apt-get": "apt",
     "tuxmake": "tuxmake (pip)",
     "b4": "b4 (pip)",
+    "afl-cc": "afl++",
 }
 
 

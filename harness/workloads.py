@@ -3,7 +3,9 @@
 A workload folder holds its C source, a Python driver that runs in the guest and loads the C
 library with ctypes, and manifest.toml (parameters with defaults, metrics with units). The library
 is compiled on the host (the guest is the same Debian release), cached by the source's hash, and
-sent to the guest with the driver and workloads/common.
+sent to the guest with the driver and workloads/common. A manifest may also list [[artifacts]]:
+other files made on the host by a command (a target compiled with afl-cc, a host tool), cached
+and staged next to the driver the same way.
 """
 import json
 import shutil
@@ -85,6 +87,32 @@ class Workload:
                                  log_tail=proc.stderr)
         return lib
 
+    def artifacts(self):
+        """Build the manifest's [[artifacts]]: extra files made on the host by a command (a program
+        compiled with another compiler, a host tool staged for the guest), each cached by its
+        command, its tool's version and the bytes of its inputs. Returns their paths."""
+        built = []
+        for art in self.manifest.get("artifacts", []):
+            command, name = art["command"], art["file"]
+            inputs = [self.dir / i for i in art.get("inputs", [])]   # absolute paths stay absolute
+            absent = [str(i) for i in inputs if not i.exists()]
+            if not shutil.which(command[0]) or absent:
+                raise BuildError(f"workload {self.name} needs {', '.join(absent) or command[0]} "
+                                 f"for {name} (Debian package: {art.get('package', command[0])})")
+            key = cache.digest(self.name, name, command,
+                               [cache.digest(i.read_bytes()) for i in inputs],
+                               tools.first_line([command[0], "--version"]))
+            path = cache.entry("workloads", key) / name
+            if not path.exists():
+                with cache.locked("workload", key), cache.building("workloads", key) as out:
+                    argv = [a.replace("{out}", str(out / name)) for a in command]
+                    proc = tools.run(argv, cwd=self.dir, check=False)
+                    if proc.returncode != 0:
+                        raise BuildError(f"workload {self.name}: building {name} failed",
+                                         log_tail=proc.stderr)
+            built.append(path)
+        return built
+
     def stage(self, dest):
         """The folder tree sent to the guest: common/ and NAME/ with driver and library."""
         dest = Path(dest)
@@ -95,6 +123,8 @@ class Workload:
         shutil.copy(self.dir / self.manifest["driver"], dest / self.name)
         if self.manifest.get("sources"):
             shutil.copy(self.library(), dest / self.name)
+        for path in self.artifacts():
+            shutil.copy(path, dest / self.name)
         return dest
 
     def argv(self, params):

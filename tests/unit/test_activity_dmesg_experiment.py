@@ -50,7 +50,7 @@ def test_experiment_files_load_and_override(tmp_path):
     assert {k.source for k in exp.kernels} == {"/src/linux"}
     assert exp.accel == "tcg"
     assert [w.params["cow_pte"] for w in exp.workloads if w.name == "fork-memory"] == [0, 1]
-    assert len(exp.workloads) == 14 and len(exp.claims) == 14  # list values expand
+    assert len(exp.workloads) == 18 and len(exp.claims) == 14  # list values expand
     assert exp.command_line().startswith("harness run --experiment ")
     default = experiment.load("cow-pte-v4")
     assert default.kernels[1].series == "20230207035139.272707-1-shiyn.lin@gmail.com"

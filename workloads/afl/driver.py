@@ -1,0 +1,278 @@
+"""afl driver (runs in the guest): AFL++ fuzzing toy_parser through its fork server.
+
+The seeds and AFL's output folder live on a tmpfs. afl-fuzz runs for `seconds` (-V) with the
+settings a VM needs (AFL_SKIP_CPUFREQ, AFL_NO_AFFINITY, AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES: the
+core_pattern is recorded, never changed). Halfway through, the fork server's VmPTE/VmRSS and
+/proc/meminfo PageTables are read. The record's figures come from AFL's fuzzer_stats.
+
+cow_pte=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
+in the fork server, forks one throwaway child and calls the prctl again; it writes those facts to
+a file read here. cow_pte_proof is "active" only when every fork server saw prctl return 0 and the
+second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on).
+The harness's small guest kernels lack two things afl-fuzz needs: System V IPC (its shared
+memory) and file locking (flock of its output folder). With emulate=auto the same library, then
+preloaded into afl-fuzz too, emulates what /proc says is missing (no /proc/sysvipc: shared memory
+on tmpfs files; no /proc/locks: flock succeeds); all: both; none: neither.
+
+One JSON record. Bad parameters: an error record and exit code 2; afl-fuzz failing or writing no
+fuzzer_stats: an error record and exit code 4.
+"""
+import errno as errnos
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "common"))
+import guestlib  # noqa: E402
+from guestlib import bad  # noqa: E402
+
+LIBRARY = "libafl_preload.so"
+TARGET = "toy_parser"
+SEEDS = {   # a small corpus of valid inputs: header "TOY1", then records (type, length, payload)
+    "numbers": b"TOY1N\x03123N\x0242\x00\x00",
+    "strings": b"TOY1S\x05a=bcdS\x03xyz\x00\x00",
+    "list": b"TOY1L\x04\x00\x01\x00\x02C\x03ab\xc3\x00\x00",
+}
+INT_FIELDS = ("execs_done", "run_time", "corpus_count", "edges_found", "total_edges",
+              "saved_crashes", "saved_hangs", "exec_timeout", "slowest_exec_ms", "cycles_done",
+              "start_time", "last_update", "fuzzer_pid")
+FLOAT_FIELDS = ("execs_per_sec", "execs_ps_last_min")
+PERCENT_FIELDS = ("bitmap_cvg", "stability")
+
+
+def parse_fuzzer_stats(text):
+    """AFL's fuzzer_stats ("key : value" lines) as a dict; numbers typed, percentages as floats."""
+    stats = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        try:
+            if key in INT_FIELDS:
+                value = int(value)
+            elif key in FLOAT_FIELDS:
+                value = float(value)
+            elif key in PERCENT_FIELDS:
+                value = float(value.rstrip("%"))
+        except ValueError:
+            pass
+        stats[key] = value
+    return stats
+
+
+def stats_fields(stats):
+    """The record's fields from parse_fuzzer_stats(). The fork server was used unless AFL says
+    no_fsrv in target_mode (AFL_NO_FORKSRV)."""
+    mode = stats.get("target_mode", "")
+    return {
+        "execs_per_sec": stats.get("execs_per_sec"), "execs_done": stats.get("execs_done"),
+        "seconds": stats.get("run_time"), "afl_version": stats.get("afl_version"),
+        "target_mode": mode, "forkserver": "no_fsrv" not in mode.split(),
+        "corpus_count": stats.get("corpus_count"), "edges_found": stats.get("edges_found"),
+        "total_edges": stats.get("total_edges"), "bitmap_cvg": stats.get("bitmap_cvg"),
+        "stability": stats.get("stability"), "saved_crashes": stats.get("saved_crashes"),
+        "saved_hangs": stats.get("saved_hangs"), "exec_timeout_ms": stats.get("exec_timeout"),
+        "cycles_done": stats.get("cycles_done"),
+    }
+
+
+def proof_fields(requested, lines):
+    """COW PTE evidence from the preload's proof lines (one JSON object per fork server started).
+    The first fork server's prctl facts go in the record; the proof needs every one of them."""
+    if not requested:
+        return {"prctl_ret": None, "prctl_errno": None, "prctl_again_ret": None,
+                "prctl_again_errno": None, "cow_pte_proof": None, "forkservers_proved": None,
+                "forkserver_pid": None}
+    first = lines[0] if lines else {}
+    active = bool(lines) and all(
+        p.get("prctl_ret") == 0 and p.get("prctl_again_ret") == -1
+        and p.get("prctl_again_errno") == errnos.EINVAL for p in lines)
+    return {"prctl_ret": first.get("prctl_ret"), "prctl_errno": first.get("prctl_errno"),
+            "prctl_again_ret": first.get("prctl_again_ret"),
+            "prctl_again_errno": first.get("prctl_again_errno"),
+            "cow_pte_proof": "active" if active else "not proven",
+            "forkservers_proved": len(lines), "forkserver_pid": first.get("pid")}
+
+
+def fs_type(path):
+    """The file system type of the mount holding path (from /proc/mounts)."""
+    path = os.path.realpath(path)
+    best, kind = "", None
+    with open("/proc/mounts") as fh:
+        for line in fh:
+            parts = line.split()
+            mnt = parts[1].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, kind = mnt, parts[2]
+    return kind
+
+
+def work_dir():
+    """A fresh folder on a tmpfs (/tmp in the guest, else /dev/shm) for seeds and AFL's output."""
+    for base in ("/tmp", "/dev/shm"):
+        if os.path.isdir(base) and fs_type(base) == "tmpfs":
+            return tempfile.mkdtemp(prefix="harness-afl-", dir=base)
+    return tempfile.mkdtemp(prefix="harness-afl-")
+
+
+def read_text(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def children_of(pid):
+    """Pids whose parent is pid (scanning /proc; CONFIG_PROC_CHILDREN is not needed)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = read_text(f"/proc/{entry}/stat")
+            if stat and int(stat.rpartition(")")[2].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def sample_forkserver(afl_pid):
+    """The fork server's (afl-fuzz's child running the target) VmPTE/VmRSS and PageTables."""
+    for pid in children_of(afl_pid):
+        if (read_text(f"/proc/{pid}/comm") or "").strip() == TARGET:
+            try:
+                st = guestlib.status(pid)
+            except OSError:
+                continue
+            return {"forkserver_vmpte_kb": st.get("VmPTE"), "forkserver_vmrss_kb": st.get("VmRSS"),
+                    "pagetables_kb": guestlib.meminfo().get("PageTables")}
+    return {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x0e\x0f]")   # colours, charsets
+
+
+def afl_complaints(log):
+    """AFL's own error lines ([-] PROGRAM ABORT / SYSTEM ERROR, its location and the OS message)
+    from its log, colours stripped."""
+    lines = [ANSI.sub("", line).strip() for line in (log or "").splitlines()]
+    return [line for line in lines
+            if line.startswith(("[-]", "Location", "Stop location", "OS message"))]
+
+
+def fail_run(message, log):
+    """An error record (its message carries AFL's complaint, which is all the host shows) and
+    exit code 4."""
+    complaints = afl_complaints(log)
+    if complaints:
+        message += ": " + " | ".join(complaints[-4:])
+    guestlib.emit({"type": "error", "error": "afl", "message": message,
+                   "log_tail": "\n".join(ANSI.sub("", log or "").splitlines()[-25:])})
+    sys.exit(4)
+
+
+def main():
+    ap = guestlib.params_parser()
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--heap-mib", type=int, default=64)
+    ap.add_argument("--emulate", choices=("auto", "all", "none"), default="auto")
+    ap.add_argument("--exec-timeout-ms", type=int, default=0)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (debugging)")
+    args = ap.parse_args()
+    if args.seconds < 1:
+        bad(f"seconds must be at least 1 (got {args.seconds})")
+    if args.heap_mib < 0 or args.exec_timeout_ms < 0:
+        bad("heap_mib and exec_timeout_ms must not be negative")
+    afl_fuzz = os.path.join(HERE, "afl-fuzz")
+    if not os.path.exists(afl_fuzz):
+        afl_fuzz = shutil.which("afl-fuzz")
+    target = os.path.join(HERE, TARGET)
+    library = os.path.join(HERE, LIBRARY)
+    for path in (afl_fuzz, target, library):
+        if not path or not os.path.exists(path):
+            bad(f"missing {path or 'afl-fuzz'} (is the workload staged with its artifacts?)")
+
+    clock = guestlib.refuse_unless_clock_ok()
+    config = guestlib.kernel_config()
+    auto = args.emulate == "auto"
+    emulate_shm = args.emulate == "all" or (auto and not os.path.isdir("/proc/sysvipc"))
+    emulate_flock = args.emulate == "all" or (auto and not os.path.exists("/proc/locks"))
+    core_pattern = read_text("/proc/sys/kernel/core_pattern")
+
+    work = work_dir()
+    seeds, out, shm_dir = (os.path.join(work, d) for d in ("in", "out", "shm"))
+    for d in (seeds, shm_dir):
+        os.makedirs(d)
+    for name, data in SEEDS.items():
+        with open(os.path.join(seeds, name), "wb") as fh:
+            fh.write(data)
+    proof_file = os.path.join(work, "cow_pte_proof")
+
+    env = dict(os.environ, AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
+               AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_UI="1",
+               AFL_FORKSRV_INIT_TMOUT="120000", TOY_HEAP_MIB=str(args.heap_mib))
+    for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_SHM_DIR", "HARNESS_EMULATE_FLOCK",
+                "HARNESS_COW_PTE_PROOF", "AFL_NO_FORKSRV"):
+        env.pop(key, None)
+    if emulate_shm:
+        env.update(HARNESS_SHM_DIR=shm_dir, LD_PRELOAD=library, AFL_PRELOAD=library)
+    if emulate_flock:
+        env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
+    if args.cow_pte:
+        env.update(HARNESS_COW_PTE_PROOF=proof_file, AFL_PRELOAD=library)
+    argv = [afl_fuzz, "-i", seeds, "-o", out, "-V", str(args.seconds)]
+    if args.exec_timeout_ms:
+        argv += ["-t", str(args.exec_timeout_ms)]
+    argv += ["--", target]
+
+    log_path = os.path.join(work, "afl-fuzz.log")
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+        sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+        sample_at = started + args.seconds / 2
+        deadline = started + args.seconds + 300   # calibration under TCG, slow start
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now > deadline:
+                proc.kill()
+                proc.wait()
+                fail_run(f"afl-fuzz did not stop after {args.seconds} s (+300 s)",
+                         read_text(log_path))
+            if sample["forkserver_vmpte_kb"] is None and now >= sample_at:
+                sample = sample_forkserver(proc.pid)
+                sample_at = now + 1   # not found yet (still calibrating): try again in a second
+            time.sleep(0.1)
+    wall = time.monotonic() - started
+    log_text = read_text(log_path)
+    stats_text = read_text(os.path.join(out, "default", "fuzzer_stats"))
+    if proc.returncode != 0 or stats_text is None:
+        fail_run(f"afl-fuzz exited with {proc.returncode}"
+                 + ("" if stats_text else " and wrote no fuzzer_stats"), log_text)
+    stats = parse_fuzzer_stats(stats_text)
+    proofs = [json.loads(line) for line in (read_text(proof_file) or "").splitlines()
+              if line.strip()]
+    if args.cow_pte and not proofs:
+        print(f"afl driver: no COW PTE proof line from the fork server; log:\n{log_text}",
+              file=sys.stderr)
+
+    guestlib.emit({
+        "type": "record", "workload": "afl", "seconds_requested": args.seconds,
+        "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(stats), **sample,
+        "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
+        "core_pattern": (core_pattern or "").strip() or None,
+        "cow_pte_requested": bool(args.cow_pte), **proof_fields(args.cow_pte, proofs),
+        "config_cow_pte": guestlib.config_cow_pte(config), **guestlib.clock_fields(clock),
+    })
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
