@@ -98,6 +98,9 @@ class Build:
     def _build(self, out, say):
         started = time.monotonic()
         say("configuring (tuxmake config)")
+        # tuxmake keeps an existing .config in the build folder and then merges no fragment at
+        # all: always start from the fragments (Kbuild still rebuilds only what changed).
+        (self.objdir / ".config").unlink(missing_ok=True)
         cfg_out = out / "config-stage"
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
         if proc.returncode != 0 or not (cfg_out / "config").exists():

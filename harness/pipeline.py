@@ -103,7 +103,7 @@ class Run:
                 say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
             with ui.step(f"[{spec.label}] apply {len(series.patches)} patches to {source.id}"):
                 patched, report = series_mod.apply(series, source)
-            ui.out(report.table())
+            ui.console.print(report.table(), markup=False, highlight=False)
             self._series[key] = (patched, series, report)
         patched, series, report = self._series[key]
         self.store.update_kernel(spec.label, series={**series.as_dict(), "apply": [

@@ -202,7 +202,7 @@ class _Host:
             out_dir.mkdir(parents=True, exist_ok=True)
             c.get(f"{base}/partial.tgz", str(out_dir / "partial.tgz"))
             with tarfile.open(out_dir / "partial.tgz") as tar:
-                tar.extractall(out_dir, filter="data")
+                safe_extract(tar, out_dir)
             (out_dir / "partial.tgz").unlink()
             runs = sorted(p.parent for p in (out_dir / "results").glob("*/metadata.json"))
             return result.exited, runs[-1] if runs else None, tail
@@ -217,6 +217,19 @@ class _Host:
             self.conn.close()
         except Exception:
             pass
+
+
+def safe_extract(tar, dest):
+    """Unpack only plain files and folders that stay inside dest (what a partial run holds);
+    Python's tarfile filters are not in every 3.11 (Debian 12 has 3.11.2)."""
+    dest = Path(dest).resolve()
+    members = []
+    for m in tar.getmembers():
+        target = (dest / m.name).resolve()
+        if not (m.isfile() or m.isdir()) or not target.is_relative_to(dest):
+            raise InfraError(f"refusing to unpack '{m.name}' from a runner's result archive")
+        members.append(m)
+    tar.extractall(dest, members=members)
 
 
 def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,

@@ -82,7 +82,7 @@ def test_workload_that_never_returns(tmp_path):
     assert k["status"] == "failed" and k["error_type"] == "GuestTimeout"
     assert "did not finish in the guest within 20 s" in k["error"]
     assert store.records("a", "hang") == [{"type": "record", "workload": "hang", "started": True,
-                                           "cell": "1:hang", "kernel": "a"}]
+                                           "cell": "1:hang", "kernel": "a", "timing": "real"}]
     assert qemus_under(store.dir) == []
 
 

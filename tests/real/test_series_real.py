@@ -18,8 +18,9 @@ DATA = paths.ROOT / "tests" / "data"
 def test_stock_vs_patched_experiment(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
     assert cli.main(["run", "--experiment", "test-series"]) == 0
-    out = capsys.readouterr().out
-    assert "sysctl: add kernel.harness_test_series, read-only, 42  applied" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "sysctl: add kernel.harness_test_series, read-only, 42  applied" in captured.err
     (run,) = tmp_path.iterdir()
     meta = json.loads((run / "metadata.json").read_text())
     patched = meta["kernels"]["patched"]
