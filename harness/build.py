@@ -99,13 +99,17 @@ class Build:
         started = time.monotonic()
         say("configuring (tuxmake config)")
         # tuxmake keeps an existing .config in the build folder and then merges no fragment at
-        # all: always start from the fragments (Kbuild still rebuilds only what changed).
-        (self.objdir / ".config").unlink(missing_ok=True)
+        # all: when the fragments are not the ones that made it, start again from them.
+        stamp = self.objdir / "harness-config.sha"
+        wanted = cache.digest(self.base, [f.text for f in self.fragments])
+        if not stamp.exists() or stamp.read_text() != wanted:
+            (self.objdir / ".config").unlink(missing_ok=True)
         cfg_out = out / "config-stage"
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
         if proc.returncode != 0 or not (cfg_out / "config").exists():
             raise BuildError("kernel configuration failed", log_tail=_tail(cfg_out / "build.log", proc))
         kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
+        stamp.write_text(wanted)
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
         proc = tools.run(self.tuxmake(out, "kernel"), check=False)
         if proc.returncode != 0 or not (out / "bzImage").exists():
