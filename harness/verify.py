@@ -10,6 +10,7 @@
 
 Every section runs even when an earlier one found problems; the exit code is non-zero when any did.
 """
+import re
 from dataclasses import dataclass, field
 
 from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
@@ -100,7 +101,11 @@ class Verify:
     def build_each(self, series, source):
         sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] for label in self.configs}
         with ui.step(f"build every patch with {', '.join(sets)}") as say:
-            results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say)
+            def progress(message):
+                say(message)
+                if re.search(r": (ok|error|config) in [\d.]+ s$", message):
+                    ui.console.print(f"  {message}", markup=False)   # one line per finished build
+            results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=progress)
         ui.out(bisect.table(results))
         errors = [r for r in results if r["status"] == "error"]
         self.section("bisect", not errors, f"{len(results) - len(errors)}/{len(results)} builds ok"
