@@ -18,11 +18,12 @@ def choose(requested, kernel_image):
         return machine.choose_accel(requested, kernel_image, None)
     key = cache.digest(boot_id(), machine.qemu_version(arch.load()["qemu"]))
     found = cache.entry("probe", key) / "accel.json"
-    if found.exists():
-        data = json.loads(found.read_text())
-        return data["accel"], data["reason"] + " (cached probe)"
-    workdir = cache.entry("probe", key)
-    accel, reason = machine.choose_accel("auto", kernel_image, workdir)
-    found.parent.mkdir(parents=True, exist_ok=True)
-    found.write_text(json.dumps({"accel": accel, "reason": reason}) + "\n")
-    return accel, reason
+    with cache.locked("probe", key):
+        if found.exists():
+            data = json.loads(found.read_text())
+            return data["accel"], data["reason"] + " (cached probe)"
+        workdir = cache.entry("probe", key)
+        accel, reason = machine.choose_accel("auto", kernel_image, workdir)
+        found.parent.mkdir(parents=True, exist_ok=True)
+        found.write_text(json.dumps({"accel": accel, "reason": reason}) + "\n")
+        return accel, reason

@@ -6,6 +6,7 @@ tuxmake does not do: it reads the final .config back and fails when a requested 
 and it caches the result under hash(source id, patches, fragments, toolchain), so the same request
 twice builds nothing the second time.
 """
+import functools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from harness.errors import BuildError
 BASE_CONFIG = "tinyconfig"
 
 
+@functools.cache
 def toolchain():
     return {
         "gcc": tools.first_line(["gcc", "--version"]),
@@ -113,7 +115,10 @@ class Build:
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
         proc = tools.run(self.tuxmake(out, "kernel"), check=False)
         if proc.returncode != 0 or not (out / "bzImage").exists():
-            raise BuildError(f"kernel build failed for {self.source.id}",
+            kept = self.objdir / "last-failed-build.log"
+            if (out / "build.log").exists():
+                shutil.copy(out / "build.log", kept)
+            raise BuildError(f"kernel build failed for {self.source.id} (full log: {kept})",
                              log_tail=_errors(out / "build.log") or _tail(out / "build.log", proc))
         shutil.rmtree(cfg_out)
         shutil.copy(self.objdir / "System.map", out / "System.map")

@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok; 2 bad request (UserError); 3 this machine cannot do it (InfraError); 4 a kernel
 or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, workload error
-(GuestError); 130 interrupted. `harness nightly` also exits 1 on a regression.
+(GuestError); 130 interrupted. `harness nightly` also exits 1 on a regression, `harness verify`
+1 when a section of its verdict failed.
 """
 import argparse
 from dataclasses import replace
@@ -68,15 +69,36 @@ def parse_params(items):
     return params
 
 
+class WorkloadFlag(argparse.Action):
+    """--workload NAME starts a workload; the --param flags after it are its parameters."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        ns.workload_items = (getattr(ns, "workload_items", None) or []) + [(value, [])]
+
+
+class ParamFlag(argparse.Action):
+    def __call__(self, parser, ns, value, option_string=None):
+        items = getattr(ns, "workload_items", None) or [("fork-memory", [])]
+        items[-1][1].append(value)
+        ns.workload_items = items
+
+
+def add_workload_args(p):
+    p.add_argument("--workload", action=WorkloadFlag, metavar="NAME",
+                   help="a workload in workloads/ (default fork-memory); repeatable")
+    p.add_argument("--param", action=ParamFlag, metavar="NAME=VALUE",
+                   help="a parameter of the workload named before it, e.g. mib=512; a name given "
+                        "twice runs the workload once per value (--param cow_pte=0 --param cow_pte=1)")
+
+
 def workload_specs(args):
     """--workload/--param as workload specs, or None when none were given."""
     from harness import experiment as ex
-    names = getattr(args, "workload", None)
-    if not names:
+    items = getattr(args, "workload_items", None)
+    if not items:
         return None
-    params = parse_params(getattr(args, "param", None))
-    return [ex.WorkloadSpec(name, combo) for i, name in enumerate(names)
-            for combo in (ex.expand(params) if i == 0 else [{}])]
+    return [ex.WorkloadSpec(name, combo) for name, params in items
+            for combo in ex.expand(parse_params(params))]
 
 
 def experiment(args):
@@ -101,8 +123,6 @@ def experiment(args):
     for i, src in enumerate(srcs):
         label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(srcs) > 1 else "kernel"
         kernels.append(ex.KernelSpec(label, src, ex.DEFAULT_FRAGMENTS + args.config, args.series))
-    if getattr(args, "param", None) and not getattr(args, "workload", None):
-        args.workload = ["fork-memory"]
     workloads = workload_specs(args) or [ex.WorkloadSpec("fork-memory")]
     return ex.Experiment(kernels=kernels, workloads=workloads,
                          **{k: v for k, v in guest.items() if v is not None})
@@ -124,6 +144,8 @@ def cmd_boot(args):
 def cmd_run(args):
     from harness.pipeline import Run
     if args.resume:
+        if args.experiment or args.kernel_src or args.series or args.cell:
+            raise errors.UserError("--resume continues a run as it was started; name nothing else with it")
         run = Run.resume(args.resume).execute()
     else:
         exp = experiment(args)
@@ -149,6 +171,8 @@ def cmd_reproduce(args):
     from harness.pipeline import Run
     args.experiment = args.experiment or "cow-pte-v4"
     exp = experiment(args)
+    if args.cell:
+        exp = exp.only(args.cell)
     run = Run(exp).execute()
     with ui.step("statistics, plots and report"):
         md, page = report.write([run.store.dir], claims=exp.claims)
@@ -274,10 +298,7 @@ def parser():
                    help="run only this kernel of the experiment (see `harness cells`); repeatable")
     p.add_argument("--resume", metavar="RUN",
                    help="continue an interrupted run (folder or id): finished kernels are kept")
-    p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="parameter of the (first) workload, e.g. mib=512; repeatable; a name given "
-                        "twice runs the workload once per value (cow_pte=0 --param cow_pte=1)")
+    add_workload_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("verify", help="a reviewer's checks of a series: apply, checkpatch, every "
@@ -306,7 +327,9 @@ def parser():
     add_kernel_args(p, multiple=True)
     add_guest_args(p)
     p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (default cow-pte-v4)")
-    p.set_defaults(func=cmd_reproduce, label=None, workload=None, param=None)
+    p.add_argument("--cell", action="append", metavar="ID", help="only this kernel; repeatable")
+    add_workload_args(p)
+    p.set_defaults(func=cmd_reproduce, label=None)
 
     p = sub.add_parser("cells", help="the experiment's independent cells (one per kernel), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,9 +357,7 @@ def parser():
     add_guest_args(p)
     p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (experiments/NAME.toml)")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
-    p.add_argument("--workload", action="append", help="workload in workloads/ (default fork-memory)")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE",
-                   help="parameter of the (first) workload, e.g. mib=512; repeatable")
+    add_workload_args(p)
     p.add_argument("--run", metavar="RUN",
                    help="a finished run (folder or id), e.g. cells joined by `harness merge`, "
                         "instead of running the experiment")

@@ -17,7 +17,8 @@ def build(exp):
     kernel = run.kernel(exp.kernels[0])
     ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
     for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
-        ui.out(f"  {kernel.path / name}")
+        if (kernel.path / name).exists():
+            ui.out(f"  {kernel.path / name}")
     return 0
 
 
@@ -37,7 +38,8 @@ def boot(exp, command):
     img = run.guest_image()
     chosen = run.choose_accel(kernel)
     with Machine(kernel, img, run.store.kernel_dir(spec.label), accel=chosen,
-                 memory_mib=exp.memory_mib, cpus=exp.cpus, extra_cmdline=exp.extra_cmdline) as m:
+                 memory_mib=exp.memory_mib, cpus=exp.cpus, extra_cmdline=exp.extra_cmdline,
+                 stall=exp.stall_s) as m:
         with ui.step(f"boot {kernel.info['release']} under {chosen}") as say:
             seconds = m.wait_ready(exp.boot_timeout)
             say(f"first guest command after {seconds:.2f} s; serial log {m.console_log}")

@@ -102,12 +102,16 @@ class Experiment:
                 argv += ["--config", frag]
             if self.kernels[0].series:
                 argv += ["--series", self.kernels[0].series]
-            for w in self.workloads:
-                argv += ["--workload", w.name]
-                for key, value in sorted(w.params.items()):
-                    argv += ["--param", f"{key}={value}"]
+        for w in self.workloads:            # each --param belongs to the --workload before it
+            argv += ["--workload", w.name]
+            for key, value in sorted(w.params.items()):
+                argv += ["--param", f"{key}={value}"]
         argv += ["--accel", self.accel, "--timing", self.timing, "--memory", str(self.memory_mib),
                  "--cpus", str(self.cpus)]
+        defaults = Experiment(kernels=[])
+        for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline")):
+            if getattr(self, name) != getattr(defaults, name):
+                argv += [flag, str(getattr(self, name))]
         return shlex.join(argv)
 
 

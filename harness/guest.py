@@ -105,13 +105,15 @@ class Guest:
             raise ChannelLost(f"no SSH connection to the guest for: {command}")
         try:
             chan = transport.open_session(timeout=30)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.settimeout(timeout)   # a large upload waits for the guest's window to open
+                chan.sendall(stdin)
+                chan.shutdown_write()
+        except socket.timeout:
+            raise GuestTimeout(f"the guest took more than {timeout} s to take the input of: {command}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ChannelLost(f"cannot open an SSH channel to the guest: {exc}") from None
-        chan.exec_command(command)
-        if stdin is not None:
-            chan.settimeout(timeout)   # a large upload waits for the guest's window to open
-            chan.sendall(stdin)
-            chan.shutdown_write()
+            raise ChannelLost(f"SSH failed starting '{command}' in the guest: {exc}") from None
         chan.settimeout(0.2)
         out, err, pending = [], [], b""
         deadline = time.monotonic() + timeout
@@ -145,6 +147,7 @@ class Guest:
                 quiet_since = now
             elif now - quiet_since > stall:
                 if not self.answers():
+                    chan.close()
                     raise GuestTimeout(f"the guest stopped answering: no output from '{command}' for "
                                        f"{stall} s and a probe command got no answer")
                 quiet_since = time.monotonic()
@@ -177,9 +180,3 @@ class Guest:
                                 stdin=buf.getvalue())
         if code != 0:
             raise GuestError(f"cannot copy {local} to {remote_dir} in the guest: {err.strip()}")
-
-    def read(self, remote):
-        code, out, err = self.run(["cat", remote])
-        if code != 0:
-            raise GuestError(f"cannot read {remote} in the guest: {err.strip()}")
-        return out

@@ -201,6 +201,7 @@ def boot_probe(a, accel, kernel_image, workdir, timeout):
     workdir.mkdir(parents=True, exist_ok=True)
     argv = qemu_argv(a, accel, kernel_image, "console=ttyS0 panic=-1", workdir, 256, 1)
     qlog = workdir / "qemu.log"
+    (workdir / "console.log").write_bytes(b"")     # never judge by an earlier probe's log
     with open(qlog, "wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 preexec_fn=_die_with_parent)

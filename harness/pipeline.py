@@ -34,6 +34,8 @@ class Run:
                       for w in experiment.workloads]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
+        if experiment.timing == "icount" and experiment.accel == "kvm":
+            raise UserError("--timing icount runs under TCG: it cannot go with --accel kvm")
         self.store = store or RunStore()
 
     # --- the run --------------------------------------------------------------------------------
@@ -130,13 +132,14 @@ class Run:
         """The QEMU mode for this run's guests: 'kvm', 'tcg' or 'icount' (TCG counting instructions)."""
         if "accel" not in self.store.metadata:
             with ui.step(f"accelerator ({self.exp.accel})") as say:
-                chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
+                if self.exp.timing == "icount":
+                    chosen, reason = "tcg", "icount timing runs under TCG"
+                else:
+                    chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
                 say(f"{chosen}: {reason}")
             timing = self.exp.timing
             if timing == "auto":
                 timing = "real" if chosen == "kvm" else "icount"
-            if timing == "icount" and chosen == "kvm":
-                raise UserError("--timing icount needs TCG: pass --accel tcg (or auto on a host without KVM)")
             self.store.update(accel=chosen, accel_reason=reason, timing=timing,
                               qemu=qemu_version("qemu-system-x86_64"))
             if timing == "icount":

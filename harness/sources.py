@@ -188,13 +188,15 @@ def _local(spec):
 
 def _git_url(spec):
     url, _, ref = spec[len("git+"):].partition("#")
+    if url.startswith("-") or ref.startswith("-"):
+        raise UserError(f"'{spec}': a git URL or ref cannot start with '-'")
     if not ref:
         raise UserError(f"'{spec}': name a ref after '#', e.g. git+https://host/linux.git#v6.2")
     key = cache.digest("git", url, ref)
 
     def fill(dest):
         git(dest, "init", "-q")
-        proc = tools.run(["git", "-C", str(dest), "fetch", "-q", "--depth", "1", url, ref], check=False)
+        proc = tools.run(["git", "-C", str(dest), "fetch", "-q", "--depth", "1", "--", url, ref], check=False)
         if proc.returncode != 0:
             raise UserError(f"cannot fetch ref '{ref}' from {url}: {proc.stderr.strip()} "
                             f"(offline? pass a local tree instead)")

@@ -32,17 +32,17 @@ def require(tool):
     return path
 
 
-def run(argv, *, cwd=None, env=None, log=None, check=True, input=None, timeout=None):
+def run(argv, *, cwd=None, env=None, log=None, check=True, input=None):
     """Run argv (a list, never a shell string). Output goes to `log` (a path) or is returned."""
     require(argv[0])
     if log is not None:
         with open(log, "ab") as fh:
             proc = subprocess.run(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                  input=input, timeout=timeout)
+                                  input=input)
         out = ""
     else:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              input=input, timeout=timeout)
+                              input=input)
         out = proc.stdout
     if check and proc.returncode != 0:
         detail = proc.stderr.strip() if log is None else f"see {log}"

@@ -56,3 +56,34 @@ def test_cli_bad_input_one_clear_error(argv, code, message, capsys, cache_dir, t
     assert cli.main(argv) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_workload_flags_round_trip_through_the_reproducer_command():
+    import shlex
+    p = cli.parser()
+    args = p.parse_args(["run", "--kernel-src", "/x", "--workload", "fork-latency", "--param", "sizes_mib=0,64",
+                         "--param", "cow_pte=0", "--param", "cow_pte=1", "--workload", "fork-memory",
+                         "--param", "mib=64"])
+    exp = cli.experiment(args)
+    assert [(w.name, w.params) for w in exp.workloads] == [
+        ("fork-latency", {"sizes_mib": "0,64", "cow_pte": "0"}),
+        ("fork-latency", {"sizes_mib": "0,64", "cow_pte": "1"}),
+        ("fork-memory", {"mib": "64"})]
+    again = cli.experiment(p.parse_args(shlex.split(exp.command_line())[1:]))
+    assert [(w.name, w.params) for w in again.workloads] == [(w.name, w.params) for w in exp.workloads]
+    # --param before any --workload belongs to the default workload
+    default = cli.experiment(p.parse_args(["run", "--kernel-src", "/x", "--param", "mib=32"]))
+    assert [(w.name, w.params) for w in default.workloads] == [("fork-memory", {"mib": "32"})]
+
+
+def test_resume_takes_nothing_else(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
+    assert cli.main(["run", "--resume", "x", "--kernel-src", "/y"]) == 2
+    assert "name nothing else" in capsys.readouterr().err
+
+
+def test_icount_with_kvm_is_refused_before_building(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
+    assert cli.main(["run", "--kernel-src", "/tmp", "--accel", "kvm", "--timing", "icount"]) == 2
+    assert "cannot go with --accel kvm" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
