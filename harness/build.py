@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache, kconfig, tools
-from harness.errors import BuildError
+from harness.errors import BuildError, HarnessError
 
 BASE_CONFIG = "tinyconfig"
 
@@ -93,9 +93,22 @@ class Build:
                 say(f"kernel {self.key} is cached")
                 found.info["cached"] = True
                 return found
+            # A build killed half-way (SIGKILL, a reboot) leaves half-written objects that make
+            # then takes for finished: a folder marked busy at the start is not built in again.
+            busy = self.objdir / "harness-build-in-progress"
+            if busy.exists():
+                say("the last build in this folder was interrupted: starting it afresh")
+                shutil.rmtree(self.objdir)
             self.objdir.mkdir(parents=True, exist_ok=True)
-            with cache.building("builds", self.key) as out:
-                return self._build(out, say)
+            busy.touch()
+            try:
+                with cache.building("builds", self.key) as out:
+                    kernel = self._build(out, say)
+            except HarnessError:          # make stopped on its own: its folder is consistent
+                busy.unlink(missing_ok=True)
+                raise
+            busy.unlink()
+            return kernel
 
     def _build(self, out, say):
         started = time.monotonic()
