@@ -51,6 +51,9 @@ def add_guest_args(p):
     p.add_argument("--mirror", help="Debian mirror for the image (default: this host's apt sources)")
     p.add_argument("--boot-timeout", type=int, default=None, metavar="S",
                    help="seconds for the guest to become ready (default 120)")
+    p.add_argument("--pin", default=None, metavar="CPUS",
+                   help="run QEMU on these host CPUs only (taskset list, e.g. 2-5): keeps other "
+                        "work off the measuring cores on a big runner")
     p.add_argument("--cmdline", default=None, metavar="TEXT",
                    help="extra guest kernel command line, e.g. 'transparent_hugepage=always'")
 
@@ -106,7 +109,7 @@ def experiment(args):
     from harness import experiment as ex
     guest = {"accel": args.accel, "timing": getattr(args, "timing", None), "memory_mib": args.memory, "cpus": args.cpus, "image": args.image,
              "mirror": args.mirror, "jobs": args.jobs, "boot_timeout": args.boot_timeout,
-             "extra_cmdline": args.cmdline}
+             "extra_cmdline": args.cmdline, "pin": getattr(args, "pin", None)}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
         if len(srcs) > 1:
@@ -131,7 +134,7 @@ def experiment(args):
 def cmd_build(args):
     from harness import commands
     args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
-    args.timing = None
+    args.timing = args.pin = None
     args.cmdline = None
     return commands.build(experiment(args))
 

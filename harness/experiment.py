@@ -51,6 +51,7 @@ class Experiment:
     jobs: int = None
     boot_timeout: int = 120
     stall_s: int = 30           # seconds a workload may be silent before the guest is probed
+    pin: str = None             # host CPUs QEMU may run on (taskset list), e.g. "2-5"
     dmesg_check: bool = True
     extra_cmdline: str = ""     # appended to the guest kernel's command line
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
@@ -109,7 +110,8 @@ class Experiment:
         argv += ["--accel", self.accel, "--timing", self.timing, "--memory", str(self.memory_mib),
                  "--cpus", str(self.cpus)]
         defaults = Experiment(kernels=[])
-        for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline")):
+        for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline"),
+                           ("--pin", "pin")):
             if getattr(self, name) != getattr(defaults, name):
                 argv += [flag, str(getattr(self, name))]
         return shlex.join(argv)
@@ -179,6 +181,6 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
                      **{k: guest[k] for k in ("accel", "timing", "memory_mib", "cpus", "image",
-                                              "boot_timeout", "stall_s")
+                                              "boot_timeout", "stall_s", "pin")
                         if k in guest})
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

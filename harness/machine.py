@@ -56,8 +56,9 @@ def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=No
 
 class Machine:
     def __init__(self, kernel, image, logdir, accel="tcg", memory_mib=3072, cpus=2,
-                 extra_cmdline="", arch_name="x86_64", stall=30):
+                 extra_cmdline="", arch_name="x86_64", stall=30, pin=None):
         self.arch = arch.load(arch_name)
+        self.pin = pin              # host CPUs for QEMU (taskset list, e.g. "2-3"), or None
         self.kernel = kernel
         self.image = image
         self.logdir = Path(logdir)
@@ -94,6 +95,8 @@ class Machine:
                                           self.extra_cmdline, authkey_arg(key)]))
         self.argv = qemu_argv(self.arch, self.accel, self.kernel.image, cmdline, self.logdir,
                               self.memory_mib, self.cpus, disk=self.image.path, port=self.port)
+        if self.pin:
+            self.argv = [tools.require("taskset"), "-c", self.pin, *self.argv]
         self.guest = Guest(self.port, key, self.image.host_key)
         self.watcher = console.Watcher(self.console_log, self.qemu_log).start()
         self.started = time.monotonic()

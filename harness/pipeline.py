@@ -5,6 +5,7 @@ A failure in a cell (a workload that refuses its clock, a WARNING in dmesg) is r
 log and the kernel's next cell runs; a failure of the kernel itself (build error, panic, hang)
 is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
+import os
 import tempfile
 import time
 
@@ -179,7 +180,8 @@ class Run:
         logdir = self.store.kernel_dir(spec.label)
         for attempt in range(1, attempts + 1):
             m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
-                        cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s)
+                        cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s,
+                        pin=self.exp.pin)
             m.start()
             try:
                 with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
@@ -218,6 +220,7 @@ class Run:
 
     def _cell(self, label, machine, workload, params, staging, store, entry):
         name = entry["cell"]
+        entry["host_load_before"] = round(os.getloadavg()[0], 2)   # a busy host distorts timings
         try:
             try:
                 with ui.step(f"[{label}] workload {workload.name} {params}"):
@@ -229,6 +232,7 @@ class Run:
                 records = [activity.label(r) for r in records]
                 entry["cow_pte"] = sorted({r["cow_pte"] for r in records})
             entry["records"] = len(records)
+            entry["host_load_after"] = round(os.getloadavg()[0], 2)
             self.show(label, workload.name, records)
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))

@@ -87,3 +87,9 @@ def test_icount_with_kvm_is_refused_before_building(capsys, tmp_path, monkeypatc
     assert cli.main(["run", "--kernel-src", "/tmp", "--accel", "kvm", "--timing", "icount"]) == 2
     assert "cannot go with --accel kvm" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_pin_is_kept_in_the_reproducer_command():
+    p = cli.parser()
+    exp = cli.experiment(p.parse_args(["run", "--kernel-src", "/x", "--pin", "2-3"]))
+    assert exp.pin == "2-3" and "--pin 2-3" in exp.command_line()
