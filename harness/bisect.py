@@ -39,7 +39,7 @@ def _worktree(source, tree, commit):
 
 
 def _objdir(work, label):
-    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", label)[:40]
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", label)[:40]   # no "=": kbuild's tools/ break on it
     return work / "obj" / f"{safe}-{cache.digest(label, length=8)}"
 
 
