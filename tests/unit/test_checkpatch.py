@@ -102,9 +102,3 @@ def test_missing_perl(fake_tree, tmp_path, monkeypatch):
     with pytest.raises(InfraError, match="'perl' is not installed"):
         checkpatch.run(fake_tree, s)
 
-
-def test_bisect_build_folders_have_no_equals_sign(tmp_path):
-    # kbuild's tools/ (objtool's fixdep) break in an output path containing "="
-    from harness import bisect
-    assert "=" not in bisect._objdir(tmp_path, "COW_PTE=y").name
-    assert bisect._objdir(tmp_path, "COW_PTE=y") != bisect._objdir(tmp_path, "COW_PTE=n")
