@@ -31,8 +31,8 @@ class Run:
         self.selftest_results = []
         self.selftest_new_failures = []
         # Check every name now, so a typo fails before anything is built or stored.
-        self.cells = [(Workload.load(w.name), Workload.load(w.name).params(w.params))
-                      for w in experiment.workloads]
+        loaded = [Workload.load(w.name) for w in experiment.workloads]
+        self.cells = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
         if experiment.timing == "icount" and experiment.accel == "kvm":

@@ -93,8 +93,8 @@ def _lookup(request_key, spec):
 def _tree(path, spec):
     commit = git(path, "rev-parse", "HEAD")
     tree = git(path, "rev-parse", "HEAD^{tree}")
-    return SourceTree(id=f"{kernel_version(path)}-{tree[:12]}", path=path, spec=spec,
-                      version=kernel_version(path), commit=commit)
+    version = kernel_version(path)
+    return SourceTree(id=f"{version}-{tree[:12]}", path=path, spec=spec, version=version, commit=commit)
 
 
 def _import(request_key, spec, fill):

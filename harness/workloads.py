@@ -78,13 +78,16 @@ class Workload:
         lib = cache.entry("workloads", key) / self.manifest["library"]
         if lib.exists():
             return lib
-        with cache.locked("workload", key), cache.building("workloads", key) as out:
-            argv = ["gcc", *flags, *(f"-I{d}" for d in include_dirs),
-                    "-o", str(out / self.manifest["library"]), *map(str, sources)]
-            proc = tools.run(argv, check=False)
-            if proc.returncode != 0:
-                raise BuildError(f"workload {self.name}'s C code does not compile",
-                                 log_tail=proc.stderr)
+        with cache.locked("workload", key):
+            if lib.exists():              # built by another harness while this one waited
+                return lib
+            with cache.building("workloads", key) as out:
+                argv = ["gcc", *flags, *(f"-I{d}" for d in include_dirs),
+                        "-o", str(out / self.manifest["library"]), *map(str, sources)]
+                proc = tools.run(argv, check=False)
+                if proc.returncode != 0:
+                    raise BuildError(f"workload {self.name}'s C code does not compile",
+                                     log_tail=proc.stderr)
         return lib
 
     def artifacts(self):
@@ -103,8 +106,11 @@ class Workload:
                                [cache.digest(i.read_bytes()) for i in inputs],
                                tools.first_line([command[0], "--version"]))
             path = cache.entry("workloads", key) / name
-            if not path.exists():
-                with cache.locked("workload", key), cache.building("workloads", key) as out:
+            with cache.locked("workload", key):
+                if path.exists():
+                    built.append(path)
+                    continue
+                with cache.building("workloads", key) as out:
                     argv = [a.replace("{out}", str(out / name)) for a in command]
                     proc = tools.run(argv, cwd=self.dir, check=False)
                     if proc.returncode != 0:
