@@ -52,6 +52,12 @@ class Kernel:
     def key(self):
         return self.info["key"]
 
+    @property
+    def hz(self):
+        """CONFIG_HZ, the kernel's tick rate (None if its config does not say)."""
+        m = re.search(r"^CONFIG_HZ=(\d+)$", self.config, re.M)
+        return int(m[1]) if m else None
+
 
 @dataclass
 class Build:

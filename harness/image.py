@@ -32,6 +32,11 @@ class Image:
     def init(self):
         return self.info["recipe"]["init"]
 
+    @property
+    def ready_line(self):
+        """What the guest's SSH server prints on the console once it listens (or None)."""
+        return self.info["recipe"].get("ready_line")
+
 
 def host_mirror(suite):
     """The Debian mirror this host's apt uses for `suite` main, from its sources files."""
@@ -54,6 +59,19 @@ def host_mirror(suite):
             if m and m[2] == suite and "main" in m[3].split():
                 found.append(m[1])
     return found[0] if found else None
+
+
+def set_login_shell(passwd, user, shell):
+    """Set user's login shell in a passwd file (the SSH server runs every command through it)."""
+    lines = passwd.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        fields = line.rstrip("\n").split(":")
+        if fields[0] == user and len(fields) == 7:
+            fields[6] = shell
+            lines[i] = ":".join(fields) + "\n"
+            passwd.write_text("".join(lines))
+            return
+    raise BuildError(f"no user '{user}' in {passwd}")
 
 
 class GuestImage:
@@ -111,6 +129,9 @@ class GuestImage:
         if proc.returncode != 0:
             raise BuildError(f"the guest init {self.recipe['init_source']} does not compile",
                              log_tail=proc.stderr)
+        shell = self.recipe.get("root_shell")
+        if shell:
+            set_login_shell(root / "etc/passwd", "root", shell)
         keyfile = root / HOST_KEY
         keyfile.parent.mkdir(parents=True, exist_ok=True)
         keyfile.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ console's tail, and QEMU is always killed (it also dies with the harness: PR_SET
 """
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, In
 from harness.guest import Guest, authkey_arg, new_client_key
 
 PR_SET_PDEATHSIG = 1
+READY_GRACE = 30    # seconds without the image's ready line before the port is probed anyway
 
 
 def _die_with_parent():
@@ -52,6 +54,15 @@ def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=No
         argv += ["-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
                  "-device", f"{a['net_device']},netdev=net0"]
     return argv
+
+
+def clock_args(tsc_khz, hz):
+    """Kernel arguments that give the guest its TSC rate instead of having it measured:
+    tsc_early_khz=, and lpj= (loops per jiffy; with a TSC the delay loop counts TSC cycles). Each
+    vCPU would otherwise calibrate its delay loop against the tick, about 80 ms a vCPU under TCG."""
+    if not tsc_khz:
+        return ""
+    return f"tsc_early_khz={tsc_khz}" + (f" lpj={tsc_khz * 1000 // hz}" if hz else "")
 
 
 class Machine:
@@ -89,8 +100,9 @@ class Machine:
         key = new_client_key()
         self.port = free_port()
         acc = self.arch["accel"][self.accel]
-        tsc = f"tsc_early_khz={arch.host_tsc_khz()}" if acc.get("host_tsc_khz") else ""
-        cmdline = " ".join(filter(None, [self.arch["cmdline"], acc.get("cmdline"), tsc,
+        khz = arch.host_tsc_khz() if acc.get("host_tsc_khz") else acc.get("tsc_khz")
+        cmdline = " ".join(filter(None, [self.arch["cmdline"], acc.get("cmdline"),
+                                          clock_args(khz, self.kernel.hz),
                                           f"init={self.image.init}",
                                           self.extra_cmdline, authkey_arg(key)]))
         self.argv = qemu_argv(self.arch, self.accel, self.kernel.image, cmdline, self.logdir,
@@ -98,7 +110,10 @@ class Machine:
         if self.pin:
             self.argv = [tools.require("taskset"), "-c", self.pin, *self.argv]
         self.guest = Guest(self.port, key, self.image.host_key)
-        self.watcher = console.Watcher(self.console_log, self.qemu_log).start()
+        marks = dict(console.BOOT_MARKS)
+        if self.image.ready_line:
+            marks["listening"] = re.compile(re.escape(self.image.ready_line))
+        self.watcher = console.Watcher(self.console_log, self.qemu_log, marks=marks).start()
         self.started = time.monotonic()
         with open(self.qemu_log, "ab") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -129,23 +144,43 @@ class Machine:
         qemu = console.tail(self.qemu_log, 10)
         return text + (f"\n--- QEMU ---\n{qemu}" if qemu.strip() else "")
 
+    def listening(self):
+        """True once the guest's SSH server can take a connection, as far as the console tells.
+
+        QEMU's port forward accepts a connection even before the guest's network is up and then
+        holds it, so a probe sent too early only blocks. With a ready line in the image recipe the
+        port is left alone until the console shows it (or READY_GRACE seconds have passed without
+        it, in case the server's log goes elsewhere); without one, it is probed from the start.
+        """
+        if "listening" not in self.watcher.marks:
+            return True
+        self.watcher.poll()
+        return ("listening" in self.watcher.seen_at
+                or time.monotonic() - self.started > READY_GRACE)
+
     def wait_ready(self, timeout=60):
-        """Wait for the guest's SSH server; returns the seconds from QEMU start to the first command."""
+        """Wait for the guest's SSH server; returns the seconds from QEMU start to the first command.
+        The boot's milestones (seconds from QEMU start) are kept in boot_phases."""
         deadline = self.started + timeout
         while True:
             self.check()
-            if self.guest.try_connect(timeout=1.0):
+            listening = self.listening()
+            # once the console said the server listens, no separate banner probe: each connection
+            # costs the guest a fork and a re-exec of the server
+            if listening and self.guest.try_connect(timeout=5.0,
+                                                    probe="listening" not in self.watcher.seen_at):
                 connected = time.monotonic() - self.started
                 code, out, _ = self.guest.run(["true"], timeout=30, alive=self.check)
                 if code == 0:
                     self.boot_seconds = time.monotonic() - self.started
-                    self.boot_phases = {"ssh_connected": round(connected, 3),
-                                        "first_command": round(self.boot_seconds, 3)}
+                    phases = {name: at - self.started for name, at in self.watcher.seen_at.items()}
+                    phases.update(ssh_connected=connected, first_command=self.boot_seconds)
+                    self.boot_phases = {k: round(v, 3) for k, v in sorted(phases.items(), key=lambda kv: kv[1])}
                     return self.boot_seconds
             if time.monotonic() > deadline:
                 raise GuestTimeout(f"the guest did not become ready within {timeout} s "
                                    f"(serial log: {self.console_log})", log_tail=self.tail())
-            time.sleep(0.02)
+            time.sleep(0.02 if listening else 0.005)
 
     def settle(self, seconds=3):
         """Watch for a few seconds: raises if the guest has died (a panic shows a moment after

@@ -62,16 +62,28 @@ class Verify:
         with ui.step(f"series {self.series}") as say:
             series = series_mod.load(self.series)
             say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
-        self.apply(series, source)
+        try:
+            self.apply(series, source)
+        except UserError:
+            # checkpatch reads the patch files, not the tree: the reviewer still gets it
+            self.checkpatch(series, source)
+            for name, wanted in (("bisect", self.bisect), ("kernels", self.boot)):
+                if wanted:
+                    self.section(name, False, "not run: the series does not apply")
+            self.verdict()
+            raise
         self.checkpatch(series, source)
         if self.bisect:
             self.build_each(series, source)
         if self.boot:
             self.run_kernels(source)
+        self.verdict()
+        return self
+
+    def verdict(self):
         ui.out("verdict:")
         for name, (ok, summary) in self.sections.items():
             ui.out(f"  {'ok  ' if ok else 'FAIL'}  {name}: {summary}")
-        return self
 
     @property
     def exit_code(self):
@@ -86,7 +98,6 @@ class Verify:
             self.section("apply", True, f"{len(report.results)} applied"
                          + (f", {moved} with offset or fuzz" if moved else ""))
         except UserError as exc:
-            ui.out(str(exc))
             self.section("apply", False, str(exc).splitlines()[0])
             raise
 
@@ -108,8 +119,17 @@ class Verify:
             results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=progress)
         ui.out(bisect.table(results))
         errors = [r for r in results if r["status"] == "error"]
-        self.section("bisect", not errors, f"{len(results) - len(errors)}/{len(results)} builds ok"
-                     + (f"; first error at patch {errors[0]['index']} [{errors[0]['config']}]" if errors else ""))
+        ok = sum(r["status"] == "ok" for r in results)
+        refused = [r for r in results if r["status"] == "config"]
+        detail = f"{ok}/{len(results)} builds ok"
+        if refused:
+            # e.g. CONFIG_COW_PTE=y before the patch that adds the option: not built, not an error
+            where = ", ".join(f"patch {r['index']} [{r['config']}]" for r in refused)
+            detail += (f", {len(refused)} not built (a requested option is not in that patch's "
+                       f"Kconfig: {where})")
+        if errors:
+            detail += f"; first error at patch {errors[0]['index']} [{errors[0]['config']}]"
+        self.section("bisect", not errors, detail)
 
     def run_kernels(self, source):
         kernels = [KernelSpec(label, self.kernel_src, KERNELS[label][1],

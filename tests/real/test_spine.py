@@ -71,6 +71,20 @@ def test_boot_runs_one_command(kernel, image, capfd):
     assert capfd.readouterr().out.strip() == "2"
 
 
+def test_boot_phases_follow_the_console_and_the_clock_is_given_not_measured(kernel, image, tmp_path):
+    with machine.Machine(kernel, image, tmp_path, accel="tcg") as m:
+        m.wait_ready(timeout=60)
+        code, out, _ = m.run(["cat", "/proc/cmdline"])
+    assert code == 0 and "lpj=" in out and "tsc_early_khz=" in out
+    phases = m.boot_phases
+    # the port is left alone until dropbear said it listens; each milestone after the one before
+    assert list(phases) == ["console", "init", "listening", "ssh_connected", "first_command"]
+    assert phases["first_command"] == round(m.boot_seconds, 3)
+    console_text = m.console_log.read_text()
+    assert "Calibrating delay loop (skipped) preset value" in console_text
+    assert "Not backgrounding" in console_text
+
+
 def test_dropped_and_unknown_options_are_named(source, tmp_path):
     frag = tmp_path / "bad.config"
     frag.write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_HARNESS_NO_SUCH_OPTION=y\n")

@@ -36,4 +36,9 @@ def test_verify_unappliable_series_fails_cleanly(capsys):
     code = cli.main(["verify", "--kernel-src", "debian:linux-source-6.1", "--series",
                      str(paths.ROOT / "tests" / "data" / "unappliable-series"), "--no-bisect"])
     assert code == 2
-    assert "patch 1/1" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "patch 1/1" in captured.err
+    # checkpatch still ran, and the verdict says what was not run and why
+    assert "FAIL  apply: " in captured.out
+    assert "checkpatch: " in captured.out
+    assert "FAIL  kernels: not run: the series does not apply" in captured.out

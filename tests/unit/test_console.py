@@ -35,3 +35,17 @@ def test_tail(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(100)))
     assert console.tail(log, 3) == "line 97\nline 98\nline 99"
     assert console.tail(tmp_path / "missing") == ""
+
+
+def test_watcher_times_boot_marks_on_whole_lines_only(tmp_path):
+    con, qemu = tmp_path / "console.log", tmp_path / "qemu.log"
+    con.write_text("[    0.1] Run /usr/sbin/harness-init as init process\nNot backgr")
+    marks = dict(console.BOOT_MARKS, listening=console.re.compile("Not backgrounding"))
+    w = console.Watcher(con, qemu, marks=marks)
+    w.poll()
+    assert set(w.seen_at) == {"console", "init"}
+    with open(con, "a") as fh:
+        fh.write("ounding\n")
+    w.poll()
+    assert set(w.seen_at) == {"console", "init", "listening"}
+    assert w.seen_at["init"] <= w.seen_at["listening"]

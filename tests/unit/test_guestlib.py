@@ -11,10 +11,19 @@ spec.loader.exec_module(guestlib)
 
 
 def test_jiffies_clock_is_refused():
-    assert "jiffies" in guestlib.clock_problem("jiffies", 1)
+    assert "jiffies" in guestlib.clock_problem("jiffies", 300)
+    assert "same value" in guestlib.clock_problem("tsc", 0)
     assert "4000000 ns" in guestlib.clock_problem("tsc", 4_000_000)
-    assert guestlib.clock_problem("tsc", 1) is None
-    assert guestlib.clock_problem("kvm-clock", 1) is None
+    assert guestlib.clock_problem("tsc", 300) is None
+    assert guestlib.clock_problem("kvm-clock", 40) is None
+
+
+def test_read_step_of_a_tick_clock_is_zero_and_of_a_counter_is_not(monkeypatch):
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(guestlib.time, "clock_gettime_ns", lambda clock: next(ticks) // 50 * 4_000_000)
+    assert guestlib.read_step_ns() == 0
+    monkeypatch.undo()
+    assert 0 < guestlib.read_step_ns() < 1_000_000    # this host's own clock
 
 
 def test_refusal_is_an_error_record_and_exit(monkeypatch, capsys):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from harness import arch, cli, image, machine
-from harness.errors import InfraError
+from harness.errors import BuildError, InfraError
 
 
 def test_qemu_argv_is_loopback_only_and_snapshot():
@@ -93,3 +93,20 @@ def test_pin_is_kept_in_the_reproducer_command():
     p = cli.parser()
     exp = cli.experiment(p.parse_args(["run", "--kernel-src", "/x", "--pin", "2-3"]))
     assert exp.pin == "2-3" and "--pin 2-3" in exp.command_line()
+
+
+def test_login_shell_is_set_in_passwd(tmp_path):
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    image.set_login_shell(passwd, "root", "/bin/sh")
+    assert passwd.read_text() == ("root:x:0:0:root:/root:/bin/sh\n"
+                                  "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    with pytest.raises(BuildError):
+        image.set_login_shell(passwd, "nobody", "/bin/sh")
+
+
+def test_clock_args_give_tsc_rate_and_loops_per_jiffy():
+    assert machine.clock_args(2600000, 250) == "tsc_early_khz=2600000 lpj=10400000"
+    assert machine.clock_args(1000000, 1000) == "tsc_early_khz=1000000 lpj=1000000"
+    assert machine.clock_args(2600000, None) == "tsc_early_khz=2600000"   # no CONFIG_HZ: no lpj
+    assert machine.clock_args(None, 250) == ""                            # KVM: the kernel measures

@@ -8,7 +8,17 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+// seconds since boot, the clock the kernel's console timestamps use
+static double uptime(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static void mnt(const char *type, const char *dir, const char *opts)
 {
@@ -59,6 +69,8 @@ int main(void)
 	};
 	static char *const env[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", NULL };
 
+	double started = uptime();
+
 	mnt("proc", "/proc", NULL);
 	if (install_key() != 0)
 		dprintf(2, "harness-init: no usable harness.authkey= on the kernel command line\n");
@@ -69,7 +81,7 @@ int main(void)
 	mnt("tmpfs", "/run", NULL);
 	mnt("tmpfs", "/tmp", NULL);
 	mnt("debugfs", "/sys/kernel/debug", NULL);	// only there with CONFIG_DEBUG_FS
-	dprintf(1, "harness-init: starting dropbear\n");
+	dprintf(1, "harness-init: started at %.3f s, starting dropbear at %.3f s\n", started, uptime());
 	execve("/usr/sbin/dropbear", server, env);
 	dprintf(2, "harness-init: cannot run dropbear: %s\n", strerror(errno));
 	return 1;
