@@ -30,6 +30,7 @@ from harness.results import new_run_id
 
 DEFAULT_COMMAND = "cd {workdir} && .venv/bin/harness"
 CELL_FAILURES = {2, 4, 5}       # the remote harness judged the cell itself: not the host's fault
+TIMED_OUT = {124, 137}          # coreutils timeout stopped the cell on the runner (TERM, then KILL)
 _print_lock = threading.Lock()
 
 
@@ -185,15 +186,20 @@ class _Host:
             argv = ["run", "--experiment", exp_arg, "--cell", label, *extra_args]
             line = (f"export HARNESS_RESULTS={shlex.quote(results)} COLUMNS=160; "
                     + command.format(workdir=remote_path(workdir)) + " " + shlex.join(argv))
+            if timeout:
+                # The runner stops its own harness, and the guest under it, when the cell runs out
+                # of time (timeout signals the whole process group): closing the SSH channel alone
+                # would leave them running there.
+                line = f"timeout --kill-after=30 {int(timeout)} sh -c {shlex.quote(line)}"
             out, err = _Lines(f"[{self.spec}]", sys.stdout), _Lines(f"[{self.spec}]", sys.stderr)
             try:
                 result = c.run(line, hide=False, warn=True, pty=False, in_stream=False,
-                               out_stream=out, err_stream=err, timeout=timeout)
+                               out_stream=out, err_stream=err, timeout=timeout and timeout + 60)
             finally:
                 out.close()
                 err.close()
             tail = "\n".join(list(err.tail)[-15:])
-            if result.exited != 0 and result.exited not in CELL_FAILURES:
+            if result.exited != 0 and result.exited not in CELL_FAILURES | TIMED_OUT:
                 return result.exited, None, tail
             q = shlex.quote
             if c.run(f"tar -C {q(base)} -czf {q(base + '/partial.tgz')} results", hide=True, warn=True,
@@ -295,6 +301,9 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
                     attempt["status"] = "ok"
                 elif code in CELL_FAILURES and run_dir:
                     attempt["error"] = f"harness run exited {code}"
+                elif code in TIMED_OUT:     # the cell's own slowness: another host would time out too
+                    attempt["error"] = (f"timed out after {cell_timeout} s: the harness on the runner "
+                                        f"was stopped" + ("" if run_dir else ", no run fetched"))
                 else:               # -1: the connection ended without an exit status
                     host_failed = True
                     attempt["error"] = "connection lost during the run" if code == -1 else \

@@ -266,3 +266,17 @@ def test_unknown_host_key_is_refused(runners, experiment_file, tmp_path, capfd):
     assert "SHA256:" in attempt["error"] and "refusing to connect" in err
     assert only_first.read_text().count("\n") == 1      # nothing was added
     assert not (tmp_path / "remote").exists() and not list(tmp_path.glob("*.parts"))
+
+
+def test_cell_timeout_stops_the_harness_on_the_runner(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, _ = unpack(runners)
+    # a "harness" that hangs: the runner must stop it when the cell's time is up
+    r = remote.run_on_hosts(experiment_file, specs[:1], [], paths.ROOT, tmp_path, cells=["a"],
+                            command="sleep 617 && echo", known_hosts=known_hosts, identity=identity,
+                            cell_timeout=3)
+    capfd.readouterr()
+    (attempt,) = r.cells[0].attempts           # not queued again: it is the cell that is slow
+    assert attempt["error"].startswith("timed out after 3 s") and attempt["seconds"] < 30
+    assert r.failed == ["a"]
+    left = [pid for sshd in runners.pids for pid in descendants(sshd) if "sleep 617" in cmdline(pid)]
+    assert not left, "the runner still runs the timed-out cell"
