@@ -133,7 +133,7 @@ def check_claims(claims, df, metas):
             base = claim_median(claim, df, metas, stats.baseline(metas, df))
             got = cow / base if cow is not None and base else None
             rows.append({**row, "measured": num(got) if got is None else f"{got:.3f}",
-                         "status": judge(claim["value"], got, tol)})
+                         "status": judge(claim["value"], got, tol), "note": claim.get("note", "")})
             continue
         got = claim_median(claim, df, metas)
         got = None if got is None else stats.convert(got, unit, claim.get("unit", unit))
