@@ -27,8 +27,10 @@ def judge(record):
         return INACTIVE, f"the running kernel has CONFIG_COW_PTE={config or 'n'} (from /proc/config.gz)"
     if record.get("prctl_ret") not in (None, 0):
         return INACTIVE, f"prctl(65) failed with errno {record.get('prctl_errno')}"
-    parent = record.get("parent_vmpte_kb", 0)
-    delta = record.get("pagetables_delta_kb", 0)
+    parent = record.get("parent_vmpte_kb") or 0
+    delta = record.get("pagetables_delta_kb")
+    if delta is None:
+        return UNPROVEN, "the page-table counters around the fork were not read"
     if parent < MIN_VMPTE_KB:
         return UNPROVEN, f"parent VmPTE {parent} kB is too small to tell sharing from copying"
     fraction = delta / parent

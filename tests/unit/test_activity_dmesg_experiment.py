@@ -28,6 +28,8 @@ def test_failed_prctl_and_small_mappings():
     assert activity.judge(dict(COPIED, prctl_ret=-1, prctl_errno=22))[0] == "inactive"
     assert activity.judge(dict(COPIED, parent_vmpte_kb=100, pagetables_delta_kb=4))[0] == "unproven"
     assert activity.judge({"cow_pte_requested": False})[0] == "off"
+    assert activity.judge(dict(COPIED, pagetables_delta_kb=None)) == (
+        "unproven", "the page-table counters around the fork were not read")
     assert activity.label(COPIED)["cow_pte"] == "inactive"
 
 
@@ -50,7 +52,7 @@ def test_experiment_files_load_and_override(tmp_path):
     assert {k.source for k in exp.kernels} == {"/src/linux"}
     assert exp.accel == "tcg"
     assert [w.params["cow_pte"] for w in exp.workloads if w.name == "fork-memory"] == [0, 1]
-    assert len(exp.workloads) == 18 and len(exp.claims) == 14  # list values expand
+    assert len(exp.workloads) == 18 and len(exp.claims) == 16  # list values expand
     assert exp.command_line().startswith("harness run --experiment ")
     default = experiment.load("cow-pte-v4")
     assert default.kernels[1].series == "20230207035139.272707-1-shiyn.lin@gmail.com"

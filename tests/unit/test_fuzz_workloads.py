@@ -202,6 +202,18 @@ def test_afl_proof_lines():
         "cow_pte_proof"] == "not proven"
 
 
+def test_afl_fork_counters():
+    d = driver("afl")
+    line = {"counters_pid": 9, "parent_vmpte_kb": 1100, "child_vmpte_kb": 1096,
+            "pagetables_before_kb": 3000, "pagetables_after_kb": 4096}
+    assert d.counter_fields([line, {**line, "pagetables_after_kb": 3010}]) == {
+        "parent_vmpte_kb": 1100, "child_vmpte_kb": 1096, "pagetables_delta_kb": 1096}
+    unread = {"parent_vmpte_kb": None, "child_vmpte_kb": None, "pagetables_delta_kb": None}
+    assert d.counter_fields([]) == unread
+    assert d.counter_fields([{**line, "pagetables_after_kb": -1, "child_vmpte_kb": -1}]) == {
+        **unread, "parent_vmpte_kb": 1100}
+
+
 def test_afl_complaints():
     got = driver("afl").afl_complaints(AFL_FATAL_LOG)
     assert got == ["[-]  SYSTEM ERROR : Unable to open '/nonexistent'",
@@ -283,6 +295,9 @@ def test_afl_runs_on_the_host(cache_dir, tmp_path, cow_pte, emulate):
     if emulate == "all":   # the tmpfs-file shared memory and flock stand-ins, on a kernel with both
         assert r["emulated_shm"] is True and r["emulated_flock"] is True
     assert r["forkserver_vmrss_kb"] is None or r["forkserver_vmrss_kb"] >= 8 * 1024
+    # the counters around the fork server's first fork were read (its fork() was the preload's)
+    assert r["parent_vmpte_kb"] > 0 and r["child_vmpte_kb"] > 0
+    assert r["pagetables_delta_kb"] is not None
     if cow_pte:
         assert r["forkservers_proved"] >= 1 and r["forkserver_pid"] > 0
         assert r["cow_pte_proof"] in ("active", "not proven")

@@ -11,6 +11,13 @@
 //    the prctl again: on the 6.2-based series EINVAL there means COW PTE is on. It appends one JSON
 //    line with the facts to FILE (one line per fork server started).
 //
+//    HARNESS_FORK_COUNTERS=FILE: the kernel's own counters around the fork server's first fork
+//    (set with or without COW PTE, so the plain fork shows the copying it does). This library's
+//    fork() stands in for libc's in the target; in the fork server, the first call (the first
+//    fuzzing child, after the target's heap is touched and its deferred fork server started) reads
+//    /proc/meminfo PageTables and the server's VmPTE, forks, holds the child on a pipe while it
+//    reads PageTables and the child's VmPTE again, then lets it go. One JSON line to FILE.
+//
 // 2. What the harness's small guest kernels lack and afl-fuzz needs, emulated in user space:
 //    HARNESS_SHM_DIR=DIR: System V shared memory with files in DIR (a tmpfs), for kernels without
 //    CONFIG_SYSVIPC. AFL++ uses only shmget(IPC_PRIVATE), shmat, shmdt and shmctl(IPC_RMID) for
@@ -37,10 +44,104 @@
 #define PR_SET_COW_PTE 65       // from the series; PR_SET_MDWE on upstream Linux >= 6.3
 #define FORKSRV_FD 198          // AFL's fork server control pipe
 
+static pid_t real_fork(void)
+{
+	static pid_t (*real)(void);
+
+	if (!real)
+		real = (pid_t (*)(void))dlsym(RTLD_NEXT, "fork");
+	return real ? real() : (errno = ENOSYS, -1);
+}
+
+static void append_line(const char *file, const char *line)
+{
+	int fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return;
+	if (write(fd, line, strlen(line)) < 0)
+		perror("libafl_preload: write");
+	close(fd);
+}
+
+// "Key:   123 kB" from a /proc file; -1 when absent
+static long proc_kb(const char *path, const char *key)
+{
+	char buf[256];
+	long value = -1;
+	size_t len = strlen(key);
+	FILE *fh = fopen(path, "re");
+
+	if (!fh)
+		return -1;
+	while (fgets(buf, sizeof(buf), fh))
+		if (!strncmp(buf, key, len) && buf[len] == ':') {
+			value = strtol(buf + len + 1, NULL, 10);
+			break;
+		}
+	fclose(fh);
+	return value;
+}
+
+static const char *counters_file;       // set in the fork server when HARNESS_FORK_COUNTERS is
+
+static pid_t measured_fork(void)
+{
+	int gate[2];
+	long before, after = -1, parent_pte, child_pte = -1;
+	char path[64], line[256], c;
+	pid_t pid;
+
+	if (pipe(gate) != 0)
+		return real_fork();
+	parent_pte = proc_kb("/proc/self/status", "VmPTE");
+	before = proc_kb("/proc/meminfo", "PageTables");
+	pid = real_fork();
+	if (pid == 0) {                 // held until the parent has read the counters
+		close(gate[1]);
+		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+			;
+		close(gate[0]);
+		return 0;
+	}
+	if (pid > 0) {
+		after = proc_kb("/proc/meminfo", "PageTables");
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+		child_pte = proc_kb(path, "VmPTE");
+	}
+	close(gate[0]);
+	close(gate[1]);                 // the child goes on
+	snprintf(line, sizeof(line),
+		 "{\"counters_pid\": %d, \"parent_vmpte_kb\": %ld, \"child_vmpte_kb\": %ld, "
+		 "\"pagetables_before_kb\": %ld, \"pagetables_after_kb\": %ld}\n",
+		 (int)getpid(), parent_pte, child_pte, before, after);
+	append_line(counters_file, line);
+	return pid;
+}
+
+pid_t fork(void)
+{
+	pid_t pid;
+
+	if (!counters_file || fcntl(FORKSRV_FD, F_GETFD) < 0)
+		return real_fork();
+	pid = measured_fork();
+	counters_file = NULL;           // the first fork only
+	return pid;
+}
+
+__attribute__((constructor)) static void fork_counters_on(void)
+{
+	const char *file = getenv("HARNESS_FORK_COUNTERS");
+
+	if (file && *file && fcntl(FORKSRV_FD, F_GETFD) >= 0)
+		counters_file = file;
+}
+
 __attribute__((constructor)) static void cow_pte_on(void)
 {
 	const char *proof = getenv("HARNESS_COW_PTE_PROOF");
-	int ret, err, again = 0, again_err = 0, forked = 0, status = -1, fd;
+	int ret, err, again = 0, again_err = 0, forked = 0, status = -1;
 	char line[256], again_text[64] = "null, \"prctl_again_errno\": null";
 	pid_t pid;
 
@@ -50,7 +151,7 @@ __attribute__((constructor)) static void cow_pte_on(void)
 	ret = prctl(PR_SET_COW_PTE, 0, 0, 0, 0);
 	err = ret < 0 ? errno : 0;
 	if (ret == 0) {
-		pid = fork();
+		pid = real_fork();
 		if (pid == 0)
 			_exit(0);
 		if (pid > 0) {
@@ -68,12 +169,7 @@ __attribute__((constructor)) static void cow_pte_on(void)
 		 "{\"pid\": %d, \"prctl_ret\": %d, \"prctl_errno\": %d, \"forked\": %d, "
 		 "\"child_status\": %d, \"prctl_again_ret\": %s}\n",
 		 (int)getpid(), ret, err, forked, status, again_text);
-	fd = open(proof, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	if (fd >= 0) {
-		if (write(fd, line, strlen(line)) < 0)
-			perror("libafl_preload: write proof");
-		close(fd);
-	}
+	append_line(proof, line);
 }
 
 // ---- System V shared memory on files, for kernels without CONFIG_SYSVIPC ----

@@ -8,7 +8,10 @@ core_pattern is recorded, never changed). Halfway through, the fork server's VmP
 cow_pte=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
 in the fork server, forks one throwaway child and calls the prctl again; it writes those facts to
 a file read here. cow_pte_proof is "active" only when every fork server saw prctl return 0 and the
-second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on).
+second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's own
+counters around the fork server's first fork (PageTables, VmPTE of server and child; read by the
+same library, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
+judges from them whether the tables were shared (harness/activity.py), as for the other workloads.
 The harness's small guest kernels lack two things afl-fuzz needs: System V IPC (its shared
 memory) and file locking (flock of its output folder). With emulate=auto the same library, then
 preloaded into afl-fuzz too, emulates what /proc says is missing (no /proc/sysvipc: shared memory
@@ -99,6 +102,18 @@ def proof_fields(requested, lines):
             "prctl_again_errno": first.get("prctl_again_errno"),
             "cow_pte_proof": "active" if active else "not proven",
             "forkservers_proved": len(lines), "forkserver_pid": first.get("pid")}
+
+
+def counter_fields(lines):
+    """The counters read around the fork server's first fork (the first fork server's), in the
+    fields harness/activity.py judges; None where they were not read."""
+    first = lines[0] if lines else {}
+    before, after = first.get("pagetables_before_kb", -1), first.get("pagetables_after_kb", -1)
+    known = lambda v: v if isinstance(v, int) and v >= 0 else None
+    return {"parent_vmpte_kb": known(first.get("parent_vmpte_kb")),
+            "child_vmpte_kb": known(first.get("child_vmpte_kb")),
+            "pagetables_delta_kb": after - before if known(before) is not None and known(after) is not None
+            else None}
 
 
 def fs_type(path):
@@ -212,19 +227,21 @@ def main():
         with open(os.path.join(seeds, name), "wb") as fh:
             fh.write(data)
     proof_file = os.path.join(work, "cow_pte_proof")
+    counters_file = os.path.join(work, "fork_counters")
 
     env = dict(os.environ, AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
                AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_UI="1",
                AFL_FORKSRV_INIT_TMOUT="120000", TOY_HEAP_MIB=str(args.heap_mib))
     for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_SHM_DIR", "HARNESS_EMULATE_FLOCK",
-                "HARNESS_COW_PTE_PROOF", "AFL_NO_FORKSRV"):
+                "HARNESS_COW_PTE_PROOF", "HARNESS_FORK_COUNTERS", "AFL_NO_FORKSRV"):
         env.pop(key, None)
     if emulate_shm:
         env.update(HARNESS_SHM_DIR=shm_dir, LD_PRELOAD=library, AFL_PRELOAD=library)
     if emulate_flock:
         env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
+    env.update(HARNESS_FORK_COUNTERS=counters_file, AFL_PRELOAD=library)
     if args.cow_pte:
-        env.update(HARNESS_COW_PTE_PROOF=proof_file, AFL_PRELOAD=library)
+        env.update(HARNESS_COW_PTE_PROOF=proof_file)
     argv = [afl_fuzz, "-i", seeds, "-o", out, "-V", str(args.seconds)]
     if args.exec_timeout_ms:
         argv += ["-t", str(args.exec_timeout_ms)]
@@ -258,6 +275,8 @@ def main():
     stats = parse_fuzzer_stats(stats_text)
     proofs = [json.loads(line) for line in (read_text(proof_file) or "").splitlines()
               if line.strip()]
+    counters = [json.loads(line) for line in (read_text(counters_file) or "").splitlines()
+                if line.strip()]
     if args.cow_pte and not proofs:
         print(f"afl driver: no COW PTE proof line from the fork server; log:\n{log_text}",
               file=sys.stderr)
@@ -268,6 +287,7 @@ def main():
         "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
         "core_pattern": (core_pattern or "").strip() or None,
         "cow_pte_requested": bool(args.cow_pte), **proof_fields(args.cow_pte, proofs),
+        **counter_fields(counters),
         "config_cow_pte": guestlib.config_cow_pte(config), **guestlib.clock_fields(clock),
     })
     if not args.keep:
