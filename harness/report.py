@@ -127,13 +127,15 @@ def check_claims(claims, df, metas):
         row = {"workload": claim["workload"], "metric": claim["metric"],
                "params": ", ".join(f"{k}={v}" for k, v in (claim.get("params") or {}).items()),
                "condition": claim.get("condition", "fork"), "kind": claim.get("kind", "absolute"),
-               "claimed": f"{claim['value']} {claim.get('unit', '')}".strip()}
+               "claimed": f"{claim['value']} {claim.get('unit', '')}".strip(),
+               "note": claim.get("note", "")}
         if row["kind"] == "ratio":
             cow = claim_median({**claim, "condition": "cow-pte"}, df, metas)
             base = claim_median(claim, df, metas, stats.baseline(metas, df))
             got = cow / base if cow is not None and base else None
-            rows.append({**row, "measured": num(got) if got is None else f"{got:.3f}",
-                         "status": judge(claim["value"], got, tol), "note": claim.get("note", "")})
+            rows.append({**row, "condition": "cow-pte / fork",
+                         "measured": num(got) if got is None else f"{got:.3f}",
+                         "status": judge(claim["value"], got, tol)})
             continue
         got = claim_median(claim, df, metas)
         got = None if got is None else stats.convert(got, unit, claim.get("unit", unit))
@@ -142,7 +144,7 @@ def check_claims(claims, df, metas):
             key = (claim["workload"], claim["metric"], row["params"])
             pairs.setdefault(key, {})[row["condition"]] = claim
             rows.append({**row, "measured": shown, "status": "not comparable here",
-                         "note": "absolute time measured without KVM"})
+                         "note": "; ".join(filter(None, ["absolute time measured without KVM", row["note"]]))})
         else:
             rows.append({**row, "measured": shown, "status": judge(claim["value"], got, tol)})
     for (workload, metric, params), pair in pairs.items():
