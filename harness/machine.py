@@ -83,6 +83,7 @@ class Machine:
         self.guest = None
         self.boot_seconds = None
         self.boot_phases = {}
+        self.taints_seen = set()    # kernel taint flags already reported for this guest
 
     @property
     def console_log(self):

@@ -171,3 +171,14 @@ def test_results_disk_full(tmp_path):
         assert lines and all(json.loads(line)["type"] == "record" for line in lines)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_taint_fails_the_cell_that_set_it_only(tmp_path):
+    exp = make_experiment(tmp_path, [(str(FAULTS / "taint"), {}), ("fork-memory", {"mib": 64})],
+                          kernels=("a",))
+    r, store = run(tmp_path, exp)
+    cells = metadata(store)["kernels"]["a"]["cells"]
+    assert [c["status"] for c in cells] == ["failed", "ok"]   # the taint stays set: not judged twice
+    assert ["taint", "W warning"] in cells[0]["dmesg"]
+    assert len(store.records("a", "fork-memory")) == 1
+    assert qemus_under(store.dir) == []
