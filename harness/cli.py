@@ -6,6 +6,8 @@ or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, 
 1 when a section of its verdict failed.
 """
 import argparse
+import signal
+import threading
 from dataclasses import replace
 
 from harness import errors, ui
@@ -404,8 +406,14 @@ def parser():
     return ap
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt     # SIGTERM (a CI job's or a remote cell's timeout): stop like Ctrl-C
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return args.func(args) or 0
     except errors.HarnessError as exc:
@@ -414,3 +422,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         ui.error("interrupted")
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

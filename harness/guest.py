@@ -42,7 +42,8 @@ class Guest:
 
     def banner(self, timeout=0.5):
         """True when the SSH server in the guest answers with its banner. QEMU's forward accepts
-        a connection even before the guest listens, then drops it: only the banner tells."""
+        a connection even before the guest listens (then holds or drops it): only the banner
+        tells."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
                 s.settimeout(timeout)

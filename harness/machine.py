@@ -19,7 +19,9 @@ from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, In
 from harness.guest import Guest, authkey_arg, new_client_key
 
 PR_SET_PDEATHSIG = 1
-READY_GRACE = 30    # seconds without the image's ready line before the port is probed anyway
+READY_GRACE = 30        # seconds from QEMU's start, without the image's ready line, before the
+READY_AFTER_INIT = 5    # port is probed anyway; or seconds from init (a kernel message printed in
+                        # the middle of the ready line hides it from the console's reader)
 
 
 def _die_with_parent():
@@ -150,14 +152,16 @@ class Machine:
 
         QEMU's port forward accepts a connection even before the guest's network is up and then
         holds it, so a probe sent too early only blocks. With a ready line in the image recipe the
-        port is left alone until the console shows it (or READY_GRACE seconds have passed without
-        it, in case the server's log goes elsewhere); without one, it is probed from the start.
+        port is left alone until the console shows it, or for READY_AFTER_INIT seconds after init
+        started, or READY_GRACE seconds after QEMU did (in case the server's log goes elsewhere);
+        without one, it is probed from the start.
         """
         if "listening" not in self.watcher.marks:
             return True
         self.watcher.poll()
-        return ("listening" in self.watcher.seen_at
-                or time.monotonic() - self.started > READY_GRACE)
+        seen, now = self.watcher.seen_at, time.monotonic()
+        return ("listening" in seen or now - seen.get("init", now) > READY_AFTER_INIT
+                or now - self.started > READY_GRACE)
 
     def wait_ready(self, timeout=60):
         """Wait for the guest's SSH server; returns the seconds from QEMU start to the first command.
@@ -168,7 +172,8 @@ class Machine:
             listening = self.listening()
             # once the console said the server listens, no separate banner probe: each connection
             # costs the guest a fork and a re-exec of the server
-            if listening and self.guest.try_connect(timeout=5.0,
+            left = max(1.0, deadline - time.monotonic())
+            if listening and self.guest.try_connect(timeout=min(5.0, left),
                                                     probe="listening" not in self.watcher.seen_at):
                 connected = time.monotonic() - self.started
                 code, out, _ = self.guest.run(["true"], timeout=30, alive=self.check)
@@ -181,7 +186,7 @@ class Machine:
             if time.monotonic() > deadline:
                 raise GuestTimeout(f"the guest did not become ready within {timeout} s "
                                    f"(serial log: {self.console_log})", log_tail=self.tail())
-            time.sleep(0.02 if listening else 0.005)
+            time.sleep(0.02 if listening else 0.01)
 
     def settle(self, seconds=3):
         """Watch for a few seconds: raises if the guest has died (a panic shows a moment after

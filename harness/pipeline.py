@@ -67,6 +67,11 @@ class Run:
                 self.one_kernel(spec)
             except HarnessError as exc:
                 self.fail(spec.label, exc)
+            except KeyboardInterrupt:
+                # what was recorded stays; `harness run --resume` runs this kernel again
+                self.store.update_kernel(spec.label, status="interrupted")
+                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                raise
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
         self.compare()
@@ -165,18 +170,24 @@ class Run:
             self.store.update_kernel(spec.label, boot_seconds=round(m.boot_seconds, 3),
                                      boot_phases=m.boot_phases, guest_uname=uname.strip(),
                                      guest_clocksource=clocksource.strip(), qemu_argv=m.argv, cells=[])
-            self.kernel_log(spec.label, m, "boot")
+            # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails the
+            # kernel; the cells still run, each judged on what it adds
+            boot_hits = self.kernel_log(spec.label, m, "boot") if self.exp.dmesg_check else []
+            if boot_hits:
+                self.store.update_kernel(spec.label, boot_dmesg=boot_hits)
+                ui.warn(f"[{spec.label}] kernel log at boot: "
+                        + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
             with tempfile.TemporaryDirectory() as staging:
                 for number, (workload, params) in enumerate(self.cells, 1):
                     self.cell(spec.label, m, number, workload, params, staging)
             if self.exp.selftests:
                 self.run_selftests(spec.label, m)
         failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
-        self.store.update_kernel(spec.label, status="failed" if failed_cells else "ok")
+        self.store.update_kernel(spec.label, status="failed" if failed_cells or boot_hits else "ok")
 
     def boot(self, spec, kernel, image, chosen, attempts=5):
-        """A booted, ready guest. A boot whose clock came up coarse (a timer calibration failed on
-        a busy host) cannot time anything: it is logged, set aside and booted again."""
+        """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time
+        anything: it is logged, set aside and booted again."""
         logdir = self.store.kernel_dir(spec.label)
         for attempt in range(1, attempts + 1):
             m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
@@ -244,6 +255,9 @@ class Run:
             machine.reconnect()
         except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
             entry.update(status="failed", error=str(exc))
+            raise
+        except KeyboardInterrupt:              # Ctrl-C, or SIGTERM (a CI or remote timeout)
+            entry.update(status="interrupted")
             raise
         if self.exp.dmesg_check:
             hits = self.kernel_log(label, machine, name.replace(":", "-"))

@@ -16,6 +16,7 @@ code is non-zero when any cell ended failed.
 import base64
 import collections
 import hashlib
+import math
 import shlex
 import sys
 import tarfile
@@ -30,7 +31,7 @@ from harness.results import new_run_id
 
 DEFAULT_COMMAND = "cd {workdir} && .venv/bin/harness"
 CELL_FAILURES = {2, 4, 5}       # the remote harness judged the cell itself: not the host's fault
-TIMED_OUT = {124, 137}          # coreutils timeout stopped the cell on the runner (TERM, then KILL)
+TIMED_OUT = 124                 # coreutils timeout stopped the cell on the runner
 _print_lock = threading.Lock()
 
 
@@ -190,7 +191,7 @@ class _Host:
                 # The runner stops its own harness, and the guest under it, when the cell runs out
                 # of time (timeout signals the whole process group): closing the SSH channel alone
                 # would leave them running there.
-                line = f"timeout --kill-after=30 {int(timeout)} sh -c {shlex.quote(line)}"
+                line = f"timeout --kill-after=30 {max(1, math.ceil(timeout))} sh -c {shlex.quote(line)}"
             out, err = _Lines(f"[{self.spec}]", sys.stdout), _Lines(f"[{self.spec}]", sys.stderr)
             try:
                 result = c.run(line, hide=False, warn=True, pty=False, in_stream=False,
@@ -199,7 +200,8 @@ class _Host:
                 out.close()
                 err.close()
             tail = "\n".join(list(err.tail)[-15:])
-            if result.exited != 0 and result.exited not in CELL_FAILURES | TIMED_OUT:
+            timed_out = bool(timeout) and result.exited == TIMED_OUT
+            if result.exited != 0 and result.exited not in CELL_FAILURES and not timed_out:
                 return result.exited, None, tail
             q = shlex.quote
             if c.run(f"tar -C {q(base)} -czf {q(base + '/partial.tgz')} results", hide=True, warn=True,
@@ -301,7 +303,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
                     attempt["status"] = "ok"
                 elif code in CELL_FAILURES and run_dir:
                     attempt["error"] = f"harness run exited {code}"
-                elif code in TIMED_OUT:     # the cell's own slowness: another host would time out too
+                elif cell_timeout and code == TIMED_OUT:    # the cell's own slowness: not the host's
                     attempt["error"] = (f"timed out after {cell_timeout} s: the harness on the runner "
                                         f"was stopped" + ("" if run_dir else ", no run fetched"))
                 else:               # -1: the connection ended without an exit status

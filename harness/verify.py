@@ -8,13 +8,14 @@
      every one, and the kernel's own vm selftest `cow` run plainly and under the COW PTE launcher
   5. the tables, the selftest diff against stock, and a verdict line per section
 
-Every section runs even when an earlier one found problems; the exit code is non-zero when any did.
+Every section runs even when an earlier one found problems (a series that does not apply still gets
+checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
 import re
 from dataclasses import dataclass, field
 
 from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
-from harness.errors import UserError
+from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 from harness.pipeline import Run
 
@@ -25,6 +26,33 @@ CONFIGS = {"COW_PTE=y": BASE + ["cow-pte"], "COW_PTE=n": BASE + ["no-cow-pte"], 
 KERNELS = {"stock": (False, BASE), "cow-pte": (True, BASE + ["cow-pte"]),
            "debug": (True, BASE + ["cow-pte", "debug"]), "patched": (True, BASE),
            "patched-debug": (True, BASE + ["debug"])}
+
+
+def bisect_verdict(results):
+    """(ok, summary) of the per-patch builds (bisect.build_each_patch results)."""
+    errors = [r for r in results if r["status"] == "error"]
+    ok = sum(r["status"] == "ok" for r in results)
+    refused = [r for r in results if r["status"] == "config"]
+    last = max(r["index"] for r in results)
+
+    def before_the_option(r):
+        # e.g. CONFIG_COW_PTE=y before the patch that adds the option: not built, not an error.
+        # A refusal after that config built once, or at the last patch, is a real problem.
+        return r["index"] < last and not any(
+            o["config"] == r["config"] and o["index"] < r["index"] and o["status"] == "ok"
+            for o in results)
+    early = [r for r in refused if before_the_option(r)]
+    late = [r for r in refused if not before_the_option(r)]
+    detail = f"{ok}/{len(results)} builds ok"
+    if early:
+        where = ", ".join(f"patch {r['index']} [{r['config']}]" for r in early)
+        detail += f", {len(early)} not built (a requested option is not there yet: {where})"
+    if late:
+        where = ", ".join(f"patch {r['index']} [{r['config']}]" for r in late)
+        detail += f"; {len(late)} refused by olddefconfig where the option should be: {where}"
+    if errors:
+        detail += f"; first error at patch {errors[0]['index']} [{errors[0]['config']}]"
+    return not errors and not late, detail
 
 
 @dataclass
@@ -65,8 +93,12 @@ class Verify:
         try:
             self.apply(series, source)
         except UserError:
-            # checkpatch reads the patch files, not the tree: the reviewer still gets it
-            self.checkpatch(series, source)
+            # checkpatch reads the patch files, not the tree: the reviewer still gets it, and
+            # the apply error stays the one reported
+            try:
+                self.checkpatch(series, source)
+            except HarnessError as exc:
+                self.section("checkpatch", False, f"not run: {str(exc).splitlines()[0]}")
             for name, wanted in (("bisect", self.bisect), ("kernels", self.boot)):
                 if wanted:
                     self.section(name, False, "not run: the series does not apply")
@@ -118,18 +150,7 @@ class Verify:
                     ui.console.print(f"  {message}", markup=False)   # one line per finished build
             results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=progress)
         ui.out(bisect.table(results))
-        errors = [r for r in results if r["status"] == "error"]
-        ok = sum(r["status"] == "ok" for r in results)
-        refused = [r for r in results if r["status"] == "config"]
-        detail = f"{ok}/{len(results)} builds ok"
-        if refused:
-            # e.g. CONFIG_COW_PTE=y before the patch that adds the option: not built, not an error
-            where = ", ".join(f"patch {r['index']} [{r['config']}]" for r in refused)
-            detail += (f", {len(refused)} not built (a requested option is not in that patch's "
-                       f"Kconfig: {where})")
-        if errors:
-            detail += f"; first error at patch {errors[0]['index']} [{errors[0]['config']}]"
-        self.section("bisect", not errors, detail)
+        self.section("bisect", *bisect_verdict(results))
 
     def run_kernels(self, source):
         kernels = [KernelSpec(label, self.kernel_src, KERNELS[label][1],

@@ -6,3 +6,17 @@ def test_bisect_build_folders_have_no_equals_sign(tmp_path):
     # kbuild's tools/ (objtool's fixdep) break in an output path containing "="
     assert "=" not in bisect._objdir(tmp_path, "COW_PTE=y").name
     assert bisect._objdir(tmp_path, "COW_PTE=y") != bisect._objdir(tmp_path, "COW_PTE=n")
+
+
+def test_bisect_verdict_allows_an_option_only_before_it_exists():
+    from harness.verify import bisect_verdict
+
+    def cells(statuses):
+        return [{"index": i, "config": "COW_PTE=y", "status": s} for i, s in enumerate(statuses, 1)]
+    ok, detail = bisect_verdict(cells(["config", "ok", "ok"]))
+    assert ok and detail.startswith("2/3 builds ok, 1 not built") and "patch 1 [COW_PTE=y]" in detail
+    # refused after it built once (a later patch broke its dependencies), or never there at all
+    assert not bisect_verdict(cells(["ok", "config", "ok"]))[0]
+    assert not bisect_verdict(cells(["config", "config", "config"]))[0]
+    ok, detail = bisect_verdict(cells(["ok", "error", "ok"]))
+    assert not ok and "first error at patch 2" in detail

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-// seconds since boot, the clock the kernel's console timestamps use
+// seconds since boot (CLOCK_BOOTTIME: close to, not the same clock as, the console's timestamps)
 static double uptime(void)
 {
 	struct timespec ts;
