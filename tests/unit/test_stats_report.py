@@ -258,3 +258,19 @@ def test_value_copied_into_every_round_counts_once(run):
     part = df[(df["workload"] == "fault-latency") & (df["condition"] == "stock: fork")]
     assert len(stats.values(part, "fork_ns")) == 1
     assert len(stats.values(part, "mean_ns")) == len(part)
+
+
+def test_ratio_claim_divides_by_the_plain_fork_of_the_same_kernel():
+    import pandas as pd
+    rows = [{"kernel": k, "workload": "afl", "run_id": "r", "cell": f"{i}:afl", "execs_per_sec": v,
+             "cow_pte_requested": cow, "cow_pte": "active" if cow else "off"}
+            for i, (k, cow, v) in enumerate([("stock", False, 200.0), ("patched", False, 100.0),
+                                             ("patched", True, 97.5)])]
+    df = stats.add_conditions(pd.DataFrame(rows))
+    metas = [{"kernels": {"stock": {}, "patched": {}}, "accel": "tcg"}]
+    claim = {"workload": "afl", "metric": "execs_per_sec", "kind": "ratio", "value": 0.975,
+             "tolerance": 0.01, "note": "SQLite"}
+    (row,) = report.check_claims([claim], df, metas).to_dict("records")
+    # 97.5 / 100 on the patched kernel, not 97.5 / 200 against stock
+    assert row["measured"] == "0.975" and row["status"] == "reproduced"
+    assert row["condition"] == "cow-pte / fork" and row["note"] == "SQLite"
