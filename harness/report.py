@@ -173,7 +173,9 @@ def check_claims(claims, df, metas):
                      "claimed": f"{claimed:.3f}", "measured": "–" if got is None else f"{got:.3f}",
                      "status": judge(claimed, got, cow.get("tolerance", TOLERANCE)),
                      "note": "; ".join(dict.fromkeys(filter(None, [fork.get("note"), cow.get("note")])))})
-    return pd.DataFrame(rows).fillna("")
+    columns = ["workload", "metric", "params", "condition", "kind", "claimed", "measured", "status",
+               "note"]
+    return pd.DataFrame(rows, columns=columns).fillna("")
 
 
 # -- blocks ------------------------------------------------------------------------------------

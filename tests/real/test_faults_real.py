@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -182,3 +183,29 @@ def test_taint_fails_the_cell_that_set_it_only(tmp_path):
     assert ["taint", "W warning"] in cells[0]["dmesg"]
     assert len(store.records("a", "fork-memory")) == 1
     assert qemus_under(store.dir) == []
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
+    make_experiment(tmp_path, [(str(FAULTS / "hang"), {})], kernels=("a", "b"))
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--experiment",
+                             str(tmp_path / "faults.toml")],
+                            env={**os.environ, "HARNESS_RESULTS": str(results)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(results.glob("*/a/hang.jsonl")) or not qemus_under(results):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)       # what a CI job's timeout sends
+        assert proc.wait(60) == 130
+    finally:
+        proc.kill()
+    (run_dir,) = results.iterdir()
+    meta = json.loads((run_dir / "metadata.json").read_text())
+    a = meta["kernels"]["a"]
+    assert a["status"] == "interrupted" and [c["status"] for c in a["cells"]] == ["interrupted"]
+    assert meta["interrupted"]
+    assert not meta["kernels"].get("b", {}).get("cells")        # b never started
+    assert (run_dir / "a" / "hang.jsonl").read_text().count('"started": true') == 1
+    assert qemus_under(results) == []

@@ -180,7 +180,7 @@ def test_fuzzer_stats():
     fields = d.stats_fields(stats)
     assert fields["forkserver"] is True and fields["seconds"] == 8
     assert fields["execs_per_sec"] == pytest.approx(1522.5) and fields["execs_done"] == 12215
-    assert fields["afl_version"] == "++4.04c" and fields["exec_timeout_ms"] == 20
+    assert fields["afl_version"] == "++4.04c" and fields["afl_exec_timeout_ms"] == 20
     no_fsrv = d.stats_fields(d.parse_fuzzer_stats(FUZZER_STATS_NO_FSRV))
     assert no_fsrv["forkserver"] is False and no_fsrv["execs_done"] == 583
 

@@ -81,7 +81,7 @@ def stats_fields(stats):
         "corpus_count": stats.get("corpus_count"), "edges_found": stats.get("edges_found"),
         "total_edges": stats.get("total_edges"), "bitmap_cvg": stats.get("bitmap_cvg"),
         "stability": stats.get("stability"), "saved_crashes": stats.get("saved_crashes"),
-        "saved_hangs": stats.get("saved_hangs"), "exec_timeout_ms": stats.get("exec_timeout"),
+        "saved_hangs": stats.get("saved_hangs"), "afl_exec_timeout_ms": stats.get("exec_timeout"),
         "cycles_done": stats.get("cycles_done"),
     }
 
