@@ -3,6 +3,7 @@
 Each takes the DataFrame from harness.stats.load_run(s) and an output path, and returns the path,
 or None when the records hold nothing for that plot. Warm-up records are left out.
 """
+import functools
 import textwrap
 from pathlib import Path
 
@@ -120,20 +121,21 @@ def fault_latency(df, path):
     return save(fig, path)
 
 
-def fork_server(df, path):
-    """forks per second: median bars with bootstrap 95% CI, grouped by heap size."""
-    sub = records(df, "fork-server", "forks_per_s")
+def throughput(df, path, workload="fork-server", metric="forks_per_s", what="forks per second"):
+    """A throughput metric: median bars with bootstrap 95% CI per condition, grouped by heap size
+    when the workload has one."""
+    sub = records(df, workload, metric)
     if sub is None:
         return None
     axis = "heap_mib" if "heap_mib" in sub else None
     sizes = sorted(sub[axis].unique()) if axis else [None]
-    labelled = series(sub, "fork-server", axis)
+    labelled = series(sub, workload, axis)
     width = 0.8 / len(labelled)
     fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(sizes) * len(labelled)), 4.5))
     for i, (label, part) in enumerate(labelled):
         meds, errs = [], [[], []]
         for size in sizes:
-            x = (part[part[axis] == size] if axis else part)["forks_per_s"].to_numpy(float)
+            x = (part[part[axis] == size] if axis else part)[metric].to_numpy(float)
             med = np.median(x) if len(x) else np.nan
             lo, hi = stats.median_ci(x)
             meds.append(med)
@@ -143,8 +145,8 @@ def fork_server(df, path):
     ax.set_xticks(np.arange(len(sizes)) + width * (len(labelled) - 1) / 2)
     ax.set_xticklabels([f"{stats.plain(s)} MiB" for s in sizes] if axis else ["all"])
     ax.set_xlabel("parent heap (MiB)" if axis else "")
-    ax.set_ylabel("forks per second (/s)")
-    ax.set_title("fork-server throughput (median; bars: bootstrap 95% CI)")
+    ax.set_ylabel(f"{what} ({stats.unit_of(workload, metric)})")
+    ax.set_title(f"{workload} throughput (median; bars: bootstrap 95% CI, none for a single run)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return save(fig, path)
@@ -189,7 +191,11 @@ def fork_memory(df, path):
 
 
 PLOTS = {"fork-latency": fork_latency, "fault-latency": fault_latency,
-         "fork-server": fork_server, "fork-memory": fork_memory}
+         "fork-server": throughput, "fork-memory": fork_memory,
+         "afl": functools.partial(throughput, workload="afl", metric="execs_per_sec",
+                                  what="executions per second"),
+         "stress-fork": functools.partial(throughput, workload="stress-fork", metric="ops_per_s",
+                                          what="fork operations per second")}
 
 
 def write_all(df, out_dir):
