@@ -347,8 +347,8 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
     blocks.append(("h2", "Claims"))
     if claims:
         blocks.append(("p", "Each claim beside the median measured here, reproduced when within its "
-                            f"tolerance (default {TOLERANCE:.0%}). A COW PTE / fork ratio divides the "
-                            "COW PTE fork by the plain fork on the same patched kernel; a time "
+                            f"tolerance (default {TOLERANCE:.0%}). A COW PTE / fork ratio compares the two "
+                            "kinds of fork on the same patched kernel; a time "
                             "claimed on KVM hardware is compared as such a ratio when this run is "
                             "not on KVM."))
         blocks.append(("table", check_claims(claims, df, metas)))
