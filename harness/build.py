@@ -55,8 +55,8 @@ class Kernel:
     @property
     def hz(self):
         """CONFIG_HZ, the kernel's tick rate (None if its config does not say)."""
-        m = re.search(r"^CONFIG_HZ=(\d+)$", self.config, re.M)
-        return int(m[1]) if m else None
+        hz = kconfig.parse(self.config, str(self.path / "config")).get("CONFIG_HZ")
+        return int(hz) if hz else None
 
 
 @dataclass

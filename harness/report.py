@@ -102,7 +102,7 @@ def plain_fork_of(cow_condition, df, metas):
     """The plain-fork condition of the kernel a COW PTE condition belongs to: what a claimed
     COW PTE / fork ratio compares (the same kernel, both kinds of fork); else the baseline."""
     if cow_condition:
-        same = f"{cow_condition.split(': ')[0]}: {stats.KINDS['off']}"
+        same = f"{cow_condition.split(': ')[0]}: {stats.PLAIN}"
         if same in set(df["condition"]):
             return same
     return stats.baseline(metas, df)

@@ -10,7 +10,7 @@ and staged next to the driver the same way.
 import json
 import shutil
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache, paths, tools
@@ -42,6 +42,7 @@ class Workload:
     name: str
     dir: Path
     manifest: dict
+    _built: list = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, name):
@@ -127,9 +128,9 @@ class Workload:
                         ignore=shutil.ignore_patterns("__pycache__"))
         (dest / self.name).mkdir(parents=True)
         shutil.copy(self.dir / self.manifest["driver"], dest / self.name)
-        if self.manifest.get("sources"):
-            shutil.copy(self.library(), dest / self.name)
-        for path in self.artifacts():
+        if self._built is None:     # built (or found in the cache) once, not again for every cell
+            self._built = ([self.library()] if self.manifest.get("sources") else []) + self.artifacts()
+        for path in self._built:
             shutil.copy(path, dest / self.name)
         return dest
 

@@ -255,6 +255,7 @@ def main():
         sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
         sample_at = started + args.seconds / 2
         deadline = started + args.seconds + 300   # calibration under TCG, slow start
+        # asleep in wait() while afl-fuzz is measured: awake only to take the sample and at the end
         while proc.poll() is None:
             now = time.monotonic()
             if now > deadline:
@@ -265,7 +266,11 @@ def main():
             if sample["forkserver_vmpte_kb"] is None and now >= sample_at:
                 sample = sample_forkserver(proc.pid)
                 sample_at = now + 1   # not found yet (still calibrating): try again in a second
-            time.sleep(0.1)
+            wake = sample_at if sample["forkserver_vmpte_kb"] is None else deadline
+            try:
+                proc.wait(timeout=max(0.01, min(wake, deadline) - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
     wall = time.monotonic() - started
     log_text = read_text(log_path)
     stats_text = read_text(os.path.join(out, "default", "fuzzer_stats"))
