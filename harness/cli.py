@@ -27,8 +27,8 @@ examples:
 """
 
 
-def add_kernel_args(p, multiple=False):
-    p.add_argument("--kernel-src", required=not multiple, action="append" if multiple else "store",
+def add_kernel_args(p, multiple=False, required=True):
+    p.add_argument("--kernel-src", required=required and not multiple, action="append" if multiple else "store",
                    metavar="SPEC", help="kernel source (see the specs below)" +
                    ("; repeat for several kernels (overrides the experiment's)" if multiple else ""))
     p.add_argument("--series", metavar="SPEC",
@@ -58,6 +58,13 @@ def add_guest_args(p):
                         "work off the measuring cores on a big runner")
     p.add_argument("--cmdline", default=None, metavar="TEXT",
                    help="extra guest kernel command line, e.g. 'transparent_hugepage=always'")
+    p.add_argument("--boots", type=int, default=None, metavar="N",
+                   help="boots per kernel, the unit of replication (default 1 for run, "
+                        "5 for reproduce, nightly and calibrate)")
+    p.add_argument("--order", choices=["alternating", "interleaved", "random", "sequential"],
+                   default=None, help="order of the kernels' boots: alternating (A B, B A, ...; "
+                                      "default), interleaved (A B, A B), random blocks, sequential")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random order (recorded)")
 
 
 def parse_params(items):
@@ -111,7 +118,9 @@ def experiment(args):
     from harness import experiment as ex
     guest = {"accel": args.accel, "timing": getattr(args, "timing", None), "memory_mib": args.memory, "cpus": args.cpus, "image": args.image,
              "mirror": args.mirror, "jobs": args.jobs, "boot_timeout": args.boot_timeout,
-             "extra_cmdline": args.cmdline, "pin": getattr(args, "pin", None)}
+             "extra_cmdline": args.cmdline, "pin": getattr(args, "pin", None),
+             "boots": getattr(args, "boots", None), "order": getattr(args, "order", None),
+             "seed": getattr(args, "seed", None)}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
         if len(srcs) > 1:
@@ -133,11 +142,17 @@ def experiment(args):
                          **{k: v for k, v in guest.items() if v is not None})
 
 
+def several_boots(exp):
+    """reproduce, nightly and calibrate measure several boots per kernel unless told otherwise."""
+    from harness import experiment as ex
+    return replace(exp, boots=ex.DESIGN_BOOTS) if exp.boots is None else exp
+
+
 def cmd_build(args):
     from harness import commands
     args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
     args.timing = args.pin = None
-    args.cmdline = None
+    args.cmdline = args.boots = args.order = args.seed = None
     return commands.build(experiment(args))
 
 
@@ -175,7 +190,7 @@ def cmd_reproduce(args):
     from harness import report
     from harness.pipeline import Run
     args.experiment = args.experiment or "cow-pte-v4"
-    exp = experiment(args)
+    exp = several_boots(experiment(args))
     if args.cell:
         exp = exp.only(args.cell)
     run = Run(exp).execute()
@@ -184,6 +199,23 @@ def cmd_reproduce(args):
     ui.out(report.cv_summary(run.store.dir))
     ui.console.print(f"report: {md}\n        {page}")
     return run.exit_code
+
+
+def cmd_calibrate(args):
+    from harness import calibrate
+
+    def run_experiment():
+        from harness.pipeline import Run
+        args.kernel_src, args.label, args.series, args.experiment = [args.kernel_src] * 2, ["A", "B"], None, None
+        exp = several_boots(experiment(args))
+        if not getattr(args, "workload_items", None):
+            exp = replace(exp, workloads=list(calibrate.WORKLOADS))
+        run = Run(replace(exp, name="calibrate")).execute()
+        return run.store.dir, run.exit_code
+
+    if not (args.simulate or args.analyse or args.kernel_src):
+        raise errors.UserError("name a kernel with --kernel-src SPEC (or --simulate, or --analyse RUN)")
+    return calibrate.main(args, run_experiment)
 
 
 def cmd_cells(args):
@@ -240,7 +272,7 @@ def cmd_nightly(args):
         raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
     if not args.run and args.timing is None:
         args.timing = "auto"          # nightly runs on TCG-only runners are deterministic by default
-    exp = None if args.run else experiment(args)
+    exp = None if args.run else several_boots(experiment(args))
     night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
                     history=args.history).execute()
     ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}")
@@ -335,6 +367,24 @@ def parser():
     p.add_argument("--cell", action="append", metavar="ID", help="only this kernel; repeatable")
     add_workload_args(p)
     p.set_defaults(func=cmd_reproduce, label=None)
+
+    p = sub.add_parser("calibrate", help="A/A calibration of the verdicts: one kernel booted under two "
+                       "labels with the default design; the share of verdicts that call them different, "
+                       "and after how many boots a known injected effect is detected",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, required=False)
+    add_guest_args(p)
+    add_workload_args(p)
+    p.add_argument("--effect", type=float, default=0.05,
+                   help="the slowdown injected into B's times for the power check (default 0.05)")
+    p.add_argument("--analyse", metavar="RUN", help="analyse a finished calibration run again")
+    p.add_argument("--simulate", action="store_true",
+                   help="no kernel: coverage of the 95%% intervals on simulated two-level data")
+    p.add_argument("--sims", type=int, default=1000, help="simulations (default 1000)")
+    p.add_argument("--reps", type=int, default=20, help="simulated repetitions per boot (default 20)")
+    p.add_argument("--boot-sd", type=float, default=0.02, help="simulated between-boot sd, log scale")
+    p.add_argument("--rep-sd", type=float, default=0.02, help="simulated within-boot sd, log scale")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("cells", help="the experiment's independent cells (one per kernel), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,6 +3,7 @@
   source = "SPEC"                  kernel source for every kernel (see harness.sources)
   series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
   [guest]  accel, memory_mib, cpus, image, boot_timeout
+  [design] boots (per kernel), order (alternating, interleaved, random, sequential), seed
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
@@ -57,7 +58,13 @@ class Experiment:
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
     selftest_source: str = None  # a tree to take the selftests from when the kernel's has none
     claims: list = field(default_factory=list)      # figures a series claims, for the report
+    boots: int = None           # boots per kernel (None: 1 for run, DESIGN_BOOTS for reproduce/nightly)
+    order: str = "alternating"  # how the kernels' boots interleave (harness.schedule.ORDERS)
+    seed: int = None            # the random order's seed (chosen and recorded when not given)
     path: Path = None           # the TOML file, when there is one
+
+    def __post_init__(self):
+        check_design(self.boots, self.order, self.seed)
 
     def to_dict(self):
         """Everything needed to run the experiment again (stored in metadata.json)."""
@@ -108,13 +115,35 @@ class Experiment:
             for key, value in sorted(w.params.items()):
                 argv += ["--param", f"{key}={value}"]
         argv += ["--accel", self.accel, "--timing", self.timing, "--memory", str(self.memory_mib),
-                 "--cpus", str(self.cpus)]
+                 "--cpus", str(self.cpus), "--boots", str(self.boots or 1), "--order", self.order]
+        if self.seed is not None:
+            argv += ["--seed", str(self.seed)]
         defaults = Experiment(kernels=[])
         for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline"),
                            ("--pin", "pin")):
             if getattr(self, name) != getattr(defaults, name):
                 argv += [flag, str(getattr(self, name))]
         return shlex.join(argv)
+
+
+DESIGN_BOOTS = 5      # boots per kernel for reproduce, nightly and calibrate unless told otherwise
+ORDERS = ("alternating", "interleaved", "random", "sequential")
+
+
+def check_design(boots, order, seed):
+    if boots is not None and (not isinstance(boots, int) or isinstance(boots, bool) or boots < 1):
+        raise UserError(f"boots must be a whole number of at least 1, got {boots!r}")
+    if order not in ORDERS:
+        raise UserError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise UserError(f"seed must be a whole number, got {seed!r}")
+
+
+def design_of(path, design):
+    unknown = set(design) - {"boots", "order", "seed"}
+    if unknown:
+        raise UserError(f"{path}: unknown keys in [design] {sorted(unknown)} (known: boots, order, seed)")
+    return dict(design)
 
 
 def find(name_or_path):
@@ -151,7 +180,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: {exc}") from None
     known = {"name", "description", "source", "series", "guest", "kernels", "workloads", "claims",
-             "selftests"}
+             "selftests", "design"}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -182,5 +211,6 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
                      **{k: guest[k] for k in ("accel", "timing", "memory_mib", "cpus", "image",
                                               "boot_timeout", "stall_s", "pin")
-                        if k in guest})
+                        if k in guest},
+                     **design_of(path, data.get("design", {})))
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

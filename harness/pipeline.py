@@ -8,9 +8,10 @@ is recorded for that kernel and the run goes on with the next kernel. Nothing me
 import os
 import tempfile
 import time
+from dataclasses import replace
 
 from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, selftests, series as series_mod, sources, tables, ui
+from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, tables, ui
 from harness import image as image_mod
 from harness.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
@@ -22,6 +23,10 @@ from harness.workloads import Workload
 
 class Run:
     def __init__(self, experiment, store=None):
+        if experiment.boots is None:
+            experiment = replace(experiment, boots=1)
+        if experiment.order == "random" and experiment.seed is None:
+            experiment = replace(experiment, seed=schedule.new_seed())     # recorded in metadata
         self.exp = experiment
         self.failures = []
         self.image = None
@@ -43,39 +48,72 @@ class Run:
 
     @classmethod
     def resume(cls, run_dir):
-        """Continue an interrupted run: the kernels that finished are kept, the others run again."""
+        """Continue an interrupted run: the boots that finished are kept, the others run again."""
         store = RunStore.open(run_dir)
         if "experiment" not in store.metadata:
             raise UserError(f"{store.dir} has no experiment in its metadata.json; cannot resume it")
         exp = Experiment.from_dict(store.metadata["experiment"])
-        done = {label for label, info in store.metadata["kernels"].items() if info.get("status") == "ok"}
         run = cls(exp, store=store)
-        run.skip = done
+        run.skip = {(label, int(n)) for label, info in store.metadata["kernels"].items()
+                    for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
         return run
 
     def execute(self):
         exp = self.exp
         if not self.skip:
             self.store.update(command=exp.command_line(), experiment=exp.to_dict())
-        ui.console.print(f"run {self.store.id} -> {self.store.dir}")
-        for spec in exp.kernels:
-            if spec.label in self.skip:
-                ui.console.print(f"[{spec.label}] finished in an earlier attempt: kept", markup=False)
-                continue
-            self.store.reset_kernel(spec.label)
-            try:
-                self.one_kernel(spec)
-            except HarnessError as exc:
-                self.fail(spec.label, exc)
-            except KeyboardInterrupt:
-                # what was recorded stays; `harness run --resume` runs this kernel again
-                self.store.update_kernel(spec.label, status="interrupted")
-                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                raise
+        plan = schedule.plan(exp)
+        self.store.update(design=plan.as_dict())
+        ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
+        built = self.build_all()
+        try:
+            for boot, label in plan.slots:
+                if label not in built:
+                    continue
+                if (label, boot) in self.skip:
+                    ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
+                    continue
+                try:
+                    self.one_boot(label, built[label], boot)
+                except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
+                    self.fail(label, exc)
+                    built.pop(label)
+        except KeyboardInterrupt:
+            # what was recorded stays; `harness run --resume` runs the unfinished boots again
+            self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            raise
+        for label in built:
+            self.settle_kernel(label, plan.boots)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
         self.compare()
         return self
+
+    def build_all(self):
+        """{label: Kernel} for every kernel that builds; a kernel that fails is recorded."""
+        built = {}
+        for spec in self.exp.kernels:
+            if not self.skip_all(spec.label):
+                self.store.start_kernel(spec.label, kept={n for lb, n in self.skip if lb == spec.label})
+            try:
+                built[spec.label] = self.kernel(spec)
+            except HarnessError as exc:
+                self.fail(spec.label, exc)
+            except KeyboardInterrupt:
+                self.store.update_kernel(spec.label, status="interrupted")
+                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                raise
+        return built
+
+    def skip_all(self, label):
+        return all((label, n) in self.skip for n in range(1, self.exp.boots + 1))
+
+    def settle_kernel(self, label, boots):
+        """A kernel is ok when every one of its boots is."""
+        info = self.store.metadata["kernels"].get(label, {})
+        states = [(info.get("boots") or {}).get(str(n), {}).get("status") for n in range(1, boots + 1)]
+        if info.get("status") != "failed":
+            self.store.update_kernel(label, status="ok" if all(s == "ok" for s in states) else "failed")
 
     def fail(self, label, exc, cell=None):
         self.failures.append((label, exc))
@@ -158,44 +196,59 @@ class Run:
         meta = self.store.metadata
         return "icount" if meta.get("timing") == "icount" else meta["accel"]
 
-    def one_kernel(self, spec):
-        kernel = self.kernel(spec)
+    def one_boot(self, label, kernel, boot):
+        """Boot the kernel once (boot number `boot`) and run every cell in that boot."""
+        spec = next(k for k in self.exp.kernels if k.label == label)
         image = self.guest_image()
         chosen = self.choose_accel(kernel)
-        with self.boot(spec, kernel, image, chosen) as m:
-            self.current_machine = m
-            _, uname, _ = m.run(["uname", "-r"])
-            _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
-                                              "current_clocksource"])
-            self.store.update_kernel(spec.label, boot_seconds=round(m.boot_seconds, 3),
-                                     boot_phases=m.boot_phases, guest_uname=uname.strip(),
-                                     guest_clocksource=clocksource.strip(), qemu_argv=m.argv, cells=[])
-            # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails the
-            # kernel; the cells still run, each judged on what it adds
-            boot_hits = self.kernel_log(spec.label, m, "boot") if self.exp.dmesg_check else []
-            if boot_hits:
-                self.store.update_kernel(spec.label, boot_dmesg=boot_hits)
-                ui.warn(f"[{spec.label}] kernel log at boot: "
-                        + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
-            with tempfile.TemporaryDirectory() as staging:
-                for number, (workload, params) in enumerate(self.cells, 1):
-                    self.cell(spec.label, m, number, workload, params, staging)
-            if self.exp.selftests:
-                self.run_selftests(spec.label, m)
-        failed_cells = [c for c in self.store.metadata["kernels"][spec.label]["cells"] if c["status"] != "ok"]
-        self.store.update_kernel(spec.label, status="failed" if failed_cells or boot_hits else "ok")
+        self.store.reset_boot(label, boot)
+        info = {"status": "interrupted"}
+        self.store.set_boot(label, boot, info)
+        try:
+            with self.boot(spec, kernel, image, chosen, boot) as m:
+                _, uname, _ = m.run(["uname", "-r"])
+                _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
+                                                  "current_clocksource"])
+                info.update(boot_seconds=round(m.boot_seconds, 3), boot_phases=m.boot_phases,
+                            clocksource=clocksource.strip(), host_load=round(os.getloadavg()[0], 2))
+                facts = {"boot_seconds": info["boot_seconds"], "boot_phases": m.boot_phases,
+                         "guest_uname": uname.strip(), "guest_clocksource": clocksource.strip(),
+                         "qemu_argv": m.argv}
+                if boot == 1 or "boot_seconds" not in self.store.metadata["kernels"][label]:
+                    self.store.update_kernel(label, **facts)
+                self.store.set_boot(label, boot, info)
+                # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails
+                # the kernel; the cells still run, each judged on what it adds
+                boot_hits = self.kernel_log(label, m, "boot", boot) if self.exp.dmesg_check else []
+                if boot_hits:
+                    self.store.update_kernel(label, boot_dmesg=boot_hits)
+                    ui.warn(f"[{label}] kernel log at boot: "
+                            + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
+                with tempfile.TemporaryDirectory() as staging:
+                    for number, (workload, params) in enumerate(self.cells, 1):
+                        self.cell(label, m, number, workload, params, staging, boot)
+                if self.exp.selftests and boot == 1:
+                    self.run_selftests(label, m)
+        except HarnessError:
+            info["status"] = "failed"
+            self.store.set_boot(label, boot, info)
+            raise
+        cells = [c for c in self.store.metadata["kernels"][label]["cells"] if c.get("boot", 1) == boot]
+        info["status"] = "failed" if boot_hits or any(c["status"] != "ok" for c in cells) else "ok"
+        self.store.set_boot(label, boot, info)
 
-    def boot(self, spec, kernel, image, chosen, attempts=5):
+    def boot(self, spec, kernel, image, chosen, boot=1, attempts=5):
         """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time
         anything: it is logged, set aside and booted again."""
-        logdir = self.store.kernel_dir(spec.label)
+        logdir = self.store.boot_dir(spec.label, boot)
         for attempt in range(1, attempts + 1):
             m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
                         cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s,
                         pin=self.exp.pin)
             m.start()
             try:
-                with ui.step(f"[{spec.label}] boot {kernel.info['release']} under {chosen}") as say:
+                with ui.step(f"[{spec.label}] boot {boot}/{self.exp.boots}: "
+                             f"{kernel.info['release']} under {chosen}") as say:
                     seconds = m.wait_ready(self.exp.boot_timeout)
                     say(f"first guest command after {seconds:.2f} s")
             except BaseException:
@@ -205,7 +258,7 @@ class Run:
             if not trouble or attempt == attempts:
                 if trouble:
                     ui.warn(f"[{spec.label}] the guest clock is coarse after {attempts} boots: {trouble[0]}")
-                self.store.update_kernel(spec.label, boot_attempts=attempt)
+                self.store.set_boot(spec.label, boot, {"attempts": attempt})
                 return m
             m.stop()
             for log in (m.console_log, m.qemu_log):
@@ -213,15 +266,17 @@ class Run:
             ui.warn(f"[{spec.label}] boot {attempt}: {trouble[0]}: the clock would be coarse; booting again")
         raise AssertionError("unreachable")
 
-    def cell(self, label, machine, number, workload, params, staging):
+    def cell(self, label, machine, number, workload, params, staging, boot=1):
         name = f"{number}:{workload.name}"
-        entry = {"cell": name, "workload": workload.name, "params": params, "status": "ok"}
+        entry = {"cell": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
+        host = self.store.metadata["host"].get("hostname")
         append = self.store.appender(label, workload.name)
 
         def store(record):
             if "pagetables_delta_kb" in record:      # a record that carries COW PTE evidence
                 record = activity.label(record)
-            append({**record, "cell": name, "kernel": label, "timing": self.store.metadata.get("timing")})
+            append({**record, "cell": name, "kernel": label, "boot": boot, "host": host,
+                    "timing": self.store.metadata.get("timing")})
 
         try:
             self._cell(label, machine, workload, params, staging, store, entry)
@@ -260,7 +315,7 @@ class Run:
             entry.update(status="interrupted")
             raise
         if self.exp.dmesg_check:
-            hits = self.kernel_log(label, machine, name.replace(":", "-"))
+            hits = self.kernel_log(label, machine, name.replace(":", "-"), entry["boot"])
             if hits:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
@@ -271,7 +326,7 @@ class Run:
         for name in self.exp.selftests:
             if name != "cow":
                 raise UserError(f"selftest '{name}' is not supported (supported: cow)")
-            entry = {"cell": f"selftest:{name}", "workload": f"selftest-{name}", "status": "ok"}
+            entry = {"cell": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
             try:
                 with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
                     binary = selftests.build_cow(self.trees[label].path, test_source=self.exp.selftest_source)
@@ -303,12 +358,12 @@ class Run:
             self.store.metadata["kernels"][label]["cells"].append(entry)
             self.store.save()
 
-    def kernel_log(self, label, machine, name):
+    def kernel_log(self, label, machine, name, boot=1):
         """Keep the guest's kernel log since the last look; return what a reviewer would flag: its
         BUGs, WARNINGs, lockdep reports ..., and the taint flags set since the last look (a taint
         stays for the rest of the boot: the cell that set it fails, not every cell after it)."""
         log, hits, taints = dmesg.check(machine)
-        self.store.write(label, f"dmesg-{name}.log", log)
+        self.store.write(label, f"{self.store.boot_prefix(boot)}dmesg-{name}.log", log)
         new = [t for t in taints if t not in machine.taints_seen]
         machine.taints_seen.update(taints)
         if new:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import plots, stats
+from harness import inference, plots, stats
 
 TOLERANCE = 0.10
 
@@ -56,6 +56,10 @@ def units_by_metric(table, column):
             for m, part in table.groupby("metric")}
 
 
+def share_text(value):
+    return "–" if pd.isna(value) else f"{value:.0%}"
+
+
 def describe_table(desc, cols):
     rows = []
     units = units_by_metric(desc, "median")
@@ -63,8 +67,10 @@ def describe_table(desc, cols):
         div, unit = units[r["metric"]]
         rows.append({"params": params_text(r, cols), "condition": r["condition"],
                      "metric": r["metric"], "unit": unit, "n": int(r["n"]),
+                     "boots": int(r.get("boots", 1)),
                      **{k: num(r[k] / div) for k in ("median", "iqr", "mean", "std", "min", "max")},
-                     "CV": "–" if pd.isna(r["cv"]) or r["n"] < 2 else f"{r['cv']:.1%}"})
+                     "CV": "–" if pd.isna(r["cv"]) or r["n"] < 2 else f"{r['cv']:.1%}",
+                     "between boots": share_text(r.get("boot_share"))})
     return pd.DataFrame(rows)
 
 
@@ -78,13 +84,28 @@ def compare_table(comp, cols):
             ratio += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         rows.append({"params": params_text(r, cols), "candidate": r["candidate"],
                      "metric": r["metric"], "n": f"{r['n_base']}/{r['n_cand']}",
+                     "boots": f"{r.get('boots_base', 1)}/{r.get('boots_cand', 1)}",
                      "baseline median": f"{num(r['median_base'] / div)} {unit}",
                      "candidate median": f"{num(r['median_cand'] / div)} {unit}",
                      "ratio [95% CI]": ratio,
-                     "p": "–" if pd.isna(r["p_value"]) else f"{r['p_value']:.2g}",
+                     "q": "–" if pd.isna(r.get("q_value", np.nan)) else f"{r['q_value']:.2g}",
                      "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
+                     "between boots": share_text(r.get("boot_share")),
                      "verdict": r["verdict"]})
     return pd.DataFrame(rows)
+
+
+def method_text(family, method, practical):
+    return (f"ratio: candidate / baseline of the geometric mean of per-boot medians; its 95% "
+            f"interval and p value come from Welch's t on the log per-boot medians, boots being "
+            f"the units of replication (with one boot per kernel: a bootstrap and Mann-Whitney U "
+            f"over repetitions instead, marked [1 boot], since the boot-to-boot variation is then "
+            f"not measured). q: p adjusted by {inference.METHOD_TEXT[method]} over the {family} "
+            f"comparisons of this report. A verdict (faster, slower, ...) needs q < 0.05 and a "
+            f"change of at least the practical threshold ({practical:.0%} unless the workload's "
+            f"manifest sets one); \"none > x%\": the largest change the interval still allows. "
+            f"between boots: the share of the (log) variance that lies between boots rather than "
+            f"within one. Cliff's δ > 0: candidate larger.")
 
 
 # -- claims ------------------------------------------------------------------------------------
@@ -241,23 +262,33 @@ def kernels(metas):
     return blocks
 
 
-def workload_blocks(df, metas, workload, plot, resamples, noisy_cv):
+def comparisons(df, metas, resamples, noisy_cv, practical=None, method="bh"):
+    """{workload: comparison table}, every row of every workload adjusted as one family."""
+    comps = {w: stats.compare(df, w, resamples=resamples, noisy_cv=noisy_cv, metas=metas,
+                              practical=practical, method="none")
+             for w in (dict.fromkeys(df["workload"]) if len(df) else [])}
+    every = [c.assign(workload=w) for w, c in comps.items() if not c.empty]
+    if not every:
+        return comps, 0
+    whole = stats.adjust_comparable(pd.concat(every, ignore_index=True), method, noisy_cv)
+    family = int(whole["p_value"].notna().sum())
+    return {w: whole[whole["workload"] == w].drop(columns="workload").reset_index(drop=True)
+            for w in comps}, family
+
+
+def workload_blocks(df, metas, workload, plot, comp, method_note):
     blocks = [("h2", f"Workload: {workload}")]
     cols = stats.param_columns(stats.measured(df[df["workload"] == workload]), workload)
     desc = stats.describe(df, workload)
     if desc.empty:
         return blocks + [("p", "no measured records.")]
     blocks += [("h3", "Summary"), ("table", describe_table(desc, cols))]
-    comp = stats.compare(df, workload, resamples=resamples, noisy_cv=noisy_cv, metas=metas)
     blocks.append(("h3", f"Comparisons against {stats.baseline(metas, df)}"))
-    if comp.empty:
+    if comp is None or comp.empty:
         blocks.append(("p", "nothing to compare: the baseline or a second condition is missing."))
     else:
         blocks.append(("table", compare_table(comp, cols)))
-        blocks.append(("p", f"ratio = candidate median / baseline median, bootstrap 95% CI "
-                            f"({resamples} resamples); p: two-sided Mann-Whitney U; Cliff's δ > 0: "
-                            f"candidate larger. A verdict needs p < 0.05, a CI excluding 1 and at "
-                            f"least 3 samples a side; noisy: CV above {noisy_cv:.0%}."))
+        blocks.append(("p", method_note))
     if plot:
         blocks += [("h3", "Plot"), ("img", plot)]
     return blocks
@@ -325,7 +356,8 @@ def to_html(blocks, title):
     return "\n".join(out) + "\n</body></html>\n"
 
 
-def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
+def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, practical=None,
+          method="bh"):
     """Write report.md and report.html (in out_dir, default the first run's folder).
 
     claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
@@ -340,8 +372,10 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05):
     pngs = plots.write_all(df, out_dir / "plots")
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
+    comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
+    note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
     for workload in workloads:
-        blocks += workload_blocks(df, metas, workload, pngs.get(workload), resamples, noisy_cv)
+        blocks += workload_blocks(df, metas, workload, pngs.get(workload), comps.get(workload), note)
     if not workloads:
         blocks += [("h2", "Workloads"), ("p", "no records in this run.")]
     blocks.append(("h2", "Claims"))

@@ -5,7 +5,8 @@ metadata.json is rewritten (atomically) after every stage, so a crash keeps ever
 
   results/<run-id>/metadata.json            the run: host, harness sha, reproducer command, kernels
   results/<run-id>/<kernel>/kernel.json     build facts; build.log beside it
-  results/<run-id>/<kernel>/console.log     serial console; qemu.log: QEMU's own messages
+  results/<run-id>/<kernel>/console.log     serial console; qemu.log: QEMU's own messages (boot 1;
+                                            boot N's logs are in <kernel>/boot-N/)
   results/<run-id>/<kernel>/<workload>.jsonl raw records, one per line
 """
 import datetime
@@ -72,15 +73,72 @@ class RunStore:
             raise UserError(f"no run at '{run_dir}' (no metadata.json there or in {paths.results()})")
         return cls(path.name, root=path.parent)
 
-    def reset_kernel(self, label):
-        """Start a kernel's records afresh; what an earlier, unfinished attempt left is set aside."""
+    def start_kernel(self, label, kept=()):
+        """Start a kernel afresh, or (kept: boot numbers finished in an earlier attempt) keep those
+        boots. What an earlier, unfinished attempt left is set aside in <label>.attempt-N/."""
         path = self.dir / label
-        if path.exists() and any(path.iterdir()):
-            n = 1
-            while (self.dir / f"{label}.attempt-{n}").exists():
-                n += 1
-            path.rename(self.dir / f"{label}.attempt-{n}")
-        self.metadata["kernels"].pop(label, None)
+        if not kept:
+            if path.exists() and any(path.iterdir()):
+                path.rename(self.attempt_dir(label))
+            self.metadata["kernels"].pop(label, None)
+        else:
+            info = self.metadata["kernels"].setdefault(label, {})
+            for key in ("status", "error", "error_type"):
+                info.pop(key, None)
+            info["boots"] = {n: b for n, b in (info.get("boots") or {}).items() if int(n) in kept}
+            info["cells"] = [c for c in info.get("cells", []) if c.get("boot", 1) in kept]
+        self.save()
+
+    def attempt_dir(self, label):
+        n = 1
+        while (self.dir / f"{label}.attempt-{n}").exists():
+            n += 1
+        return self.dir / f"{label}.attempt-{n}"
+
+    @staticmethod
+    def boot_prefix(boot):
+        """Where a boot's logs go inside its kernel's folder: boot 1 at the top, boot N in boot-N/."""
+        return "" if boot == 1 else f"boot-{boot}/"
+
+    def boot_dir(self, label, boot):
+        path = self.kernel_dir(label) / self.boot_prefix(boot)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def set_boot(self, label, boot, info):
+        boots = self.metadata["kernels"].setdefault(label, {}).setdefault("boots", {})
+        boots.setdefault(str(boot), {}).update(info)
+        self.save()
+
+    def reset_boot(self, label, boot):
+        """Set aside what an unfinished attempt at this boot left: its records, cells and logs."""
+        kdir = self.dir / label
+        info = self.metadata["kernels"].setdefault(label, {})
+        info.setdefault("cells", [])
+        info["cells"] = [c for c in info["cells"] if c.get("boot", 1) != boot]
+        info.setdefault("boots", {}).pop(str(boot), None)
+        if not kdir.exists():
+            return
+        aside = None
+        for path in sorted(kdir.glob("*.jsonl")):
+            keep, drop = [], []
+            for line in path.read_text().splitlines(keepends=True):
+                try:
+                    mine = json.loads(line).get("boot", 1) == boot
+                except json.JSONDecodeError:
+                    mine = True             # a line cut short by a crash
+                (drop if mine else keep).append(line)
+            if drop:
+                aside = aside or self.attempt_dir(label)
+                aside.mkdir(parents=True, exist_ok=True)
+                (aside / path.name).write_text("".join(drop))
+                path.write_text("".join(keep))
+        logs = (list(kdir.glob("console*.log")) + list(kdir.glob("qemu*.log")) + list(kdir.glob("dmesg-*.log"))
+                if boot == 1 else [kdir / f"boot-{boot}"])
+        for log in [p for p in logs if p.exists()]:
+            aside = aside or self.attempt_dir(label)
+            aside.mkdir(parents=True, exist_ok=True)
+            log.rename(aside / log.name)
         self.save()
 
     def kernel_dir(self, label):
@@ -171,7 +229,7 @@ class NullStore:
     def keep(self, label, *files):
         pass
 
-    def reset_kernel(self, label):
+    def start_kernel(self, label, kept=()):
         pass
 
     def save(self):

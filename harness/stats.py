@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness import activity, paths
+from harness import activity, inference, paths
 from harness.errors import UserError
 
 KINDS = {"off": "fork", "active": "COW PTE fork",
@@ -26,7 +26,9 @@ PLAIN, COW = KINDS["off"], KINDS["active"]
 # never parameters: bookkeeping, the verdict (it is the condition), repetition counters
 NOT_PARAMS = {"rep", "round", "warmup", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
               "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
-              "condition"}
+              "condition", "boot", "host", "timing"}
+# what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
+BOOT_UNIT = ("run_id", "kernel", "host", "boot")
 # record fields that are an axis of a workload even when the manifest names its parameter otherwise
 AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
 SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB", "_per_s": "/s"}
@@ -99,7 +101,7 @@ def verdicts(df):
         return own
     for workload, sub in df[own.isna()].groupby("workload"):
         whole = df[df["workload"] == workload]
-        scope = [c for c in ("run_id", "kernel", "cell") if c in df] + param_columns(whole, workload)
+        scope = [c for c in ("run_id", "kernel", "boot", "cell") if c in df] + param_columns(whole, workload)
         keys = whole[scope].astype(str).agg("|".join, axis=1)
         for key in keys[sub.index].unique():
             known = set(own[keys.index[keys == key]].dropna()) - {"off"}
@@ -225,32 +227,48 @@ def baseline(metas, df):
 # -- numbers -----------------------------------------------------------------------------------
 
 def values(recs, metric):
-    """A metric's samples. A value repeated unchanged in every round of a cell (the evidence fork
-    that fault-latency and fork-server copy into each round's record) was measured once: once."""
+    """A metric's samples, every boot pooled (see boot_values)."""
+    boots = boot_values(recs, metric)
+    return np.concatenate(boots) if boots else np.array([])
+
+
+def boot_values(recs, metric):
+    """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
+    unchanged in every round of a cell (the evidence fork that fault-latency and fork-server copy
+    into each round's record) was measured once: once."""
     x = recs.dropna(subset=[metric])
-    scope = [c for c in ("run_id", "kernel", "cell") if c in x]
+    if x.empty:
+        return []
+    unit = [c for c in BOOT_UNIT if c in x]
+    scope = unit + (["cell"] if "cell" in x else [])
     if "round" in x and scope and len(x) > 1:
         per_cell = x.groupby(scope, dropna=False)[metric]
         if (per_cell.nunique() == 1).all():
             x = x.drop_duplicates(scope)
-    return x[metric].to_numpy(float)
+    if not unit:
+        return [x[metric].to_numpy(float)]
+    return [part[metric].to_numpy(float) for _, part in x.groupby(unit, sort=True, dropna=False)]
 
 
 def describe(df, workload):
-    """One row per group, condition and metric: n, median, IQR, mean, std, CV, min, max, unit."""
+    """One row per group, condition and metric: n, boots, median, IQR, mean, std, CV, min, max,
+    unit, and boot_share: the share of the (log) variance that lies between boots."""
     rows = []
     units = metrics(df, workload)
     for params, part in groups(df, workload):
         for cond, recs in part.groupby("condition", sort=False):
             for metric, unit in units.items():
-                x = values(recs, metric)
-                if not len(x):
+                boots = boot_values(recs, metric)
+                if not boots:
                     continue
+                x = np.concatenate(boots)
                 q1, med, q3 = np.percentile(x, [25, 50, 75])
                 mean, std = x.mean(), (x.std(ddof=1) if len(x) > 1 else 0.0)
                 rows.append({**params, "condition": cond, "metric": metric, "unit": unit,
-                             "n": len(x), "median": med, "iqr": q3 - q1, "mean": mean, "std": std,
-                             "cv": std / mean if mean else np.nan, "min": x.min(), "max": x.max()})
+                             "n": len(x), "boots": len(boots), "median": med, "iqr": q3 - q1,
+                             "mean": mean, "std": std, "cv": std / mean if mean else np.nan,
+                             "min": x.min(), "max": x.max(),
+                             "boot_share": inference.variance_split(boots)["share"]})
     return by_metric(pd.DataFrame(rows), units)
 
 
@@ -260,20 +278,6 @@ def by_metric(table, units):
         return table
     rank = table["metric"].map(list(units).index)
     return table.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
-
-
-def bootstrap_ratio(base, cand, resamples=2000, seed=0):
-    """95% CI of median(cand)/median(base), each side resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    mb = np.median(rng.choice(base, (resamples, len(base))), axis=1)
-    mc = np.median(rng.choice(cand, (resamples, len(cand))), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = mc / mb
-    ratios = ratios[np.isfinite(ratios)]
-    if len(ratios) < resamples / 2:
-        return np.nan, np.nan
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def cliffs_delta(base, cand):
@@ -298,43 +302,118 @@ def cv(x):
     return float(np.std(x, ddof=1) / mean) if len(x) > 1 and mean else 0.0
 
 
-def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alpha=0.05):
-    """Ratio of medians with bootstrap CI, Mann-Whitney p, Cliff's delta and a verdict."""
-    base, cand = np.asarray(base, float), np.asarray(cand, float)
-    row = {"n_base": len(base), "n_cand": len(cand),
-           "median_base": np.median(base) if len(base) else np.nan,
-           "median_cand": np.median(cand) if len(cand) else np.nan,
+PRACTICAL = 0.02      # a change smaller than this is not called faster/slower, however sure
+ALPHA = 0.05
+
+
+def practical_of(workload, metric, default=None):
+    """The practical threshold of a metric: the manifest's [practical] entry, else the default."""
+    table = manifest(workload).get("practical", {}) if workload else {}
+    value = table.get(metric, default if default is not None else PRACTICAL)
+    return float(value)
+
+
+def as_boots(x):
+    """Samples as a list of per-boot arrays: a flat sequence is one boot."""
+    x = list(x) if not isinstance(x, np.ndarray) else [x]
+    if x and not np.ndim(x[0]):
+        x = [np.asarray(x, float)]
+    return inference.as_boots(x)
+
+
+def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alpha=ALPHA,
+                    practical=PRACTICAL):
+    """Ratio of medians with a 95% interval, p value, Cliff's delta and a verdict.
+
+    base, cand: each a list of per-boot arrays (or one flat array: one boot). With two or more
+    boots on a side the boots are the units (inference.boot_interval); with one boot on each side
+    the repetitions are (a bootstrap and Mann-Whitney over them), and the verdict says so. The
+    verdict needs p (or the family-adjusted q that `decide` is given later) below alpha and a
+    change of at least `practical` (a fraction); "no significant difference" says how large a
+    difference the interval still allows."""
+    base, cand = as_boots(base), as_boots(cand)
+    b = np.concatenate(base) if base else np.array([])
+    c = np.concatenate(cand) if cand else np.array([])
+    row = {"n_base": len(b), "n_cand": len(c), "boots_base": len(base), "boots_cand": len(cand),
+           "median_base": np.median(b) if len(b) else np.nan,
+           "median_cand": np.median(c) if len(c) else np.nan,
            "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
-           "effect": np.nan, "cv_max": np.nan}
-    if len(base) < 3 or len(cand) < 3:
+           "q_value": np.nan, "effect": np.nan, "cv_max": np.nan,
+           "boot_share": np.nan, "unit_of_replication": "", "practical": practical}
+    by_boots = min(len(base), len(cand)) >= 1 and max(len(base), len(cand)) >= 2
+    if not by_boots and (len(b) < 3 or len(c) < 3):
         return {**row, "verdict": "not enough data"}
     if row["median_base"]:
         row["ratio"] = row["median_cand"] / row["median_base"]
-    row["ci_low"], row["ci_high"] = bootstrap_ratio(base, cand, resamples, seed)
-    if np.ptp(np.concatenate([base, cand])) == 0:
-        row["p_value"] = 1.0
+    boots = inference.boot_interval(base, cand, alpha)
+    if boots:
+        row["ratio"], row["ci_low"], row["ci_high"], row["p_value"] = boots
+        row["unit_of_replication"] = "boot"
     else:
-        row["p_value"] = float(sps.mannwhitneyu(cand, base, alternative="two-sided").pvalue)
-    row["effect"] = cliffs_delta(base, cand)
-    row["cv_max"] = max(cv(base), cv(cand))
+        row["ci_low"], row["ci_high"] = inference.sample_bootstrap(base, cand, resamples, seed)
+        row["p_value"] = (1.0 if np.ptp(np.concatenate([b, c])) == 0 else
+                          float(sps.mannwhitneyu(c, b, alternative="two-sided").pvalue))
+        row["unit_of_replication"] = "repetition (1 boot per kernel)"
+    row["q_value"] = row["p_value"]
+    row["effect"] = cliffs_delta(b, c)
+    row["cv_max"] = max(cv(x) for x in base + cand)
+    shares = [inference.variance_split(x)["share"] for x in (base, cand)]
+    row["boot_share"] = np.nanmax(shares) if not all(np.isnan(shares)) else np.nan
+    return {**row, "verdict": decide(row, unit, alpha, noisy_cv)}
+
+
+def bound_of(row):
+    """The largest change (a fraction) the row's interval still allows."""
+    if np.isnan(row["ci_low"]) or np.isnan(row["ci_high"]):
+        return np.nan
+    return max(abs(row["ci_low"] - 1), abs(row["ci_high"] - 1))
+
+
+def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
+    """The verdict of one comparison row from its q value (its p until a family adjusts it), its
+    ratio against the practical threshold, and its interval."""
+    if row.get("verdict") == "not enough data" or np.isnan(row["ratio"]):
+        return "not enough data"
+    practical = row.get("practical", PRACTICAL)
+    change = row["ratio"] - 1
     up, down = direction_words(unit)
-    ci_known = not np.isnan(row["ci_low"])
-    excludes_one = ci_known and (row["ci_low"] > 1 or row["ci_high"] < 1)
-    if row["p_value"] < alpha and (excludes_one or not ci_known):
-        verdict = up if row["median_cand"] > row["median_base"] else down
+    if row["q_value"] < alpha and abs(change) >= practical:
+        verdict = up if change > 0 else down
+    elif row["q_value"] < alpha:
+        verdict = f"no practical difference ({change:+.1%} < {practical:.0%})"
     else:
-        verdict = "no significant difference"
+        bound = bound_of(row)
+        verdict = "no significant difference" + ("" if np.isnan(bound) else f" (none > {bound:.1%})")
+    if row.get("unit_of_replication", "").startswith("repetition"):
+        verdict += " [1 boot]"          # boot-to-boot variation not measured
     if row["cv_max"] > noisy_cv:
         verdict += f" (noisy: CV {row['cv_max']:.0%})"
-    return {**row, "verdict": verdict}
+    return verdict
+
+
+def adjust(table, method="bh", alpha=ALPHA, noisy_cv=0.05):
+    """The table's rows taken as one family: q_value = the adjusted p, verdicts decided again."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["q_value"] = inference.adjust(table["p_value"].to_numpy(float), method)
+    table["verdict"] = [decide(r, r["unit"], alpha, noisy_cv) for r in table.to_dict("records")]
+    table["multiplicity"] = method
+    return table
+
+
+def host_of(recs):
+    return set(recs["host"].dropna()) if "host" in recs else set()
 
 
 def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, noisy_cv=0.05,
-            metas=()):
-    """One row per group, candidate condition and metric, against the baseline condition.
+            metas=(), practical=None, method="bh"):
+    """One row per group, candidate condition and metric, against the baseline condition; the
+    rows' p values adjusted as one family (method: bh, holm or none).
 
     base: a condition name ("stock: fork" by default); candidates: condition names (default: all
-    others present in the group)."""
+    others present in the group). Only measurements of one host are compared: a pair measured on
+    different hosts is a row without a verdict."""
     base = base or baseline(list(metas), df)
     units = metrics(df, workload)
     rows = []
@@ -345,14 +424,38 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
         for cand in candidates or [c for c in present if c != base]:
             if cand not in present or cand == base:
                 continue
+            b_recs, c_recs = part[part["condition"] == base], part[part["condition"] == cand]
+            hosts = host_of(b_recs) & host_of(c_recs)
+            apart = host_of(b_recs) and host_of(c_recs) and not hosts
+            if hosts:
+                b_recs, c_recs = b_recs[b_recs["host"].isin(hosts)], c_recs[c_recs["host"].isin(hosts)]
             for metric, unit in units.items():
-                b = values(part[part["condition"] == base], metric)
-                c = values(part[part["condition"] == cand], metric)
+                b, c = boot_values(b_recs, metric), boot_values(c_recs, metric)
                 if not len(b) and not len(c):
                     continue
+                row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
+                                      practical=practical_of(workload, metric, practical))
+                if apart:
+                    row.update(p_value=np.nan, q_value=np.nan,
+                               verdict="not comparable: measured on different hosts "
+                                       f"({', '.join(sorted(host_of(b_recs)))} vs "
+                                       f"{', '.join(sorted(host_of(c_recs)))})")
                 rows.append({**params, "baseline": base, "candidate": cand, "metric": metric,
-                             "unit": unit, **compare_samples(b, c, unit, resamples, seed, noisy_cv)})
-    return by_metric(pd.DataFrame(rows), units)
+                             "unit": unit, **row})
+    table = by_metric(pd.DataFrame(rows), units)
+    return adjust_comparable(table, method, noisy_cv)
+
+
+def adjust_comparable(table, method, noisy_cv=0.05):
+    """`adjust` over the rows that have a p value; rows without one keep their verdict."""
+    if table.empty or "p_value" not in table:
+        return table
+    has_p = table["p_value"].notna()
+    table = table.copy()
+    if has_p.any():
+        table.loc[has_p] = adjust(table[has_p], method, noisy_cv=noisy_cv)
+    table["multiplicity"] = method
+    return table
 
 
 # -- units -------------------------------------------------------------------------------------

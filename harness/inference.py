@@ -1,0 +1,188 @@
+"""Inference with boots as the unit of replication, and error control over a family of tests.
+
+A kernel's measurements have levels: the boot (page placement, which host cores the vCPUs land on,
+TCG's translation cache) and the repetitions inside one boot. The repetitions of one boot are not
+independent draws of the kernel: a bootstrap over them alone reports an interval as if the
+boot-to-boot variation did not exist (Kalibera and Jones, ISMM 2013). Here a kernel's sample is a
+list of boots, each an array of repetitions, and:
+
+- the ratio of two kernels is the ratio of the geometric means of their per-boot medians;
+- its 95% interval and p value come from Welch's t on the log per-boot medians (boots as units);
+  with one boot on one side the other side's boot variance stands for both; with one boot on
+  each side there is no boot-level variance to use and the interval is a bootstrap over
+  repetitions, labelled so by the caller;
+- `hierarchical_bootstrap` resamples boots, then repetitions inside each chosen boot (the
+  two-level bootstrap), and `sample_bootstrap` resamples repetitions only (what this harness used
+  to do); `harness calibrate --simulate` compares the three intervals' coverage on simulated
+  two-level data;
+- `adjust` turns a family's p values into Holm (family-wise error) or Benjamini-Hochberg (false
+  discovery rate) adjusted ones.
+"""
+import numpy as np
+from scipy import stats as sps
+
+METHODS = ("bh", "holm", "none")
+
+
+def as_boots(boots):
+    """A list of non-empty float arrays (one per boot)."""
+    out = [np.asarray(b, float) for b in boots]
+    return [b[~np.isnan(b)] for b in out if np.count_nonzero(~np.isnan(b))]
+
+
+def boot_medians(boots):
+    return np.array([np.median(b) for b in boots])
+
+
+def variance_split(boots):
+    """How the variance of log values splits between boots and within a boot (one-way
+    random-effects ANOVA): {"between": var, "within": var, "share": between / total}; the share
+    is NaN with fewer than two boots or no within-boot spread to compare with."""
+    boots = [np.log(b[b > 0]) for b in as_boots(boots)]
+    boots = [b for b in boots if len(b)]
+    nan = {"between": np.nan, "within": np.nan, "share": np.nan}
+    if len(boots) < 2:
+        return nan
+    sizes = np.array([len(b) for b in boots], float)
+    total = sizes.sum()
+    if total <= len(boots):
+        # one value per boot: all of the variance is between boots
+        between = float(np.var([b[0] for b in boots], ddof=1))
+        return {"between": between, "within": np.nan, "share": 1.0 if between > 0 else np.nan}
+    grand = np.concatenate(boots).mean()
+    msb = sum(n * (b.mean() - grand) ** 2 for n, b in zip(sizes, boots)) / (len(boots) - 1)
+    msw = sum(((b - b.mean()) ** 2).sum() for b in boots) / (total - len(boots))
+    n0 = (total - (sizes ** 2).sum() / total) / (len(boots) - 1)
+    between = max(0.0, (msb - msw) / n0)
+    whole = between + msw
+    return {"between": float(between), "within": float(msw),
+            "share": float(between / whole) if whole > 0 else np.nan}
+
+
+def boot_interval(base, cand, alpha=0.05):
+    """(ratio, low, high, p) from the log per-boot medians, or None when both sides have one boot.
+
+    ratio = exp(mean log median(cand boot) - mean log median(base boot)); the interval is Welch's
+    t interval of that difference, and p its two-sided test. Identical boots on both sides (a
+    deterministic mode) give a zero-width interval: p is 1 when the ratio is exactly 1, else 0."""
+    lb, lc = np.log(boot_medians(base)), np.log(boot_medians(cand))
+    nb, nc = len(lb), len(lc)
+    if min(nb, nc) < 1 or max(nb, nc) < 2 or not (np.all(np.isfinite(lb)) and np.all(np.isfinite(lc))):
+        return None
+    diff = lc.mean() - lb.mean()
+    if min(nb, nc) >= 2:
+        vb, vc = lb.var(ddof=1) / nb, lc.var(ddof=1) / nc
+        se2 = vb + vc
+        dof = se2 ** 2 / ((vb ** 2 / (nb - 1)) + (vc ** 2 / (nc - 1))) if se2 > 0 else nb + nc - 2
+    else:
+        # one boot on one side: the other side's boot variance stands for both
+        many = lb if nb > 1 else lc
+        se2 = many.var(ddof=1) * (1 / nb + 1 / nc)
+        dof = len(many) - 1
+    if se2 <= 0:
+        same = abs(diff) < 1e-12
+        r = float(np.exp(diff))
+        return r, r, r, 1.0 if same else 0.0
+    se = np.sqrt(se2)
+    t = sps.t.ppf(1 - alpha / 2, dof)
+    p = float(2 * sps.t.sf(abs(diff) / se, dof))
+    return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p
+
+
+def _padded(boots):
+    width = max(len(b) for b in boots)
+    data = np.full((len(boots), width), np.nan)
+    for i, b in enumerate(boots):
+        data[i, :len(b)] = b
+    return data, np.array([len(b) for b in boots])
+
+
+def _resampled_medians(boots, resamples, rng, two_level):
+    """Medians of `resamples` resamples of the pooled repetitions: boots drawn with replacement
+    (two_level) or kept, then repetitions drawn with replacement inside each boot."""
+    data, sizes = _padded(boots)
+    k, width = data.shape
+    chosen = rng.integers(0, k, (resamples, k)) if two_level else np.broadcast_to(np.arange(k), (resamples, k))
+    n = sizes[chosen]                                       # (resamples, k)
+    idx = np.floor(rng.random((resamples, k, width)) * n[..., None]).astype(int)
+    picked = data[chosen[..., None], idx]                   # (resamples, k, width)
+    picked[np.arange(width)[None, None, :] >= n[..., None]] = np.nan
+    return np.nanmedian(picked.reshape(resamples, -1), axis=1)
+
+
+def _percentile_ratio(mb, mc, resamples):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = mc / mb
+    ratios = ratios[np.isfinite(ratios)]
+    if len(ratios) < resamples / 2:
+        return np.nan, np.nan
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def hierarchical_bootstrap(base, cand, resamples=2000, seed=0):
+    """95% interval of median(cand)/median(base): boots resampled, then repetitions in each."""
+    rng = np.random.default_rng(seed)
+    mb = _resampled_medians(as_boots(base), resamples, rng, two_level=True)
+    mc = _resampled_medians(as_boots(cand), resamples, rng, two_level=True)
+    return _percentile_ratio(mb, mc, resamples)
+
+
+def sample_bootstrap(base, cand, resamples=2000, seed=0):
+    """95% interval of median(cand)/median(base), every repetition an independent sample (boots
+    pooled): right only when there is no boot-to-boot variation."""
+    rng = np.random.default_rng(seed)
+    b = np.concatenate(as_boots(base))
+    c = np.concatenate(as_boots(cand))
+    mb = np.median(rng.choice(b, (resamples, len(b))), axis=1)
+    mc = np.median(rng.choice(c, (resamples, len(c))), axis=1)
+    return _percentile_ratio(mb, mc, resamples)
+
+
+def holm(p):
+    """Holm's step-down adjusted p values (family-wise error), NaN kept as NaN."""
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = len(q)
+    if not m:
+        return out
+    order = np.argsort(q, kind="stable")
+    adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def bh(p):
+    """Benjamini-Hochberg adjusted p values (false discovery rate), NaN kept as NaN."""
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    m = len(q)
+    if not m:
+        return out
+    order = np.argsort(q, kind="stable")
+    ranked = q[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    res = np.empty(m)
+    res[order] = np.minimum(adj, 1.0)
+    out[ok] = res
+    return out
+
+
+def adjust(p, method="bh"):
+    if method == "bh":
+        return bh(p)
+    if method == "holm":
+        return holm(p)
+    if method == "none":
+        return np.asarray(p, float)
+    raise ValueError(f"unknown multiplicity method {method!r} (known: {', '.join(METHODS)})")
+
+
+METHOD_TEXT = {"bh": "Benjamini-Hochberg (false discovery rate)",
+               "holm": "Holm (family-wise error)", "none": "no correction"}
