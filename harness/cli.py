@@ -95,6 +95,15 @@ class ParamFlag(argparse.Action):
         ns.workload_items = items
 
 
+def add_verdict_args(p):
+    p.add_argument("--practical", type=float, default=None, metavar="FRACTION",
+                   help="smallest change called faster/slower (default 0.02, or the workload "
+                        "manifest's [practical] entry for a metric)")
+    p.add_argument("--multiplicity", choices=["bh", "holm", "none"], default="bh",
+                   help="error control over the report's comparisons: bh (Benjamini-Hochberg, false "
+                        "discovery rate; default), holm (family-wise error) or none")
+
+
 def add_workload_args(p):
     p.add_argument("--workload", action=WorkloadFlag, metavar="NAME",
                    help="a workload in workloads/ (default fork-memory); repeatable")
@@ -195,7 +204,8 @@ def cmd_reproduce(args):
         exp = exp.only(args.cell)
     run = Run(exp).execute()
     with ui.step("statistics, plots and report"):
-        md, page = report.write([run.store.dir], claims=exp.claims)
+        md, page = report.write([run.store.dir], claims=exp.claims, practical=args.practical,
+                                method=args.multiplicity)
     ui.out(report.cv_summary(run.store.dir))
     ui.console.print(f"report: {md}\n        {page}")
     return run.exit_code
@@ -245,6 +255,7 @@ def cmd_report(args):
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise errors.UserError(f"cannot read claims from {args.claims}: {exc}") from None
     md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
+                            practical=args.practical, method=args.multiplicity,
                             noisy_cv=args.noisy_cv)
     ui.out(report.cv_summary(args.runs))
     ui.console.print(f"report: {md}\n        {page}")
@@ -274,6 +285,7 @@ def cmd_nightly(args):
         args.timing = "auto"          # nightly runs on TCG-only runners are deterministic by default
     exp = None if args.run else several_boots(experiment(args))
     night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
+                    method=args.multiplicity, practical=args.practical,
                     history=args.history).execute()
     ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}")
     return night.exit_code
@@ -366,6 +378,7 @@ def parser():
     p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (default cow-pte-v4)")
     p.add_argument("--cell", action="append", metavar="ID", help="only this kernel; repeatable")
     add_workload_args(p)
+    add_verdict_args(p)
     p.set_defaults(func=cmd_reproduce, label=None)
 
     p = sub.add_parser("calibrate", help="A/A calibration of the verdicts: one kernel booted under two "
@@ -402,6 +415,7 @@ def parser():
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--noisy-cv", type=float, default=0.05, metavar="CV",
                    help="call a cell noisy above this coefficient of variation (default 0.05)")
+    add_verdict_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("nightly", help="a night of CI: run the experiment (or take --run), record it "
@@ -421,6 +435,7 @@ def parser():
                    help="a regression is worse than the previous nights' median by more than this "
                         "fraction (default 0.05)")
     p.add_argument("--nights", type=int, default=5, help="previous nights to compare with (default 5)")
+    add_verdict_args(p)
     p.set_defaults(func=cmd_nightly)
 
     p = sub.add_parser("history", help="a metric over the nights recorded by `harness nightly`")

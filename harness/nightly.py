@@ -5,7 +5,8 @@ the previous nights, write junit.xml and summary.md into the run's folder and pr
 A regression: a (kernel, workload, condition, metric, parameters) whose median is worse than the
 median of the previous nights (same experiment, accelerator and timing mode) by more than the
 threshold, and, when the previous night's raw records are at hand with 3 or more samples on each
-side, also different from them by a two-sided Mann-Whitney test (p < alpha). Worse: slower for
+side, also different from them: Welch's t on log per-boot medians (boots as units), its p
+adjusted over the night's family by Benjamini-Hochberg (q < alpha). Worse: slower for
 times, larger for sizes, lower for rates (units with "/" or "per"); larger for any other unit.
 
 Exit code: 0 ok, 1 regression, 5 a kernel or cell failed (or did not run).
@@ -17,12 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness import junit, report, stats, ui
+from harness import inference, junit, report, stats, ui
 from harness.errors import UserError
 from harness.history import History, params_key
 
 OK, REGRESSION, FAILED = 0, 1, 5
-MIN_SAMPLES = 3
 
 
 def higher_is_worse(unit):
@@ -35,13 +35,12 @@ def worse_word(unit):
     return up if higher_is_worse(unit) else down
 
 
-def mann_whitney(a, b):
-    """Two-sided Mann-Whitney p of two samples; NaN with fewer than MIN_SAMPLES on a side."""
-    if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:
+def boots_p(tonight, before, unit):
+    """Two-sided p of tonight's samples against an earlier night's, boots as units
+    (stats.compare_samples); NaN with too little data on a side."""
+    if not tonight or not before:
         return np.nan
-    if np.ptp(np.concatenate([a, b])) == 0:
-        return 1.0
-    return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return stats.compare_samples(before, tonight, unit, resamples=200)["p_value"]
 
 
 def samples(df):
@@ -72,7 +71,8 @@ def message(r):
             f"({report.num(r['reference'])} {r['unit']}), 95% CI of the ratio "
             f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
     if not np.isnan(r["p_value"]):
-        text += f", Mann-Whitney p={r['p_value']:.2g} against night {r['last_night']}"
+        text += (f", p={r['p_value']:.2g} (q={r.get('q_value', np.nan):.2g} over the night's family) "
+                 f"against night {r['last_night']}, boots as units")
     if r["status"] == "regression":
         text = f"REGRESSION: {text}; {worse_word(r['unit'])} by more than {r['threshold']:.0%}"
     return text
@@ -80,7 +80,7 @@ def message(r):
 
 class Nightly:
     def __init__(self, experiment=None, run=None, baseline_nights=5, threshold=0.05, history=None,
-                 alpha=0.05, resamples=2000):
+                 alpha=0.05, resamples=2000, method="bh", practical=None):
         if (experiment is None) == (run is None):
             raise UserError("a night needs an experiment to run or a finished run (--run), not both")
         self.exp = experiment
@@ -89,6 +89,8 @@ class Nightly:
         self.threshold = threshold
         self.alpha = alpha
         self.resamples = resamples
+        self.method = method
+        self.practical = practical
         self.history = history if isinstance(history, History) else History(history)
         self.failures, self.baseline, self.nights = [], [], []
         self.baseline_tables = {}
@@ -149,9 +151,10 @@ class Nightly:
         if self.df.empty:
             return rows
         owner = dict(zip(self.df["condition"], self.df["kernel"]))
-        for workload in dict.fromkeys(self.df["workload"]):
-            comp = stats.compare(self.df, workload, resamples=self.resamples, metas=[self.meta])
-            if comp.empty:
+        comps, _ = report.comparisons(self.df, [self.meta], self.resamples, 0.05,
+                                      practical=self.practical, method=self.method)
+        for workload, comp in comps.items():
+            if comp is None or comp.empty:
                 continue
             cols = stats.param_columns(stats.measured(self.df[self.df["workload"] == workload]), workload)
             self.baseline_tables[workload] = report.compare_table(comp, cols)
@@ -175,15 +178,16 @@ class Nightly:
                    "last_night": None, "threshold": self.threshold, "status": "no history"}
             if len(prev):
                 key = (r["workload"], r["params"], r["condition"])
-                x = stats.values(here[key], r["metric"]) if key in here else np.array([])
+                x = stats.boot_values(here[key], r["metric"]) if key in here else []
                 last = prev.loc[0, "run_id"]
                 if last not in earlier:
                     earlier[last] = self.night_samples(last)
-                y = (stats.values(earlier[last][key], r["metric"])
-                     if key in earlier[last] else np.array([]))
+                y = stats.boot_values(earlier[last][key], r["metric"]) if key in earlier[last] else []
                 row.update(self.judge(r, prev, x, y), last_night=last)
-            row["message"] = message(row)
             rows.append(row)
+        self.gate(rows)
+        for row in rows:
+            row["message"] = message(row)
         rank = {label: i for i, label in enumerate(self.labels)}
         return sorted(rows, key=lambda r: rank.get(r["kernel"], len(rank)))
 
@@ -195,20 +199,28 @@ class Nightly:
         return samples(stats.load_run(info["path"])[1])
 
     def judge(self, r, prev, x, y):
+        """The change against the previous nights' median; the status is set by `gate`."""
         reference = float(np.nanmedian(prev["median"].astype(float)))
         if not reference or np.isnan(reference):
             return {"reference": reference, "status": "ok"}
-        ratio = r["median"] / reference
-        lo, hi = (np.array(stats.median_ci(x, self.resamples)) / reference if len(x)
+        flat = np.concatenate(x) if x else np.array([])
+        lo, hi = (np.array(stats.median_ci(flat, self.resamples)) / reference if len(flat)
                   else (np.nan, np.nan))
-        p = mann_whitney(x, y)
-        tested = np.isnan(p) or p < self.alpha
-        up = ratio > 1 + self.threshold
-        down = ratio < 1 - self.threshold
-        worse, better = (up, down) if higher_is_worse(r["unit"]) else (down, up)
-        status = "regression" if worse and tested else "improved" if better and tested else "ok"
-        return {"reference": reference, "ratio": ratio, "ci_low": float(lo), "ci_high": float(hi),
-                "p_value": p, "status": status}
+        return {"reference": reference, "ratio": r["median"] / reference, "ci_low": float(lo),
+                "ci_high": float(hi), "p_value": boots_p(x, y, r["unit"]), "status": "ok"}
+
+    def gate(self, rows):
+        """Regression or improvement: beyond the threshold, and (where last night's samples are at
+        hand) different from them with the night's p values adjusted as one family (the method of
+        the report, Benjamini-Hochberg by default)."""
+        judged = [r for r in rows if not np.isnan(r.get("ratio", np.nan))]
+        q = inference.adjust([r["p_value"] for r in judged], self.method)
+        for r, qv in zip(judged, q):
+            r["q_value"] = qv
+            tested = np.isnan(qv) or qv < self.alpha
+            up, down = r["ratio"] > 1 + self.threshold, r["ratio"] < 1 - self.threshold
+            worse, better = (up, down) if higher_is_worse(r["unit"]) else (down, up)
+            r["status"] = "regression" if worse and tested else "improved" if better and tested else "ok"
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -240,8 +252,9 @@ class Nightly:
                  + (f" (merged from {', '.join(m['merged_from'])})" if m.get("merged_from") else ""),
                  f"- regression: worse than the median of up to {self.baseline_nights} previous "
                  f"nights (same experiment, accelerator, timing) by more than {self.threshold:.0%}, "
-                 f"and Mann-Whitney p < {self.alpha} against the previous night when its records "
-                 f"are at hand ({MIN_SAMPLES}+ samples a side)", ""]
+                 f"and different from the previous night when its records are at hand: Welch's t "
+                 f"on log per-boot medians, q < {self.alpha} after "
+                 f"{inference.METHOD_TEXT[self.method]} over the night's comparisons", ""]
         if self.failures:
             lines += ["## Failures", ""] + [f"- {f}" for f in self.failures] + [""]
         lines += ["## Regressions against previous nights", ""]

@@ -16,6 +16,13 @@ def test_reproduce_reduced_matrix(tmp_path, monkeypatch, capsys):
     assert "coefficient of variation per metric" in out
     assert "fork-latency" in out and "CV=" in out
     (run,) = tmp_path.iterdir()
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["design"]["slots"] == ["stock#1", "patched#1", "patched#2", "stock#2", "stock#3", "patched#3"]
+    for label in ("stock", "patched"):
+        assert sorted(meta["kernels"][label]["boots"]) == ["1", "2", "3"]
+        assert (run / label / "boot-3" / "console.log").exists()
+        boots = {json.loads(r)["boot"] for r in (run / label / "fork-latency.jsonl").read_text().splitlines()}
+        assert boots == {1, 2, 3}
     for label in ("stock", "patched"):
         for workload in ("fork-memory", "fork-latency", "fault-latency", "fork-server"):
             records = (run / label / f"{workload}.jsonl").read_text().splitlines()
@@ -29,6 +36,7 @@ def test_reproduce_reduced_matrix(tmp_path, monkeypatch, capsys):
         assert section in md
     assert "no significant difference" in md or "slower" in md or "faster" in md
     assert "COW PTE fork" not in md           # nothing here was COW PTE: never reported as such
+    assert "| 3/3 " in md and "boots being the units of replication" in md
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert sorted(p.name for p in (run / "plots").glob("*.png"))

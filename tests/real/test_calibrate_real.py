@@ -1,0 +1,30 @@
+"""`harness calibrate` for real: one kernel booted under two labels, interleaved, the A/A verdicts
+and a large injected effect found from the boots."""
+import json
+
+import pytest
+
+from harness import cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
+    code = cli.main(["calibrate", "--kernel-src", "debian:linux-source-6.1", "--accel", "tcg",
+                     "--memory", "1024", "--boots", "2", "--effect", "1.0",
+                     "--workload", "fork-latency", "--param", "sizes_mib=8,32", "--param", "reps=6",
+                     "--param", "warmup=1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "A/A:" in out and "injected +100.0%" in out
+    (run,) = tmp_path.iterdir()
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["design"]["slots"] == ["A#1", "B#1", "B#2", "A#2"]
+    # one build under two labels
+    assert meta["kernels"]["A"]["build_key"] == meta["kernels"]["B"]["build_key"]
+    result = json.loads((run / "calibration.json").read_text())
+    assert result["boots"] == 2 and result["aa"]["verdicts"] == 2        # two sizes, fork_ns
+    assert [p["boots"] for p in result["power"]] == [1, 2]
+    assert result["power"][1]["detected"] == 2                          # twice as slow: seen
+    assert result["detected_after_boots"] in (1, 2)
