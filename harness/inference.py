@@ -139,39 +139,33 @@ def sample_bootstrap(base, cand, resamples=2000, seed=0):
     return _percentile_ratio(mb, mc, resamples)
 
 
-def holm(p):
+def _finite_only(step):
+    """Apply an adjustment to the non-NaN p values of a family; NaN stays NaN (not tested)."""
+    def adjusted(p):
+        p = np.asarray(p, float)
+        out = np.full(p.shape, np.nan)
+        ok = ~np.isnan(p)
+        if ok.any():
+            q = p[ok]
+            order = np.argsort(q, kind="stable")
+            res = np.empty(len(q))
+            res[order] = np.minimum(step(q[order], len(q)), 1.0)
+            out[ok] = res
+        return out
+    adjusted.__doc__ = step.__doc__
+    return adjusted
+
+
+@_finite_only
+def holm(ranked, m):
     """Holm's step-down adjusted p values (family-wise error), NaN kept as NaN."""
-    p = np.asarray(p, float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = len(q)
-    if not m:
-        return out
-    order = np.argsort(q, kind="stable")
-    adj = np.maximum.accumulate((m - np.arange(m)) * q[order])
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
+    return np.maximum.accumulate((m - np.arange(m)) * ranked)
 
 
-def bh(p):
+@_finite_only
+def bh(ranked, m):
     """Benjamini-Hochberg adjusted p values (false discovery rate), NaN kept as NaN."""
-    p = np.asarray(p, float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    q = p[ok]
-    m = len(q)
-    if not m:
-        return out
-    order = np.argsort(q, kind="stable")
-    ranked = q[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    res = np.empty(m)
-    res[order] = np.minimum(adj, 1.0)
-    out[ok] = res
-    return out
+    return np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
 
 
 def adjust(p, method="bh"):
