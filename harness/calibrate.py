@@ -47,12 +47,13 @@ def judged(df, max_boot=None, effect=0.0):
         df = df[df["boot"].fillna(1) <= max_boot]
     rows = []
     for workload, names in METRICS.items():
-        sub = df[df["workload"] == workload]
+        sub = df[df["workload"] == workload].copy()
         if sub.empty:
             continue
         if effect:
             for m in names:
                 if m in sub:
+                    sub[m] = sub[m].astype(float)
                     sub.loc[sub["kernel"] == "B", m] = sub.loc[sub["kernel"] == "B", m] * (1 + effect)
         comp = stats.compare(sub, workload, base=f"A: {stats.PLAIN}", candidates=[f"B: {stats.PLAIN}"],
                              method="none", resamples=500)

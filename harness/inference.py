@@ -7,7 +7,8 @@ boot-to-boot variation did not exist (Kalibera and Jones, ISMM 2013). Here a ker
 list of boots, each an array of repetitions, and:
 
 - the ratio of two kernels is the ratio of the geometric means of their per-boot medians;
-- its 95% interval and p value come from Welch's t on the log per-boot medians (boots as units);
+- its 95% interval and p value come from Welch's t on the log per-boot medians (boots as units;
+  on the raw medians, the interval divided by the baseline's mean, where a value can be zero);
   with one boot on one side the other side's boot variance stands for both; with one boot on
   each side there is no boot-level variance to use and the interval is a bootstrap over
   repetitions, labelled so by the caller;
@@ -65,28 +66,54 @@ def boot_interval(base, cand, alpha=0.05):
     ratio = exp(mean log median(cand boot) - mean log median(base boot)); the interval is Welch's
     t interval of that difference, and p its two-sided test. Identical boots on both sides (a
     deterministic mode) give a zero-width interval: p is 1 when the ratio is exactly 1, else 0."""
-    lb, lc = np.log(boot_medians(base)), np.log(boot_medians(cand))
-    nb, nc = len(lb), len(lc)
-    if min(nb, nc) < 1 or max(nb, nc) < 2 or not (np.all(np.isfinite(lb)) and np.all(np.isfinite(lc))):
+    mb, mc = boot_medians(base), boot_medians(cand)
+    nb, nc = len(mb), len(mc)
+    if min(nb, nc) < 1 or max(nb, nc) < 2:
         return None
+    if not ((mb > 0).all() and (mc > 0).all()):
+        return _raw_interval(mb, mc, alpha)
+    lb, lc = np.log(mb), np.log(mc)
+    diff, se2, dof = _welch(lb, lc)
+    if se2 <= 0:
+        r = float(np.exp(diff))
+        return r, r, r, 1.0 if abs(diff) < 1e-12 else 0.0
+    t, p = _t_and_p(diff, se2, dof, alpha)
+    se = np.sqrt(se2)
+    return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p
+
+
+def _welch(lb, lc):
+    """(difference of means, its squared standard error, degrees of freedom). With one value on
+    one side the other side's variance stands for both."""
+    nb, nc = len(lb), len(lc)
     diff = lc.mean() - lb.mean()
     if min(nb, nc) >= 2:
         vb, vc = lb.var(ddof=1) / nb, lc.var(ddof=1) / nc
         se2 = vb + vc
         dof = se2 ** 2 / ((vb ** 2 / (nb - 1)) + (vc ** 2 / (nc - 1))) if se2 > 0 else nb + nc - 2
-    else:
-        # one boot on one side: the other side's boot variance stands for both
-        many = lb if nb > 1 else lc
-        se2 = many.var(ddof=1) * (1 / nb + 1 / nc)
-        dof = len(many) - 1
-    if se2 <= 0:
-        same = abs(diff) < 1e-12
-        r = float(np.exp(diff))
-        return r, r, r, 1.0 if same else 0.0
+        return diff, se2, dof
+    many = lb if nb > 1 else lc
+    return diff, many.var(ddof=1) * (1 / nb + 1 / nc), len(many) - 1
+
+
+def _t_and_p(diff, se2, dof, alpha):
     se = np.sqrt(se2)
-    t = sps.t.ppf(1 - alpha / 2, dof)
-    p = float(2 * sps.t.sf(abs(diff) / se, dof))
-    return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p
+    return sps.t.ppf(1 - alpha / 2, dof), float(2 * sps.t.sf(abs(diff) / se, dof))
+
+
+def _raw_interval(mb, mc, alpha):
+    """boot_interval for values that can be zero (page-table growth with COW PTE): Welch's t on
+    the raw per-boot medians, the interval divided by the baseline's mean."""
+    base = mb.mean()
+    if base == 0:
+        return None
+    diff, se2, dof = _welch(mb, mc)
+    ratio = float(mc.mean() / base)
+    if se2 <= 0:
+        return ratio, ratio, ratio, 1.0 if diff == 0 else 0.0
+    t, p = _t_and_p(diff, se2, dof, alpha)
+    half = t * np.sqrt(se2) / abs(base)
+    return ratio, ratio - half, ratio + half, p
 
 
 def _padded(boots):

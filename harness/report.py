@@ -206,6 +206,16 @@ def host_cpu(meta):
     return f"{host.get('cpu', '?')} × {host.get('cpus', '?')}"
 
 
+def design_text(meta):
+    d = meta.get("design") or {}
+    if not d:
+        return "one boot per kernel (a run made before boots were recorded)"
+    text = f"{d.get('boots', 1)} boot(s) per kernel"
+    if d.get("boots", 1) > 1:
+        text += f", {d.get('order')}" + (f" (seed {d['seed']})" if d.get("order") == "random" else "")
+    return text
+
+
 def header(metas):
     def facts(get):
         return " | ".join(dict.fromkeys(str(get(m)) for m in metas))
@@ -214,7 +224,8 @@ def header(metas):
     items = [f"accelerator: {facts(lambda m: m.get('accel', 'unknown'))}"
              + (f" ({'; '.join(sorted(reasons))})" if reasons else ""),
              f"QEMU: {facts(lambda m: m.get('qemu', '?'))}",
-             f"host CPU: {facts(host_cpu)}"]
+             f"host CPU: {facts(host_cpu)}",
+             f"design: {facts(design_text)}"]
     if any(m.get("timing") for m in metas):
         items.insert(1, f"timing mode: {facts(lambda m: m.get('timing'))}")
     runs = pd.DataFrame([{"run": m.get("run_id", "?"), "started": m.get("started", "?"),

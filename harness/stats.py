@@ -346,6 +346,8 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
     if row["median_base"]:
         row["ratio"] = row["median_cand"] / row["median_base"]
     boots = inference.boot_interval(base, cand, alpha)
+    if boots is None and by_boots:
+        return {**row, "verdict": "no ratio (the baseline is 0)"}
     if boots:
         row["ratio"], row["ci_low"], row["ci_high"], row["p_value"] = boots
         row["unit_of_replication"] = "boot"

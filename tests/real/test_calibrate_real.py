@@ -1,5 +1,7 @@
 """`harness calibrate` for real: one kernel booted under two labels, interleaved, the A/A verdicts
-and a large injected effect found from the boots."""
+and an injected effect found from the boots. icount mode keeps the noise low (a 25% slowdown is
+seen from one boot per label); whether A and B are called different is the calibration's finding,
+not something a test can require of two boots."""
 import json
 
 import pytest
@@ -11,13 +13,13 @@ pytestmark = pytest.mark.slow
 
 def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
-    code = cli.main(["calibrate", "--kernel-src", "debian:linux-source-6.1", "--accel", "tcg",
-                     "--memory", "1024", "--boots", "2", "--effect", "1.0",
+    code = cli.main(["calibrate", "--kernel-src", "debian:linux-source-6.1", "--timing", "icount",
+                     "--memory", "1024", "--boots", "2", "--effect", "0.25",
                      "--workload", "fork-latency", "--param", "sizes_mib=8,32", "--param", "reps=6",
                      "--param", "warmup=1"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "A/A:" in out and "injected +100.0%" in out
+    assert "A/A: " in out and "of 2 verdicts call A and B different" in out and "injected +25.0%" in out
     (run,) = tmp_path.iterdir()
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["design"]["slots"] == ["A#1", "B#1", "B#2", "A#2"]
@@ -26,5 +28,6 @@ def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
     result = json.loads((run / "calibration.json").read_text())
     assert result["boots"] == 2 and result["aa"]["verdicts"] == 2        # two sizes, fork_ns
     assert [p["boots"] for p in result["power"]] == [1, 2]
-    assert result["power"][1]["detected"] == 2                          # twice as slow: seen
-    assert result["detected_after_boots"] in (1, 2)
+    assert all(0 <= r["q_value"] <= 1 and r["verdict"] for r in result["aa"]["rows"])
+    assert result["power"][0]["detected"] == result["power"][1]["detected"] == 2
+    assert result["detected_after_boots"] == 1
