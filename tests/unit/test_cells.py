@@ -94,3 +94,38 @@ def test_harness_cells_lists_ids_and_commands(exp_file, capsys):
     assert cli.main(["cells", "--experiment", str(exp_file)]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[1].startswith("fault-latency.side=child\tharness run --experiment ")
+
+
+class FakeRunner:
+    """A runner for remote's dispatcher (no SSH): a dead one raises as a refused connection."""
+
+    def __init__(self, spec, dead=False):
+        self.spec, self.dead, self.ran = spec, dead, []
+
+    def run_cell(self, cell_id, experiment, extra_args, workdir, command, out_dir, timeout):
+        if self.dead:
+            raise ConnectionRefusedError("Unable to connect")
+        self.ran.append(cell_id)
+        return 0, out_dir, ""
+
+    def close(self):
+        pass
+
+
+def test_remote_shards_by_cells_and_queues_a_dead_hosts_cell_again(exp_file, tmp_path, capsys):
+    from harness import remote
+    name, ids = remote.plan(exp_file, ["--accel", "tcg"])
+    assert name == exp_file and ids == [c.id for c in cells.of(experiment.load(exp_file))]
+    assert remote.plan(exp_file, [], cells=["selftests", "fork-memory"])[1] == ["fork-memory", "selftests"]
+    with pytest.raises(UserError, match="no cell"):
+        remote.plan(exp_file, [], cells=["cow-pte"])
+    todo = [remote.Cell(i) for i in ids]
+    dead, live = FakeRunner("ci@dead", dead=True), FakeRunner("ci@live")
+    job = {"experiment": str(exp_file), "extra_args": [], "workdir": "~/h", "command": "harness",
+           "timeout": None, "parts": tmp_path}
+    errors = remote._Dispatch(todo, [dead, live], job).run()
+    assert list(errors) == ["ci@dead"] and "Unable to connect" in errors["ci@dead"]
+    assert sorted(live.ran) == sorted(ids) and all(c.status == "ok" for c in todo)
+    assert [a["host"] for a in todo[0].attempts] == ["ci@dead", "ci@live"]
+    assert todo[0].run_dir == tmp_path / f"{ids[0]}-2"
+    assert "queued again for another host" in capsys.readouterr().err
