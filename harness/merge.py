@@ -130,8 +130,9 @@ def merged_kernel(parts):
     statuses = [facts.get("status") for _, _, facts in parts]
     worst = next((s for s in STATUS_ORDER if s in statuses), None) or \
         next((s for s in statuses if s != "ok"), "ok")
-    bad = next((facts for _, _, facts in parts if facts.get("status") == worst), {})
-    info.update(status=worst, **{k: bad[k] for k in ("error", "error_type") if k in bad})
+    if worst is not None:
+        bad = next((facts for _, _, facts in parts if facts.get("status") == worst), {})
+        info.update(status=worst, **{k: bad[k] for k in ("error", "error_type") if k in bad})
     return info
 
 
