@@ -152,16 +152,18 @@ def host_facts(stores):
 
 
 def join_records(src, dst, host, run_id):
-    """Append src's lines to dst, each record with "host" and "from_run" when it has none; a line
-    that is not JSON (cut short by a crash) is kept as it was."""
+    """Append src's lines to dst, each record with "host" and "from_run" where it has none (the
+    pipeline writes "host" itself; a record without one is an older run's); a line that is not
+    JSON (cut short by a crash) is kept as it was."""
     lines = []
     for line in src.read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             rec = None
-        if isinstance(rec, dict) and not ("host" in rec and "from_run" in rec):
-            line = json.dumps({"host": host, "from_run": run_id, **rec}, sort_keys=True)
+        if isinstance(rec, dict) and (rec.get("host") is None or rec.get("from_run") is None):
+            rec = {**rec, "host": rec.get("host") or host, "from_run": rec.get("from_run") or run_id}
+            line = json.dumps(rec, sort_keys=True)
         lines.append(line + "\n")
     with open(dst, "a") as out:
         out.writelines(lines)
