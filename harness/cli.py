@@ -230,12 +230,14 @@ def cmd_calibrate(args):
 
 def cmd_cells(args):
     import json
+    from harness import cells as cells_mod
     exp = experiment(args)
     cells = []
-    for k in exp.kernels:
-        argv = exp.command_line() + f" --cell {k.label}"
-        cells.append({"id": k.label, "source": k.source, "series": k.series,
-                      "fragments": k.fragments, "command": argv})
+    for cell in cells_mod.of(exp):      # a group of workloads on every kernel: one host compares them
+        part = exp.only([cell.id])
+        cells.append({"id": cell.id, "kernels": [k.label for k in exp.kernels],
+                      "workloads": [{"name": w.name, "params": w.params} for w in part.workloads],
+                      "selftests": part.selftests, "command": part.command_line()})
     if args.format == "json":
         ui.out(json.dumps(cells, indent=2))
     else:
@@ -344,7 +346,8 @@ def parser():
                         "--kernel-src and --series override its source and series")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
     p.add_argument("--cell", action="append", metavar="ID",
-                   help="run only this kernel of the experiment (see `harness cells`); repeatable")
+                   help="run only this cell of the experiment: a group of workloads, on every "
+                        "kernel (see `harness cells`); repeatable")
     p.add_argument("--resume", metavar="RUN",
                    help="continue an interrupted run (folder or id): finished kernels are kept")
     add_workload_args(p)
@@ -376,7 +379,8 @@ def parser():
     add_kernel_args(p, multiple=True)
     add_guest_args(p)
     p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (default cow-pte-v4)")
-    p.add_argument("--cell", action="append", metavar="ID", help="only this kernel; repeatable")
+    p.add_argument("--cell", action="append", metavar="ID",
+                   help="only this cell (a group of workloads, on every kernel); repeatable")
     add_workload_args(p)
     add_verdict_args(p)
     p.set_defaults(func=cmd_reproduce, label=None)
@@ -399,7 +403,8 @@ def parser():
     p.add_argument("--rep-sd", type=float, default=0.02, help="simulated within-boot sd, log scale")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("cells", help="the experiment's independent cells (one per kernel), for a CI matrix",
+    p = sub.add_parser("cells", help="the experiment's independent cells (a group of workloads on every "
+                       "kernel, so one host measures every kernel it compares), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, multiple=True)
     add_guest_args(p)
@@ -448,15 +453,16 @@ def parser():
     p.set_defaults(func=cmd_history)
 
     from harness import remote
-    p = sub.add_parser("remote", help="run an experiment's cells on SSH runners (one cell per host at a "
-                       "time), stream their output, fetch and merge their runs",
+    p = sub.add_parser("remote", help="run an experiment's cells (each on every kernel) on SSH runners "
+                       "(one cell per host at a time), stream their output, fetch and merge their runs",
                        epilog="example:\n  harness remote --experiment cow-pte-v4 --host ci@kvm1 "
                               "--host ci@kvm2:2222 -- --kernel-src ~/linux-6.2.1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     remote.add_arguments(p)
     p.set_defaults(func=cmd_remote)
 
-    p = sub.add_parser("merge", help="join partial runs (`harness run --cell`) of one experiment into one run")
+    p = sub.add_parser("merge", help="join partial runs (`harness run --cell`) of one experiment into one "
+                       "run; every record keeps its host")
     p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder or a run id in results/")
     p.add_argument("--out", metavar="DIR", help="the merged run's folder (default: a new run in results/)")
     p.set_defaults(func=cmd_merge)

@@ -62,6 +62,8 @@ class Experiment:
     order: str = "alternating"  # how the kernels' boots interleave (harness.schedule.ORDERS)
     seed: int = None            # the random order's seed (chosen and recorded when not given)
     path: Path = None           # the TOML file, when there is one
+    cells: list = None          # when this is some cells of an experiment (harness.cells): their ids
+    whole: dict = None          # ... and that experiment's "workloads" (as dicts) and "selftests"
 
     def __post_init__(self):
         check_design(self.boots, self.order, self.seed)
@@ -83,16 +85,18 @@ class Experiment:
         values["path"] = Path(data["path"]) if data.get("path") else None
         return cls(**values)
 
-    def only(self, labels):
-        """The same experiment with only the named kernels (the cells of a CI matrix)."""
-        known = [k.label for k in self.kernels]
-        unknown = [label for label in labels if label not in known]
-        if unknown:
-            raise UserError(f"no kernel {unknown} in experiment '{self.name}' (it has: {', '.join(known)})")
-        return replace(self, kernels=[k for k in self.kernels if k.label in labels])
+    def only(self, cell_ids):
+        """The same experiment with only the named cells (harness.cells: groups of workloads, each
+        on every kernel; the jobs of a CI matrix)."""
+        from harness import cells
+        return cells.select(self, cell_ids)
 
     def command_line(self):
-        """The harness command that repeats this experiment."""
+        """The harness command that repeats this experiment (a part of one: with its --cell flags)."""
+        if self.cells is not None:
+            whole = replace(self, workloads=[WorkloadSpec(**w) for w in self.whole["workloads"]],
+                            selftests=self.whole["selftests"], cells=None, whole=None)
+            return whole.command_line() + "".join(f" --cell {shlex.quote(c)}" for c in self.cells)
         if self.path:
             inside = Path(self.path).resolve().parent == EXPERIMENTS.resolve()
             argv = ["harness", "run", "--experiment", Path(self.path).stem if inside else str(self.path)]

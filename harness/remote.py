@@ -1,4 +1,6 @@
-"""Run an experiment's cells (one per kernel) on SSH runners and merge what they measured.
+"""Run an experiment's cells on SSH runners and merge what they measured. A cell is a group of
+workloads run on every kernel of the experiment (harness.cells), so the kernels a comparison meets
+are all measured by one host.
 
 Each runner is `user@host[:port]` with the harness installed at a work folder (a checkout with a
 venv). The cells wait in one queue; every host runs one cell at a time, taking the next when it is
@@ -24,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import paths
+from harness import cells as cells_mod, paths
 from harness.errors import HarnessError, InfraError, UserError
 from harness.experiment import EXPERIMENTS
 from harness.results import new_run_id
@@ -80,8 +82,10 @@ def fingerprint(key):
 
 
 class Cell:
-    def __init__(self, label):
-        self.label = label
+    """One cell of the experiment (harness.cells: a group of workloads, on every kernel)."""
+
+    def __init__(self, cell_id):
+        self.id = cell_id
         self.attempts = []      # {host, status, exit_code, error, seconds}
         self.run_dir = None     # the fetched partial run
 
@@ -98,7 +102,7 @@ class RemoteRun:
 
     @property
     def failed(self):
-        return [c.label for c in self.cells if c.status != "ok"]
+        return [c.id for c in self.cells if c.status != "ok"]
 
     @property
     def exit_code(self):
@@ -171,7 +175,7 @@ class _Host:
                     f"{host} >> ~/.ssh/known_hosts)")
         client.set_missing_host_key_policy(Reject())
 
-    def run_cell(self, label, experiment, extra_args, workdir, command, out_dir, timeout):
+    def run_cell(self, cell_id, experiment, extra_args, workdir, command, out_dir, timeout):
         """Run one cell on this host; return (exit_code, run_dir or None, tail of the output)."""
         c = self.conn
         c.open()
@@ -184,7 +188,7 @@ class _Host:
                 exp_arg = f"{base}/{Path(experiment).name}"
                 c.put(str(experiment), exp_arg)
             results = f"{base}/results"
-            argv = ["run", "--experiment", exp_arg, "--cell", label, *extra_args]
+            argv = ["run", "--experiment", exp_arg, "--cell", cell_id, *extra_args]
             line = (f"export HARNESS_RESULTS={shlex.quote(results)} COLUMNS=160; "
                     + command.format(workdir=remote_path(workdir)) + " " + shlex.join(argv))
             if timeout:
@@ -240,131 +244,157 @@ def safe_extract(tar, dest):
     tar.extractall(dest, members=members)
 
 
+def plan(experiment, extra_args, cells=None):
+    """(the experiment's name or file for the runners, the cell ids to run): the flags are checked
+    here before any host is asked."""
+    from harness import cli
+    extra_args = list(extra_args)
+    if "--cell" in extra_args or "--resume" in extra_args:
+        raise UserError("give the cells with cells=[...] (--cell), not in the extra arguments")
+    try:
+        args = cli.parser().parse_args(["run", "--experiment", str(experiment), *extra_args])
+    except SystemExit:
+        raise UserError(f"bad harness run arguments: {shlex.join(extra_args)}") from None
+    exp = cli.experiment(args)
+    ids = exp.only(cells).cells if cells else [c.id for c in cells_mod.of(exp)]
+    if Path(experiment).is_file() and Path(experiment).resolve().parent == EXPERIMENTS.resolve():
+        experiment = Path(experiment).stem          # the runners have it under the same name
+    return experiment, ids
+
+
+class _Dispatch:
+    """The queue of cells and the hosts that take them: each host one cell at a time; a cell whose
+    host failed is queued once more for another host, and that host is dropped."""
+
+    def __init__(self, cells, runners, job):
+        self.cells, self.runners, self.job = cells, runners, job
+        self.queue = collections.deque(cells[len(runners):])
+        self.busy = min(len(runners), len(cells))
+        self.cond = threading.Condition()
+        self.host_errors = {}
+
+    def run(self):
+        threads = [threading.Thread(target=self.worker, args=(i, r), name=f"remote-{r.spec}", daemon=True)
+                   for i, r in enumerate(self.runners)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for cell in self.queue:             # queued again, but every host was dropped
+            cell.attempts.append({"host": None, "status": "failed", "exit_code": None,
+                                  "error": "no host left to run it", "seconds": 0})
+        return self.host_errors
+
+    def next_cell(self):
+        with self.cond:
+            while True:
+                if self.queue:
+                    self.busy += 1
+                    return self.queue.popleft()
+                if self.busy == 0:
+                    return None
+                self.cond.wait()
+
+    def worker(self, index, runner):
+        cell = self.cells[index] if index < len(self.cells) else self.next_cell()
+        while cell is not None:
+            attempt, host_failed = self.attempt(runner, cell)
+            cell.attempts.append(attempt)
+            requeue = host_failed and len(cell.attempts) < 2
+            say(runner.spec, f"cell {cell.id}: {attempt['status']} in {attempt['seconds']} s"
+                + (f": {attempt['error'].splitlines()[0]}" if attempt["error"] else "")
+                + ("; queued again for another host" if requeue else ""))
+            with self.cond:
+                self.busy -= 1
+                if requeue:
+                    self.queue.append(cell)
+                self.cond.notify_all()
+            if host_failed:
+                self.host_errors[runner.spec] = attempt["error"]
+                say(runner.spec, "host dropped: it takes no more cells")
+                break
+            cell = self.next_cell()
+        runner.close()
+
+    def attempt(self, runner, cell):
+        """Run the cell once on the runner: (the attempt, whether the host is to blame)."""
+        n = len(cell.attempts) + 1
+        say(runner.spec, f"cell {cell.id}: attempt {n}")
+        started = time.monotonic()
+        attempt = {"host": runner.spec, "status": "failed", "exit_code": None, "error": None}
+        host_failed = False
+        timeout = self.job["timeout"]
+        try:
+            code, run_dir, tail = runner.run_cell(cell.id, out_dir=self.job["parts"] / f"{cell.id}-{n}",
+                                                  **{k: v for k, v in self.job.items() if k != "parts"})
+            attempt["exit_code"] = code
+            if code == 0 and run_dir:
+                attempt["status"] = "ok"
+            elif code in CELL_FAILURES and run_dir:
+                attempt["error"] = f"harness run exited {code}"
+            elif timeout and code == TIMED_OUT:     # the cell's own slowness: not the host's
+                attempt["error"] = (f"timed out after {timeout} s: the harness on the runner "
+                                    f"was stopped" + ("" if run_dir else ", no run fetched"))
+            else:                   # -1: the connection ended without an exit status
+                host_failed = True
+                attempt["error"] = "connection lost during the run" if code == -1 else \
+                    f"harness run exited {code}" + ("" if run_dir else ", no run fetched")
+                attempt["error"] += f"\n--- last lines ---\n{tail}" if tail else ""
+            if run_dir:
+                cell.run_dir = run_dir
+        except HarnessError as exc:
+            host_failed, attempt["error"] = True, str(exc)
+        except Exception as exc:    # refused, timed out, auth failed, connection lost
+            host_failed, attempt["error"] = True, f"{type(exc).__name__}: {exc}"
+        attempt["seconds"] = round(time.monotonic() - started, 1)
+        return attempt, host_failed
+
+
+def merge_parts(cells, experiment, results_dir, run_id, parts, hosts, host_errors):
+    """The merged run of the cells that brought a run back (None when none did)."""
+    run_dirs = [c.run_dir for c in cells if c.run_dir]
+    if not run_dirs:
+        return None
+    from harness import merge
+    try:
+        store = merge.merge(run_dirs, out=results_dir / run_id)
+    except UserError as exc:
+        raise UserError(f"{exc} (the partial runs are in {parts})") from None
+    if Path(experiment).is_file():  # shipped to a temporary folder: name the file here instead
+        store.metadata["experiment"]["path"] = str(Path(experiment).resolve())
+        store.metadata["command"] = merge.command(store.metadata["experiment"], store.metadata["command"])
+    store.update(remote={
+        "hosts": {h: {"error": host_errors.get(h)} for h in hosts},
+        "cells": {c.id: {"status": c.status, "attempts": c.attempts,
+                         "partial": str(c.run_dir) if c.run_dir else None} for c in cells},
+    })
+    return store
+
+
 def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,
                  cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
                  connect_timeout=20, cell_timeout=None):
-    """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun.
+    """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun. A cell is a
+    group of workloads on every kernel (harness.cells): one host measures all it compares.
 
     experiment: a name in experiments/ (the runners' checkout has it) or a local file (shipped).
     extra_args: more `harness run` flags for every cell (--kernel-src, --accel, ...).
     command: how to start the harness on a host; {workdir} is replaced by the quoted workdir.
     """
-    from harness import cli
-    extra_args = list(extra_args)
-    if "--cell" in extra_args or "--resume" in extra_args:
-        raise UserError("give the cells with cells=[...] (--cell), not in the extra arguments")
-    try:                                # the same flags, checked here before any host is asked
-        args = cli.parser().parse_args(["run", "--experiment", str(experiment), *extra_args])
-    except SystemExit:
-        raise UserError(f"bad harness run arguments: {shlex.join(extra_args)}") from None
-    exp = cli.experiment(args)
-    if cells:
-        exp = exp.only(cells)
-    labels = [k.label for k in exp.kernels]
-    if Path(experiment).is_file() and Path(experiment).resolve().parent == EXPERIMENTS.resolve():
-        experiment = Path(experiment).stem          # the runners have it under the same name
+    experiment, ids = plan(experiment, extra_args, cells)
     results_dir = Path(results_dir or paths.results())
     run_id = new_run_id()
     parts = results_dir / f"{run_id}.parts"
-
-    cell_list = [Cell(label) for label in labels]
+    cell_list = [Cell(i) for i in ids]
     runners = [_Host(spec, known_hosts, identity, connect_timeout) for spec in hosts]
-    queue = collections.deque(cell_list[len(runners):])
-    busy = [min(len(runners), len(cell_list))]
-    cond = threading.Condition()
-    host_errors = {}
-
-    def next_cell(first):
-        with cond:
-            if first is not None:
-                return first
-            while True:
-                if queue:
-                    busy[0] += 1
-                    return queue.popleft()
-                if busy[0] == 0:
-                    return None
-                cond.wait()
-
-    def worker(index, runner):
-        cell = next_cell(cell_list[index] if index < len(cell_list) else None)
-        while cell is not None:
-            n = len(cell.attempts) + 1
-            say(runner.spec, f"cell {cell.label}: attempt {n}")
-            started = time.monotonic()
-            attempt = {"host": runner.spec, "status": "failed", "exit_code": None, "error": None}
-            host_failed = False
-            try:
-                code, run_dir, tail = runner.run_cell(
-                    cell.label, str(experiment), extra_args, workdir, command,
-                    parts / f"{cell.label}-{n}", cell_timeout)
-                attempt["exit_code"] = code
-                if code == 0 and run_dir:
-                    attempt["status"] = "ok"
-                elif code in CELL_FAILURES and run_dir:
-                    attempt["error"] = f"harness run exited {code}"
-                elif cell_timeout and code == TIMED_OUT:    # the cell's own slowness: not the host's
-                    attempt["error"] = (f"timed out after {cell_timeout} s: the harness on the runner "
-                                        f"was stopped" + ("" if run_dir else ", no run fetched"))
-                else:               # -1: the connection ended without an exit status
-                    host_failed = True
-                    attempt["error"] = "connection lost during the run" if code == -1 else \
-                        f"harness run exited {code}" + ("" if run_dir else ", no run fetched")
-                    attempt["error"] += f"\n--- last lines ---\n{tail}" if tail else ""
-                if run_dir:
-                    cell.run_dir = run_dir
-            except HarnessError as exc:
-                host_failed, attempt["error"] = True, str(exc)
-            except Exception as exc:    # refused, timed out, auth failed, connection lost
-                host_failed, attempt["error"] = True, f"{type(exc).__name__}: {exc}"
-            attempt["seconds"] = round(time.monotonic() - started, 1)
-            cell.attempts.append(attempt)
-            requeue = host_failed and len(cell.attempts) < 2
-            say(runner.spec, f"cell {cell.label}: {attempt['status']} in {attempt['seconds']} s"
-                + (f": {attempt['error'].splitlines()[0]}" if attempt["error"] else "")
-                + ("; queued again for another host" if requeue else ""))
-            with cond:
-                busy[0] -= 1
-                if requeue:
-                    queue.append(cell)
-                cond.notify_all()
-            if host_failed:
-                host_errors[runner.spec] = attempt["error"]
-                say(runner.spec, "host dropped: it takes no more cells")
-                break
-            cell = next_cell(None)
-        runner.close()
-
-    threads = [threading.Thread(target=worker, args=(i, r), name=f"remote-{r.spec}", daemon=True)
-               for i, r in enumerate(runners)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for cell in queue:                  # queued again, but every host was dropped
-        cell.attempts.append({"host": None, "status": "failed", "exit_code": None,
-                              "error": "no host left to run it", "seconds": 0})
-
-    store = None
-    run_dirs = [c.run_dir for c in cell_list if c.run_dir]
-    if run_dirs:
-        from harness import merge
-        try:
-            store = merge.merge(run_dirs, out=results_dir / run_id)
-        except UserError as exc:
-            raise UserError(f"{exc} (the partial runs are in {parts})") from None
-        if Path(experiment).is_file():  # shipped to a temporary folder: name the file here instead
-            store.metadata["experiment"]["path"] = str(Path(experiment).resolve())
-            store.metadata["command"] = merge.command(store.metadata["experiment"], store.metadata["command"])
-        store.update(remote={
-            "hosts": {h: {"error": host_errors.get(h)} for h in hosts},
-            "cells": {c.label: {"status": c.status, "attempts": c.attempts,
-                                "partial": str(c.run_dir) if c.run_dir else None} for c in cell_list},
-        })
+    job = {"experiment": str(experiment), "extra_args": list(extra_args), "workdir": workdir,
+           "command": command, "timeout": cell_timeout, "parts": parts}
+    host_errors = _Dispatch(cell_list, runners, job).run()
+    store = merge_parts(cell_list, experiment, results_dir, run_id, parts, hosts, host_errors)
     result = RemoteRun(cell_list, store, hosts)
     for c in cell_list:
         last = c.attempts[-1] if c.attempts else {}
-        say(last.get("host") or "no host", f"cell {c.label}: {c.status}"
+        say(last.get("host") or "no host", f"cell {c.id}: {c.status}"
             + (f" after {len(c.attempts)} attempts" if len(c.attempts) > 1 else ""))
     return result
 

@@ -49,6 +49,12 @@ def host_facts():
             "loadavg": list(os.getloadavg())}
 
 
+def timing_mode(meta):
+    """A run's timing mode: metadata["timing"], or "real" for a run from before the harness wrote
+    it down (every run was real-time then). merge and stats both judge runs by this."""
+    return meta.get("timing") or "real"
+
+
 class RunStore:
     def __init__(self, run_id=None, root=None):
         self.id = run_id or new_run_id()

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness import activity, inference, paths
+from harness.results import timing_mode
 from harness.errors import UserError
 
 KINDS = {"off": "fork", "active": "COW PTE fork",
@@ -121,7 +122,7 @@ def add_conditions(df):
 
 
 def accel_mode(meta):
-    return meta.get("accel", "unknown"), meta.get("timing")
+    return meta.get("accel", "unknown"), timing_mode(meta)
 
 
 def load_runs(run_dirs):

@@ -2,11 +2,13 @@
 
 Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
 this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
-Debian's linux-source-6.1 with guest-base (cached after the first build), so each cell only boots.
+Debian's linux-source-6.1 with guest-base (cached after the first build), and two cells (fork-memory
+with 32 and with 64 MiB), each of which boots both kernels.
 """
 import argparse
 import json
 import os
+import platform
 import shlex
 import shutil
 import socket
@@ -36,8 +38,10 @@ fragments = ["guest-base"]
 
 [[workloads]]
 name = "fork-memory"
-params = { mib = 64 }
+params = { mib = [32, 64] }
 """
+CELLS = ["fork-memory.mib=32", "fork-memory.mib=64"]
+CELL = CELLS[0]
 
 
 def sshd_binary():
@@ -170,17 +174,23 @@ def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_f
                        "--results", str(tmp_path / "remote")])
     out, err = capfd.readouterr()
     assert code == 0, err[-3000:]
-    # one cell on each host, its output streamed back under the host's name
-    assert f"[{specs[0]}] cell a: attempt 1" in err and f"[{specs[1]}] cell b: attempt 1" in err
-    assert f"[{specs[0]}] a: fork-memory, fork" in out and f"[{specs[1]}] b: fork-memory, fork" in out
+    # one cell on each host, both kernels in it, its output streamed back under the host's name
+    assert f"[{specs[0]}] cell {CELLS[0]}: attempt 1" in err and f"[{specs[1]}] cell {CELLS[1]}: attempt 1" in err
+    assert all(f"[{spec}] {k}: fork-memory, fork" in out for spec in specs for k in "ab")
     (merged,) = [p for p in (tmp_path / "remote").iterdir() if (p / "metadata.json").exists()]
     meta = json.loads((merged / "metadata.json").read_text())
     assert list(meta["kernels"]) == ["a", "b"]
     assert all(meta["kernels"][k]["status"] == "ok" for k in "ab")
     assert len(meta["merged_from"]) == 2 and meta["experiment"]["path"] == str(experiment_file)
+    assert "--cell" not in meta["command"] and list(meta["hosts"]) == [platform.node()]
     cells = meta["remote"]["cells"]
-    assert [cells[k]["attempts"][0]["host"] for k in "ab"] == specs
-    assert all(len(cells[k]["attempts"]) == 1 for k in "ab")
+    assert [cells[c]["attempts"][0]["host"] for c in CELLS] == specs
+    assert all(len(cells[c]["attempts"]) == 1 for c in CELLS)
+    # each cell's run measured both kernels: every record says which run and host it came from
+    for label in "ab":
+        recs = sorted(records(merged, label), key=lambda r: r["mib"])
+        assert [r["mib"] for r in recs] == [32, 64] and {r["host"] for r in recs} == {platform.node()}
+        assert [r["from_run"] for r in recs] == meta["merged_from"]
 
     # the same experiment run here, in one go: the same cells, the same record fields
     local = tmp_path / "local"
@@ -191,31 +201,32 @@ def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_f
     local_meta = json.loads((local_run / "metadata.json").read_text())
     assert list(local_meta["kernels"]) == list(meta["kernels"])
     for label in "ab":
-        mine, theirs = records(merged, label), records(local_run, label)
-        assert len(mine) == len(theirs) == 1
-        assert set(mine[0]) == set(theirs[0])
-        assert mine[0]["mib"] == theirs[0]["mib"] == 64 and mine[0]["kernel"] == label
-        assert [c["cell"] for c in meta["kernels"][label]["cells"]] == \
-               [c["cell"] for c in local_meta["kernels"][label]["cells"]]
+        mine = sorted(records(merged, label), key=lambda r: r["mib"])
+        theirs = sorted(records(local_run, label), key=lambda r: r["mib"])
+        assert len(mine) == len(theirs) == 2
+        assert [set(r) - {"host", "from_run"} for r in mine] == [set(r) - {"host"} for r in theirs]
+        assert [r["mib"] for r in mine] == [r["mib"] for r in theirs] and mine[0]["kernel"] == label
+        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["cells"]) == \
+               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["cells"])
 
 
 def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file, tmp_path, capfd):
-    """A third host where nothing listens takes cell a first; a live host runs it instead.
-    (One cell, so one guest at a time: two TCG guests on a busy 2-core host can lose their clock.)"""
+    """A third host where nothing listens takes the cell (both kernels) first; a live host runs it
+    instead. (One cell, so one guest at a time: two TCG guests on a busy 2-core host can lose their clock.)"""
     specs, known_hosts, identity, command = unpack(runners)
     dead = f"{specs[0].split('@')[0]}@127.0.0.1:{free_port()}"    # nothing listens there
-    r = remote.run_on_hosts(experiment_file, [dead, *specs], [], paths.ROOT, tmp_path, cells=["a"],
+    r = remote.run_on_hosts(experiment_file, [dead, *specs], [], paths.ROOT, tmp_path, cells=[CELL],
                             command=command, known_hosts=known_hosts, identity=identity)
     err = capfd.readouterr().err
     assert r.failed == [] and r.exit_code == 0, why(r, err)
     (a,) = r.cells
     assert [x["host"] for x in a.attempts][0] == dead and a.attempts[1]["host"] in specs
     assert a.attempts[0]["status"] == "failed" and "Unable to connect" in a.attempts[0]["error"]
-    assert f"[{dead}] cell a: failed" in err and "queued again for another host" in err
-    assert f"[{dead}] host dropped" in err and "cell a: ok after 2 attempts" in err
+    assert f"[{dead}] cell {CELL}: failed" in err and "queued again for another host" in err
+    assert f"[{dead}] host dropped" in err and f"cell {CELL}: ok after 2 attempts" in err
     meta = r.store.metadata
-    assert meta["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
-    assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"]["a"]["status"] == "ok"
+    assert all(meta["kernels"][k]["status"] == "ok" and records(r.store.dir, k) for k in "ab")
+    assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"][CELL]["status"] == "ok"
 
 
 def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_path, capfd):
@@ -231,7 +242,7 @@ def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_p
                 return
             time.sleep(0.1)
     threading.Thread(target=cut, daemon=True).start()
-    r = remote.run_on_hosts(experiment_file, specs, [], paths.ROOT, tmp_path, cells=["a"],
+    r = remote.run_on_hosts(experiment_file, specs, [], paths.ROOT, tmp_path, cells=[CELL],
                             command=command, known_hosts=known_hosts, identity=identity)
     err = capfd.readouterr().err
     (a,) = r.cells
@@ -244,10 +255,10 @@ def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_p
 def test_runner_without_the_harness_is_a_host_failure(runners, experiment_file, tmp_path, capfd):
     specs, known_hosts, identity, command = unpack(runners)
     r = remote.run_on_hosts(experiment_file, specs[:1], [], tmp_path / "no such checkout", tmp_path,
-                            cells=["a"], command=command, known_hosts=known_hosts, identity=identity)
+                            cells=[CELL], command=command, known_hosts=known_hosts, identity=identity)
     err = capfd.readouterr().err
     first = r.cells[0].attempts[0]
-    assert r.failed == ["a"] and r.exit_code == 3 and r.store is None
+    assert r.failed == [CELL] and r.exit_code == 3 and r.store is None
     assert "no run fetched" in first["error"] and "no such checkout" in first["error"]
     assert f"[{specs[0]}] host dropped" in err
 
@@ -256,10 +267,10 @@ def test_unknown_host_key_is_refused(runners, experiment_file, tmp_path, capfd):
     specs, known_hosts, identity, command = unpack(runners)
     only_first = tmp_path / "known_hosts"
     only_first.write_text(known_hosts.read_text().splitlines()[0] + "\n")
-    r = remote.run_on_hosts(experiment_file, [specs[1]], [], paths.ROOT, tmp_path, cells=["a"],
+    r = remote.run_on_hosts(experiment_file, [specs[1]], [], paths.ROOT, tmp_path, cells=[CELL],
                             command=command, known_hosts=only_first, identity=identity)
     err = capfd.readouterr().err
-    assert r.failed == ["a"] and r.exit_code == 3 and r.store is None
+    assert r.failed == [CELL] and r.exit_code == 3 and r.store is None
     attempt = r.cells[0].attempts[0]        # then: no host left to run it
     assert r.cells[0].attempts[-1]["error"] == "no host left to run it"
     assert "is not in" in attempt["error"] and "refusing to connect" in attempt["error"]
@@ -271,12 +282,12 @@ def test_unknown_host_key_is_refused(runners, experiment_file, tmp_path, capfd):
 def test_cell_timeout_stops_the_harness_on_the_runner(runners, experiment_file, tmp_path, capfd):
     specs, known_hosts, identity, _ = unpack(runners)
     # a "harness" that hangs: the runner must stop it when the cell's time is up
-    r = remote.run_on_hosts(experiment_file, specs[:1], [], paths.ROOT, tmp_path, cells=["a"],
+    r = remote.run_on_hosts(experiment_file, specs[:1], [], paths.ROOT, tmp_path, cells=[CELL],
                             command="sleep 617 && echo", known_hosts=known_hosts, identity=identity,
                             cell_timeout=3)
     capfd.readouterr()
     (attempt,) = r.cells[0].attempts           # not queued again: it is the cell that is slow
     assert attempt["error"].startswith("timed out after 3 s") and attempt["seconds"] < 30
-    assert r.failed == ["a"]
+    assert r.failed == [CELL]
     left = [pid for sshd in runners.pids for pid in descendants(sshd) if "sleep 617" in cmdline(pid)]
     assert not left, "the runner still runs the timed-out cell"

@@ -108,8 +108,8 @@ AFL_FATAL_LOG = ("    directory.\n\x0f\x1b)B\x1b[?25h\x1b[0m\x1b[1;91m\n[-]  SYS
 
 # ---- manifests and params ----
 
-@pytest.mark.parametrize("name,metrics", [("stress-fork", {"ops_per_s", "ops", "seconds"}),
-                                          ("afl", {"execs_per_sec", "execs_done", "seconds"})])
+@pytest.mark.parametrize("name,metrics", [("stress-fork", {"ops_per_s", "ops", "elapsed_s"}),
+                                          ("afl", {"execs_per_sec", "execs_done", "elapsed_s"})])
 def test_manifests_load(name, metrics):
     assert name in workloads.names()
     w = workloads.Workload.load(name)
@@ -121,6 +121,15 @@ def test_manifests_load(name, metrics):
     assert argv[argv.index("--cow-pte") + 1] == "1" and argv[argv.index("--seconds") + 1] == "3"
     with pytest.raises(UserError, match="no parameter 'bogus'"):
         w.params({"bogus": "1"})
+
+
+@pytest.mark.parametrize("name,rate", [("stress-fork", "ops_per_s"), ("afl", "execs_per_sec")])
+def test_seconds_is_a_group_axis_not_a_metric(name, rate):
+    import pandas as pd
+    from harness import stats
+    df = pd.DataFrame([{"seconds": 10, "elapsed_s": 10.02, rate: 500.0, "cow_pte": "off"},
+                       {"seconds": 60, "elapsed_s": 60.1, rate: 480.0, "cow_pte": "off"}])
+    assert "seconds" in stats.param_columns(df, name) and "elapsed_s" in stats.metrics(df, name)
 
 
 def test_params_typed():
@@ -149,7 +158,7 @@ def test_stress_yaml_and_brief_agree():
     assert brief["bogo-ops-per-second-real-time"] == pytest.approx(530.91)
     assert list(d.parse_yaml(STRESS_YAML)) == ["fork"]   # system-info is not a stressor
     fields = d.metric_fields(yaml)
-    assert fields["ops"] == 1062 and fields["seconds"] == pytest.approx(2.00035)
+    assert fields["ops"] == 1062 and fields["elapsed_s"] == pytest.approx(2.00035)
     assert fields["ops_per_s"] == pytest.approx(530.907155)
     assert fields["usr_s"] == pytest.approx(0.224602) and fields["sys_s"] == pytest.approx(0.200269)
     assert d.metric_fields(brief)["ops_per_s"] == pytest.approx(530.91)
@@ -178,7 +187,7 @@ def test_fuzzer_stats():
     assert stats["bitmap_cvg"] == pytest.approx(44.83) and stats["stability"] == 100.0
     assert stats["command_line"] == "afl-fuzz -i in -o out -V 8 -- ./toy"
     fields = d.stats_fields(stats)
-    assert fields["forkserver"] is True and fields["seconds"] == 8
+    assert fields["forkserver"] is True and fields["elapsed_s"] == 8
     assert fields["execs_per_sec"] == pytest.approx(1522.5) and fields["execs_done"] == 12215
     assert fields["afl_version"] == "++4.04c" and fields["afl_exec_timeout_ms"] == 20
     no_fsrv = d.stats_fields(d.parse_fuzzer_stats(FUZZER_STATS_NO_FSRV))
@@ -268,7 +277,7 @@ needs_afl = pytest.mark.skipif(not (shutil.which("afl-cc") and shutil.which("afl
 @pytest.mark.parametrize("cow_pte", [0, 1])
 def test_stress_fork_runs_on_the_host(cache_dir, tmp_path, cow_pte):
     r = run(tmp_path, "stress-fork", "--seconds", "1", "--workers", "1", "--cow-pte", str(cow_pte))
-    assert r["ops"] > 0 and r["ops_per_s"] > 0 and r["seconds"] > 0.5
+    assert r["ops"] > 0 and r["ops_per_s"] > 0 and r["elapsed_s"] > 0.5 and r["seconds"] == 1
     assert r["metrics_source"] == "yaml" and r["stress_ng_version"]
     assert r["cow_pte_requested"] is bool(cow_pte)
     if cow_pte:

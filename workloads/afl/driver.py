@@ -3,7 +3,8 @@
 The seeds and AFL's output folder live on a tmpfs. afl-fuzz runs for `seconds` (-V) with the
 settings a VM needs (AFL_SKIP_CPUFREQ, AFL_NO_AFFINITY, AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES: the
 core_pattern is recorded, never changed). Halfway through, the fork server's VmPTE/VmRSS and
-/proc/meminfo PageTables are read. The record's figures come from AFL's fuzzer_stats.
+/proc/meminfo PageTables are read. The record's figures come from AFL's fuzzer_stats; its
+`seconds` is the parameter (a group axis), AFL's measured run_time is `elapsed_s`.
 
 cow_pte=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
 in the fork server, forks one throwaway child and calls the prctl again; it writes those facts to
@@ -76,7 +77,7 @@ def stats_fields(stats):
     mode = stats.get("target_mode", "")
     return {
         "execs_per_sec": stats.get("execs_per_sec"), "execs_done": stats.get("execs_done"),
-        "seconds": stats.get("run_time"), "afl_version": stats.get("afl_version"),
+        "elapsed_s": stats.get("run_time"), "afl_version": stats.get("afl_version"),
         "target_mode": mode, "forkserver": "no_fsrv" not in mode.split(),
         "corpus_count": stats.get("corpus_count"), "edges_found": stats.get("edges_found"),
         "total_edges": stats.get("total_edges"), "bitmap_cvg": stats.get("bitmap_cvg"),
@@ -287,7 +288,7 @@ def main():
               file=sys.stderr)
 
     guestlib.emit({
-        "type": "record", "workload": "afl", "seconds_requested": args.seconds,
+        "type": "record", "workload": "afl", "seconds": args.seconds,
         "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(stats), **sample,
         "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
         "core_pattern": (core_pattern or "").strip() or None,

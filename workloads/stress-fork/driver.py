@@ -1,7 +1,9 @@
 """stress-fork driver (runs in the guest): stress-ng's fork stressor, its metrics as records.
 
 stress-ng runs `workers` fork workers for `seconds` and writes its metrics as YAML (--yaml) and
-as the --metrics-brief table in its log; the YAML is parsed, the table is the fallback.
+as the --metrics-brief table in its log; the YAML is parsed, the table is the fallback. A record's
+`seconds` is that parameter (a group axis: runs of 10 s and 60 s are never pooled); stress-ng's
+measured wall-clock time is `elapsed_s`.
 
 stress-ng is started by a launcher: a child forked from this driver that execs stress-ng, its
 output going to a log file (never to this driver's stdout, the record channel). With cow_pte=1
@@ -74,7 +76,7 @@ def parse_brief(text):
 
 def metric_fields(values):
     """The record's figures from one stressor's metrics (parse_yaml or parse_brief)."""
-    return {"ops": values.get("bogo-ops"), "seconds": values.get("wall-clock-time"),
+    return {"ops": values.get("bogo-ops"), "elapsed_s": values.get("wall-clock-time"),
             "ops_per_s": values.get("bogo-ops-per-second-real-time"),
             "ops_per_s_usr_sys": values.get("bogo-ops-per-second-usr-sys-time"),
             "usr_s": values.get("user-time"), "sys_s": values.get("system-time")}
@@ -180,7 +182,7 @@ def main():
         re.search(r"stress-ng, version (\S+)", log)
     guestlib.emit({
         "type": "record", "workload": "stress-fork", "stressor": "fork", "workers": args.workers,
-        "seconds_requested": args.seconds, **metric_fields(metrics["fork"]),
+        "seconds": args.seconds, **metric_fields(metrics["fork"]),
         "metrics_source": source, "stress_ng_version": version.group(1) if version else None,
         "cow_pte_requested": bool(args.cow_pte), "prctl_ret": facts.get("prctl_ret"),
         "prctl_errno": facts.get("prctl_errno"), "prctl_again_ret": facts.get("prctl_again_ret"),
