@@ -27,9 +27,9 @@ PLAIN, COW = KINDS["off"], KINDS["active"]
 # never parameters: bookkeeping, the verdict (it is the condition), repetition counters
 NOT_PARAMS = {"rep", "round", "warmup", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
               "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing"}
+              "condition", "boot", "host", "timing", "from_run"}
 # what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
-BOOT_UNIT = ("run_id", "kernel", "host", "boot")
+BOOT_UNIT = ("run_id", "from_run", "kernel", "host", "boot")
 # record fields that are an axis of a workload even when the manifest names its parameter otherwise
 AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
 SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB", "_per_s": "/s"}
