@@ -92,6 +92,8 @@ def analyse(run_dir, effect=0.05):
               "power": []}
     for k in range(1, boots + 1):
         table = judged(df, max_boot=k, effect=effect)
+        if len(table):           # a group with one value per boot has no verdict from one boot
+            table = table[table["verdict"] != "not enough data"]
         seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
         result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
     first = next((p["boots"] for p in result["power"] if p["verdicts"] and p["detected"] == p["verdicts"]), None)
@@ -108,7 +110,7 @@ def render(result):
              f"{old['different']} of {old['verdicts']} ({share(old['different'], old['verdicts'])})"]
     for p in result["power"]:
         lines.append(f"  injected +{result['effect']:.1%} with {p['boots']} boot(s) per label: "
-                     f"detected in {p['detected']} of {p['verdicts']} verdicts")
+                     f"detected in {p['detected']} of the {p['verdicts']} verdicts that many boots give")
     first = result["detected_after_boots"]
     lines.append(f"injected +{result['effect']:.1%}: " + (
         f"detected in every verdict from {first} boot(s) per label" if first else
