@@ -66,22 +66,22 @@ class Run:
         self.store.update(design=plan.as_dict())
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
         built = self.build_all()
-        try:
-            for boot, label in plan.slots:
-                if label not in built:
-                    continue
-                if (label, boot) in self.skip:
-                    ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
-                    continue
-                try:
-                    self.one_boot(label, built[label], boot)
-                except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
-                    self.fail(label, exc)
-                    built.pop(label)
-        except KeyboardInterrupt:
-            # what was recorded stays; `harness run --resume` runs the unfinished boots again
-            self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            raise
+        for boot, label in plan.slots:
+            if label not in built:
+                continue
+            if (label, boot) in self.skip:
+                ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
+                continue
+            try:
+                self.one_boot(label, built[label], boot)
+            except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
+                self.fail(label, exc)
+                built.pop(label)
+            except KeyboardInterrupt:
+                # what was recorded stays; `harness run --resume` runs the unfinished boots again
+                self.store.update_kernel(label, status="interrupted")
+                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                raise
         for label in built:
             self.settle_kernel(label, plan.boots)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -108,12 +108,20 @@ class Run:
     def skip_all(self, label):
         return all((label, n) in self.skip for n in range(1, self.exp.boots + 1))
 
-    def settle_kernel(self, label, boots):
-        """A kernel is ok when every one of its boots is."""
+    def settle_kernel(self, label, boots, final=True):
+        """A kernel is ok when every one of its boots is; failed when one failed (or, at the end,
+        did not finish); running while boots are still to come."""
         info = self.store.metadata["kernels"].get(label, {})
         states = [(info.get("boots") or {}).get(str(n), {}).get("status") for n in range(1, boots + 1)]
-        if info.get("status") != "failed":
-            self.store.update_kernel(label, status="ok" if all(s == "ok" for s in states) else "failed")
+        if info.get("status") == "failed":
+            return
+        if all(s == "ok" for s in states):
+            status = "ok"
+        elif final or "failed" in states:
+            status = "failed"
+        else:
+            status = "running"
+        self.store.update_kernel(label, status=status)
 
     def fail(self, label, exc, cell=None):
         self.failures.append((label, exc))
@@ -236,6 +244,7 @@ class Run:
         cells = [c for c in self.store.metadata["kernels"][label]["cells"] if c.get("boot", 1) == boot]
         info["status"] = "failed" if boot_hits or any(c["status"] != "ok" for c in cells) else "ok"
         self.store.set_boot(label, boot, info)
+        self.settle_kernel(label, self.exp.boots, final=False)
 
     def boot(self, spec, kernel, image, chosen, boot=1, attempts=5):
         """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time
