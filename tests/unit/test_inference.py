@@ -105,3 +105,21 @@ def test_design_is_checked_and_travels_in_the_reproducer():
     exp = Experiment(kernels=[KernelSpec("k", "/src")], boots=4, order="random", seed=7)
     line = exp.command_line()
     assert "--boots 4 --order random --seed 7" in line
+
+
+def fake_records(host_a, host_b, boots=3):
+    import pandas as pd
+    rng = np.random.default_rng(4)
+    rows = [{"kernel": k, "workload": "bench", "run_id": "r", "host": h, "boot": b, "rep": i,
+             "fork_ns": float(rng.normal(1000 if k == "stock" else 1300, 10))}
+            for k, h in (("stock", host_a), ("patched", host_b)) for b in range(1, boots + 1)
+            for i in range(5)]
+    return stats.add_conditions(pd.DataFrame(rows))
+
+
+def test_kernels_measured_on_two_hosts_are_not_compared():
+    apart = stats.compare(fake_records("runner1", "runner2"), "bench", base="stock: fork")
+    assert len(apart) == 1 and apart.loc[0, "verdict"].startswith("not comparable: measured on different hosts")
+    assert np.isnan(apart.loc[0, "p_value"])
+    together = stats.compare(fake_records("runner1", "runner1"), "bench", base="stock: fork")
+    assert together.loc[0, "verdict"] == "slower" and together.loc[0, "boots_cand"] == 3

@@ -125,3 +125,32 @@ def test_a_run_without_timing_is_real_time_for_merge_and_stats(root):
         merge.merge([old, real], out=root / "m2")
     with pytest.raises(UserError, match="timing"):
         stats.load_runs([old, real])
+
+
+def one_kernel_run(root, run_id, label, host, base_ns):
+    """A partial run of the old kind: one kernel only, measured on `host`."""
+    run = root / run_id
+    (run / label).mkdir(parents=True)
+    recs = [{"type": "record", "size_mib": 64, "rep": i, "boot": b, "fork_ns": base_ns + 10 * i + b,
+             "cow_pte": "off", "cell": "1:bench", "kernel": label}
+            for b in (1, 2, 3) for i in range(8)]
+    (run / label / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    exp = {"name": "two-hosts", "kernels": [{"label": label, "source": "/src", "fragments": ["guest-base"],
+                                             "series": None}],
+           "workloads": [{"name": "bench", "params": {}}]}
+    meta = {"run_id": run_id, "started": "2026-01-01T02:00:00+00:00", "accel": "tcg", "timing": "real",
+            "host": {"hostname": host, "cpu": f"CPU of {host}"}, "experiment": exp,
+            "kernels": {label: {"status": "ok", "cells": [], **({"patches": ["p"]} if label == "patched" else {})}}}
+    (run / "metadata.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_a_ratio_across_hosts_is_not_a_verdict(tmp_path):
+    from harness import report
+    a = one_kernel_run(tmp_path, "run-x", "stock", "runner-x", 1_000_000)
+    b = one_kernel_run(tmp_path, "run-y", "patched", "runner-y", 1_500_000)
+    merged = merge.merge([a, b], out=tmp_path / "merged")
+    md_path, _ = report.write([merged.dir], resamples=50)
+    md = md_path.read_text()
+    assert "not comparable: measured on different hosts (runner-x vs runner-y)" in md
+    assert "| slower" not in md
