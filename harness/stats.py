@@ -439,7 +439,7 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
                 row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
                                       practical=practical_of(workload, metric, practical))
                 if apart:
-                    row.update(p_value=np.nan, q_value=np.nan,
+                    row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
                                verdict="not comparable: measured on different hosts "
                                        f"({', '.join(sorted(host_of(b_recs)))} vs "
                                        f"{', '.join(sorted(host_of(c_recs)))})")
