@@ -65,6 +65,11 @@ def add_guest_args(p):
                    default=None, help="order of the kernels' boots: alternating (A B, B A, ...; "
                                       "default), interleaved (A B, A B), random blocks, sequential")
     p.add_argument("--seed", type=int, default=None, help="seed of the random order (recorded)")
+    p.add_argument("--until-ci", type=float, default=None, metavar="FRACTION", dest="until",
+                   help="boot on (after --boots) until every comparison's 95%% interval is within "
+                        "±FRACTION of its ratio, e.g. 0.01")
+    p.add_argument("--max-boots", type=int, default=None, metavar="N",
+                   help="the most boots per kernel with --until-ci (default 20)")
 
 
 def parse_params(items):
@@ -129,7 +134,8 @@ def experiment(args):
              "mirror": args.mirror, "jobs": args.jobs, "boot_timeout": args.boot_timeout,
              "extra_cmdline": args.cmdline, "pin": getattr(args, "pin", None),
              "boots": getattr(args, "boots", None), "order": getattr(args, "order", None),
-             "seed": getattr(args, "seed", None)}
+             "seed": getattr(args, "seed", None), "until": getattr(args, "until", None),
+             "max_boots": getattr(args, "max_boots", None)}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
         if len(srcs) > 1:
@@ -161,7 +167,7 @@ def cmd_build(args):
     from harness import commands
     args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
     args.timing = args.pin = None
-    args.cmdline = args.boots = args.order = args.seed = None
+    args.cmdline = args.boots = args.order = args.seed = args.until = args.max_boots = None
     return commands.build(experiment(args))
 
 

@@ -3,7 +3,8 @@
   source = "SPEC"                  kernel source for every kernel (see harness.sources)
   series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
   [guest]  accel, memory_mib, cpus, image, boot_timeout
-  [design] boots (per kernel), order (alternating, interleaved, random, sequential), seed
+  [design] boots (per kernel), order (alternating, interleaved, random, sequential), seed,
+           until (more boots until every interval is within +-until), max_boots
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
@@ -61,12 +62,18 @@ class Experiment:
     boots: int = None           # boots per kernel (None: 1 for run, DESIGN_BOOTS for reproduce/nightly)
     order: str = "alternating"  # how the kernels' boots interleave (harness.schedule.ORDERS)
     seed: int = None            # the random order's seed (chosen and recorded when not given)
+    until: float = None         # more boots until every interval is within +-until (a fraction)
+    max_boots: int = None       # the most boots per kernel with `until` (default 20)
     path: Path = None           # the TOML file, when there is one
     cells: list = None          # when this is some cells of an experiment (harness.cells): their ids
     whole: dict = None          # ... and that experiment's "workloads" (as dicts) and "selftests"
 
     def __post_init__(self):
         check_design(self.boots, self.order, self.seed)
+        if self.until is not None and not (isinstance(self.until, (int, float)) and 0 < self.until < 1):
+            raise UserError(f"until must be a fraction between 0 and 1 (0.01: ±1%), got {self.until!r}")
+        if self.max_boots is not None and (not isinstance(self.max_boots, int) or self.max_boots < 1):
+            raise UserError(f"max_boots must be a whole number of at least 1, got {self.max_boots!r}")
 
     def to_dict(self):
         """Everything needed to run the experiment again (stored in metadata.json)."""
@@ -122,6 +129,8 @@ class Experiment:
                  "--cpus", str(self.cpus), "--boots", str(self.boots or 1), "--order", self.order]
         if self.seed is not None:
             argv += ["--seed", str(self.seed)]
+        if self.until is not None:
+            argv += ["--until-ci", str(self.until)] + (["--max-boots", str(self.max_boots)] if self.max_boots else [])
         defaults = Experiment(kernels=[])
         for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline"),
                            ("--pin", "pin")):
@@ -144,9 +153,10 @@ def check_design(boots, order, seed):
 
 
 def design_of(path, design):
-    unknown = set(design) - {"boots", "order", "seed"}
+    unknown = set(design) - {"boots", "order", "seed", "until", "max_boots"}
     if unknown:
-        raise UserError(f"{path}: unknown keys in [design] {sorted(unknown)} (known: boots, order, seed)")
+        raise UserError(f"{path}: unknown keys in [design] {sorted(unknown)} "
+                        f"(known: boots, order, seed, until, max_boots)")
     return dict(design)
 
 

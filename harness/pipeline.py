@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, tables, ui
+from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, stats, tables, ui
 from harness import image as image_mod
 from harness.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
@@ -66,28 +66,57 @@ class Run:
         self.store.update(design=plan.as_dict())
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
         built = self.build_all()
-        for boot, label in plan.slots:
-            if label not in built:
-                continue
-            if (label, boot) in self.skip:
-                ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
-                continue
-            try:
-                self.one_boot(label, built[label], boot)
-            except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
-                self.fail(label, exc)
-                built.pop(label)
-            except KeyboardInterrupt:
-                # what was recorded stays; `harness run --resume` runs the unfinished boots again
-                self.store.update_kernel(label, status="interrupted")
-                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                raise
+        boot = 0
+        while built and (boot < plan.boots or self.more_boots(plan, boot)):
+            slots, boot = plan.batch(boot)
+            for b, label in slots:
+                self.one_slot(plan, built, b, label)
+        self.store.update(design=plan.as_dict())
         for label in built:
-            self.settle_kernel(label, plan.boots)
+            self.settle_kernel(label, boot)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
         self.compare()
         return self
+
+    def one_slot(self, plan, built, boot, label):
+        """One boot of one kernel, unless it is done or the kernel failed."""
+        if label not in built:
+            return
+        plan.ran.append((boot, label))
+        if (label, boot) in self.skip:
+            ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
+            return
+        try:
+            self.one_boot(label, built[label], boot)
+        except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
+            self.fail(label, exc)
+            built.pop(label)
+        except KeyboardInterrupt:
+            # what was recorded stays; `harness run --resume` runs the unfinished boots again
+            self.store.update_kernel(label, status="interrupted")
+            self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            raise
+
+    def more_boots(self, plan, done):
+        """With --until-ci: True while a comparison's interval is wider than ±until of its ratio
+        (and fewer than max_boots rounds have run); where it stopped is recorded."""
+        if not plan.until:
+            return False
+        widest = stats.widest_interval(self.store.dir)
+        why = None
+        if done >= plan.max_boots:
+            why = f"max_boots ({plan.max_boots}) reached; widest interval ±{widest:.2%}"
+        elif widest <= plan.until:
+            why = f"every interval within ±{plan.until:.1%} (widest ±{widest:.2%})"
+        if why:
+            plan.stopped = f"after {done} boots per kernel: {why}"
+            self.store.update(design=plan.as_dict())
+            ui.console.print(f"design: stopped after {done} boots per kernel: {why}", markup=False)
+            return False
+        ui.console.print(f"design: widest interval ±{widest:.2%} after {done} boots: one more round",
+                         markup=False)
+        return True
 
     def build_all(self):
         """{label: Kernel} for every kernel that builds; a kernel that fails is recorded."""

@@ -10,10 +10,14 @@ the one measured last:
   interleaved  A B C, A B C, ...
   random       each round in its own random order (randomised blocks; the seed is recorded)
   sequential   A A A, B B B, C C C        (the old design: drift is confounded with the kernel)
+
+With `until` the rounds go on past `boots` until every comparison's 95% interval is within
+±until of its ratio, or `max_boots` rounds have run (the time to a verdict; the rule and where
+it stopped are recorded).
 """
 import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.experiment import ORDERS
 
@@ -24,36 +28,57 @@ class Plan:
     boots: int
     order: str
     seed: int
-    slots: list            # [(boot number, kernel label)] in the order they run
+    until: float = None    # add rounds until every interval is within +-until (a fraction) ...
+    max_boots: int = None  # ... or this many boots per kernel
+    ran: list = field(default_factory=list)     # [(boot, label)] as they ran
+    stopped: str = None    # with `until`: why the rounds stopped where they did
+
+    def batch(self, done):
+        """(slots, boots done after them): the next slots to run after `done` rounds. Sequential
+        runs every planned boot of a kernel before the next kernel; rounds past the plan (until)
+        go in the plain order."""
+        if self.order == "sequential" and done == 0:
+            return self.slots, self.boots
+        return [(done + 1, label) for label in self.round(done + 1)], done + 1
+
+    def round(self, boot):
+        """The kernels of round `boot`, in the order they boot."""
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown order {self.order!r} (known: {', '.join(ORDERS)})")
+        one = list(self.labels)
+        if self.order == "alternating" and boot % 2 == 0:
+            one.reverse()
+        elif self.order == "random":
+            random.Random(f"{self.seed}:{boot}").shuffle(one)
+        return one
+
+    @property
+    def slots(self):
+        """[(boot, label)] of the planned boots, in the order they run."""
+        if self.order == "sequential":
+            return [(b, label) for label in self.labels for b in range(1, self.boots + 1)]
+        return [(b, label) for b in range(1, self.boots + 1) for label in self.round(b)]
 
     def as_dict(self):
-        return {"boots": self.boots, "order": self.order, "seed": self.seed,
-                "unit": "boot" if self.boots > 1 else "boot (one per kernel: repetitions only)",
-                "slots": [f"{label}#{boot}" for boot, label in self.slots]}
+        out = {"boots": self.boots, "order": self.order, "seed": self.seed,
+               "unit": "boot" if self.boots > 1 else "boot (one per kernel: repetitions only)",
+               "slots": [f"{label}#{boot}" for boot, label in (self.ran or self.slots)]}
+        if self.until:
+            out.update(until=self.until, max_boots=self.max_boots, stopped=self.stopped)
+        return out
 
     def describe(self):
         how = f"{self.boots} boot{'s' if self.boots != 1 else ''} per kernel"
         if self.boots > 1 and len(self.labels) > 1:
             how += f", {self.order}" + (f" (seed {self.seed})" if self.order == "random" else "")
+        if self.until:
+            how += f", more (up to {self.max_boots}) until every interval is within ±{self.until:.1%}"
         return how
 
 
 def rounds(labels, boots, order, seed):
     """The order of the slots: [(boot, label)]."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r} (known: {', '.join(ORDERS)})")
-    if order == "sequential":
-        return [(b, label) for label in labels for b in range(1, boots + 1)]
-    rng = random.Random(seed)
-    slots = []
-    for b in range(1, boots + 1):
-        one = list(labels)
-        if order == "alternating" and b % 2 == 0:
-            one.reverse()
-        elif order == "random":
-            rng.shuffle(one)
-        slots += [(b, label) for label in one]
-    return slots
+    return Plan(list(labels), boots, order, seed).slots
 
 
 def new_seed():
@@ -63,5 +88,6 @@ def new_seed():
 def plan(exp):
     """The plan of an experiment whose seed is set (Run sets it for a random order)."""
     labels = [k.label for k in exp.kernels]
-    boots = exp.boots or 1
-    return Plan(labels, boots, exp.order, exp.seed, rounds(labels, boots, exp.order, exp.seed))
+    until = exp.until
+    return Plan(labels, exp.boots or 1, exp.order, exp.seed, until,
+                (exp.max_boots or 20) if until else None)

@@ -449,6 +449,22 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     return adjust_comparable(table, method, noisy_cv)
 
 
+def widest_interval(run_dir):
+    """The widest 95% interval, as a fraction of its ratio, over every comparison a report of the
+    run would make (infinite when a comparison has no interval yet)."""
+    metas, df = load_runs([run_dir])
+    widest = 0.0
+    for workload in dict.fromkeys(df["workload"]) if len(df) else []:
+        comp = compare(df, workload, metas=metas, method="none", resamples=200)
+        for r in comp.to_dict("records") if len(comp) else []:
+            if r["verdict"].startswith(("not enough data", "no ratio", "not comparable")):
+                continue
+            if np.isnan(r["ci_low"]) or not r["ratio"]:
+                return float("inf")
+            widest = max(widest, (r["ci_high"] - r["ci_low"]) / 2 / r["ratio"])
+    return widest
+
+
 def adjust_comparable(table, method, noisy_cv=0.05):
     """`adjust` over the rows that have a p value; rows without one keep their verdict."""
     if table.empty or "p_value" not in table:

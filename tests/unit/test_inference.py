@@ -123,3 +123,13 @@ def test_kernels_measured_on_two_hosts_are_not_compared():
     assert np.isnan(apart.loc[0, "p_value"])
     together = stats.compare(fake_records("runner1", "runner1"), "bench", base="stock: fork")
     assert together.loc[0, "verdict"] == "slower" and together.loc[0, "boots_cand"] == 3
+
+
+def test_rounds_past_the_plan_follow_the_order():
+    p = schedule.Plan(["a", "b"], 2, "sequential", 0, until=0.01, max_boots=4)
+    assert p.batch(0) == ([(1, "a"), (2, "a"), (1, "b"), (2, "b")], 2)
+    assert p.batch(2) == ([(3, "a"), (3, "b")], 3)
+    p = schedule.Plan(["a", "b"], 2, "alternating", 0)
+    assert p.batch(1) == ([(2, "b"), (2, "a")], 2)
+    with pytest.raises(UserError, match="until"):
+        Experiment(kernels=[], until=2)
