@@ -285,7 +285,8 @@ class Run:
                         pin=self.exp.pin)
             m.start()
             try:
-                with ui.step(f"[{spec.label}] boot {boot}/{self.exp.boots}: "
+                of = f"/{self.exp.boots}" if boot <= self.exp.boots else " (one more round)"
+                with ui.step(f"[{spec.label}] boot {boot}{of}: "
                              f"{kernel.info['release']} under {chosen}") as say:
                     seconds = m.wait_ready(self.exp.boot_timeout)
                     say(f"first guest command after {seconds:.2f} s")
