@@ -96,9 +96,19 @@ def analyse(run_dir, effect=0.05):
             table = table[table["verdict"] != "not enough data"]
         seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
         result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
-    first = next((p["boots"] for p in result["power"] if p["verdicts"] and p["detected"] == p["verdicts"]), None)
-    result["detected_after_boots"] = first
+    result["detected_after_boots"] = steady(result["power"])
     return result
+
+
+def steady(power):
+    """The fewest boots from which the effect is seen in every verdict, with every more boot too."""
+    first = None
+    for p in power:
+        if p["verdicts"] and p["detected"] == p["verdicts"]:
+            first = first or p["boots"]
+        else:
+            first = None
+    return first
 
 
 def render(result):
@@ -113,7 +123,7 @@ def render(result):
                      f"detected in {p['detected']} of the {p['verdicts']} verdicts that many boots give")
     first = result["detected_after_boots"]
     lines.append(f"injected +{result['effect']:.1%}: " + (
-        f"detected in every verdict from {first} boot(s) per label" if first else
+        f"detected in every verdict from {first} boot(s) per label on" if first else
         f"not detected in every verdict within {result['boots']} boots per label"))
     return "\n".join(lines)
 
