@@ -415,12 +415,14 @@ def cv_summary(run_dirs, limit=None):
         if table is None or not len(table):
             continue
         keys = [c for c in table.columns if c not in ("condition", "metric", "unit", "n", "median", "iqr",
-                                                      "mean", "std", "cv", "min", "max")]
+                                                      "mean", "std", "cv", "min", "max", "boots",
+                                                      "boot_share")]
         for _, row in table.iterrows():
             if row["unit"] not in ("ns", "forks/s"):
                 continue
             where = " ".join(f"{k}={row[k]}" for k in keys if str(row[k]) not in ("", "nan"))
             cv = "-" if row["n"] < 2 else f"{100 * row['cv']:.1f}%"
             lines.append(f"  {workload:<14} {where:<28} {row['condition']:<34} {row['metric']:<16} "
-                         f"n={int(row['n']):<4} median={row['median']:.4g} {row['unit']:<8} CV={cv}")
+                         f"n={int(row['n']):<4} boots={int(row.get('boots', 1)):<3} "
+                         f"median={row['median']:.4g} {row['unit']:<8} CV={cv}")
     return "\n".join(lines[:limit] if limit else lines)
