@@ -78,7 +78,9 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
                 version=sources.kernel_version(tree), commit=commit)
             for label, fragments in fragment_sets.items():
                 say(f"patch {k}/{n} [{label}]: building")
-                build = Build(step, list(fragments), objdir=_objdir(work, label),
+                # patches 1..k, as a run that applies them records them: the same kernel is
+                # one cache entry, however it was reached
+                build = Build(step, list(fragments), patches=ids[:k], objdir=_objdir(work, label),
                               **({"jobs": jobs} if jobs else {}))
                 cell = {"index": k, "title": patch.title, "config": label, "status": "ok",
                         "lines": [], "seconds": None, "cached": False, "kernel": None}

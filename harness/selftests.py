@@ -1,12 +1,15 @@
 """The kernel's own `cow` vm selftest: build it from a tree, run it in a guest, tabulate its TAP.
 
-The test is built statically on the host from the tree's sources (cow.c and vm_util.c, the tree's
-kselftest.h and mm/gup_test.h) against UAPI headers installed from the same tree through a throwaway
-O= directory, so the cached source tree is never written. It runs in the guest plainly or under
-cow_pte_launch, which turns COW PTE on and proves it (a second PR_SET_COW_PTE gives EINVAL) before
-exec'ing the test; a launcher that cannot prove it runs nothing, and the run says so instead of
-reporting results. The test runs under a pseudo-terminal: its stdout is then line-buffered, so a
-forked child that exits never repeats the parent's unflushed output.
+The test is built statically on the host from the tree's sources (cow.c, vm_util.c and, where the
+tree has it, thp_settings.c; the tree's kselftest.h and mm/gup_test.h) against UAPI headers
+installed from the same tree through a throwaway O= directory, so the cached source tree is never
+written. The tree may be another one than the kernel's: Linux 6.1 has no cow test, Debian 12's
+linux-source-6.12 has one (`debian:linux-source-6.12`), and the static binary runs on the older
+kernel. It runs in the guest plainly or under cow_pte_launch, which turns COW PTE on and proves it
+(a second PR_SET_COW_PTE gives EINVAL) before exec'ing the test; a launcher that cannot prove it
+runs nothing, and the run says so instead of reporting results. The test runs under a
+pseudo-terminal: its stdout is then line-buffered, so a forked child that exits never repeats the
+parent's unflushed output.
 """
 import hashlib
 import re
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import cache, paths, tools
+from harness import cache, paths, sources as sources_mod, tools
 from harness.errors import BuildError, GuestError, UserError
 
 GUEST_DIR = "/tmp/harness/selftests"
@@ -43,6 +46,15 @@ def selftest_dir(tree):
     return None
 
 
+def test_tree(spec):
+    """The tree to take the selftests from: a local path as it is, or any other source spec
+    (debian:linux-source-6.12, a tarball URL, git+URL#REF) resolved into the cache."""
+    text = str(spec)
+    if re.match(r"^(debian:|git\+|(https?|ftp)://)", text):
+        return sources_mod.resolve(text).path
+    return Path(text).expanduser()
+
+
 def _files_digest(root, folders):
     """A hash of every file's path and content under root/folder for each folder."""
     h = hashlib.sha256()
@@ -66,19 +78,22 @@ def build_cow(source_path, out_dir=None, test_source=None):
     """Build the cow selftest statically; returns the binary's path (copied into out_dir if given).
 
     source_path is the kernel tree under test; test_source, when given, is the tree to take the
-    test from instead (Linux 6.1 has no cow test: take it from a 6.2 tree). Cached by the content
-    of the sources and UAPI headers it is built from.
+    test from instead (Linux 6.1 has no cow test: take it from a 6.2+ tree, a path or a source spec
+    such as debian:linux-source-6.12). Cached by the content of the sources and UAPI headers it is
+    built from.
     """
-    tree = Path(test_source or source_path)
+    tree = test_tree(test_source) if test_source else Path(source_path)
     folder = selftest_dir(tree)
     if folder is None:
         raise UserError(f"{tree} has no cow selftest (it is tools/testing/selftests/vm/cow.c from "
-                        f"Linux 6.2, selftests/mm/cow.c from 6.3); pass test_source=<a 6.2+ tree>")
+                        f"Linux 6.2, selftests/mm/cow.c from 6.3); pass test_source=<a 6.2+ tree>, "
+                        f"e.g. debian:linux-source-6.12")
     selftests = folder.parent
     sources = [folder / "cow.c", folder / "vm_util.c"]
     if (folder / "thp_settings.c").exists():
         sources.append(folder / "thp_settings.c")
-    inputs = sources + [folder / "vm_util.h", selftests / "kselftest.h", tree / "mm" / "gup_test.h"]
+    inputs = sources + [folder / "vm_util.h", folder / "thp_settings.h", selftests / "kselftest.h",
+                        tree / "mm" / "gup_test.h"]
     gcc = tools.first_line(["gcc", "--version"])
     key = cache.digest("cow", [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
                        _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]), CFLAGS, gcc)

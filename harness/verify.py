@@ -156,10 +156,11 @@ class Verify:
         kernels = [KernelSpec(label, self.kernel_src, KERNELS[label][1],
                               self.series if KERNELS[label][0] else None) for label in self.kernels]
         tests = ["cow"]
-        if not selftests.selftest_dir(self.selftest_source or source.path):
+        tree = selftests.test_tree(self.selftest_source) if self.selftest_source else source.path
+        if not selftests.selftest_dir(tree):
             tests = []
             self.section("selftests", True, f"not run: {source.id} has no cow selftest (Linux 6.2+); "
-                                            f"pass --selftest-source PATH-TO-A-6.2+-TREE")
+                                            f"pass --selftest-source with a 6.2+ tree (e.g. debian:linux-source-6.12)")
         workloads = [WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 0}),
                      WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 1})]
         exp = Experiment(kernels=kernels, workloads=workloads, name="verify", accel=self.accel,

@@ -1,19 +1,20 @@
 """`harness calibrate` for real: one kernel booted under two labels, interleaved, the A/A verdicts
 and an injected effect found from the boots. icount mode keeps the noise low (a 25% slowdown is
 seen from one boot per label); whether A and B are called different is the calibration's finding,
-not something a test can require of two boots."""
+not something a test can require of two boots. The kernel is the one the real tests share."""
 import json
 
 import pytest
 
 from harness import cli
+from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
 
 
 def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
-    code = cli.main(["calibrate", "--kernel-src", "debian:linux-source-6.1", "--timing", "icount",
+    code = cli.main(["calibrate", "--kernel-src", SRC, *CONFIG_ARGS, "--timing", "icount",
                      "--memory", "1024", "--boots", "2", "--effect", "0.25",
                      "--workload", "fork-latency", "--param", "sizes_mib=8,32", "--param", "reps=6",
                      "--param", "warmup=1"])

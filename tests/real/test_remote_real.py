@@ -2,8 +2,8 @@
 
 Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
 this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
-Debian's linux-source-6.1 with guest-base (cached after the first build), and two cells (fork-memory
-with 32 and with 64 MiB), each of which boots both kernels.
+Debian's linux-source-6.1 with guest-base + selftests (the kernel every real test shares, built
+once), and two cells (fork-memory with 32 and with 64 MiB), each of which boots both kernels.
 """
 import argparse
 import json
@@ -30,11 +30,11 @@ source = "debian:linux-source-6.1"
 
 [[kernels]]
 label = "a"
-fragments = ["guest-base"]
+fragments = ["guest-base", "selftests"]
 
 [[kernels]]
 label = "b"
-fragments = ["guest-base"]
+fragments = ["guest-base", "selftests"]
 
 [[workloads]]
 name = "fork-memory"

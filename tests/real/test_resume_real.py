@@ -1,5 +1,6 @@
 """An interrupted run (the harness killed with SIGKILL mid-run) continues with --resume, keeping
-the kernels that finished; the killed harness leaves no QEMU behind."""
+the kernels that finished; the killed harness leaves no QEMU behind. Both kernels are the one the
+real tests share (guest-base + selftests): nothing is built here."""
 import json
 import os
 import signal
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.slow
 def test_killed_run_resumes(tmp_path):
     exp = tmp_path / "two.toml"
     exp.write_text('source = "debian:linux-source-6.1"\n[guest]\naccel = "tcg"\nmemory_mib = 1024\n'
-                   '[[kernels]]\nlabel = "a"\n[[kernels]]\nlabel = "b"\n'
+                   '[[kernels]]\nlabel = "a"\nfragments = ["guest-base", "selftests"]\n'
+                   '[[kernels]]\nlabel = "b"\nfragments = ["guest-base", "selftests"]\n'
                    '[[workloads]]\nname = "fork-memory"\nparams = { mib = 64, repeat = 30 }\n')
     results = tmp_path / "results"
     env = {**os.environ, "HARNESS_RESULTS": str(results)}

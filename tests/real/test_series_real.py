@@ -2,16 +2,17 @@
 
 CI has no copy of the COW PTE series, so tests/data holds a small series written for these tests
 (a boot message and a sysctl for Debian's linux-source-6.1), one that cannot apply and one that
-breaks the build.
+breaks the build. The kernels are the ones the other real tests share (guest-base + selftests,
+as in experiments/test-series.toml): the boots below build nothing.
 """
 import json
 
 import pytest
 
 from harness import cli, paths
+from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
-SRC = "debian:linux-source-6.1"
 DATA = paths.ROOT / "tests" / "data"
 
 
@@ -41,14 +42,15 @@ def test_stock_vs_patched_experiment(tmp_path, monkeypatch, capsys):
 
 
 def test_patched_kernel_exposes_its_sysctl(capfd):
-    argv = ["boot", "--kernel-src", SRC, "--series", str(DATA / "test-series"), "--",
+    argv = ["boot", "--kernel-src", SRC, "--series", str(DATA / "test-series"), *CONFIG_ARGS, "--",
             "cat", "/proc/sys/kernel/harness_test_series"]
     assert cli.main(argv) == 0
     assert capfd.readouterr().out.strip() == "42"
 
 
 def test_stock_kernel_has_no_such_sysctl(capfd):
-    assert cli.main(["boot", "--kernel-src", SRC, "--", "cat", "/proc/sys/kernel/harness_test_series"]) == 1
+    argv = ["boot", "--kernel-src", SRC, *CONFIG_ARGS, "--", "cat", "/proc/sys/kernel/harness_test_series"]
+    assert cli.main(argv) == 1
     assert "No such file" in capfd.readouterr().err
 
 

@@ -1,10 +1,10 @@
 """Real tests: a real kernel built from a real source, booted under QEMU, measured in the guest.
 
 They use the harness's normal cache (building the kernel takes minutes the first time, nothing
-after). HARNESS_TEST_KERNEL_SRC picks the source (default: Debian's linux-source-6.1).
+after). HARNESS_TEST_KERNEL_SRC picks the source (default: Debian's linux-source-6.1). The kernel is
+the one every real test shares (tests/real/conftest.py: guest-base + selftests).
 """
 import json
-import os
 import shutil
 import subprocess
 
@@ -13,30 +13,14 @@ import pytest
 from harness import arch, cli, kconfig, machine, sources
 from harness.build import Build
 from harness.errors import BuildError, GuestPanic, GuestTimeout, UserError
-from harness.image import GuestImage
+from tests.real.kernels import CONFIG_ARGS, FRAGMENTS, SRC
 
 pytestmark = pytest.mark.slow
-SRC = os.environ.get("HARNESS_TEST_KERNEL_SRC", "debian:linux-source-6.1")
-
-
-@pytest.fixture(scope="session")
-def source():
-    return sources.resolve(SRC)
-
-
-@pytest.fixture(scope="session")
-def kernel(source):
-    return Build(source, [kconfig.fragment("guest-base")]).run()
-
-
-@pytest.fixture(scope="session")
-def image():
-    return GuestImage().run()
 
 
 def test_run_prints_fork_memory_table_and_stores_everything(kernel, image, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
-    assert cli.main(["run", "--kernel-src", SRC, "--label", "stock"]) == 0
+    assert cli.main(["run", "--kernel-src", SRC, "--label", "stock", *CONFIG_ARGS]) == 0
     out = capsys.readouterr().out
     assert "VmPTE:" in out and "PageTables delta at fork" in out
     (run_dir,) = tmp_path.iterdir()
@@ -54,6 +38,7 @@ def test_run_prints_fork_memory_table_and_stores_everything(kernel, image, tmp_p
     assert meta["command"].startswith("harness run --kernel-src")
     k = meta["kernels"]["stock"]
     assert k["status"] == "ok" and k["release"].startswith(kernel.info["release"])
+    assert k["build_key"] == kernel.key                 # the shared kernel: not built again
     assert k["guest_uname"] == kernel.info["release"] and k["config_sha"]
     assert (run_dir / "stock" / "console.log").read_text().count("Run /usr/sbin/harness-init") == 1
     assert (run_dir / "stock" / "build.log").exists()
@@ -61,12 +46,12 @@ def test_run_prints_fork_memory_table_and_stores_everything(kernel, image, tmp_p
 
 
 def test_same_build_twice_builds_nothing(source, kernel):
-    again = Build(source, [kconfig.fragment("guest-base")]).run()
+    again = Build(source, [kconfig.fragment(f) for f in FRAGMENTS]).run()
     assert again.info["cached"] is True and again.path == kernel.path
 
 
 def test_boot_runs_one_command(kernel, image, capfd):
-    code = cli.main(["boot", "--kernel-src", SRC, "--", "sh", "-c", "grep -c processor /proc/cpuinfo; exit 7"])
+    code = cli.main(["boot", "--kernel-src", SRC, *CONFIG_ARGS, "--", "sh", "-c", "grep -c processor /proc/cpuinfo; exit 7"])
     assert code == 7
     assert capfd.readouterr().out.strip() == "2"
 

@@ -164,6 +164,24 @@ def test_build_cow_names_a_tree_without_the_test(fake_tree):
     assert "has no cow selftest" in str(err.value) and "test_source" in str(err.value)
 
 
+def test_test_source_is_a_path_or_a_source_spec(fake_tree, monkeypatch):
+    resolved = []
+
+    def resolve(spec):
+        resolved.append(spec)
+        return type("Tree", (), {"path": fake_tree})()
+    monkeypatch.setattr(selftests.sources_mod, "resolve", resolve)
+    assert selftests.test_tree(fake_tree) == fake_tree and resolved == []
+    for spec in ("debian:linux-source-6.12", "git+https://example.org/linux.git#v6.12",
+                 "https://example.org/linux-6.12.tar.xz"):
+        assert selftests.test_tree(spec) == fake_tree
+    assert resolved == ["debian:linux-source-6.12", "git+https://example.org/linux.git#v6.12",
+                        "https://example.org/linux-6.12.tar.xz"]
+    # a spec is resolved, then its tree is checked like a path: this one has no cow test
+    with pytest.raises(UserError, match="has no cow selftest.*debian:linux-source-6.12"):
+        selftests.build_cow(fake_tree, test_source="debian:linux-source-6.12")
+
+
 @pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
 def test_launcher_without_proof_never_runs_the_program(cache_dir, tmp_path):
     launcher = selftests.build_launcher(tmp_path)
