@@ -243,6 +243,7 @@ class Run:
         self.store.set_boot(label, boot, info)
         try:
             with self.boot(spec, kernel, image, chosen, boot) as m:
+                self.current_machine = m
                 _, uname, _ = m.run(["uname", "-r"])
                 _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
                                                   "current_clocksource"])

@@ -82,8 +82,10 @@ def test_workload_that_never_returns(tmp_path):
     k = metadata(store)["kernels"]["a"]
     assert k["status"] == "failed" and k["error_type"] == "GuestTimeout"
     assert "did not finish in the guest within 20 s" in k["error"]
+    host = metadata(store)["host"]["hostname"]
     assert store.records("a", "hang") == [{"type": "record", "workload": "hang", "started": True,
-                                           "cell": "1:hang", "kernel": "a", "timing": "real"}]
+                                           "cell": "1:hang", "kernel": "a", "timing": "real",
+                                           "boot": 1, "host": host}]
     assert qemus_under(store.dir) == []
 
 
