@@ -58,6 +58,9 @@ def add_guest_args(p):
                         "work off the measuring cores on a big runner")
     p.add_argument("--cmdline", default=None, metavar="TEXT",
                    help="extra guest kernel command line, e.g. 'transparent_hugepage=always'")
+    p.add_argument("--no-prealloc", dest="prealloc", action="store_false", default=None,
+                   help="let the host fault the guest's RAM in while it runs (the default faults it "
+                        "in before boot: a host fault during a timed fork adds noise)")
     p.add_argument("--boots", type=int, default=None, metavar="N",
                    help="boots per kernel, the unit of replication (default 1 for run, "
                         "5 for reproduce, nightly and calibrate)")
@@ -135,6 +138,7 @@ def experiment(args):
              "extra_cmdline": args.cmdline, "pin": getattr(args, "pin", None),
              "boots": getattr(args, "boots", None), "order": getattr(args, "order", None),
              "seed": getattr(args, "seed", None), "until": getattr(args, "until", None),
+             "prealloc": getattr(args, "prealloc", None),
              "max_boots": getattr(args, "max_boots", None)}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
@@ -168,6 +172,7 @@ def cmd_build(args):
     args.accel = args.memory = args.cpus = args.image = args.mirror = args.boot_timeout = None
     args.timing = args.pin = None
     args.cmdline = args.boots = args.order = args.seed = args.until = args.max_boots = None
+    args.prealloc = None
     return commands.build(experiment(args))
 
 

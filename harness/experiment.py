@@ -54,6 +54,7 @@ class Experiment:
     boot_timeout: int = 120
     stall_s: int = 30           # seconds a workload may be silent before the guest is probed
     pin: str = None             # host CPUs QEMU may run on (taskset list), e.g. "2-5"
+    prealloc: bool = True       # guest RAM faulted in on the host before boot (harness.machine)
     dmesg_check: bool = True
     extra_cmdline: str = ""     # appended to the guest kernel's command line
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
@@ -129,6 +130,8 @@ class Experiment:
                  "--cpus", str(self.cpus), "--boots", str(self.boots or 1), "--order", self.order]
         if self.seed is not None:
             argv += ["--seed", str(self.seed)]
+        if not self.prealloc:
+            argv += ["--no-prealloc"]
         if self.until is not None:
             argv += ["--until-ci", str(self.until)] + (["--max-boots", str(self.max_boots)] if self.max_boots else [])
         defaults = Experiment(kernels=[])
@@ -224,7 +227,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
                      **{k: guest[k] for k in ("accel", "timing", "memory_mib", "cpus", "image",
-                                              "boot_timeout", "stall_s", "pin")
+                                              "boot_timeout", "stall_s", "pin", "prealloc")
                         if k in guest},
                      **design_of(path, data.get("design", {})))
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})

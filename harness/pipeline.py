@@ -283,7 +283,7 @@ class Run:
         for attempt in range(1, attempts + 1):
             m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
                         cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s,
-                        pin=self.exp.pin)
+                        pin=self.exp.pin, prealloc=self.exp.prealloc)
             m.start()
             try:
                 of = f"/{self.exp.boots}" if boot <= self.exp.boots else " (one more round)"

@@ -15,6 +15,9 @@ def test_qemu_argv_is_loopback_only_and_snapshot():
     assert "snapshot=on" in joined and "-nodefaults" in argv and "-no-reboot" in argv
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-append") + 1] == "console=ttyS0"
+    assert "memory-backend-ram,id=ram0,size=3072M,prealloc=on" in argv      # RAM faulted in first
+    lazy = machine.qemu_argv(a, "tcg", "/k/bzImage", "", Path("/logs"), 3072, 2, prealloc=False)
+    assert not any("memory-backend" in x for x in lazy)
 
 
 def test_missing_qemu_is_an_infra_error(monkeypatch, tmp_path):
