@@ -256,7 +256,7 @@ def _order(mails):
 
 def _run_b4(args, cwd):
     try:
-        return subprocess.run(["b4", "-n", *args], cwd=cwd, capture_output=True, text=True,
+        return subprocess.run([tools.which("b4") or "b4", "-n", *args], cwd=cwd, capture_output=True, text=True,
                               timeout=B4_TIMEOUT)
     except subprocess.TimeoutExpired:
         return None
@@ -277,7 +277,7 @@ def _b4_result(outdir):
 
 
 def _b4_local(path, msgid):
-    if not shutil.which("b4"):
+    if not tools.which("b4"):
         return None
     with tempfile.TemporaryDirectory() as tmp:
         # offline: only what is in the mbox counts, so the result never depends on the network

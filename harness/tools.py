@@ -1,6 +1,9 @@
 """Running host tools: one place that turns a missing tool into a clear InfraError."""
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from harness.errors import InfraError
 
@@ -24,8 +27,17 @@ PACKAGES = {
 }
 
 
+def which(tool):
+    """A tool's path: beside the harness's own interpreter first (tuxmake and b4 installed with
+    it in a virtualenv or by pipx, whose bin/ need not be on PATH), then on PATH."""
+    beside = Path(sys.executable).parent / tool
+    if "/" not in tool and beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(tool)
+
+
 def require(tool):
-    path = shutil.which(tool)
+    path = which(tool)
     if not path:
         pkg = PACKAGES.get(tool, tool)
         raise InfraError(f"'{tool}' is not installed; install it (Debian package: {pkg})")
@@ -34,7 +46,7 @@ def require(tool):
 
 def run(argv, *, cwd=None, env=None, log=None, check=True, input=None):
     """Run argv (a list, never a shell string). Output goes to `log` (a path) or is returned."""
-    require(argv[0])
+    argv = [require(argv[0]), *argv[1:]]
     if log is not None:
         with open(log, "ab") as fh:
             proc = subprocess.run(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -52,7 +64,8 @@ def run(argv, *, cwd=None, env=None, log=None, check=True, input=None):
 
 def first_line(argv):
     """The first line a tool prints about itself (its version), or '' if it is missing."""
-    if not shutil.which(argv[0]):
+    path = which(argv[0])
+    if not path:
         return ""
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run([path, *argv[1:]], capture_output=True, text=True)
     return (proc.stdout or proc.stderr).splitlines()[0].strip() if (proc.stdout or proc.stderr) else ""

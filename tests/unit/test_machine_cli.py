@@ -113,3 +113,21 @@ def test_clock_args_give_tsc_rate_and_loops_per_jiffy():
     assert machine.clock_args(1000000, 1000) == "tsc_early_khz=1000000 lpj=1000000"
     assert machine.clock_args(2600000, None) == "tsc_early_khz=2600000"   # no CONFIG_HZ: no lpj
     assert machine.clock_args(None, 250) == ""                            # KVM: the kernel measures
+
+
+def test_python_tools_are_found_beside_the_harness_interpreter(monkeypatch, tmp_path):
+    """tuxmake and b4 live in the harness's own virtualenv, whose bin/ need not be on PATH."""
+    import sys
+    from harness import tools
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text("")
+    tool = venv_bin / "tuxmake"
+    tool.write_text("#!/bin/sh\necho tuxmake 9.9\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert tools.require("tuxmake") == str(tool)
+    assert tools.first_line(["tuxmake", "--version"]) == "tuxmake 9.9"
+    with pytest.raises(InfraError, match="'b4' is not installed"):
+        tools.require("b4")
