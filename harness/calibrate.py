@@ -42,7 +42,6 @@ def experiment(source, fragments, workloads=None, **design):
 def judged(df, max_boot=None, effect=0.0):
     """The comparisons of B's plain fork against A's, as a report makes them (one BH family over
     the judged metrics); B's times scaled by 1 + effect; only boots up to max_boot."""
-    df = df.copy()
     if max_boot is not None:
         df = df[df["boot"].fillna(1) <= max_boot]
     rows = []

@@ -93,10 +93,14 @@ class Run:
             self.fail(label, exc)
             built.pop(label)
         except KeyboardInterrupt:
-            # what was recorded stays; `harness run --resume` runs the unfinished boots again
-            self.store.update_kernel(label, status="interrupted")
-            self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            self.interrupted(label)
             raise
+
+    def interrupted(self, label):
+        """Ctrl-C or SIGTERM: what was recorded stays; `harness run --resume` runs the unfinished
+        boots again."""
+        self.store.update_kernel(label, status="interrupted")
+        self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def more_boots(self, plan, done):
         """With --until-ci: True while a comparison's interval is wider than ±until of its ratio
@@ -129,8 +133,7 @@ class Run:
             except HarnessError as exc:
                 self.fail(spec.label, exc)
             except KeyboardInterrupt:
-                self.store.update_kernel(spec.label, status="interrupted")
-                self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                self.interrupted(spec.label)
                 raise
         return built
 

@@ -90,9 +90,7 @@ class RunStore:
         else:
             info = self.metadata["kernels"].setdefault(label, {})
             for key in ("status", "error", "error_type"):
-                info.pop(key, None)
-            info["boots"] = {n: b for n, b in (info.get("boots") or {}).items() if int(n) in kept}
-            info["cells"] = [c for c in info.get("cells", []) if c.get("boot", 1) in kept]
+                info.pop(key, None)         # the boots not kept are set aside by reset_boot
         self.save()
 
     def attempt_dir(self, label):
@@ -121,8 +119,10 @@ class RunStore:
         kdir = self.dir / label
         info = self.metadata["kernels"].setdefault(label, {})
         info.setdefault("cells", [])
+        if str(boot) not in info.setdefault("boots", {}):
+            return                          # never started: nothing to set aside
         info["cells"] = [c for c in info["cells"] if c.get("boot", 1) != boot]
-        info.setdefault("boots", {}).pop(str(boot), None)
+        info["boots"].pop(str(boot))
         if not kdir.exists():
             return
         aside = None

@@ -33,3 +33,26 @@ def test_run_store_writes_as_it_goes(tmp_path):
     assert meta["harness_sha"] and meta["host"]["cpus"]
     # reopening the run keeps what was there
     assert RunStore("r1", root=tmp_path).records("stock", "fork-memory") == [{"a": 1}]
+
+
+def test_resume_sets_aside_the_cut_boot_and_keeps_the_finished_one(tmp_path):
+    import json as _json
+    from harness.results import RunStore
+    store = RunStore("r", root=tmp_path)
+    append = store.appender("a", "bench")
+    for boot in (1, 2):
+        store.set_boot("a", boot, {"status": "ok" if boot == 1 else "interrupted"})
+        store.metadata["kernels"]["a"].setdefault("cells", []).append({"cell": "1:bench", "boot": boot})
+        append({"boot": boot, "x": 1})
+    (store.boot_dir("a", 2) / "console.log").write_text("boot 2\n")
+    again = RunStore("r", root=tmp_path)
+    again.start_kernel("a", kept={1})
+    again.reset_boot("a", 3)                     # never started: nothing moves
+    assert len(again.records("a", "bench")) == 2
+    again.reset_boot("a", 2)
+    assert [r["boot"] for r in again.records("a", "bench")] == [1]
+    aside = tmp_path / "r" / "a.attempt-1"
+    assert _json.loads((aside / "bench.jsonl").read_text())["boot"] == 2
+    assert (aside / "boot-2" / "console.log").exists()
+    assert list(again.metadata["kernels"]["a"]["boots"]) == ["1"]
+    assert [c["boot"] for c in again.metadata["kernels"]["a"]["cells"]] == [1]
