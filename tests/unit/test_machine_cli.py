@@ -53,6 +53,11 @@ def test_host_mirror_reads_deb822(tmp_path, monkeypatch):
     (["run", "--kernel-src", "/tmp", "--workload", "nope"], 2, "unknown workload"),
     (["run", "--kernel-src", "/tmp", "--config", "nope"], 2, "config fragment 'nope' not found"),
     (["build", "--kernel-src", "/does/not/exist"], 2, "does not exist"),
+    (["run", "--kernel-src", "/tmp", "--boots", "0"], 2, "boots must be a whole number of at least 1"),
+    (["run", "--kernel-src", "/tmp", "--until-ci", "2"], 2, "until must be a fraction between 0 and 1"),
+    (["run", "--kernel-src", "/tmp", "--until-ci", "0.01", "--max-boots", "0"], 2, "max_boots must be"),
+    (["calibrate"], 2, "name a kernel with --kernel-src"),
+    (["calibrate", "--analyse", "/does/not/exist"], 2, "is not a run"),
 ])
 def test_cli_bad_input_one_clear_error(argv, code, message, capsys, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "results"))
@@ -131,3 +136,14 @@ def test_python_tools_are_found_beside_the_harness_interpreter(monkeypatch, tmp_
     assert tools.first_line(["tuxmake", "--version"]) == "tuxmake 9.9"
     with pytest.raises(InfraError, match="'b4' is not installed"):
         tools.require("b4")
+
+
+def test_a_bad_design_in_an_experiment_file_is_one_clear_error(tmp_path, capsys):
+    exp = tmp_path / "bad.toml"
+    exp.write_text('source = "/tmp"\n[design]\nboots = "abc"\n[[kernels]]\nlabel = "a"\n')
+    assert cli.main(["run", "--experiment", str(exp)]) == 2
+    err = capsys.readouterr().err
+    assert "boots must be a whole number" in err and "Traceback" not in err
+    exp.write_text('source = "/tmp"\n[design]\nrounds = 3\n[[kernels]]\nlabel = "a"\n')
+    assert cli.main(["run", "--experiment", str(exp)]) == 2
+    assert "unknown keys in [design]" in capsys.readouterr().err
