@@ -98,7 +98,7 @@ class WorkloadFlag(argparse.Action):
 
 class ParamFlag(argparse.Action):
     def __call__(self, parser, ns, value, option_string=None):
-        items = getattr(ns, "workload_items", None) or [("fork-memory", [])]
+        items = getattr(ns, "workload_items", None) or [(getattr(ns, "default_workload", "fork-memory"), [])]
         items[-1][1].append(value)
         ns.workload_items = items
 
@@ -206,6 +206,24 @@ def cmd_verify(args):
     return v.exit_code
 
 
+def cmd_attribute(args):
+    import shlex
+    import sys
+    from harness.attribute import Attribution
+    if args.resume:
+        if args.kernel_src or args.series or args.range:
+            raise errors.UserError("--resume continues an attribution as it was started; name nothing else with it")
+        return Attribution.resume(args.resume).execute().exit_code
+    if not args.kernel_src:
+        raise errors.UserError("name the tree with --kernel-src (or --resume RUN)")
+    args.timing = args.timing or "auto"
+    args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
+    exp = experiment(args)
+    command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
+    return Attribution(exp, args.kernel_src, args.series, args.range, args.metric, args.practical,
+                       args.multiplicity, command=command, extra=args.config).execute().exit_code
+
+
 def cmd_reproduce(args):
     from harness import report
     from harness.pipeline import Run
@@ -261,6 +279,7 @@ def cmd_report(args):
     import tomllib
     from pathlib import Path
     from harness import report
+    from harness.results import RunStore
     claims = None
     if args.claims:
         try:
@@ -271,6 +290,10 @@ def cmd_report(args):
                             practical=args.practical, method=args.multiplicity,
                             noisy_cv=args.noisy_cv)
     ui.out(report.cv_summary(args.runs))
+    for run in args.runs:                  # an attribution run: its per-patch tables again
+        if "attribution" in RunStore.open(run).metadata:
+            from harness import attribute
+            ui.out(attribute.show(run, practical=args.practical, method=args.multiplicity))
     ui.console.print(f"report: {md}\n        {page}")
     return 0
 
@@ -383,6 +406,23 @@ def parser():
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("attribute", help="which patch costs what: stock and every prefix of a series "
+                       "(or a commit range, by binary search) built with CONFIG_COW_PTE=y and =n, booted "
+                       "and measured; a per-patch table with a verdict per step, and a step plot",
+                       epilog="example:\n  harness attribute --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox "
+                              "--workload fork-latency --param sizes_mib=512",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, required=False)
+    p.add_argument("--range", metavar="A..B",
+                   help="instead of --series: the commits A..B of the --kernel-src git tree, searched "
+                        "by halving for the one where the plain fork moves")
+    p.add_argument("--metric", metavar="NAME", help="the metric of the table (default: the workload's first)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted attribution (folder or id)")
+    add_guest_args(p)
+    add_workload_args(p)
+    add_verdict_args(p)
+    p.set_defaults(func=cmd_attribute, default_workload="fork-latency")
 
     p = sub.add_parser("reproduce", help="run an experiment's benchmarks end to end and write the report "
                        "(default: cow-pte-v4, the series' own evaluation)",

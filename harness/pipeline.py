@@ -204,13 +204,17 @@ class Run:
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
         with ui.step(f"[{spec.label}] build {tree.id}") as say:
             kernel = build.run(say)
-        self.store.keep(spec.label, kernel.path / "build.log", kernel.path / "kernel.json")
-        self.store.update_kernel(spec.label, release=kernel.info["release"],
+        self.record_kernel(spec.label, kernel)
+        return kernel
+
+    def record_kernel(self, label, kernel):
+        """Keep a built kernel's log and facts in the run."""
+        self.store.keep(label, kernel.path / "build.log", kernel.path / "kernel.json")
+        self.store.update_kernel(label, release=kernel.info["release"],
                                  config_sha=kernel.info["config_sha"], toolchain=kernel.info["toolchain"],
                                  fragments=kernel.info["fragments"], patches=kernel.info["patches"],
                                  config_cow_pte=kconfig.parse(kernel.config).get("CONFIG_COW_PTE", "n"),
                                  cached_build=kernel.info.get("cached", False))
-        return kernel
 
     def choose_accel(self, kernel):
         """The QEMU mode for this run's guests: 'kvm', 'tcg' or 'icount' (TCG counting instructions)."""

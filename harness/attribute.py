@@ -1,0 +1,370 @@
+"""`harness attribute`: which patch of a series costs what (or which commit of a range).
+
+  harness attribute --kernel-src TREE --series MBOX --workload fork-latency --param sizes_mib=512
+  harness attribute --kernel-src GIT-TREE --range A..B --workload fork-latency --param sizes_mib=512
+  harness attribute --resume RUN
+
+1. Builds: stock, then every prefix of the series (patches 1..k), with CONFIG_COW_PTE=y and =n,
+   in the scratch worktree and object folders `harness verify` builds in (harness.bisect) and
+   through the build cache: what verify built is not built again. A fragment whose every option
+   the tree does not define yet (CONFIG_COW_PTE before the patch that adds it) resolves to nothing
+   and is left out, so configs that resolve alike are one build, one kernel and one boot.
+2. Measurement: every kernel booted in one run (harness.pipeline) and the workload run with a plain
+   fork and, on every kernel built with CONFIG_COW_PTE=y, with cow_pte=1. Whether COW PTE was on is
+   the activity check's verdict from the kernel's own counters (harness.activity), never prctl's
+   return code. Timing: icount where KVM is absent (one boot per kernel: a fork's instruction count
+   repeats within 0.1% and boots agree), else real time with the replication design (several
+   boots per kernel in alternating order).
+3. The per-patch table, verdicts and step plot (harness.steps), kept in the run folder, which
+   `harness report RUN` shows again.
+
+--range A..B takes the commits of a git tree (linear history) as a series on A and searches them
+by halving: the two ends are measured, then the middle of the part where the plain fork moved.
+
+Resumable: the plan (steps and kernel labels) is in metadata.json before the first boot; --resume
+builds again (cache hits) and boots only the kernels whose boots did not all finish.
+"""
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from harness import accel as accel_mod
+from harness import bisect, cache, kconfig, series as series_mod, sources, stats, steps, ui, verify
+from harness.build import Build
+from harness.errors import BuildError, UserError
+from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec
+from harness.pipeline import Run
+from harness.results import RunStore
+from harness.workloads import Workload
+
+CONFIGS = {"y": "COW_PTE=y", "n": "COW_PTE=n"}     # config -> the config set of harness.verify
+ICOUNT_WHY = ("icount timing: the guest's clock counts instructions (1 ns each), so a fork repeats "
+              "within 0.1% and boots of one kernel agree: one boot per kernel is enough, and the "
+              "forks of that boot stand for it (figures are instruction counts, not hardware time)")
+
+
+def effective(fragments, tree):
+    """The fragments without those whose every option the tree's Kconfig does not define."""
+    return [f for f in fragments
+            if not f.values or any(kconfig._kconfig_entry(tree, s) is not None for s in f.values)]
+
+
+def objdir_label(names, config):
+    """harness.verify's label of the config set made of these fragments, else the config's own."""
+    for label, fragments in verify.CONFIGS.items():
+        if list(fragments) == list(names):
+            return label
+    return CONFIGS[config]
+
+
+def range_inputs(tree, span, folder):
+    """(source at A, series of the commits A..B as patches in folder) for --range A..B."""
+    start, dots, end = span.partition("..")
+    if not dots or not start or not end:
+        raise UserError(f"--range wants A..B (two commits of the tree), got '{span}'")
+
+    def git(*argv):
+        proc = subprocess.run(["git", "-C", str(tree), *argv], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"--range {span}: git {argv[0]} in {tree} failed: "
+                            f"{(proc.stderr.strip().splitlines() or ['?'])[0]}")
+        return proc.stdout
+    base = git("rev-parse", "--verify", f"{start}^{{commit}}").strip()
+    if git("rev-list", "--merges", f"{start}..{end}").strip():
+        raise UserError(f"--range {span} has merge commits: give a linear range")
+    if not git("rev-list", f"{start}..{end}").strip():
+        raise UserError(f"--range {span} has no commits")
+    git("format-patch", "-q", "--no-signature", "-o", str(folder), f"{start}..{end}")
+    return f"git+file://{Path(tree).resolve()}#{base}", series_mod.load(str(folder))
+
+
+class AttributionRun(Run):
+    """A run over kernels built beforehand (the steps), each with its own cells."""
+
+    def __init__(self, experiment, prebuilt, cells, store, skip):
+        super().__init__(experiment, store=store)
+        self.prebuilt, self.cells_of, self.skip = prebuilt, cells, skip
+
+    def kernel(self, spec):
+        tree, kernel = self.prebuilt[spec.label]
+        self.trees[spec.label] = tree
+        self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=kernel.key)
+        self.record_kernel(spec.label, kernel)
+        return kernel
+
+    def one_boot(self, label, kernel, boot):
+        self.cells = self.cells_of[label]
+        started = time.monotonic()
+        try:
+            super().one_boot(label, kernel, boot)
+        finally:
+            spent = time.monotonic() - started
+            times = self.store.metadata["attribution"]["times"].setdefault(label, {})
+            times["measure"] = round(times.get("measure", 0) + spent, 1)
+            self.store.save()
+            ui.console.print(f"[{label}] boot {boot} measured in {spent:.0f} s", markup=False)
+
+
+class Attribution:
+    def __init__(self, exp, kernel_src=None, series=None, span=None, metric=None, practical=None,
+                 method="bh", command=None, store=None, extra=()):
+        if exp.workloads is None or len(exp.workloads) != 1:
+            raise UserError("attribute measures one workload: give one --workload (and its --param)")
+        params = exp.workloads[0].params
+        if "cow_pte" in params:
+            raise UserError("attribute runs the workload with cow_pte=0 and, where the kernel has "
+                            "the option, cow_pte=1 itself: leave --param cow_pte out")
+        if any(isinstance(v, list) for v in params.values()):
+            raise UserError("attribute runs one set of parameters: give each --param once "
+                            "(several sizes in one value, e.g. sizes_mib=64,512)")
+        if bool(series) == bool(span):
+            raise UserError("give either --series (every prefix of a series) or --range A..B")
+        self.exp, self.kernel_src, self.series_spec, self.span = exp, kernel_src, series, span
+        self.metric, self.practical, self.method = metric, practical, method
+        self.store = store                      # made once the inputs are found
+        self.command = command
+        self.extra = list(extra)                # --config: fragments added to every config
+        self.prebuilt, self.skip = {}, set()   # label -> (tree, Kernel); boots done
+        self.workload = Workload.load(exp.workloads[0].name)
+        self.workload.params(params)            # an unknown parameter fails here, before any build
+
+    @classmethod
+    def resume(cls, run_dir):
+        store = RunStore.open(run_dir)
+        saved = store.metadata.get("attribution")
+        if not saved:
+            raise UserError(f"{store.dir} is not an attribution run (no 'attribution' in its metadata.json)")
+        req = saved["request"]
+        self = cls(Experiment.from_dict(saved["experiment"]), req["kernel_src"], req.get("series"),
+                   req.get("range"), req.get("metric"), req.get("practical"), req.get("method", "bh"),
+                   command=store.metadata.get("command"), store=store, extra=req.get("extra", ()))
+        done = sum(b.get("status") == "ok" for info in store.metadata["kernels"].values()
+                   for b in (info.get("boots") or {}).values())
+        ui.console.print(f"resuming {store.dir}: {done} boots finished earlier are kept", markup=False)
+        return self
+
+    # --- plan and builds --------------------------------------------------------------------------
+
+    def execute(self):
+        with tempfile.TemporaryDirectory() as folder:
+            with ui.step(f"kernel source {self.kernel_src}") as say:
+                src = self.kernel_src
+                if self.span:
+                    src, self.series = range_inputs(self.kernel_src, self.span, folder)
+                self.source = sources.resolve(src)
+                say(self.source.id)
+            if not self.span:
+                with ui.step(f"series {self.series_spec}") as say:
+                    self.series = series_mod.load(self.series_spec)
+                    say(f"{len(self.series.patches)} patches, v{self.series.version}")
+            with ui.step(f"apply {len(self.series.patches)} patches"):
+                patched, report = series_mod.apply(self.series, self.source)
+        ui.out(report.table())
+        self.store = self.store or RunStore()
+        ui.console.print(f"attribution run {self.store.id} -> {self.store.dir}", markup=False)
+        self.commits = series_mod.git(patched.path, "rev-list", "--reverse",
+                                      f"{self.source.commit}..HEAD").stdout.split()
+        self.plan()
+        if self.span:
+            self.search()
+        else:
+            self.measure(range(len(self.steps)))
+        return self.show()
+
+    def plan(self):
+        """The steps, kept in metadata.json (what a resume and a report read)."""
+        saved = self.store.metadata.get("attribution", {})
+        self.steps = saved.get("steps") or (
+            [{"index": 0, "title": "stock", "commit": self.source.commit, "kernels": {}}]
+            + [{"index": p.index, "title": p.title, "commit": c, "kernels": {}}
+               for p, c in zip(self.series.patches, self.commits)])
+        self.store.update(command=self.command or self.store.metadata.get("command"), attribution={
+            "request": {"kernel_src": self.kernel_src, "series": self.series_spec, "range": self.span,
+                        "metric": self.metric, "practical": self.practical, "method": self.method,
+                        "extra": self.extra},
+            "experiment": self.exp.to_dict(), "mode": "range" if self.span else "series",
+            "workload": self.workload.name, "params": self.exp.workloads[0].params,
+            "metric": self.metric, "configs": list(CONFIGS), "steps": self.steps,
+            "times": saved.get("times", {}), "timing": saved.get("timing"),
+            "found": saved.get("found", {})})
+
+    @property
+    def saved(self):
+        return self.store.metadata["attribution"]
+
+    def build(self, indices):
+        """Build the kernels of these steps (cache hits for what was built before)."""
+        ids = series_mod.patch_ids(self.series)
+        name = f"{self.source.id}-{self.series.id}"
+        work = cache.root() / "bisect" / name
+        with cache.locked("bisect", name):
+            for k in indices:
+                if k == 0:
+                    tree = self.source
+                else:
+                    bisect._worktree(self.source, work / "tree", self.commits[k - 1])
+                    tree = sources.SourceTree(
+                        id=f"{self.source.id}+{cache.digest('series', ids[:k])[:8]}", path=work / "tree",
+                        spec=f"{self.source.spec} + {self.series.spec} (patches 1-{k})",
+                        version=sources.kernel_version(work / "tree"), commit=self.commits[k - 1])
+                self.build_step(self.steps[k], tree, ids[:k], work)
+        self.store.save()
+
+    def build_step(self, step, tree, ids, work):
+        k = step["index"]
+        groups = {}
+        for config, label in CONFIGS.items():
+            wanted = verify.CONFIGS[label] + self.extra
+            fragments = effective([kconfig.fragment(f) for f in wanted], tree.path)
+            groups.setdefault(tuple(f.name for f in fragments), (fragments, []))[1].append(config)
+        for names, (fragments, configs) in groups.items():
+            label = "stock" if k == 0 else f"p{k:02d}" + (
+                "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
+            objdir = None if k == 0 else bisect._objdir(work, objdir_label(names, configs[0]))
+            build = Build(tree, fragments, patches=list(ids), objdir=objdir,
+                          **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
+            started = time.monotonic()
+            try:
+                with ui.step(f"[{label}] build {tree.id} ({', '.join(names)})") as say:
+                    kernel = build.run(say)
+            except (BuildError, UserError) as exc:
+                first = (str(exc).splitlines() or ["?"])[0]
+                ui.error(f"[{label}] {first}: this step is left out of the table")
+                step.setdefault("failed", {}).update({c: first for c in configs})
+                continue
+            seconds = round(time.monotonic() - started, 1)
+            cached = kernel.info.get("cached", False)
+            ui.console.print(f"[{label}] build {'(cached) ' if cached else ''}{seconds:.0f} s", markup=False)
+            times = self.saved["times"].setdefault(label, {})
+            if not times or not cached:
+                times.update(build=seconds, cached=cached)
+            step["kernels"].update({c: label for c in configs})
+            if len(configs) > 1:
+                step["shared"] = (f"{'='.join(configs)}: one kernel, the configs resolve alike "
+                                  f"({', '.join(names)})")
+            self.prebuilt[label] = (tree, kernel)
+
+    # --- measurement ------------------------------------------------------------------------------
+
+    def design(self, kernel):
+        """Decide the timing mode (and so the boots per kernel) once, and say why."""
+        if self.saved.get("timing"):
+            return
+        timing, boots = self.exp.timing, self.exp.boots
+        if timing == "auto":
+            chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
+            timing = "real" if chosen == "kvm" else "icount"
+            ui.console.print(f"timing auto: {timing} ({chosen}: {reason})", markup=False)
+        if timing == "icount":
+            boots = boots or 1
+            ui.console.print(ICOUNT_WHY + (f"; --boots {boots} asked for" if boots > 1 else ""), markup=False)
+        else:
+            boots = boots or DESIGN_BOOTS
+            ui.console.print(f"real-time timing: {boots} boots per kernel in alternating order; a step is "
+                             f"called only when its 95% interval over boots excludes no change "
+                             f"({self.method} over the steps)", markup=False)
+        self.exp = replace(self.exp, timing=timing, boots=boots)
+        self.saved.update(timing=timing, experiment=self.exp.to_dict())
+        self.store.save()
+
+    def cells(self, kernel):
+        w = self.workload
+        params = self.exp.workloads[0].params
+        cells = [(w, w.params({**params, "cow_pte": 0}))] if "cow_pte" in w.params() else [(w, w.params(params))]
+        if "cow_pte" in w.params() and kconfig.parse(kernel.config).get("CONFIG_COW_PTE") == "y":
+            cells.append((w, w.params({**params, "cow_pte": 1})))
+        return cells
+
+    def measure(self, indices):
+        """Build and boot the kernels of these steps; the ones measured before are kept."""
+        self.build(indices)
+        labels = list(dict.fromkeys(self.steps[k]["kernels"][c] for k in indices
+                                    for c in CONFIGS if c in self.steps[k]["kernels"]))
+        if not labels:
+            return
+        self.design(self.prebuilt[labels[0]][1])
+        self.skip = {(label, int(n)) for label, info in self.store.metadata["kernels"].items()
+                     for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+        labels = [x for x in labels if not all((x, n) in self.skip for n in range(1, self.exp.boots + 1))]
+        if not labels:
+            return
+        kernels = {label: self.prebuilt[label] for label in labels}
+        specs = [KernelSpec(label, self.kernel_src, [f["name"] for f in kernels[label][1].info["fragments"]],
+                            self.series_spec) for label in labels]
+        run = AttributionRun(replace(self.exp, kernels=specs), kernels,
+                             {label: self.cells(k) for label, (_, k) in kernels.items()},
+                             self.store, self.skip)
+        run.execute()
+        self.store.update(command=self.command or self.store.metadata.get("command"))
+        self.failures = getattr(self, "failures", []) + run.failures
+
+    def records(self):
+        return stats.load_runs([self.store.dir])[1]
+
+    def search(self):
+        """Halve the range where the plain fork moves, for each config."""
+        last = len(self.steps) - 1
+        self.measure([0, last])
+        found = self.saved["found"]
+        for config in CONFIGS:
+            lo, hi = 0, last
+            if not steps.moves(self.records(), self.saved, config, lo, hi, self.practical):
+                found[config] = None
+                continue
+
+            def moved(a, b):
+                self.measure([b])
+                return steps.moves(self.records(), self.saved, config, a, b, self.practical)
+            while hi - lo > 1:
+                lo, hi = steps.halve(lo, hi, moved)
+            found[config] = hi
+            self.store.save()
+
+    # --- output -----------------------------------------------------------------------------------
+
+    def show(self):
+        text = show(self.store.dir, self.metric, self.practical, self.method)
+        ui.out(text)
+        return self
+
+    @property
+    def exit_code(self):
+        failures = getattr(self, "failures", [])
+        return failures[0][1].exit_code if failures else 0
+
+
+def show(run_dir, metric=None, practical=None, method="bh"):
+    """The attribution tables of a run, written into its folder too (text, CSV, step plot)."""
+    metas, df = stats.load_runs([run_dir])
+    att = metas[0]["attribution"]
+    run_dir = Path(stats.run_path(run_dir))
+    groups = steps.table(df, att, metric or att.get("metric"), practical, method)
+    times = {label: (f"build {t.get('build', 0):.0f} s{' cached' if t.get('cached') else ''}"
+                     + (f", measure {t['measure']:.0f} s" if "measure" in t else ""))
+             for label, t in att.get("times", {}).items()}
+    same = {s["kernels"][c]: "y = n: the option is not in this tree" for s in att["steps"]
+            if s.get("shared") for c in s["kernels"]}
+    mode = metas[0].get("timing", "?")
+    lines = [f"attribution of {att['workload']} {att['params']} ({mode} timing; "
+             f"{'binary search of a range' if att['mode'] == 'range' else 'every prefix of the series'})"]
+    if mode == "icount":
+        lines.append(ICOUNT_WHY)
+    for s in att["steps"]:
+        for config, why in s.get("failed", {}).items():
+            lines.append(f"step {s['index']} [{config}] not measured: {why}")
+    for params, frame in groups.items():
+        lines += ["", ", ".join(f"{k}={v}" for k, v in params) or "(no parameters)", "",
+                  steps.render(frame, times, same), ""] + steps.summary(frame)
+        frame.to_csv(run_dir / f"attribution-{'-'.join(f'{k}{v}' for k, v in params)}.csv", index=False)
+    for config, index in att.get("found", {}).items():
+        where = "no change between the ends" if index is None else \
+            f"first moved at step {index}: {att['steps'][index]['title']}"
+        lines.append(f"binary search, {steps.CONFIG_NAMES[config]}, plain fork: {where}")
+    picture = steps.plot(groups, run_dir / "attribution.png")
+    if picture:
+        lines.append(f"step plot: {picture}")
+    text = "\n".join(lines)
+    (run_dir / "attribution.txt").write_text(text + "\n")
+    return text
