@@ -216,15 +216,20 @@ class Attribution:
         k = step["index"]
         groups = {}
         for config, label in CONFIGS.items():
-            wanted = verify.CONFIGS[label] + self.extra
-            fragments = effective([kconfig.fragment(f) for f in wanted], tree.path)
-            groups.setdefault(tuple(f.name for f in fragments), (fragments, []))[1].append(config)
-        for names, (fragments, configs) in groups.items():
+            wanted = [kconfig.fragment(f) for f in verify.CONFIGS[label] + self.extra]
+            fragments = effective(wanted, tree.path)
+            group = groups.setdefault(tuple(f.name for f in fragments), (fragments, [], []))
+            group[1].append(config)
+            group[2].append(wanted)
+        for names, (fragments, configs, asked) in groups.items():
             label = "stock" if k == 0 else f"p{k:02d}" + (
                 "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
             objdir = None if k == 0 else bisect._objdir(work, objdir_label(names, configs[0]))
-            build = Build(tree, fragments, patches=list(ids), objdir=objdir,
-                          **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
+            jobs = {"jobs": self.exp.jobs} if self.exp.jobs else {}
+            # the same .config may be cached under the fragments as asked (e.g. verify's build
+            # with '# CONFIG_COW_PTE is not set' before the option exists): take that one
+            build = next((b for b in (Build(tree, f, patches=list(ids), objdir=objdir, **jobs) for f in asked)
+                          if b.cached()), Build(tree, fragments, patches=list(ids), objdir=objdir, **jobs))
             started = time.monotonic()
             try:
                 with ui.step(f"[{label}] build {tree.id} ({', '.join(names)})") as say:
@@ -344,8 +349,7 @@ def show(run_dir, metric=None, practical=None, method="bh"):
     times = {label: (f"build {t.get('build', 0):.0f} s{' cached' if t.get('cached') else ''}"
                      + (f", measure {t['measure']:.0f} s" if "measure" in t else ""))
              for label, t in att.get("times", {}).items()}
-    same = {s["kernels"][c]: "y = n: the option is not in this tree" for s in att["steps"]
-            if s.get("shared") for c in s["kernels"]}
+    same = {s["kernels"][c] for s in att["steps"] if s.get("shared") for c in s["kernels"]}
     mode = metas[0].get("timing", "?")
     lines = [f"attribution of {att['workload']} {att['params']} ({mode} timing; "
              f"{'binary search of a range' if att['mode'] == 'range' else 'every prefix of the series'})"]

@@ -24,6 +24,7 @@ PLAIN, COW = "off", "active"
 KIND_NAMES = {PLAIN: "plain fork", COW: "COW PTE fork"}
 CONFIG_NAMES = {"y": "CONFIG_COW_PTE=y", "n": "CONFIG_COW_PTE=n"}
 CALLED = ("slower", "faster")
+SAME = "the tree has no CONFIG_COW_PTE there yet: both configs are one kernel, booted once"
 
 
 def points(part, steps, config, kind, metric):
@@ -102,9 +103,10 @@ def percent(ratio):
     return "" if ratio is None or np.isnan(ratio) else f"{(ratio - 1) * 100:+.1f}%"
 
 
-def render(frame, times=None, same=None):
-    """The per-patch table of one group as text: one block per line (config and kind of fork)."""
-    times, same = times or {}, same or {}
+def render(frame, times=None, same=()):
+    """The per-patch table of one group as text: one block per line (config and kind of fork);
+    times: {kernel label: text}, same: the labels that stand for both configs."""
+    times = times or {}
     blocks = []
     for (config, kind), rows in frame.groupby(["config", "kind"], sort=False):
         head = f"{CONFIG_NAMES.get(config, config)}, {KIND_NAMES[kind]}: {rows['metric'].iloc[0]}"
@@ -113,8 +115,8 @@ def render(frame, times=None, same=None):
             title = r["title"] if len(r["title"]) <= 46 else r["title"][:43] + "..."
             if r.get("first") is True:
                 title += " [COW PTE from here; vs prev: plain fork]"
-            if same.get(r["kernel"]):
-                title += f" [{same[r['kernel']]}]"
+            if r["kernel"] in same:
+                title += " (y = n)"
             interval = "" if np.isnan(r.get("ci_low", np.nan)) else \
                 f"[{percent(r['ci_low'])}, {percent(r['ci_high'])}]"
             lines.append((str(r["index"]), title, show_value(r["median"], r["unit"]),
@@ -122,6 +124,8 @@ def render(frame, times=None, same=None):
                           r["verdict"], times.get(r["kernel"], "")))
         widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
         text = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in lines]
+        if any(k in same for k in rows["kernel"]):
+            text.append(f"(y = n): {SAME}")
         blocks.append(head + "\n" + "\n".join(text))
     return "\n\n".join(blocks)
 
@@ -161,8 +165,9 @@ def plot(groups, path):
         ax.set_xlabel("patches applied (0 = stock)")
         ax.set_ylabel(f"{frame['metric'].iloc[0]} ({unit}, median)")
         ax.set_title(", ".join(f"{k}={v}" for k, v in params) or frame["metric"].iloc[0])
+        ax.set_ylim(bottom=0)              # a step's size in proportion, not noise blown up
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="lower right")
     return plots.save(fig, path)
 
 

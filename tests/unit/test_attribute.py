@@ -91,7 +91,7 @@ def test_render_summary_and_plot(tmp_path):
     assert "CONFIG_COW_PTE=n, plain fork: no step called" in text
     assert "[COW PTE from here; vs prev: plain fork]" in text
     assert "build 12 s, measure 30 s" in text                  # time per prefix
-    assert "y = n: the option is not in this tree" in text     # the shared stock kernel
+    assert "0  stock (y = n)" in text and steps.SAME in text   # the shared stock kernel
     assert "one boot per kernel is enough" in text             # icount says why
     assert (run / "attribution.png").stat().st_size > 1000
     assert (run / "attribution.txt").read_text().strip() == text.strip()
