@@ -344,6 +344,25 @@ def cmd_merge(args):
     return 0
 
 
+def add_attribute_parser(sub):
+    p = sub.add_parser("attribute", help="which patch costs what: stock and every prefix of a series "
+                       "(or a commit range, by binary search) built with CONFIG_COW_PTE=y and =n, booted "
+                       "and measured; a per-patch table with a verdict per step, and a step plot",
+                       epilog="example:\n  harness attribute --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox "
+                              "--workload fork-latency --param sizes_mib=512",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, required=False)
+    p.add_argument("--range", metavar="A..B",
+                   help="instead of --series: the commits A..B of the --kernel-src git tree, searched "
+                        "by halving for the one where the plain fork moves")
+    p.add_argument("--metric", metavar="NAME", help="the metric of the table (default: the workload's first)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted attribution (folder or id)")
+    add_guest_args(p)
+    add_workload_args(p)
+    add_verdict_args(p)
+    p.set_defaults(func=cmd_attribute, default_workload="fork-latency")
+
+
 def parser():
     ap = argparse.ArgumentParser(
         prog="harness", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -407,22 +426,7 @@ def parser():
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("attribute", help="which patch costs what: stock and every prefix of a series "
-                       "(or a commit range, by binary search) built with CONFIG_COW_PTE=y and =n, booted "
-                       "and measured; a per-patch table with a verdict per step, and a step plot",
-                       epilog="example:\n  harness attribute --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox "
-                              "--workload fork-latency --param sizes_mib=512",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_kernel_args(p, required=False)
-    p.add_argument("--range", metavar="A..B",
-                   help="instead of --series: the commits A..B of the --kernel-src git tree, searched "
-                        "by halving for the one where the plain fork moves")
-    p.add_argument("--metric", metavar="NAME", help="the metric of the table (default: the workload's first)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted attribution (folder or id)")
-    add_guest_args(p)
-    add_workload_args(p)
-    add_verdict_args(p)
-    p.set_defaults(func=cmd_attribute, default_workload="fork-latency")
+    add_attribute_parser(sub)
 
     p = sub.add_parser("reproduce", help="run an experiment's benchmarks end to end and write the report "
                        "(default: cow-pte-v4, the series' own evaluation)",
