@@ -170,8 +170,21 @@ class Attribution:
         if self.span:
             self.search()
         else:
-            self.measure(range(len(self.steps)))
+            self.walk()
         return self.show()
+
+    def walk(self):
+        """Every step. With icount each step is built and measured in turn (one boot each, no
+        drift to balance: figures come as the builds do); in real time every kernel is built
+        first, so the boots of all of them can alternate."""
+        self.build([0])
+        if "stock" in self.prebuilt:
+            self.design(self.prebuilt["stock"][1])
+        if self.exp.timing == "icount":
+            for k in range(len(self.steps)):
+                self.measure([k])
+        else:
+            self.measure(range(len(self.steps)))
 
     def plan(self):
         """The steps, kept in metadata.json (what a resume and a report read)."""
@@ -325,7 +338,7 @@ class Attribution:
             while hi - lo > 1:
                 lo, hi = steps.halve(lo, hi, moved)
             found[config] = hi
-            self.store.save()
+        self.store.save()
 
     # --- output -----------------------------------------------------------------------------------
 
