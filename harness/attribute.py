@@ -59,6 +59,15 @@ def objdir_label(names, config):
     return CONFIGS[config]
 
 
+def objdir_for(work, names, configs):
+    """The object folder to build in: verify's folder for these fragments or, when nothing was
+    built there yet, the folder of one of the configs that was built in (e.g. stock after the
+    prefixes with CONFIG_COW_PTE=n): make then rebuilds only what differs."""
+    folders = [bisect._objdir(work, objdir_label(names, configs[0]))] + \
+        [bisect._objdir(work, CONFIGS[c]) for c in configs]
+    return next((f for f in folders if (f / "vmlinux").exists()), folders[0])
+
+
 def range_inputs(tree, span, folder):
     """(source at A, series of the commits A..B as patches in folder) for --range A..B."""
     start, dots, end = span.partition("..")
@@ -214,14 +223,15 @@ class Attribution:
         work = cache.root() / "bisect" / name
         with cache.locked("bisect", name):
             for k in indices:
-                if k == 0:
-                    tree = self.source
-                else:
-                    bisect._worktree(self.source, work / "tree", self.commits[k - 1])
-                    tree = sources.SourceTree(
-                        id=f"{self.source.id}+{cache.digest('series', ids[:k])[:8]}", path=work / "tree",
-                        spec=f"{self.source.spec} + {self.series.spec} (patches 1-{k})",
-                        version=sources.kernel_version(work / "tree"), commit=self.commits[k - 1])
+                # stock too is built in the scratch worktree (same source id, same cache entry),
+                # so it can take an object folder the prefixes were built in: make rebuilds what
+                # the patches changed, not the whole kernel
+                commit = self.commits[k - 1] if k else self.source.commit
+                bisect._worktree(self.source, work / "tree", commit)
+                tree = sources.SourceTree(
+                    id=f"{self.source.id}+{cache.digest('series', ids[:k])[:8]}" if k else self.source.id,
+                    path=work / "tree", spec=f"{self.source.spec} + {self.series.spec} (patches 1-{k})"
+                    if k else self.source.spec, version=sources.kernel_version(work / "tree"), commit=commit)
                 self.build_step(self.steps[k], tree, ids[:k], work)
         self.store.save()
 
@@ -237,7 +247,7 @@ class Attribution:
         for names, (fragments, configs, asked) in groups.items():
             label = "stock" if k == 0 else f"p{k:02d}" + (
                 "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
-            objdir = None if k == 0 else bisect._objdir(work, objdir_label(names, configs[0]))
+            objdir = objdir_for(work, names, configs)
             jobs = {"jobs": self.exp.jobs} if self.exp.jobs else {}
             # the same .config may be cached under the fragments as asked (e.g. verify's build
             # with '# CONFIG_COW_PTE is not set' before the option exists): take that one

@@ -140,6 +140,15 @@ def test_fragments_the_tree_cannot_resolve_are_left_out(tmp_path):
     assert attribute.objdir_label(["guest-base", "selftests", "cow-pte"], "y") == "COW_PTE=y"
 
 
+def test_stock_is_built_in_a_folder_the_prefixes_were_built_in(tmp_path):
+    base = ["guest-base", "selftests"]
+    assert attribute.objdir_for(tmp_path, base, ["y", "n"]).name.startswith("base")
+    n = attribute.objdir_for(tmp_path, base + ["no-cow-pte"], ["n"])
+    n.mkdir(parents=True)
+    (n / "vmlinux").write_text("")
+    assert attribute.objdir_for(tmp_path, base, ["y", "n"]) == n
+
+
 def test_a_range_becomes_a_series_on_its_first_commit(tmp_path):
     tree = tmp_path / "tree"
     tree.mkdir()
