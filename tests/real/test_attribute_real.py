@@ -92,7 +92,8 @@ def test_an_interrupted_attribution_continues_where_it_stopped(attributed, capsy
     meta["kernels"]["p02"]["status"] = "interrupted"
     meta_path.write_text(json.dumps(meta))
     assert cli.main(["attribute", "--resume", str(run)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert "3 boots finished earlier are kept" in out
     assert "[p02] boot 1 measured in" in out
     assert not any(f"[{k}] boot 1 measured in" in out for k in ("stock", "p01", "p03"))
