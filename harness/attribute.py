@@ -223,6 +223,8 @@ class Attribution:
         work = cache.root() / "bisect" / name
         with cache.locked("bisect", name):
             for k in indices:
+                if self.steps[k]["kernels"] and all(x in self.prebuilt for x in self.steps[k]["kernels"].values()):
+                    continue                    # built in this attribution already
                 # stock too is built in the scratch worktree (same source id, same cache entry),
                 # so it can take an object folder the prefixes were built in: make rebuilds what
                 # the patches changed, not the whole kernel
