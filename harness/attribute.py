@@ -387,6 +387,9 @@ def show(run_dir, metric=None, practical=None, method="bh"):
         lines += ["", ", ".join(f"{k}={v}" for k, v in params) or "(no parameters)", "",
                   steps.render(frame, times, same), ""] + steps.summary(frame)
         frame.to_csv(run_dir / f"attribution-{'-'.join(f'{k}{v}' for k, v in params)}.csv", index=False)
+    inactive = steps.not_active(df, att)
+    if inactive:
+        lines.append(inactive)
     for config, index in att.get("found", {}).items():
         where = "no change between the ends" if index is None else \
             f"first moved at step {index}: {att['steps'][index]['title']}"

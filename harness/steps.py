@@ -93,6 +93,30 @@ def table(df, attribution, metric=None, practical=None, method="bh"):
     return out
 
 
+def spans(indices):
+    """[2, 3, 4, 7] -> "2-4, 7"."""
+    out, run = [], []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            out.append(run)
+            run = []
+        run.append(i)
+    out += [run] if run else []
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in out)
+
+
+def not_active(df, attribution):
+    """A line saying at which steps COW PTE was asked for but not proven on (or None)."""
+    sub = df[(df["workload"] == attribution["workload"]) & df["cow_pte"].isin(["inactive", "unproven"])]
+    labels = set(sub["kernel"])
+    where = [s["index"] for s in attribution["steps"] if labels & set(s.get("kernels", {}).values())]
+    if not where:
+        return None
+    kinds = "/".join(sorted(set(sub["cow_pte"])))
+    return (f"COW PTE asked for (cow_pte=1) but {kinds} by the kernel's counters at steps {spans(where)}: "
+            f"those forks are no point of a COW PTE line")
+
+
 def show_value(value, unit):
     if unit == "ns" and value >= 1e5:
         return f"{value / 1e6:.3f} ms"

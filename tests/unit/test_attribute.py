@@ -93,6 +93,8 @@ def test_render_summary_and_plot(tmp_path):
     assert "build 12 s, measure 30 s" in text                  # time per prefix
     assert "0  stock (y = n)" in text and steps.SAME in text   # the shared stock kernel
     assert "one boot per kernel is enough" in text             # icount says why
+    assert "COW PTE asked for (cow_pte=1) but inactive by the kernel's counters at steps 1-2" in text
+    assert steps.spans([2, 3, 4, 7, 9, 10]) == "2-4, 7, 9-10"
     assert (run / "attribution.png").stat().st_size > 1000
     assert (run / "attribution.txt").read_text().strip() == text.strip()
     assert list(run.glob("attribution-*.csv"))
