@@ -136,6 +136,7 @@ class Attribution:
         self.command = command
         self.extra = list(extra)                # --config: fragments added to every config
         self.prebuilt, self.skip = {}, set()   # label -> (tree, Kernel); boots done
+        self.failures = []                      # (label, error) of kernels that failed to boot or run
         self.workload = Workload.load(exp.workloads[0].name)
         self.workload.params(params)            # an unknown parameter fails here, before any build
 
@@ -263,6 +264,7 @@ class Attribution:
                 first = (str(exc).splitlines() or ["?"])[0]
                 ui.error(f"[{label}] {first}: this step is left out of the table")
                 step.setdefault("failed", {}).update({c: first for c in configs})
+                self.failures.append((label, exc))      # the exit code says so, the rest goes on
                 continue
             seconds = round(time.monotonic() - started, 1)
             cached = kernel.info.get("cached", False)
@@ -328,7 +330,7 @@ class Attribution:
                              self.store, self.skip)
         run.execute()
         self.store.update(command=self.command or self.store.metadata.get("command"))
-        self.failures = getattr(self, "failures", []) + run.failures
+        self.failures += run.failures
 
     def records(self):
         return stats.load_runs([self.store.dir])[1]
@@ -361,8 +363,7 @@ class Attribution:
 
     @property
     def exit_code(self):
-        failures = getattr(self, "failures", [])
-        return failures[0][1].exit_code if failures else 0
+        return self.failures[0][1].exit_code if self.failures else 0
 
 
 def show(run_dir, metric=None, practical=None, method="bh"):
