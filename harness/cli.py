@@ -2,15 +2,16 @@
 
 Exit codes: 0 ok; 2 bad request (UserError); 3 this machine cannot do it (InfraError); 4 a kernel
 or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, workload error
-(GuestError); 130 interrupted. `harness nightly` also exits 1 on a regression, `harness verify`
-1 when a section of its verdict failed.
+(GuestError); 70 an internal error (harness.crash: the traceback is saved to a file); 130
+interrupted. `harness nightly` also exits 1 on a regression, `harness verify` 1 when a section of
+its verdict failed.
 """
 import argparse
 import signal
 import threading
 from dataclasses import replace
 
-from harness import errors, ui
+from harness import errors, safety, ui
 
 EPILOG = """kernel source specs (--kernel-src):
   PATH                          a local kernel tree (git checkout or plain folder; built out of tree)
@@ -38,6 +39,8 @@ def add_kernel_args(p, multiple=False, required=True):
                    help="config fragment (a name in kernel-config/ or a path), merged after "
                         "guest-base; repeatable")
     p.add_argument("--jobs", "-j", type=int, help="parallel build jobs (default: all cores)")
+    p.add_argument("--insecure-download", action="store_true", default=None,
+                   help="allow a tarball over http or without a sha256 (recorded in metadata.json)")
 
 
 def add_guest_args(p):
@@ -139,7 +142,8 @@ def experiment(args):
              "boots": getattr(args, "boots", None), "order": getattr(args, "order", None),
              "seed": getattr(args, "seed", None), "until": getattr(args, "until", None),
              "prealloc": getattr(args, "prealloc", None),
-             "max_boots": getattr(args, "max_boots", None)}
+             "max_boots": getattr(args, "max_boots", None),
+             "insecure_download": getattr(args, "insecure_download", None)}
     srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
     if getattr(args, "experiment", None):
         if len(srcs) > 1:
@@ -499,11 +503,15 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except errors.HarnessError as exc:
-        ui.error(str(exc))
+        ui.error(safety.redact(str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         ui.error("interrupted")
         return 130
+    except Exception as exc:            # a bug: one line, the traceback in a file, exit 70
+        from harness import crash
+        ui.error(crash.report(exc))
+        return crash.EXIT_CODE
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

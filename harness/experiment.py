@@ -68,6 +68,7 @@ class Experiment:
     path: Path = None           # the TOML file, when there is one
     cells: list = None          # when this is some cells of an experiment (harness.cells): their ids
     whole: dict = None          # ... and that experiment's "workloads" (as dicts) and "selftests"
+    insecure_download: bool = False   # a tarball source without https or a checksum was allowed
 
     def __post_init__(self):
         check_design(self.boots, self.order, self.seed)
@@ -78,8 +79,9 @@ class Experiment:
 
     def to_dict(self):
         """Everything needed to run the experiment again (stored in metadata.json)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["kernels"] = [vars(k) for k in self.kernels]
+        from harness.safety import redact_all
+        data = redact_all({f.name: getattr(self, f.name) for f in fields(self)})
+        data["kernels"] = redact_all([vars(k) for k in self.kernels])
         data["workloads"] = [vars(w) for w in self.workloads]
         data["path"] = str(self.path) if self.path else None
         return data
@@ -132,6 +134,8 @@ class Experiment:
             argv += ["--seed", str(self.seed)]
         if not self.prealloc:
             argv += ["--no-prealloc"]
+        if self.insecure_download:
+            argv += ["--insecure-download"]
         if self.until is not None:
             argv += ["--until-ci", str(self.until)] + (["--max-boots", str(self.max_boots)] if self.max_boots else [])
         defaults = Experiment(kernels=[])
@@ -139,7 +143,8 @@ class Experiment:
                            ("--pin", "pin")):
             if getattr(self, name) != getattr(defaults, name):
                 argv += [flag, str(getattr(self, name))]
-        return shlex.join(argv)
+        from harness.safety import redact
+        return redact(shlex.join(argv))
 
 
 DESIGN_BOOTS = 5      # boots per kernel for reproduce, nightly and calibrate unless told otherwise
@@ -207,7 +212,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
         raise UserError(f"{path} names no kernel source; pass --kernel-src")
     kernels = []
     for k in data.get("kernels", []):
-        if "label" not in k:
+        if not isinstance(k, dict) or "label" not in k:
             raise UserError(f"{path}: every [[kernels]] needs a label")
         patched = bool(k.get("patched", False))
         if patched and not series_spec:
@@ -218,9 +223,10 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     if not kernels:
         raise UserError(f"{path} has no [[kernels]]")
     workloads = []
-    for w in data.get("workloads", []):
+    for i, w in enumerate(data.get("workloads", []), 1):
+        _check_entry(path, i, w)
         for params in expand(dict(w.get("params", {}))):
-            for _ in range(int(w.get("repeat", 1))):
+            for _ in range(w.get("repeat", 1)):
                 workloads.append(WorkloadSpec(w["name"], params))
     guest = data.get("guest", {})
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
@@ -231,3 +237,15 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
                         if k in guest},
                      **design_of(path, data.get("design", {})))
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_entry(path, number, w):
+    """A [[workloads]] entry: a name, a table of params, a whole repeat count."""
+    if not isinstance(w, dict) or not isinstance(w.get("name"), str) or not w.get("name"):
+        raise UserError(f"{path}: [[workloads]] entry {number} needs a name (name = \"fork-memory\")")
+    if not isinstance(w.get("params", {}), dict):
+        raise UserError(f"{path}: workload {w['name']}: params must be a table")
+    repeat = w.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
+        raise UserError(f"{path}: workload {w['name']}: repeat = {repeat!r}: allowed: a whole number "
+                        f"from 1 to 1000")

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import paths, report, results, stats  # noqa: E402
+from harness import database, paths, report, results, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 RUN_COLUMNS = ["run_id", "date", "experiment", "accel", "timing", "harness_sha", "path", "recorded"]
@@ -106,29 +106,34 @@ class History:
     def __init__(self, path=None):
         self.path = Path(path or default_path())
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as db:
-            db.executescript(SCHEMA)
+        self.write(lambda db: db.executescript(SCHEMA))
 
     @contextlib.contextmanager
     def connect(self):
-        """A connection that commits on success and is closed afterwards."""
-        db = sqlite3.connect(self.path)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+        """A connection that commits on success and is closed afterwards (harness.database:
+        WAL, a long busy timeout, a locked database retried, a broken file one clear error)."""
+        with database.connect(self.path) as db:
+            yield db
+
+    def write(self, work):
+        """work(db) in one transaction, retried whole while another writer holds the lock."""
+        return database.retry(lambda: self._write(work), self.path)
+
+    def _write(self, work):
+        with self.connect() as db:
+            return work(db)
 
     def record(self, run_dir):
         """Store a run's summaries, replacing any rows it had. Returns the number of rows."""
         run, rows = rows_of(run_dir)
-        with self.connect() as db:
+
+        def work(db):
             db.execute("DELETE FROM results WHERE run_id = ?", (run["run_id"],))
             db.execute(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
                        [run[c] for c in RUN_COLUMNS])
             db.executemany(f"INSERT INTO results VALUES ({', '.join('?' * len(COLUMNS))})",
                            [[r[c] for c in COLUMNS] for r in rows])
+        self.write(work)
         return len(rows)
 
     def runs(self):

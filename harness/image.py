@@ -136,6 +136,7 @@ class GuestImage:
         keyfile.parent.mkdir(parents=True, exist_ok=True)
         keyfile.unlink(missing_ok=True)
         tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
+        keyfile.chmod(0o600)        # the private host key: its owner (root in the guest) only
         pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)])
         host_key = next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
         packages = tools.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"])

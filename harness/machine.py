@@ -3,35 +3,37 @@
 The console and QEMU's own output go to log files that a watcher follows; readiness is the first
 successful SSH handshake, never a sleep. Every wait checks for a panic on the console, for QEMU
 having exited, and for its deadline, so a guest that panics or hangs ends in a typed error with the
-console's tail, and QEMU is always killed (it also dies with the harness: PR_SET_PDEATHSIG).
+console's tail, and QEMU is always killed (it also dies with the harness: harness.supervise).
 """
-import ctypes
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from harness import arch, console, tools
+from harness import arch, console, supervise, tools
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, InfraError
 from harness.guest import Guest, authkey_arg, new_client_key
 
-PR_SET_PDEATHSIG = 1
 READY_GRACE = 30        # seconds from QEMU's start, without the image's ready line, before the
 READY_AFTER_INIT = 5    # port is probed anyway; or seconds from init (a kernel message printed in
                         # the middle of the ready line hides it from the console's reader)
-
-
-def _die_with_parent():
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def option_value(value):
+    """A value inside a QEMU option list (key=value,...): a comma is written twice."""
+    return str(value).replace(",", ",,")
+
+
+PORT_TAKEN = "Could not set up host forwarding rule"
+PORT_TRIES = 5          # QEMU started again with a new port when another process took the last one
 
 
 def qemu_version(binary):
@@ -54,12 +56,12 @@ def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=No
             "-m", str(memory_mib), "-smp", str(cpus), "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot",
             "-kernel", str(kernel_image), "-append", cmdline,
-            "-chardev", f"file,id=con,path={logdir / 'console.log'}", "-serial", "chardev:con"]
+            "-chardev", f"file,id=con,path={option_value(logdir / 'console.log')}", "-serial", "chardev:con"]
     if prealloc:
         argv += ["-object", f"memory-backend-ram,id=ram0,size={memory_mib}M,prealloc=on",
                  "-machine", "memory-backend=ram0"]
     if disk:
-        argv += ["-drive", f"id=root,file={disk},format=raw,if=none,snapshot=on",
+        argv += ["-drive", f"id=root,file={option_value(disk)},format=raw,if=none,snapshot=on",
                  "-device", f"{a['block_device']},drive=root"]
     if port:
         # restrict=on: the guest reaches nothing on the host or beyond; only this forward comes in.
@@ -111,8 +113,18 @@ class Machine:
         self.logdir.mkdir(parents=True, exist_ok=True)
         for log in (self.console_log, self.qemu_log):
             log.write_bytes(b"")
-        key = new_client_key()
+        self.key = new_client_key()
+        self.port_tries = 0
+        self.watcher = None
+        self.launch()
+        return self
+
+    def launch(self):
+        """Start QEMU with a port chosen now (free_port releases it before QEMU binds it, so
+        another process may take it first: check() then launches again with a new one)."""
         self.port = free_port()
+        self.log_mark = self.qemu_log.stat().st_size
+        key = self.key
         acc = self.arch["accel"][self.accel]
         khz = arch.host_tsc_khz() if acc.get("host_tsc_khz") else acc.get("tsc_khz")
         cmdline = " ".join(filter(None, [self.arch["cmdline"], acc.get("cmdline"),
@@ -125,15 +137,20 @@ class Machine:
         if self.pin:
             self.argv = [tools.require("taskset"), "-c", self.pin, *self.argv]
         self.guest = Guest(self.port, key, self.image.host_key)
-        marks = dict(console.BOOT_MARKS)
-        if self.image.ready_line:
-            marks["listening"] = re.compile(re.escape(self.image.ready_line))
-        self.watcher = console.Watcher(self.console_log, self.qemu_log, marks=marks).start()
+        if self.watcher is None:
+            marks = dict(console.BOOT_MARKS)
+            if self.image.ready_line:
+                marks["listening"] = re.compile(re.escape(self.image.ready_line))
+            self.watcher = console.Watcher(self.console_log, self.qemu_log, marks=marks).start()
         self.started = time.monotonic()
         with open(self.qemu_log, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         preexec_fn=_die_with_parent)
-        return self
+            self.proc = supervise.popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+    def port_taken(self):
+        """True when QEMU exited because another process took the port between choosing and binding."""
+        with open(self.qemu_log, "rb") as log:
+            log.seek(self.log_mark)
+            return self.port_tries < PORT_TRIES and PORT_TAKEN.encode() in log.read()
 
     def check(self):
         """Raise if the guest has panicked or QEMU is gone; called inside every wait."""
@@ -142,6 +159,12 @@ class Machine:
             self.watcher.poll()
             raise GuestPanic(f"{kind}: {line}", log_tail=self.tail())
         code = self.proc.poll()
+        if code is not None and self.boot_seconds is None and self.port_taken():
+            self.port_tries += 1
+            with open(self.qemu_log, "a") as log:
+                log.write(f"harness: port {self.port} was taken; starting QEMU again with another\n")
+            self.launch()
+            return
         if code is not None:
             self.watcher.poll()
             if self.watcher.fatal:
@@ -259,8 +282,7 @@ def boot_probe(a, accel, kernel_image, workdir, timeout):
     qlog = workdir / "qemu.log"
     (workdir / "console.log").write_bytes(b"")     # never judge by an earlier probe's log
     with open(qlog, "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                preexec_fn=_die_with_parent)
+        proc = supervise.popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from harness import cells as cells_mod
+from harness import cells as cells_mod, safety
 from harness.errors import UserError
 from harness.experiment import Experiment
 from harness.results import RunStore, timing_mode
@@ -183,8 +183,8 @@ def join_file(path, target, host, run_id):
 
 def join_folder(src, dst, host, run_id):
     for path in sorted(src.rglob("*")):
-        if path.is_file():
-            join_file(path, dst / path.relative_to(src), host, run_id)
+        if path.is_file() and not path.is_symlink():
+            join_file(path, safety.inside(dst, path.relative_to(src), "file"), host, run_id)
 
 
 def open_runs(run_dirs):
@@ -195,6 +195,10 @@ def open_runs(run_dirs):
     if len(set(ids)) < len(ids):
         raise UserError(f"a run is named twice: {ids}")
     check(stores)
+    for s in stores:        # labels become folder names: a runner's data must not lead outside
+        for label in list(s.metadata.get("kernels") or {}) + [
+                k.get("label") for k in (s.metadata.get("experiment") or {}).get("kernels", [])]:
+            safety.label(label, f"run {s.id}: kernel label")
     return stores
 
 
@@ -255,8 +259,8 @@ def merge(run_dirs, out=None):
         labels = set(s.metadata.get("kernels", {}))
         for path in sorted(s.dir.iterdir()):
             if path.is_dir() and path.name in labels:
-                join_folder(path, store.dir / path.name, host, s.id)
-            elif path.is_file() and not path.name.startswith("metadata.json"):
+                join_folder(path, safety.inside(store.dir, path.name, "kernel folder"), host, s.id)
+            elif path.is_file() and not path.is_symlink() and not path.name.startswith(("metadata.json", ".lock")):
                 join_file(path, store.dir / path.name, host, s.id)
     store.metadata = meta
     store.save()

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, stats, tables, ui
+from harness import activity, dmesg, kconfig, safety, schedule, selftests, series as series_mod, sources, stats, tables, ui, validate
 from harness import image as image_mod
 from harness.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
@@ -27,6 +27,7 @@ class Run:
             experiment = replace(experiment, boots=1)
         if experiment.order == "random" and experiment.seed is None:
             experiment = replace(experiment, seed=schedule.new_seed())     # recorded in metadata
+        validate.request(experiment)      # the whole request, before anything is built or stored
         self.exp = experiment
         self.failures = []
         self.image = None
@@ -177,8 +178,8 @@ class Run:
 
     def tree(self, spec):
         """The source tree to build: the pristine source, or the source with the series applied."""
-        with ui.step(f"[{spec.label}] kernel source {spec.source}") as say:
-            source = sources.resolve(spec.source)
+        with ui.step(f"[{spec.label}] kernel source {safety.redact(spec.source)}") as say:
+            source = sources.resolve(spec.source, insecure=self.exp.insecure_download)
             say(source.id)
         if not spec.series:
             return source, []

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import cells as cells_mod, paths
+from harness import cells as cells_mod, paths, safety
 from harness.errors import HarnessError, InfraError, UserError
 from harness.experiment import EXPERIMENTS
 from harness.results import new_run_id
@@ -196,6 +196,7 @@ class _Host:
                 # of time (timeout signals the whole process group): closing the SSH channel alone
                 # would leave them running there.
                 line = f"timeout --kill-after=30 {max(1, math.ceil(timeout))} sh -c {shlex.quote(line)}"
+            line = watched(line)
             out, err = _Lines(f"[{self.spec}]", sys.stdout), _Lines(f"[{self.spec}]", sys.stderr)
             try:
                 result = c.run(line, hide=False, warn=True, pty=False, in_stream=False,
@@ -231,17 +232,33 @@ class _Host:
             pass
 
 
+def watched(line):
+    """line for a runner's shell, stopped with its whole process group when the SSH session ends.
+
+    The command runs in a session of its own (setsid); beside it, a watcher reads the channel's
+    stdin, which nothing here ever writes to: end of file (the harness here interrupted, killed or
+    gone, the connection closed by either side) or any byte (an interrupt sent down the channel)
+    makes it send SIGTERM to the command's group (the runner's harness stops its guest and marks
+    the cell interrupted, as on Ctrl-C), then SIGKILL after 30 s. A connection that drops without
+    either side noticing ends when the runner's sshd notices it (its ClientAliveInterval)."""
+    return ("setsid -w sh -c " + shlex.quote(line) + " & pid=$!; "
+            "( exec >/dev/null 2>&1; dd bs=1 count=1 of=/dev/null; kill -TERM -$pid; sleep 30; "
+            "kill -KILL -$pid ) & watch=$!; "
+            "wait $pid; code=$?; kill $watch 2>/dev/null; exit $code")
+
+
 def safe_extract(tar, dest):
-    """Unpack only plain files and folders that stay inside dest (what a partial run holds);
-    Python's tarfile filters are not in every 3.11 (Debian 12 has 3.11.2)."""
+    """Unpack only plain files and folders that stay inside dest (what a partial run holds), with
+    owners dropped and modes limited (harness.safety.extract)."""
     dest = Path(dest).resolve()
-    members = []
     for m in tar.getmembers():
         target = (dest / m.name).resolve()
         if not (m.isfile() or m.isdir()) or not target.is_relative_to(dest):
             raise InfraError(f"refusing to unpack '{m.name}' from a runner's result archive")
-        members.append(m)
-    tar.extractall(dest, members=members)
+    try:
+        safety.extract(tar, dest)
+    except UserError as exc:
+        raise InfraError(f"a runner's result archive: {exc}") from None
 
 
 def plan(experiment, extra_args, cells=None):

@@ -10,6 +10,7 @@ metadata.json is rewritten (atomically) after every stage, so a crash keeps ever
   results/<run-id>/<kernel>/<workload>.jsonl raw records, one per line
 """
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness import paths
+from harness import paths, safety
 from harness.errors import InfraError, UserError
 
 
@@ -55,13 +56,16 @@ def timing_mode(meta):
     return meta.get("timing") or "real"
 
 
+_HELD = {}          # run folder -> the open file that holds its lock, in this process
+
+
 class RunStore:
     def __init__(self, run_id=None, root=None):
         self.id = run_id or new_run_id()
         self.dir = Path(root or paths.results()) / self.id
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "metadata.json"
-        self.metadata = json.loads(meta.read_text()) if meta.exists() else {
+        self.metadata = read_metadata(meta) if meta.exists() else {
             "run_id": self.id,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "harness_sha": harness_sha(),
@@ -152,11 +156,38 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def lock(self):
+        """Hold the run folder for this process from its first write on (a run, a resume, a
+        merge, a nightly): another harness writing the same run is refused, not interleaved.
+        The lock ends with the process."""
+        key = str(self.dir.resolve())
+        if key not in _HELD:
+            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"run {self.dir} is being written by another harness; wait for it "
+                                f"to finish (or resume it afterwards)") from None
+            _HELD[key] = fd
+
     def save(self):
+        """metadata.json replaced whole and synced (file and folder), under the run's lock;
+        credentials in URLs never reach it."""
+        self.lock()
         tmp = self.dir / "metadata.json.tmp"
         try:
-            tmp.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
+            data = json.dumps(safety.redact_all(self.metadata), indent=2, default=str) + "\n"
+            with open(tmp, "w") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.dir / "metadata.json")
+            folder = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InfraError(f"cannot write {self.dir / 'metadata.json'}: {exc.strerror} "
@@ -176,9 +207,11 @@ class RunStore:
 
         def append(record):
             data = (json.dumps(record, sort_keys=True) + "\n").encode()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.lseek(fd, 0, os.SEEK_END)
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    size = cut_line(fd, size)   # a line cut short by a crash: not glued to
                 try:
                     if os.write(fd, data) != len(data):
                         raise OSError(28, "short write")
@@ -197,9 +230,7 @@ class RunStore:
 
     def records(self, label, workload):
         path = self.dir / label / f"{workload}.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_records(path) if path.exists() else []
 
     def keep(self, label, *files):
         for f in files:
@@ -218,6 +249,39 @@ class RunStore:
         except OSError as exc:
             raise InfraError(f"cannot write {path}: {exc.strerror} (results disk full?)") from None
         return path
+
+
+def read_metadata(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); the run cannot be read") from None
+    except OSError as exc:
+        raise InfraError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_records(path):
+    """The records of a JSONL file; a last line cut short by a crash is skipped, a broken line
+    before it is an error."""
+    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise UserError(f"{path}:{number}: not a JSON record; the file is damaged") from None
+    return records
+
+
+def cut_line(fd, size):
+    """Cut an unfinished last line off the open file fd of `size` bytes; returns the new size."""
+    start = max(0, size - (1 << 20))
+    tail = os.pread(fd, size - start, start)
+    keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else start
+    os.ftruncate(fd, keep)
+    return keep
 
 
 class NullStore:

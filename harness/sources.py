@@ -15,12 +15,13 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, tools
+from harness import cache, safety, tools, ui
 from harness.errors import InfraError, UserError
 
 GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
@@ -60,8 +61,9 @@ def git(repo, *args, **kw):
     return tools.run(["git", "-C", str(repo), *GIT_ID, *args], **kw).strip()
 
 
-def resolve(spec):
-    """Return the cached SourceTree for spec, importing it the first time."""
+def resolve(spec, insecure=False):
+    """Return the cached SourceTree for spec, importing it the first time. insecure: a tarball may
+    come over http or without a checksum (--insecure-download)."""
     spec = str(spec).strip()
     if not spec:
         raise UserError("empty kernel source spec")
@@ -69,8 +71,8 @@ def resolve(spec):
         return _debian(spec)
     if spec.startswith("git+"):
         return _git_url(spec)
-    if re.match(r"^(https?|ftp)://", spec):
-        return _tarball(spec)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.I):
+        return _tarball(spec, insecure)
     return _local(spec)
 
 
@@ -94,7 +96,8 @@ def _tree(path, spec):
     commit = git(path, "rev-parse", "HEAD")
     tree = git(path, "rev-parse", "HEAD^{tree}")
     version = kernel_version(path)
-    return SourceTree(id=f"{version}-{tree[:12]}", path=path, spec=spec, version=version, commit=commit)
+    return SourceTree(id=f"{version}-{tree[:12]}", path=path, spec=safety.redact(spec), version=version,
+                      commit=commit)
 
 
 def _import(request_key, spec, fill):
@@ -114,7 +117,7 @@ def _import(request_key, spec, fill):
                 git(scratch, "init", "-q")
                 # -f: the tree as given, whatever its .gitignore says (Debian's ignores everything).
                 git(scratch, "add", "-A", "-f")
-                git(scratch, "commit", "-q", "--no-verify", "-m", f"import {spec}")
+                git(scratch, "commit", "-q", "--no-verify", "-m", f"import {safety.redact(spec)}")
             tree = git(scratch, "rev-parse", "HEAD^{tree}")
             final = base / tree
             if (final / ".git").exists():
@@ -132,8 +135,9 @@ def _import(request_key, spec, fill):
 
 
 def _extract(tarball, dest):
-    tools.run(["tar", "-xf", str(tarball), "-C", str(dest), "--strip-components=1",
-               "--no-same-owner"])
+    """A release tarball's one top folder unpacked into dest with the "data" rules (safety.extract):
+    owners dropped, set-uid bits cleared, nothing outside dest."""
+    safety.extract(tarball, dest, strip=1)
 
 
 # --- the kinds ---------------------------------------------------------------------------------
@@ -189,17 +193,17 @@ def _local(spec):
 def _git_url(spec):
     url, _, ref = spec[len("git+"):].partition("#")
     if url.startswith("-") or ref.startswith("-"):
-        raise UserError(f"'{spec}': a git URL or ref cannot start with '-'")
+        raise UserError(f"'{safety.redact(spec)}': a git URL or ref cannot start with '-'")
     if not ref:
-        raise UserError(f"'{spec}': name a ref after '#', e.g. git+https://host/linux.git#v6.2")
-    key = cache.digest("git", url, ref)
+        raise UserError(f"'{safety.redact(spec)}': name a ref after '#', e.g. git+https://host/linux.git#v6.2")
+    key = cache.digest("git", safety.redact(url), ref)
 
     def fill(dest):
         git(dest, "init", "-q")
         proc = tools.run(["git", "-C", str(dest), "fetch", "-q", "--depth", "1", "--", url, ref], check=False)
         if proc.returncode != 0:
-            raise UserError(f"cannot fetch ref '{ref}' from {url}: {proc.stderr.strip()} "
-                            f"(offline? pass a local tree instead)")
+            raise UserError(safety.redact(f"cannot fetch ref '{ref}' from {url}: {proc.stderr.strip()} "
+                                          f"(offline? pass a local tree instead)"))
         git(dest, "checkout", "-q", "--detach", "FETCH_HEAD")
 
     return _lookup(key, spec) or _import(key, spec, fill)
@@ -210,8 +214,8 @@ def _download(url, dest):
         with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out)
     except (urllib.error.URLError, OSError) as exc:
-        raise UserError(f"cannot download {url}: {exc} (offline? pass a local tree or "
-                        f"debian:linux-source-X.Y instead)") from None
+        raise UserError(safety.redact(f"cannot download {url}: {exc} (offline? pass a local tree or "
+                                      f"debian:linux-source-X.Y instead)")) from None
 
 
 def _sha256(path):
@@ -222,41 +226,57 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _published_sha256(url):
-    """kernel.org publishes sha256sums.asc beside its tarballs; None when there is none."""
+def signed_sha256(url, keyring):
+    """The sha256 of url's file from the checksum file beside it (kernel.org's sha256sums.asc),
+    whose signature gpgv checks against the user's keyring (a binary keyring: gpg --export > FILE).
+    Only the signed text is read."""
     base, _, name = url.rpartition("/")
-    try:
-        with urllib.request.urlopen(f"{base}/sha256sums.asc", timeout=30) as resp:
-            text = resp.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return None
-    for line in text.splitlines():
+    with tempfile.TemporaryDirectory(prefix="harness-sums-") as tmp:
+        sums = Path(tmp) / "sha256sums.asc"
+        _download(f"{base}/sha256sums.asc", sums)
+        return sha256_from_signed(sums, keyring, name)
+
+
+def sha256_from_signed(sums, keyring, name):
+    gpgv = tools.require("gpgv")
+    proc = subprocess.run([gpgv, "--keyring", str(Path(keyring).expanduser().resolve()), "--output", "-",
+                           str(sums)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"the signature of {sums.name} does not check out against {keyring}: {last}")
+    for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1] == name:
-            return parts[0]
-    return None
+        if len(parts) == 2 and parts[1] == name and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            return parts[0].lower()
+    raise UserError(f"the signed {sums.name} has no sha256 for {name}")
 
 
-def _tarball(spec):
+def _tarball(spec, insecure=False):
+    from harness import validate
+    validate.tarball(spec, "kernel source", insecure)
     url, _, frag = spec.partition("#")
-    want = frag[len("sha256="):].lower() if frag.startswith("sha256=") else None
+    options = dict(part.partition("=")[::2] for part in frag.split("&") if part)
+    shown = safety.redact(url)
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    if not re.search(r"\.tar(\.(xz|gz|bz2|zst))?$", name):
-        raise UserError(f"'{spec}' does not look like a release tarball (linux-X.Y.tar.xz)")
     downloads = cache.root() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    local = downloads / f"{cache.digest(url)}-{name}"
+    local = downloads / f"{cache.digest(shown)}-{name}"
     if not local.exists():
         tmp = local.with_suffix(".partial")
         _download(url, tmp)
         tmp.rename(local)
     got = _sha256(local)
-    want = want or _published_sha256(url)
+    want = options.get("sha256", "").lower() or None
+    if not want and options.get("keyring"):
+        want = signed_sha256(url, options["keyring"])
     if want and got != want:
         local.unlink()
-        raise UserError(f"{url}: sha256 is {got}, expected {want}; the download was removed")
-    key = cache.digest("tarball", url, got)
-    return _lookup(key, spec) or _import(key, spec, lambda dest: _extract(local, dest))
+        raise UserError(f"{shown}: sha256 is {got}, expected {want}; the download was removed")
+    if not want:
+        ui.warn(f"{shown}: no checksum checked (--insecure-download); its sha256 is {got}")
+    key = cache.digest("tarball", shown, got)
+    return _lookup(key, safety.redact(spec)) or _import(key, safety.redact(spec),
+                                                         lambda dest: _extract(local, dest))
 
 
 def _debian(spec):

@@ -18,6 +18,7 @@ from scipy import stats as sps
 
 from harness import activity, inference, paths
 from harness.results import timing_mode
+from harness.results import read_metadata
 from harness.errors import UserError
 
 KINDS = {"off": "fork", "active": "COW PTE fork",
@@ -58,7 +59,7 @@ def load_run(run_dir):
     meta_path = run_dir / "metadata.json"
     if not meta_path.exists():
         raise UserError(f"{run_dir} is not a run: it has no metadata.json")
-    meta = json.loads(meta_path.read_text())
+    meta = read_metadata(meta_path)      # a broken file is one clear error
     run_id = meta.get("run_id", run_dir.name)
     rows = []
     labels = list(meta.get("kernels", {}))

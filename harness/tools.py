@@ -1,10 +1,12 @@
-"""Running host tools: one place that turns a missing tool into a clear InfraError."""
+"""Running host tools: one place that turns a missing tool into a clear InfraError, and runs
+every tool under harness.supervise (its process group dies with the harness)."""
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import supervise
 from harness.errors import InfraError
 
 # Which Debian package brings each tool the harness calls, for the error message.
@@ -49,12 +51,12 @@ def run(argv, *, cwd=None, env=None, log=None, check=True, input=None):
     argv = [require(argv[0]), *argv[1:]]
     if log is not None:
         with open(log, "ab") as fh:
-            proc = subprocess.run(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                  input=input)
+            proc = supervise.run(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                 input=input)
         out = ""
     else:
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              input=input)
+        proc = supervise.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                             input=input)
         out = proc.stdout
     if check and proc.returncode != 0:
         detail = proc.stderr.strip() if log is None else f"see {log}"
