@@ -241,9 +241,10 @@ def watched(line):
     makes it send SIGTERM to the command's group (the runner's harness stops its guest and marks
     the cell interrupted, as on Ctrl-C), then SIGKILL after 30 s. A connection that drops without
     either side noticing ends when the runner's sshd notices it (its ClientAliveInterval)."""
-    return ("setsid -w sh -c " + shlex.quote(line) + " & pid=$!; "
+    # (a background job's stdin is /dev/null unless redirected: the channel is kept on fd 3)
+    return ("exec 3<&0; setsid -w sh -c " + shlex.quote(line) + " 3<&- & pid=$!; "
             "( exec >/dev/null 2>&1; dd bs=1 count=1 of=/dev/null; kill -TERM -$pid; sleep 30; "
-            "kill -KILL -$pid ) & watch=$!; "
+            "kill -KILL -$pid ) <&3 & watch=$!; exec 3<&-; "
             "wait $pid; code=$?; kill $watch 2>/dev/null; exit $code")
 
 

@@ -73,12 +73,17 @@ def main(args):
             code = child.wait()
             break
     if asked and asked[0]:
-        signal.signal(asked[0], signal.SIG_DFL)
-        os.kill(os.getpid(), asked[0])
+        _die_of(asked[0])
     if code < 0:                        # the command died of a signal: so does the supervisor
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+        _die_of(-code)
     return code
+
+
+def _die_of(signum):
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum
 
 
 if __name__ == "__main__":
