@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness import paths, remote
+from tests.conftest import alive
 
 pytestmark = pytest.mark.slow
 
@@ -229,18 +230,33 @@ def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file,
     assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"][CELL]["status"] == "ok"
 
 
+def runner_harness(sshd_pid, timeout=60):
+    """The runner's harness under this sshd and everything it started, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p for p in descendants(sshd_pid) if "-m harness run" in cmdline(p)]
+        if found:
+            time.sleep(2)
+            return found + [d for p in found for d in descendants(p)]
+        time.sleep(0.1)
+    raise AssertionError("the runner's harness never started")
+
+
+def gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
 def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_path, capfd):
     specs, known_hosts, identity, command = unpack(runners)
+    cut_off = []
 
     def cut():  # once runner 0's harness is running, kill its SSH session (not the listener)
-        for _ in range(600):
-            sessions = children(runners.pids[0])
-            if any("-m harness run" in cmdline(p) for p in descendants(runners.pids[0])):
-                time.sleep(2)
-                for pid in sessions:
-                    os.kill(pid, signal.SIGKILL)
-                return
-            time.sleep(0.1)
+        cut_off.extend(runner_harness(runners.pids[0]))
+        for pid in children(runners.pids[0]):
+            os.kill(pid, signal.SIGKILL)
     threading.Thread(target=cut, daemon=True).start()
     r = remote.run_on_hosts(experiment_file, specs, [], paths.ROOT, tmp_path, cells=[CELL],
                             command=command, known_hosts=known_hosts, identity=identity)
@@ -250,6 +266,22 @@ def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_p
     assert a.attempts[0]["exit_code"] == -1 and f"[{specs[0]}] host dropped" in err
     assert a.attempts[0]["error"].startswith("connection lost during the run")
     assert r.store.metadata["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
+    # the runner stopped the harness of the lost session, and its guest (harness.remote.watched)
+    assert cut_off and not gone(cut_off, 30), [cmdline(p) for p in cut_off if alive(p)]
+
+
+def test_interrupted_remote_stops_the_runners_harness(runners, experiment_file, tmp_path):
+    specs, known_hosts, identity, command = unpack(runners)
+    local = subprocess.Popen([sys.executable, "-m", "harness", "remote", "--experiment", str(experiment_file),
+                              "--host", specs[0], "--known-hosts", str(known_hosts), "--identity",
+                              str(identity), "--remote-command", command, "--cell", CELL,
+                              "--results", str(tmp_path / "out")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    there = runner_harness(runners.pids[0], timeout=600)
+    local.send_signal(signal.SIGINT)                       # Ctrl-C here
+    assert local.wait(60) == 130
+    left = gone(there, 30)
+    assert not left, [cmdline(p) for p in left]
 
 
 def test_runner_without_the_harness_is_a_host_failure(runners, experiment_file, tmp_path, capfd):

@@ -16,6 +16,7 @@ import pytest
 from harness import cli, crash, database, history, machine, merge, remote, results, safety, supervise
 from harness.errors import InfraError, UserError
 from harness.experiment import Experiment, KernelSpec
+from tests.conftest import alive
 
 # --- the top-level handler ----------------------------------------------------------------------
 
@@ -213,14 +214,6 @@ def test_commas_in_paths_are_escaped_in_qemu_options(tmp_path):
 
 
 # --- process hygiene ----------------------------------------------------------------------------
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
 
 def test_supervised_children_die_with_a_sigkilled_parent(tmp_path):
     """A 'harness' that starts a command whose children fork again, then is SIGKILLed: within 5 s
