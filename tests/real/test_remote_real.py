@@ -230,11 +230,11 @@ def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file,
     assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"][CELL]["status"] == "ok"
 
 
-def runner_harness(sshd_pid, timeout=60):
+def runner_harness(sshd_pid, pattern="-m harness run", timeout=600):
     """The runner's harness under this sshd and everything it started, once it runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = [p for p in descendants(sshd_pid) if "-m harness run" in cmdline(p)]
+        found = [p for p in descendants(sshd_pid) if pattern in cmdline(p)]
         if found:
             time.sleep(2)
             return found + [d for p in found for d in descendants(p)]
@@ -268,20 +268,6 @@ def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_p
     assert r.store.metadata["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
     # the runner stopped the harness of the lost session, and its guest (harness.remote.watched)
     assert cut_off and not gone(cut_off, 30), [cmdline(p) for p in cut_off if alive(p)]
-
-
-def test_interrupted_remote_stops_the_runners_harness(runners, experiment_file, tmp_path):
-    specs, known_hosts, identity, command = unpack(runners)
-    local = subprocess.Popen([sys.executable, "-m", "harness", "remote", "--experiment", str(experiment_file),
-                              "--host", specs[0], "--known-hosts", str(known_hosts), "--identity",
-                              str(identity), "--remote-command", command, "--cell", CELL,
-                              "--results", str(tmp_path / "out")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    there = runner_harness(runners.pids[0], timeout=600)
-    local.send_signal(signal.SIGINT)                       # Ctrl-C here
-    assert local.wait(60) == 130
-    left = gone(there, 30)
-    assert not left, [cmdline(p) for p in left]
 
 
 def test_runner_without_the_harness_is_a_host_failure(runners, experiment_file, tmp_path, capfd):
@@ -323,3 +309,38 @@ def test_cell_timeout_stops_the_harness_on_the_runner(runners, experiment_file, 
     assert r.failed == [CELL]
     left = [pid for sshd in runners.pids for pid in descendants(sshd) if "sleep 617" in cmdline(pid)]
     assert not left, "the runner still runs the timed-out cell"
+
+
+def test_interrupted_remote_stops_the_runners_harness(runners, experiment_file, tmp_path):
+    """Ctrl-C here stops the cell on the runner. The "harness" there is a silent stand-in (a real
+    one writing its progress dies of the closed channel on its next line anyway; a quiet one, in
+    a long build, used to be left running)."""
+    specs, known_hosts, identity, _ = unpack(runners)
+    local = subprocess.Popen([sys.executable, "-m", "harness", "remote", "--experiment", str(experiment_file),
+                              "--host", specs[0], "--known-hosts", str(known_hosts), "--identity",
+                              str(identity), "--remote-command", "sleep 621 && echo", "--cell", CELL,
+                              "--remote-workdir", str(paths.ROOT), "--results", str(tmp_path / "out")],
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    there = runner_harness(runners.pids[0], "sleep 621")
+    local.send_signal(signal.SIGINT)                       # Ctrl-C here
+    assert local.wait(60) == 130, (tmp_path / "stderr").read_text()[-3000:]
+    left = gone(there, 10)
+    assert not left, [cmdline(p) for p in left]
+
+
+def test_lost_session_stops_the_cell_on_the_runner(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, _ = unpack(runners)
+    found = []
+
+    def cut():
+        found.extend(runner_harness(runners.pids[0], "sleep 622"))
+        for pid in children(runners.pids[0]):
+            os.kill(pid, signal.SIGKILL)
+    threading.Thread(target=cut, daemon=True).start()
+    r = remote.run_on_hosts(experiment_file, specs[:1], [], paths.ROOT, tmp_path, cells=[CELL],
+                            command="sleep 622 && echo", known_hosts=known_hosts, identity=identity)
+    capfd.readouterr()
+    assert r.cells[0].attempts[0]["exit_code"] == -1 and found
+    left = gone([p for p in found if "sleep 622" in cmdline(p)], 10)
+    assert not left, [cmdline(p) for p in left]
