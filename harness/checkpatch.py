@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness import tools
+from harness import supervise, tools
 from harness.errors import InfraError, UserError
 
 TIMEOUT = 300     # seconds for one patch; checkpatch takes well under a second on a normal one
@@ -38,7 +38,7 @@ def _check(script, source_path, patch, tmp):
     mail.write_text(patch.text)
     argv = [tools.require("perl"), str(script), str(mail)]
     try:
-        proc = subprocess.run(argv, cwd=source_path, capture_output=True, text=True, errors="replace",
+        proc = supervise.run(argv, cwd=source_path, capture_output=True, text=True, errors="replace",
                               timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         raise InfraError(f"checkpatch.pl took more than {TIMEOUT} s on patch {patch.index} "

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from harness import paths, supervise
 from harness.errors import UserError
 
 SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
@@ -66,7 +66,7 @@ def requested(fragments):
 def _kconfig_entry(srctree, symbol):
     """The Kconfig lines defining symbol (without CONFIG_), or None if the kernel has no such symbol."""
     name = symbol[len("CONFIG_"):]
-    proc = subprocess.run(["git", "-C", str(srctree), "grep", "-n", "-E",
+    proc = supervise.run(["git", "-C", str(srctree), "grep", "-n", "-E",
                            rf"^\s*(menu)?config\s+{name}\s*$", "--", "*Kconfig*"],
                           capture_output=True, text=True)
     hits = proc.stdout.splitlines()

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
 
-from harness import cache, sources, tools
+from harness import cache, safety, sources, supervise, tools
 from harness.errors import InfraError, UserError
 
 B4_TIMEOUT = 60  # seconds; b4 only ever talks to lore
@@ -204,6 +204,8 @@ def _message_id(spec):
 
 def _from_folder(path, spec):
     files = sorted(path.glob("*.patch"))
+    for f in files:             # a patch file that is a link out of the folder is refused
+        safety.inside(path, f.name, "patch file")
     if not files:
         raise UserError(f"folder '{spec}' has no *.patch files; {MISSING_MSG}")
     cover, mails = None, []
@@ -256,7 +258,7 @@ def _order(mails):
 
 def _run_b4(args, cwd):
     try:
-        return subprocess.run([tools.which("b4") or "b4", "-n", *args], cwd=cwd, capture_output=True, text=True,
+        return supervise.run([tools.which("b4") or "b4", "-n", *args], cwd=cwd, capture_output=True, text=True,
                               timeout=B4_TIMEOUT)
     except subprocess.TimeoutExpired:
         return None

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, safety, tools, ui
+from harness import cache, safety, supervise, tools, ui
 from harness.errors import InfraError, UserError
 
 GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
@@ -165,8 +165,8 @@ def _local(spec):
         key = cache.digest("local-git", str(path), snap)
 
         def fill(dest):
-            archive = subprocess.Popen(["git", "-C", str(path), "archive", snap], stdout=subprocess.PIPE)
-            untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
+            archive = supervise.popen(["git", "-C", str(path), "archive", snap], stdout=subprocess.PIPE)
+            untar = supervise.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
             archive.stdout.close()
             if archive.wait() != 0 or untar.returncode != 0:
                 raise InfraError(f"git archive of {path} failed")
@@ -181,9 +181,9 @@ def _local(spec):
         key = cache.digest("local-dir", str(path), listing)
 
         def fill(dest):
-            pack = subprocess.Popen(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
-                                    stdout=subprocess.PIPE)
-            unpack = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=pack.stdout)
+            pack = supervise.popen(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
+                                   stdout=subprocess.PIPE)
+            unpack = supervise.run(["tar", "-x", "-C", str(dest)], stdin=pack.stdout)
             pack.stdout.close()
             if pack.wait() != 0 or unpack.returncode != 0:
                 raise InfraError(f"copying {path} into the cache failed")
@@ -239,8 +239,8 @@ def signed_sha256(url, keyring):
 
 def sha256_from_signed(sums, keyring, name):
     gpgv = tools.require("gpgv")
-    proc = subprocess.run([gpgv, "--keyring", str(Path(keyring).expanduser().resolve()), "--output", "-",
-                           str(sums)], capture_output=True, text=True)
+    proc = supervise.run([gpgv, "--keyring", str(Path(keyring).expanduser().resolve()), "--output", "-",
+                          str(sums)], capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"the signature of {sums.name} does not check out against {keyring}: {last}")

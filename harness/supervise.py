@@ -19,11 +19,12 @@ PR_SET_PDEATHSIG = 1
 POLL = 0.2
 GRACE = 3.0
 ORPHANED = signal.SIGUSR1       # the kernel's word that the harness is gone
+INTERPRETER = sys.executable    # the harness's own Python, as it started
 
 
 def wrap(argv):
     """argv run under the supervisor."""
-    return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), "--", *map(str, argv)]
+    return [INTERPRETER, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), "--", *map(str, argv)]
 
 
 def popen(argv, **kw):

@@ -69,5 +69,5 @@ def first_line(argv):
     path = which(argv[0])
     if not path:
         return ""
-    proc = subprocess.run([path, *argv[1:]], capture_output=True, text=True)
+    proc = supervise.run([path, *argv[1:]], capture_output=True, text=True)
     return (proc.stdout or proc.stderr).splitlines()[0].strip() if (proc.stdout or proc.stderr) else ""

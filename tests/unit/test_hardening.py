@@ -270,3 +270,22 @@ def test_remote_cell_is_stopped_when_its_session_ends(tmp_path):
         assert proc.wait(10) != 0
         time.sleep(0.2)
         assert not alive(sleeper), ending
+
+
+def test_a_patch_file_that_links_out_of_its_folder_is_refused(tmp_path):
+    from harness import series
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (tmp_path / "secret").write_text("not a patch\n")
+    (folder / "0001-x.patch").symlink_to(tmp_path / "secret")
+    with pytest.raises(UserError, match="patch file '0001-x.patch' leads outside"):
+        series.load(str(folder))
+
+
+def test_insecure_download_is_recorded(tmp_path):
+    args = cli.parser().parse_args(["run", "--kernel-src", "http://example.org/linux-6.2.tar.xz",
+                                    "--insecure-download"])
+    exp = cli.experiment(args)
+    assert exp.insecure_download and exp.to_dict()["insecure_download"] is True
+    assert "--insecure-download" in exp.command_line()
+    assert not cli.experiment(cli.parser().parse_args(["run", "--kernel-src", "/x"])).insecure_download
