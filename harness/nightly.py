@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness import inference, junit, report, stats, ui
+from harness.results import RunStore
 from harness.errors import UserError
 from harness.history import History, params_key
 
@@ -103,6 +104,7 @@ class Nightly:
             from harness.pipeline import Run
             self.run_dir = Run(self.exp).execute().store.dir
         self.run_dir = Path(stats.run_path(self.run_dir))
+        RunStore.open(self.run_dir).lock()      # summary.md and junit.xml are written into it
         self.meta, self.df = stats.load_run(self.run_dir)
         self.run_id = self.meta.get("run_id", self.run_dir.name)
         self.history.record(self.run_dir)

@@ -52,7 +52,9 @@ def private_cache(tmp_path):
     return own
 
 
-def test_sigkill_during_a_real_build_leaves_nothing_and_resume_finishes(tmp_path):
+def test_sigkill_during_a_real_build_leaves_nothing_and_resume_finishes(kernel, image, tmp_path):
+    # the shared kernel built first: its source and guest image are in the shared cache, and
+    # ccache holds its objects, so the private build below is a real build that takes minutes
     own = private_cache(tmp_path)
     results = tmp_path / "results"
     env = {**os.environ, "HARNESS_CACHE": str(own), "HARNESS_RESULTS": str(results)}
