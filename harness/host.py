@@ -38,6 +38,9 @@ NEEDED = {
     "afl-cc": "afl++",
     "afl-fuzz": "afl++",
     "stress-ng": "stress-ng",
+    # a tarball's signed checksum file is checked with gpgv; the tests sign one with gpg
+    "gpgv": "gpgv",
+    "gpg": "gpg",
 }
 
 

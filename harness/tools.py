@@ -26,6 +26,7 @@ PACKAGES = {
     "tuxmake": "tuxmake (pip)",
     "b4": "b4 (pip)",
     "afl-cc": "afl++",
+    "gpgv": "gpgv",
 }
 
 
