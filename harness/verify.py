@@ -14,7 +14,7 @@ checkpatch and the verdict, then its apply error); the exit code is non-zero whe
 import re
 from dataclasses import dataclass, field
 
-from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
+from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui, validate
 from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 from harness.pipeline import Run
@@ -75,6 +75,12 @@ class Verify:
         unknown = [k for k in self.kernels if k not in KERNELS]
         if unknown:
             raise UserError(f"unknown kernel variant {unknown} (known: {', '.join(KERNELS)})")
+        validate.source(self.kernel_src, "--kernel-src")     # the request, before any build
+        validate.series(self.series, "--series")
+        if self.selftest_source:
+            validate.source(self.selftest_source, "--selftest-source")
+        validate.workload("fork-memory", {"mib": self.mib})
+        validate.results_folder()
         self.problems = []
         self.sections = {}
 

@@ -81,6 +81,12 @@ CASES = {
                                      "CPUs [4000, 4001] are not available"),
     "more memory than the host has": (lambda t, tree: ["run", "--kernel-src", tree, "--memory", TOO_MUCH_MEMORY],
                                       3, "this host has"),
+    # harness verify checks its request the same way
+    "verify with a missing series": (lambda t, tree: ["verify", "--kernel-src", tree, "--series",
+                                                      str(t / "inputs" / "no-such.mbox")], 2,
+                                     "does not exist and is not a lore Message-Id"),
+    "verify with a negative size": (lambda t, tree: ["verify", "--kernel-src", tree, "--series",
+                                                     str(t / "inputs" / "series"), "--mib", "-1"], 2, "parameter mib = -1"),
     # stored data that is broken
     "corrupt metadata.json": (lambda t, tree: ["report", str(t / "results" / "broken")], 2, "is not valid JSON"),
     "history file that is not a database": (lambda t, tree: ["history", "fork_ns", "--history",
@@ -98,6 +104,8 @@ def world(tmp_path, monkeypatch):
     inputs.mkdir()
     tree = make_fake_tree(tmp_path / "linux")
     (inputs / "empty.mbox").write_text("")
+    (inputs / "series").mkdir()
+    (inputs / "series" / "0001-a.patch").write_text("Subject: [PATCH 1/1] a\n\n---\n")
     (inputs / "bad.config").write_text("CONFIG_X=y\nthis is not a config line\n")
     (inputs / "history.sqlite").write_text("not a database, just text " * 100)
     broken = tmp_path / "results" / "broken"
