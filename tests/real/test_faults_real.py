@@ -38,7 +38,7 @@ def make_experiment(tmp_path, workloads, kernels=("a", "b"), stall_s=30):
 
 
 def qemus_under(folder):
-    """PIDs of QEMU processes whose command line mentions folder."""
+    """PIDs of QEMU processes whose command line mentions folder (zombies included)."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -46,7 +46,8 @@ def qemus_under(folder):
                 cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "qemu-system" in cmd and str(folder) in cmd:
+            # QEMU itself, not its supervisor (harness.supervise), whose arguments name it too
+            if "qemu-system" in Path(cmd.split("\0")[0]).name and str(folder) in cmd:
                 found.append(int(proc.name))
     return found
 
