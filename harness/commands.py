@@ -6,7 +6,7 @@ import tempfile
 import termios
 import tty
 
-from harness import image as image_mod, ui
+from harness import image as image_mod, ui, validate
 from harness.machine import Machine
 from harness.pipeline import Run
 from harness.results import NullStore, RunStore
@@ -32,6 +32,7 @@ def image(name, mirror):
 def boot(exp, command):
     """Boot the experiment's kernel; run one command (exit with its code) or open a shell."""
     spec = exp.kernels[0]
+    validate.request(exp)           # before the log folder is made
     logs = tempfile.mkdtemp(prefix="harness-boot-")
     run = Run(exp, store=RunStore("boot", root=logs))
     kernel = run.kernel(spec)

@@ -76,6 +76,8 @@ CASES = {
                       "image = '../../etc': allowed: a recipe in vm-images/"),
     "no vCPU": (lambda t, tree: ["run", "--kernel-src", tree, "--cpus", "0"], 2, "cpus = 0: allowed"),
     "bad CPU list": (lambda t, tree: ["run", "--kernel-src", tree, "--pin", "two"], 2, "pin = 'two': allowed"),
+    "boot with a bad guest setting": (lambda t, tree: ["boot", "--kernel-src", tree, "--memory", "16"], 2,
+                                      "memory_mib = 16: allowed: a whole number from 256"),
     # this machine cannot do it: exit 3
     "CPUs this host does not have": (lambda t, tree: ["run", "--kernel-src", tree, "--pin", "4000-4001"], 3,
                                      "CPUs [4000, 4001] are not available"),
