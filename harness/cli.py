@@ -341,6 +341,8 @@ def parser():
         prog="harness", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Build Linux kernels (and patch series), boot them under QEMU, run workloads "
                     "in the guest and compare what they do to memory and latency.")
+    ap.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress lines (for scripts): warnings, errors and results only")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("setup", help="install the Debian packages the harness needs (as root)")
@@ -513,6 +515,9 @@ def parser():
     p.add_argument("--cold", action="store_true",
                    help="also time a cold build in a fresh build folder with ccache off (minutes)")
     p.set_defaults(func=cmd_selfbench)
+    for p in sub.choices.values():       # --quiet after the command too (harness run --quiet ...)
+        p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress lines (for scripts): warnings, errors and results only")
     return ap
 
 
@@ -522,6 +527,8 @@ def _terminated(signum, frame):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.quiet:
+        ui.set_quiet()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
