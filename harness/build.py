@@ -77,8 +77,8 @@ class Build:
         self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
 
     def cached(self):
-        found = cache.entry("builds", self.key)
-        if (found / "kernel.json").exists():
+        found = cache.find("builds", self.key, "kernel.json")
+        if found:
             return Kernel(found, json.loads((found / "kernel.json").read_text()))
         return None
 
