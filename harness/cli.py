@@ -6,7 +6,6 @@ or workload failed to compile (BuildError); 5 the guest failed: panic, timeout, 
 1 when a section of its verdict failed.
 """
 import argparse
-import os
 import signal
 import threading
 from dataclasses import replace
@@ -307,16 +306,8 @@ def cmd_nightly(args):
 
 
 def cmd_export(args):
-    import json
     from harness import kcidb
-    doc = kcidb.document(args.run, origin=args.origin, artifacts_url=args.artifacts_url)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(json.dumps(doc, indent=1) + "\n")
-        ui.console.print(f"kcidb: {args.out} ({len(doc['builds'])} builds, {len(doc['tests'])} tests)")
-    else:
-        ui.out(json.dumps(doc))
-    return 0
+    return kcidb.main(args)
 
 
 def cmd_history(args):
@@ -471,17 +462,10 @@ def parser():
     add_verdict_args(p)
     p.set_defaults(func=cmd_nightly)
 
+    from harness import kcidb
     p = sub.add_parser("export", help="a finished run in another format: kcidb (KernelCI's results "
                        "format; pipe it into kcidb-submit)")
-    p.add_argument("run", metavar="RUN", help="a run folder or a run id in results/")
-    p.add_argument("--format", choices=["kcidb"], default="kcidb")
-    p.add_argument("--origin", default=os.environ.get("HARNESS_KCIDB_ORIGIN", "kernel_harness"),
-                   help="the CI system's KCIDB origin (the name KernelCI gave the submitter; "
-                        "default $HARNESS_KCIDB_ORIGIN or kernel_harness)")
-    p.add_argument("--artifacts-url", metavar="URL", default=os.environ.get("HARNESS_ARTIFACTS_URL"),
-                   help="where the run's folder is published (logs are linked under it; default "
-                        "$HARNESS_ARTIFACTS_URL, else file:// URLs)")
-    p.add_argument("--out", "-o", metavar="FILE", help="write to FILE instead of standard output")
+    kcidb.add_arguments(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("history", help="a metric over the nights recorded by `harness nightly`")

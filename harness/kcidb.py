@@ -13,12 +13,13 @@ The document is validated against the kcidb-io package's schema in the tests, no
 harness does not depend on it); `kcidb-submit` reads it from standard input.
 """
 import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from harness import report, stats
+from harness import report, stats, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -311,3 +312,26 @@ def write(run_dir, path=None, origin=ORIGIN, artifacts_url=None):
     path = Path(path or Path(stats.run_path(run_dir)) / "kcidb.json")
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path
+
+
+def add_arguments(p):
+    """`harness export`'s flags."""
+    p.add_argument("run", metavar="RUN", help="a run folder or a run id in results/")
+    p.add_argument("--format", choices=["kcidb"], default="kcidb")
+    p.add_argument("--origin", default=os.environ.get("HARNESS_KCIDB_ORIGIN", ORIGIN),
+                   help="the CI system's KCIDB origin (the name KernelCI gave the submitter; "
+                        f"default $HARNESS_KCIDB_ORIGIN or {ORIGIN})")
+    p.add_argument("--artifacts-url", metavar="URL", default=os.environ.get("HARNESS_ARTIFACTS_URL"),
+                   help="where the run's folder is published (logs are linked under it; default "
+                        "$HARNESS_ARTIFACTS_URL, else file:// URLs)")
+    p.add_argument("--out", "-o", metavar="FILE", help="write to FILE instead of standard output")
+
+
+def main(args):
+    doc = document(args.run, origin=args.origin, artifacts_url=args.artifacts_url)
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        ui.console.print(f"kcidb: {args.out} ({len(doc['builds'])} builds, {len(doc['tests'])} tests)")
+    else:
+        ui.out(json.dumps(doc))
+    return 0

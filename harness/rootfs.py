@@ -15,6 +15,7 @@ from harness import tools
 from harness.errors import InfraError
 
 ROOTLESS_TOOLS = ("mmdebstrap", "fakeroot", "newuidmap", "newgidmap")
+MERGED_USR = "/usr/share/mmdebstrap/hooks/merged-usr"
 
 
 def rootless():
@@ -58,8 +59,10 @@ def bootstrap(recipe, mirror, root, log):
             raise InfraError("debootstrap failed", log_tail=tail(log))
         return None
     tarball = root.with_name("rootfs.tar")
-    proc = tools.run(["mmdebstrap", "--mode=unshare", *argv_args, "--format=tar", recipe["suite"],
-                      str(tarball), mirror], log=log, check=False)
+    # merged /usr as debootstrap makes it (symlinks), without the usrmerge package and its perl
+    hooks = [f"--hook-dir={MERGED_USR}"] if Path(MERGED_USR).is_dir() else []
+    proc = tools.run(["mmdebstrap", "--mode=unshare", *hooks, *argv_args, "--format=tar",
+                      recipe["suite"], str(tarball), mirror], log=log, check=False)
     if proc.returncode != 0:
         raise InfraError("mmdebstrap (unshare mode) failed", log_tail=tail(log))
     state = root.with_name("fakeroot.state")
