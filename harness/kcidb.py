@@ -76,6 +76,11 @@ def plain(value):
     return value
 
 
+def params_text(row, cols):
+    """A group's parameters as text, alike from the describe and the compare tables (16.0 is 16)."""
+    return ", ".join(f"{c}={stats.plain(row[c])}" for c in cols) or "–"
+
+
 def drop_empty(obj):
     return {k: v for k, v in obj.items() if v is not None and v != {} and v != []}
 
@@ -261,7 +266,7 @@ class Document:
                 continue
             cols = stats.param_columns(stats.measured(self.df[self.df["workload"] == workload]), workload)
             for r in comp.to_dict("records"):
-                out[(r["candidate"], workload, report.params_text(r, cols), r["metric"])] = r
+                out[(r["candidate"], workload, params_text(r, cols), r["metric"])] = r
         return out
 
     def add_figures(self):
@@ -280,7 +285,7 @@ class Document:
                 build_id = self.build_ids.get(label)
                 if build_id is None:
                     continue
-                params = report.params_text(r, cols)
+                params = params_text(r, cols)
                 kind = r["condition"].split(": ", 1)[-1]
                 v = verdicts.get((r["condition"], workload, params, r["metric"]))
                 misc = {"condition": r["condition"], "kind": kind, "params": params,
