@@ -92,7 +92,8 @@ def test_a_runner_user_builds_the_image_boots_and_runs_fork_memory(runner_user, 
     shared = share(readable, source, kernel)
     home = Path(runner_user.pw_dir)
     env = {"HARNESS_SHARED_CACHE": str(shared), "HARNESS_ROOT": str(root), "PYTHONPATH": str(root),
-           "HARNESS_RESULTS": str(home / "results"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+           "HARNESS_RESULTS": str(home / "results"), "PATH": "/usr/bin:/bin",
+           "HARNESS_HEARTBEAT": "10"}
     command = " ".join(["env", *(f"{k}={shlex.quote(v)}" for k, v in env.items()), str(python),
                         "-m", "harness", "run", "--kernel-src", SRC, *CONFIG_ARGS,
                         "--param", "mib=256", "--label", "runner"])
@@ -100,7 +101,9 @@ def test_a_runner_user_builds_the_image_boots_and_runs_fork_memory(runner_user, 
                           timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "VmPTE:" in proc.stdout and "PageTables delta at fork" in proc.stdout
-    assert "mmdebstrap, unshare mode" in proc.stderr      # the image: built here, without root
+    # the image: built here, without root; stderr is a pipe, so a log: step lines and heartbeats
+    assert "▶ guest image debian-minimal\n" in proc.stderr
+    assert "… guest image debian-minimal: 10 s; mmdebstrap, unshare mode: bookworm" in proc.stderr
     images = list((home / ".cache/kernel-harness/images").glob("*/image.json"))
     assert len(images) == 1
     info = json.loads(images[0].read_text())
