@@ -304,8 +304,14 @@ def cmd_nightly(args):
     night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
                     method=args.multiplicity, practical=args.practical,
                     history=args.history).execute()
-    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}")
+    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}, "
+                     f"{night.run_dir / 'kcidb.json'}")
     return night.exit_code
+
+
+def cmd_export(args):
+    from harness import kcidb
+    return kcidb.main(args)
 
 
 def cmd_history(args):
@@ -330,6 +336,8 @@ def parser():
         prog="harness", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Build Linux kernels (and patch series), boot them under QEMU, run workloads "
                     "in the guest and compare what they do to memory and latency.")
+    ap.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress lines (for scripts): warnings, errors and results only")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("setup", help="install the Debian packages the harness needs (as root)")
@@ -458,6 +466,12 @@ def parser():
     add_verdict_args(p)
     p.set_defaults(func=cmd_nightly)
 
+    from harness import kcidb
+    p = sub.add_parser("export", help="a finished run in another format: kcidb (KernelCI's results "
+                       "format; pipe it into kcidb-submit)")
+    kcidb.add_arguments(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("history", help="a metric over the nights recorded by `harness nightly`")
     p.add_argument("metric", metavar="METRIC", help="e.g. fork_ns")
     p.add_argument("--workload", metavar="W")
@@ -489,6 +503,9 @@ def parser():
     p.add_argument("--cold", action="store_true",
                    help="also time a cold build in a fresh build folder with ccache off (minutes)")
     p.set_defaults(func=cmd_selfbench)
+    for p in sub.choices.values():       # --quiet after the command too (harness run --quiet ...)
+        p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress lines (for scripts): warnings, errors and results only")
     return ap
 
 
@@ -498,6 +515,8 @@ def _terminated(signum, frame):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.quiet:
+        ui.set_quiet()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:

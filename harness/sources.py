@@ -24,7 +24,9 @@ from pathlib import Path
 from harness import cache, safety, supervise, tools, ui
 from harness.errors import InfraError, UserError
 
-GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
+# safe.directory: a tree in a shared cache belongs to the user who imported it
+GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost",
+          "-c", "safe.directory=*"]
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,13 @@ def _index_path(request_key):
 
 
 def _lookup(request_key, spec):
-    idx = _index_path(request_key)
-    if idx.exists():
-        tree = idx.read_text().strip()
-        path = cache.root() / "sources" / tree
-        if (path / ".git").exists():
-            return _tree(path, spec)
+    """The imported tree: in one's own cache, else in a shared one (read only)."""
+    for base in [cache.root(), *cache.shared_roots()]:
+        idx = base / "sources" / "index" / request_key
+        if idx.exists():
+            path = base / "sources" / idx.read_text().strip()
+            if (path / ".git").exists():
+                return _tree(path, spec)
     return None
 
 

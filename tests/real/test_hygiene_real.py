@@ -58,6 +58,7 @@ def test_sigkill_during_a_real_build_leaves_nothing_and_resume_finishes(kernel, 
     own = private_cache(tmp_path)
     results = tmp_path / "results"
     env = {**os.environ, "HARNESS_CACHE": str(own), "HARNESS_RESULTS": str(results)}
+    env.pop("HARNESS_SHARED_CACHE", None)       # where the kernel would be found built
     argv = [sys.executable, "-m", "harness", "run", "--kernel-src", SRC, *CONFIG_ARGS, "--label", "k",
             "--accel", "tcg", "--memory", "1024", "--workload", "fork-memory", "--param", "mib=32"]
     harness = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
