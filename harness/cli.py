@@ -207,7 +207,7 @@ def cmd_verify(args):
 
 
 def cmd_reproduce(args):
-    from harness import report
+    from harness.analysis import report
     from harness.pipeline import Run
     args.experiment = args.experiment or "cow-pte-v4"
     exp = several_boots(experiment(args))
@@ -223,7 +223,7 @@ def cmd_reproduce(args):
 
 
 def cmd_calibrate(args):
-    from harness import calibrate
+    from harness.analysis import calibrate
 
     def run_experiment():
         from harness.pipeline import Run
@@ -241,7 +241,7 @@ def cmd_calibrate(args):
 
 def cmd_cells(args):
     import json
-    from harness import cells as cells_mod
+    from harness.ci import cells as cells_mod
     exp = experiment(args)
     cells = []
     for cell in cells_mod.of(exp):      # a group of workloads on every kernel: one host compares them
@@ -260,7 +260,7 @@ def cmd_cells(args):
 def cmd_report(args):
     import tomllib
     from pathlib import Path
-    from harness import report
+    from harness.analysis import report
     claims = None
     if args.claims:
         try:
@@ -291,7 +291,7 @@ def cmd_selfbench(args):
 
 
 def cmd_nightly(args):
-    from harness.nightly import Nightly
+    from harness.ci.nightly import Nightly
     if args.run and (args.experiment or args.kernel_src):
         raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
     if not args.run and args.timing is None:
@@ -305,17 +305,17 @@ def cmd_nightly(args):
 
 
 def cmd_history(args):
-    from harness import history
+    from harness.ci import history
     return history.main(args)
 
 
 def cmd_remote(args):
-    from harness import remote
+    from harness.ci import remote
     return remote.main(args)
 
 
 def cmd_merge(args):
-    from harness.merge import merge
+    from harness.ci.merge import merge
     store = merge(args.runs, out=args.out)
     ui.console.print(f"merged {len(args.runs)} runs: {store.dir}")
     return 0
@@ -463,7 +463,7 @@ def parser():
     p.add_argument("--history", metavar="PATH", help="history database (default results/history.sqlite)")
     p.set_defaults(func=cmd_history)
 
-    from harness import remote
+    from harness.ci import remote
     p = sub.add_parser("remote", help="run an experiment's cells (each on every kernel) on SSH runners "
                        "(one cell per host at a time), stream their output, fetch and merge their runs",
                        epilog="example:\n  harness remote --experiment cow-pte-v4 --host ci@kvm1 "

@@ -6,8 +6,9 @@ import tempfile
 import termios
 import tty
 
-from harness import image as image_mod, ui
-from harness.machine import Machine
+from harness.guest import image as image_mod
+from harness import ui
+from harness.guest.machine import Machine
 from harness.pipeline import Run
 from harness.results import NullStore, RunStore
 

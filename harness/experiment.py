@@ -1,14 +1,14 @@
 """Experiments: what to build, boot and measure, as a small TOML file (experiments/NAME.toml).
 
-  source = "SPEC"                  kernel source for every kernel (see harness.sources)
-  series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
+  source = "SPEC"                  kernel source for every kernel (see harness.kernel.sources)
+  series = "SPEC"                  patch series for the kernels with patched = true (harness.kernel.series)
   [guest]  accel, memory_mib, cpus, image, boot_timeout
   [design] boots (per kernel), order (alternating, interleaved, random, sequential), seed,
            until (more boots until every interval is within +-until), max_boots
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
-  [[claims]]    figures the series claims, checked by the report (see harness/report.py)
+  [[claims]]    figures the series claims, checked by the report (see harness/analysis/report.py)
 
 Command-line flags override any part (--kernel-src, --series, --accel, ...). The experiment is
 checked when loaded, so a typo fails before anything is built.
@@ -54,7 +54,7 @@ class Experiment:
     boot_timeout: int = 120
     stall_s: int = 30           # seconds a workload may be silent before the guest is probed
     pin: str = None             # host CPUs QEMU may run on (taskset list), e.g. "2-5"
-    prealloc: bool = True       # guest RAM faulted in on the host before boot (harness.machine)
+    prealloc: bool = True       # guest RAM faulted in on the host before boot (harness.guest.machine)
     dmesg_check: bool = True
     extra_cmdline: str = ""     # appended to the guest kernel's command line
     selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
@@ -66,7 +66,7 @@ class Experiment:
     until: float = None         # more boots until every interval is within +-until (a fraction)
     max_boots: int = None       # the most boots per kernel with `until` (default 20)
     path: Path = None           # the TOML file, when there is one
-    cells: list = None          # when this is some cells of an experiment (harness.cells): their ids
+    cells: list = None          # when this is some cells of an experiment (harness.ci.cells): their ids
     whole: dict = None          # ... and that experiment's "workloads" (as dicts) and "selftests"
 
     def __post_init__(self):
@@ -94,9 +94,9 @@ class Experiment:
         return cls(**values)
 
     def only(self, cell_ids):
-        """The same experiment with only the named cells (harness.cells: groups of workloads, each
+        """The same experiment with only the named cells (harness.ci.cells: groups of workloads, each
         on every kernel; the jobs of a CI matrix)."""
-        from harness import cells
+        from harness.ci import cells
         return cells.select(self, cell_ids)
 
     def command_line(self):

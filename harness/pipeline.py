@@ -10,15 +10,18 @@ import tempfile
 import time
 from dataclasses import replace
 
-from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, stats, tables, ui
-from harness import image as image_mod
-from harness.build import Build
+from harness.guest import accel as accel_mod
+from harness.measure import activity, dmesg, selftests
+from harness.kernel import kconfig, series as series_mod, sources
+from harness import schedule, ui
+from harness.analysis import stats, tables
+from harness.guest import image as image_mod
+from harness.kernel.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
 from harness.experiment import Experiment
-from harness.machine import Machine, qemu_version
+from harness.guest.machine import Machine, qemu_version
 from harness.results import RunStore
-from harness.workloads import Workload
+from harness.measure.workloads import Workload
 
 
 class Run:

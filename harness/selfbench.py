@@ -13,11 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import accel, kconfig, sources, ui
-from harness.build import Build
+from harness.guest import accel
+from harness.kernel import kconfig, sources
+from harness import ui
+from harness.kernel.build import Build
 from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec
-from harness.image import GuestImage
-from harness.machine import Machine
+from harness.guest.image import GuestImage
+from harness.guest.machine import Machine
 from harness.pipeline import Run
 from harness.results import RunStore
 

@@ -14,7 +14,9 @@ checkpatch and the verdict, then its apply error); the exit code is non-zero whe
 import re
 from dataclasses import dataclass, field
 
-from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
+from harness.kernel import bisect, checkpatch, kconfig, series as series_mod, sources
+from harness.measure import selftests
+from harness import ui
 from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 from harness.pipeline import Run

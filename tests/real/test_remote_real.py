@@ -1,4 +1,4 @@
-"""Cells on SSH runners (harness.remote) against two real OpenSSH servers on 127.0.0.1.
+"""Cells on SSH runners (harness.ci.remote) against two real OpenSSH servers on 127.0.0.1.
 
 Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
 this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
@@ -21,7 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import paths, remote
+from harness import paths
+from harness.ci import remote
 
 pytestmark = pytest.mark.slow
 

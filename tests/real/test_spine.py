@@ -10,8 +10,10 @@ import subprocess
 
 import pytest
 
-from harness import arch, cli, kconfig, machine, sources
-from harness.build import Build
+from harness.guest import arch, machine
+from harness import cli
+from harness.kernel import kconfig, sources
+from harness.kernel.build import Build
 from harness.errors import BuildError, GuestPanic, GuestTimeout, UserError
 from tests.real.kernels import CONFIG_ARGS, FRAGMENTS, SRC
 

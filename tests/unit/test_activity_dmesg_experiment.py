@@ -1,6 +1,7 @@
 import pytest
 
-from harness import activity, dmesg, experiment
+from harness.measure import activity, dmesg
+from harness import experiment
 from harness.errors import UserError
 
 COPIED = {"cow_pte_requested": True, "config_cow_pte": "y", "prctl_ret": 0, "prctl_errno": 0,

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from harness import experiment, merge, stats
+from harness import experiment
+from harness.ci import merge
+from harness.analysis import stats
 from harness.errors import UserError
 
 EXPERIMENT = """name = "fleet-fake"
@@ -146,7 +148,7 @@ def one_kernel_run(root, run_id, label, host, base_ns):
 
 
 def test_a_ratio_across_hosts_is_not_a_verdict(tmp_path):
-    from harness import report
+    from harness.analysis import report
     a = one_kernel_run(tmp_path, "run-x", "stock", "runner-x", 1_000_000)
     b = one_kernel_run(tmp_path, "run-y", "patched", "runner-y", 1_500_000)
     merged = merge.merge([a, b], out=tmp_path / "merged")

@@ -6,7 +6,8 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from harness import history, merge, nightly, report, stats
+from harness.ci import history, merge, nightly
+from harness.analysis import report, stats
 from harness.errors import UserError
 
 SIZES = (1, 16)

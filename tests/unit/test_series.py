@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness import series, sources
+from harness.kernel import series, sources
 from harness.errors import UserError
 from tests.conftest import git, make_fake_tree
 

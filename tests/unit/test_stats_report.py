@@ -4,7 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from harness import activity, paths, plots, report, stats
+from harness.measure import activity
+from harness import paths
+from harness.analysis import plots, report, stats
 from harness.errors import UserError
 
 SIZES = (1, 16, 256)

@@ -1,6 +1,6 @@
 import json
 
-from harness import tables
+from harness.analysis import tables
 from harness.results import RunStore
 
 RECORD = {"parent_vmrss_kb": 1049688, "child_vmrss_kb": 1048688, "parent_vmpte_kb": 2096,

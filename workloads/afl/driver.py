@@ -12,7 +12,7 @@ a file read here. cow_pte_proof is "active" only when every fork server saw prct
 second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's own
 counters around the fork server's first fork (PageTables, VmPTE of server and child; read by the
 same library, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
-judges from them whether the tables were shared (harness/activity.py), as for the other workloads.
+judges from them whether the tables were shared (harness/measure/activity.py), as for the other workloads.
 The harness's small guest kernels lack two things afl-fuzz needs: System V IPC (its shared
 memory) and file locking (flock of its output folder). With emulate=auto the same library, then
 preloaded into afl-fuzz too, emulates what /proc says is missing (no /proc/sysvipc: shared memory
@@ -107,7 +107,7 @@ def proof_fields(requested, lines):
 
 def counter_fields(lines):
     """The counters read around the fork server's first fork (the first fork server's), in the
-    fields harness/activity.py judges; None where they were not read."""
+    fields harness/measure/activity.py judges; None where they were not read."""
     first = lines[0] if lines else {}
     before, after = first.get("pagetables_before_kb", -1), first.get("pagetables_after_kb", -1)
     known = lambda v: v if isinstance(v, int) and v >= 0 else None

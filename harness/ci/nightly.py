@@ -1,5 +1,5 @@
 """A night of CI: run the experiment (or take a run already made, e.g. cells merged by
-harness.merge), record it in the history, compare it with the stock kernel in the run and with
+harness.ci.merge), record it in the history, compare it with the stock kernel in the run and with
 the previous nights, write junit.xml and summary.md into the run's folder and print the summary.
 
 A regression: a (kernel, workload, condition, metric, parameters) whose median is worse than the
@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness import inference, junit, report, stats, ui
+from harness.analysis import inference, report, stats
+from harness.ci import junit
+from harness import ui
 from harness.errors import UserError
-from harness.history import History, params_key
+from harness.ci.history import History, params_key
 
 OK, REGRESSION, FAILED = 0, 1, 5
 

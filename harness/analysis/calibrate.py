@@ -19,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from harness import inference, stats, ui
+from harness.analysis import inference, stats
+from harness import ui
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpec
 
 # the default groups: fork latency at three sizes, fault latency after fork in child and parent

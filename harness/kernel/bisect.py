@@ -12,9 +12,10 @@ import re
 import shutil
 import time
 
-from harness import cache, sources
-from harness import series as series_mod
-from harness.build import Build
+from harness import cache
+from harness.kernel import sources
+from harness.kernel import series as series_mod
+from harness.kernel.build import Build
 from harness.errors import BuildError, InfraError, UserError
 
 FIRST_LINES = 12

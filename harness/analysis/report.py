@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import inference, plots, stats
+from harness.analysis import inference, plots, stats
 
 TOLERANCE = 0.10
 

@@ -20,7 +20,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from harness import cells as cells_mod
+from harness.ci import cells as cells_mod
 from harness.errors import UserError
 from harness.experiment import Experiment
 from harness.results import RunStore, timing_mode

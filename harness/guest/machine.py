@@ -14,9 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import arch, console, tools
+from harness.guest import arch, console
+from harness import tools
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, InfraError
-from harness.guest import Guest, authkey_arg, new_client_key
+from harness.guest.ssh import Guest, authkey_arg, new_client_key
 
 PR_SET_PDEATHSIG = 1
 READY_GRACE = 30        # seconds from QEMU's start, without the image's ready line, before the

@@ -1,12 +1,12 @@
 """Run an experiment's cells on SSH runners and merge what they measured. A cell is a group of
-workloads run on every kernel of the experiment (harness.cells), so the kernels a comparison meets
+workloads run on every kernel of the experiment (harness.ci.cells), so the kernels a comparison meets
 are all measured by one host.
 
 Each runner is `user@host[:port]` with the harness installed at a work folder (a checkout with a
 venv). The cells wait in one queue; every host runs one cell at a time, taking the next when it is
 done: `harness run --experiment E --cell ID` with HARNESS_RESULTS in a fresh folder on the host,
 its output streamed back line by line as `[host] ...`, then the partial run tarred, fetched and
-unpacked here. At the end the partial runs are merged into one (harness.merge).
+unpacked here. At the end the partial runs are merged into one (harness.ci.merge).
 
 Host keys must already be in ~/.ssh/known_hosts (or the file given): an unknown key is refused,
 never added. The user's own account and keys are used; nothing runs under sudo. A host that fails
@@ -26,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from harness import cells as cells_mod, paths
+from harness.ci import cells as cells_mod
+from harness import paths
 from harness.errors import HarnessError, InfraError, UserError
 from harness.experiment import EXPERIMENTS
 from harness.results import new_run_id
@@ -82,7 +83,7 @@ def fingerprint(key):
 
 
 class Cell:
-    """One cell of the experiment (harness.cells: a group of workloads, on every kernel)."""
+    """One cell of the experiment (harness.ci.cells: a group of workloads, on every kernel)."""
 
     def __init__(self, cell_id):
         self.id = cell_id
@@ -355,7 +356,7 @@ def merge_parts(cells, experiment, results_dir, run_id, parts, hosts, host_error
     run_dirs = [c.run_dir for c in cells if c.run_dir]
     if not run_dirs:
         return None
-    from harness import merge
+    from harness.ci import merge
     try:
         store = merge.merge(run_dirs, out=results_dir / run_id)
     except UserError as exc:
@@ -375,7 +376,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
                  cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
                  connect_timeout=20, cell_timeout=None):
     """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun. A cell is a
-    group of workloads on every kernel (harness.cells): one host measures all it compares.
+    group of workloads on every kernel (harness.ci.cells): one host measures all it compares.
 
     experiment: a name in experiments/ (the runners' checkout has it) or a local file (shipped).
     extra_args: more `harness run` flags for every cell (--kernel-src, --accel, ...).

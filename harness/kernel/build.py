@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import cache, kconfig, tools
+from harness import cache, tools
+from harness.kernel import kconfig
 from harness.errors import BuildError, HarnessError
 
 BASE_CONFIG = "tinyconfig"

@@ -1,6 +1,6 @@
 """Plots of a run's records (matplotlib, Agg, PNG): one function per workload.
 
-Each takes the DataFrame from harness.stats.load_run(s) and an output path, and returns the path,
+Each takes the DataFrame from harness.analysis.stats.load_run(s) and an output path, and returns the path,
 or None when the records hold nothing for that plot. Warm-up records are left out.
 """
 import functools
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness import stats  # noqa: E402
+from harness.analysis import stats  # noqa: E402
 
 
 def records(df, workload, *needed):

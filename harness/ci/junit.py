@@ -41,7 +41,7 @@ def cell_cases(meta, labels):
 
 
 def night_cases(rows):
-    """Cases for the comparisons against the previous nights (rows from harness.nightly)."""
+    """Cases for the comparisons against the previous nights (rows from harness.ci.nightly)."""
     cases = []
     for r in rows:
         case = {"suite": r["kernel"], "classname": f"{r['kernel']}.nightly.{r['workload']}",

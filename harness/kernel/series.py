@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
 
-from harness import cache, sources, tools
+from harness import cache, tools
+from harness.kernel import sources
 from harness.errors import InfraError, UserError
 
 B4_TIMEOUT = 60  # seconds; b4 only ever talks to lore

@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from harness import arch, cache, machine
+from harness.guest import arch, machine
+from harness import cache
 
 
 def boot_id():

@@ -2,7 +2,7 @@
 
 The unit of comparison is a cell group: one workload with the same parameters (repetition, round
 and warm-up fields aside), measured under several conditions. A condition is a kernel and a kind of
-fork, the kind being each record's own COW PTE verdict (harness.activity): "off" is a plain fork,
+fork, the kind being each record's own COW PTE verdict (harness.measure.activity): "off" is a plain fork,
 "active" a COW PTE fork; "inactive" and "unproven" records stay conditions of their own, shown but
 never taken as COW PTE results.
 
@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness import activity, inference, paths
+from harness.measure import activity
+from harness.analysis import inference
+from harness import paths
 from harness.results import timing_mode
 from harness.errors import UserError
 

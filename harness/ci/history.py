@@ -1,7 +1,7 @@
 """The nights' results over time: a SQLite file (results/history.sqlite by default).
 
 record(run) stores one row per (run, kernel, workload, condition, metric, group parameters) with
-n, median, IQR, CV (harness.stats.describe) and the run's date, accelerator, timing mode, harness
+n, median, IQR, CV (harness.analysis.stats.describe) and the run's date, accelerator, timing mode, harness
 sha and the kernel's release, source and patches. Recording a run again replaces its rows.
 series() reads a metric back over the nights, previous() the nights before one, plot() draws it.
 """
@@ -18,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import paths, report, results, stats  # noqa: E402
+from harness import paths, results
+from harness.analysis import report, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 RUN_COLUMNS = ["run_id", "date", "experiment", "accel", "timing", "harness_sha", "path", "recorded"]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import cache, paths, sources as sources_mod, tools
+from harness import cache, paths, tools
+from harness.kernel import sources as sources_mod
 from harness.errors import BuildError, GuestError, UserError
 
 GUEST_DIR = "/tmp/harness/selftests"
