@@ -245,18 +245,12 @@ def safe_extract(tar, dest):
     tar.extractall(dest, members=members)
 
 
-def plan(experiment, extra_args, cells=None):
-    """(the experiment's name or file for the runners, the cell ids to run): the flags are checked
-    here before any host is asked."""
-    from harness import cli
-    extra_args = list(extra_args)
-    if "--cell" in extra_args or "--resume" in extra_args:
-        raise UserError("give the cells with cells=[...] (--cell), not in the extra arguments")
-    try:
-        args = cli.parser().parse_args(["run", "--experiment", str(experiment), *extra_args])
-    except SystemExit:
-        raise UserError(f"bad harness run arguments: {shlex.join(extra_args)}") from None
-    exp = cli.experiment(args)
+def plan(experiment, cells=None, exp=None):
+    """(the experiment's name or file for the runners, the cell ids to run). exp is the experiment
+    as the runners will see it (the CLI builds it from the run flags, checked before any host is
+    asked); without it, the experiment file as it is."""
+    from harness import experiment as ex
+    exp = exp or ex.load(experiment)
     ids = exp.only(cells).cells if cells else [c.id for c in cells_mod.of(exp)]
     if Path(experiment).is_file() and Path(experiment).resolve().parent == EXPERIMENTS.resolve():
         experiment = Path(experiment).stem          # the runners have it under the same name
@@ -374,15 +368,18 @@ def merge_parts(cells, experiment, results_dir, run_id, parts, hosts, host_error
 
 def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,
                  cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
-                 connect_timeout=20, cell_timeout=None):
+                 connect_timeout=20, cell_timeout=None, exp=None):
     """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun. A cell is a
     group of workloads on every kernel (harness.ci.cells): one host measures all it compares.
 
     experiment: a name in experiments/ (the runners' checkout has it) or a local file (shipped).
     extra_args: more `harness run` flags for every cell (--kernel-src, --accel, ...).
     command: how to start the harness on a host; {workdir} is replaced by the quoted workdir.
+    exp: the experiment with extra_args applied, when the caller has parsed them (see plan).
     """
-    experiment, ids = plan(experiment, extra_args, cells)
+    if "--cell" in extra_args or "--resume" in extra_args:
+        raise UserError("give the cells with cells=[...] (--cell), not in the extra arguments")
+    experiment, ids = plan(experiment, cells, exp)
     results_dir = Path(results_dir or paths.results())
     run_id = new_run_id()
     parts = results_dir / f"{run_id}.parts"
@@ -398,38 +395,3 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
         say(last.get("host") or "no host", f"cell {c.id}: {c.status}"
             + (f" after {len(c.attempts)} attempts" if len(c.attempts) > 1 else ""))
     return result
-
-
-def add_arguments(p):
-    """The `harness remote` flags (cli.py calls this)."""
-    p.add_argument("--experiment", required=True, metavar="NAME|PATH",
-                   help="experiment name (in the runners' checkout) or a local file (copied to them)")
-    p.add_argument("--host", action="append", default=[], metavar="USER@HOST[:PORT]",
-                   help="an SSH runner with the harness installed; repeatable")
-    p.add_argument("--hosts-file", metavar="FILE", help="runners, one per line (# comments)")
-    p.add_argument("--cell", action="append", metavar="ID", help="run only these cells (default: all)")
-    p.add_argument("--remote-workdir", default="~/kernel-harness", metavar="DIR",
-                   help="the harness checkout (with .venv) on the runners (default ~/kernel-harness)")
-    p.add_argument("--remote-command", default=DEFAULT_COMMAND, metavar="CMD",
-                   help="how to start the harness on a runner; {workdir} is the quoted workdir "
-                        f"(default: '{DEFAULT_COMMAND}')")
-    p.add_argument("--known-hosts", metavar="FILE", help="host keys to trust besides ~/.ssh/known_hosts")
-    p.add_argument("--identity", metavar="KEY", help="private key (default: your usual keys and agent)")
-    p.add_argument("--cell-timeout", type=int, metavar="S", help="give up on a cell after S seconds")
-    p.add_argument("--results", metavar="DIR", help="where to write (default results/ or $HARNESS_RESULTS)")
-    p.add_argument("run_args", nargs="*", metavar="-- RUN-FLAGS",
-                   help="more `harness run` flags for every cell, after --, e.g. -- --accel kvm")
-
-
-def main(args):
-    from harness import ui
-    hosts = read_hosts(args.host, args.hosts_file)
-    r = run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,
-                     cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
-                     identity=args.identity, cell_timeout=args.cell_timeout)
-    if r.failed:
-        ui.error(f"cells failed: {', '.join(r.failed)} ("
-                 + ("attempts in the merged metadata.json, under remote)" if r.store else "no run came back)"))
-    if r.store:
-        ui.console.print(f"results: {r.store.dir}")
-    return r.exit_code

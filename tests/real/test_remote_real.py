@@ -5,7 +5,6 @@ this checkout's harness (the runner's workdir is paths.ROOT). The experiment has
 Debian's linux-source-6.1 with guest-base + selftests (the kernel every real test shares, built
 once), and two cells (fork-memory with 32 and with 64 MiB), each of which boots both kernels.
 """
-import argparse
 import json
 import os
 import platform
@@ -157,9 +156,8 @@ def cmdline(pid):
 
 
 def remote_cli(argv):
-    p = argparse.ArgumentParser()
-    remote.add_arguments(p)
-    return remote.main(p.parse_args(argv))
+    from harness import cli
+    return cli.main(["remote", *argv])
 
 
 def records(run_dir, label):

@@ -115,11 +115,11 @@ class FakeRunner:
 
 def test_remote_shards_by_cells_and_queues_a_dead_hosts_cell_again(exp_file, tmp_path, capsys):
     from harness.ci import remote
-    name, ids = remote.plan(exp_file, ["--accel", "tcg"])
+    name, ids = remote.plan(exp_file)
     assert name == exp_file and ids == [c.id for c in cells.of(experiment.load(exp_file))]
-    assert remote.plan(exp_file, [], cells=["selftests", "fork-memory"])[1] == ["fork-memory", "selftests"]
+    assert remote.plan(exp_file, cells=["selftests", "fork-memory"])[1] == ["fork-memory", "selftests"]
     with pytest.raises(UserError, match="no cell"):
-        remote.plan(exp_file, [], cells=["cow-pte"])
+        remote.plan(exp_file, cells=["cow-pte"])
     todo = [remote.Cell(i) for i in ids]
     dead, live = FakeRunner("ci@dead", dead=True), FakeRunner("ci@live")
     job = {"experiment": str(exp_file), "extra_args": [], "workdir": "~/h", "command": "harness",
