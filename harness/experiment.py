@@ -70,12 +70,18 @@ class ExperimentBase:
         from harness.ci import cells
         return cells.select(self, cell_ids)
 
+    def whole_experiment(self):
+        """The whole experiment this is some cells of (itself when it is whole)."""
+        if self.whole is None:
+            return self
+        return replace(self, workloads=[WorkloadSpec(**w) for w in self.whole["workloads"]],
+                       selftests=list(self.whole["selftests"]), cells=None, whole=None)
+
     def command_line(self):
         """The harness command that repeats this experiment (a part of one: with its --cell flags)."""
         if self.cells is not None:
-            whole = replace(self, workloads=[WorkloadSpec(**w) for w in self.whole["workloads"]],
-                            selftests=self.whole["selftests"], cells=None, whole=None)
-            return whole.command_line() + "".join(f" --cell {shlex.quote(c)}" for c in self.cells)
+            return (self.whole_experiment().command_line()
+                    + "".join(f" --cell {shlex.quote(c)}" for c in self.cells))
         if self.path:
             inside = Path(self.path).resolve().parent == EXPERIMENTS.resolve()
             argv = ["harness", "run", "--experiment", Path(self.path).stem if inside else str(self.path)]

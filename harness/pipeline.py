@@ -408,12 +408,8 @@ class Run:
         """Keep the guest's kernel log since the last look; return what a reviewer would flag: its
         BUGs, WARNINGs, lockdep reports ..., and the taint flags set since the last look (a taint
         stays for the rest of the boot: the cell that set it fails, not every cell after it)."""
-        log, hits, taints = dmesg.check(machine)
+        log, hits = dmesg.check(machine)
         self.store.write(label, f"{self.store.boot_prefix(boot)}dmesg-{name}.log", log)
-        new = [t for t in taints if t not in machine.taints_seen]
-        machine.taints_seen.update(taints)
-        if new:
-            hits = hits + [("taint", ", ".join(new))]
         return hits
 
     # --- output ---------------------------------------------------------------------------------

@@ -75,10 +75,8 @@ def cells(workloads, selftests=()):
 
 def whole(exp):
     """(every WorkloadSpec, every selftest) of the experiment exp is a part of (or is)."""
-    if exp.whole is None:
-        return list(exp.workloads), list(exp.selftests)
-    from harness.experiment import WorkloadSpec
-    return [WorkloadSpec(**w) for w in exp.whole["workloads"]], list(exp.whole["selftests"])
+    whole_exp = exp.whole_experiment()
+    return list(whole_exp.workloads), list(whole_exp.selftests)
 
 
 def of(exp):

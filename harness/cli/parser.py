@@ -168,7 +168,7 @@ def parser():
                               "--host ci@kvm2:2222 -- --kernel-src ~/linux-6.2.1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_remote_args(p)
-    p.set_defaults(func=sc.cmd_remote)
+    p.set_defaults(func=sc.cmd_remote, parse=lambda argv: parser().parse_args(argv))
 
     p = sub.add_parser("merge", help="join partial runs (`harness run --cell`) of one experiment into one "
                        "run; every record keeps its host")

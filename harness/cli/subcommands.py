@@ -146,12 +146,11 @@ def cmd_history(args):
 def cmd_remote(args):
     """The run flags after -- are parsed here, so a bad one fails before any host is asked."""
     from harness.ci import remote
-    from harness.cli.parser import parser
     hosts = remote.read_hosts(args.host, args.hosts_file)
     if "--cell" in args.run_args or "--resume" in args.run_args:
         raise errors.UserError("name the cells with --cell before --, not in the run flags")
     try:
-        run_args = parser().parse_args(["run", "--experiment", args.experiment, *args.run_args])
+        run_args = args.parse(["run", "--experiment", args.experiment, *args.run_args])
     except SystemExit:
         raise errors.UserError(f"bad harness run arguments: {' '.join(args.run_args)}") from None
     r = remote.run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from harness.guest import arch, console
 from harness import tools
-from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, InfraError
-from harness.guest.ssh import Guest, authkey_arg, new_client_key
+from harness.errors import GuestError, GuestPanic, GuestTimeout, InfraError
+from harness.guest.ssh import SSHChannel, authkey_arg, new_client_key
+from harness.guest.target import Target
 
 PR_SET_PDEATHSIG = 1
 READY_GRACE = 30        # seconds from QEMU's start, without the image's ready line, before the
@@ -78,9 +79,12 @@ def clock_args(tsc_khz, hz):
     return f"tsc_early_khz={tsc_khz}" + (f" lpj={tsc_khz * 1000 // hz}" if hz else "")
 
 
-class Machine:
+class Machine(Target):
+    """A QEMU guest booted from a built kernel and a guest image, reached over SSH: a Target."""
+
     def __init__(self, kernel, image, logdir, accel="tcg", memory_mib=3072, cpus=2,
                  extra_cmdline="", arch_name="x86_64", stall=30, pin=None, prealloc=True):
+        super().__init__(stall=stall)
         self.arch = arch.load(arch_name)
         self.pin = pin              # host CPUs for QEMU (taskset list, e.g. "2-3"), or None
         self.kernel = kernel
@@ -91,13 +95,10 @@ class Machine:
         self.prealloc = prealloc    # guest RAM faulted in on the host before the guest starts
         self.cpus = cpus
         self.extra_cmdline = extra_cmdline
-        self.stall = stall          # seconds without output before the guest is probed
         self.proc = None
         self.watcher = None
-        self.guest = None
         self.boot_seconds = None
         self.boot_phases = {}
-        self.taints_seen = set()    # kernel taint flags already reported for this guest
 
     @property
     def console_log(self):
@@ -125,7 +126,7 @@ class Machine:
                               prealloc=self.prealloc)
         if self.pin:
             self.argv = [tools.require("taskset"), "-c", self.pin, *self.argv]
-        self.guest = Guest(self.port, key, self.image.host_key)
+        self.channel = SSHChannel(self.port, key, self.image.host_key)
         marks = dict(console.BOOT_MARKS)
         if self.image.ready_line:
             marks["listening"] = re.compile(re.escape(self.image.ready_line))
@@ -186,10 +187,10 @@ class Machine:
             # once the console said the server listens, no separate banner probe: each connection
             # costs the guest a fork and a re-exec of the server
             left = max(1.0, deadline - time.monotonic())
-            if listening and self.guest.try_connect(timeout=min(5.0, left),
+            if listening and self.channel.try_connect(timeout=min(5.0, left),
                                                     probe="listening" not in self.watcher.seen_at):
                 connected = time.monotonic() - self.started
-                code, out, _ = self.guest.run(["true"], timeout=30, alive=self.check)
+                code, out, _ = self.channel.run(["true"], timeout=30, alive=self.check)
                 if code == 0:
                     self.boot_seconds = time.monotonic() - self.started
                     phases = {name: at - self.started for name, at in self.watcher.seen_at.items()}
@@ -210,29 +211,9 @@ class Machine:
             self.check()
             time.sleep(0.05)
 
-    def run(self, argv, timeout=600, on_line=None, stdin=None):
-        try:
-            return self.guest.run(argv, timeout=timeout, on_line=on_line, alive=self.check,
-                                  stdin=stdin, stall=self.stall)
-        except ChannelLost:
-            # A guest that panics or a QEMU that dies drops the connection a moment before the
-            # console or the process shows why: look before calling it a network fault.
-            self.settle()
-            raise
-
-    def reconnect(self, timeout=60):
-        """A new SSH connection after the old one dropped (the guest kept running)."""
-        self.guest.close()
-        deadline = time.monotonic() + timeout
-        while not self.guest.try_connect(timeout=2.0):
-            self.check()
-            if time.monotonic() > deadline:
-                raise GuestTimeout(f"cannot reconnect to the guest within {timeout} s", log_tail=self.tail())
-            time.sleep(0.1)
-
     def stop(self):
         if self.guest:
-            self.guest.close()
+            self.channel.close()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

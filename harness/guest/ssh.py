@@ -7,10 +7,15 @@ lists joined with shlex, never strings pasted together.
 import base64
 import io
 import logging
+import os
+import select
 import shlex
 import socket
+import sys
 import tarfile
+import termios
 import time
+import tty
 from pathlib import Path
 
 import paramiko
@@ -31,7 +36,9 @@ def authkey_arg(key):
     return f"harness.authkey={key.get_name()}:{key.get_base64()}"
 
 
-class Guest:
+class SSHChannel:
+    """The channel to one guest's SSH server: commands, files in and out, an interactive shell."""
+
     def __init__(self, port, client_key, host_key, user="root"):
         self.port = port
         self.key = client_key
@@ -172,7 +179,7 @@ class Guest:
             raise ChannelLost(f"the SSH connection to the guest dropped during: {command}")
         return code, "\n".join(out), "".join(err)
 
-    def put(self, local, remote_dir):
+    def put(self, local, remote_dir, alive=None):
         """Copy a file or a folder's contents into remote_dir in the guest (one tar stream)."""
         local = Path(local)
         buf = io.BytesIO()
@@ -183,6 +190,49 @@ class Guest:
             else:
                 tar.add(local, arcname=local.name)
         code, _, err = self.run(["sh", "-c", 'mkdir -p "$1" && tar -x -o -C "$1"', "put", remote_dir],
-                                stdin=buf.getvalue())
+                                stdin=buf.getvalue(), alive=alive)
         if code != 0:
             raise GuestError(f"cannot copy {local} to {remote_dir} in the guest: {err.strip()}")
+
+    def get(self, remote, local, alive=None):
+        """Copy the file `remote` in the guest to `local` here (base64 over the command's output:
+        the guest image has no SFTP server)."""
+        code, out, err = self.run(["base64", remote], alive=alive)
+        if code != 0:
+            raise GuestError(f"cannot copy {remote} from the guest: {err.strip()}")
+        Path(local).write_bytes(base64.b64decode(out))
+
+    def shell(self, alive=None):
+        """An interactive shell over this connection in raw terminal mode; its exit code."""
+        chan = self.client.get_transport().open_session()
+        size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
+        chan.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)
+        chan.invoke_shell()
+        old = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
+        try:
+            if old:
+                tty.setraw(sys.stdin.fileno())
+            while not self._relay(chan, alive):
+                pass
+        finally:
+            if old:
+                termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
+        return chan.recv_exit_status() if chan.exit_status_ready() else 0
+
+    @staticmethod
+    def _relay(chan, alive):
+        """One round of the shell's traffic each way; True when the shell has ended."""
+        ready, _, _ = select.select([chan, sys.stdin], [], [], 0.5)
+        if alive:
+            alive()
+        if chan in ready:
+            data = chan.recv(4096)
+            if not data:
+                return True
+            os.write(sys.stdout.fileno(), data)
+        if sys.stdin in ready:
+            data = os.read(sys.stdin.fileno(), 1024)
+            if not data:
+                return True
+            chan.send(data)
+        return chan.exit_status_ready() and not chan.recv_ready()

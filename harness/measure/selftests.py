@@ -269,7 +269,7 @@ def prepare_guest(machine, hugepages=64, swap_mib=256):
 
 def upload(machine, local, remote_dir):
     """Copy one file into remote_dir in the guest; returns its path there."""
-    machine.guest.put(local, remote_dir)
+    machine.put(local, remote_dir)
     return f"{remote_dir}/{Path(local).name}"
 
 

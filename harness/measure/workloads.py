@@ -142,7 +142,7 @@ class Workload:
 
     def run(self, machine, params, store, staging):
         """Run in the guest; every record is stored as it arrives. Returns the records."""
-        machine.guest.put(self.stage(staging), GUEST_DIR)
+        machine.put(self.stage(staging), GUEST_DIR)
         records, errors = [], []
 
         def on_line(line):

@@ -132,7 +132,7 @@ def test_ssh_connection_dropped_mid_workload(tmp_path):
 
     def drop():
         qemu_pid_when_busy(store, "a")
-        machine_socket = r.current_machine.guest.client.get_transport().sock
+        machine_socket = r.current_machine.channel.client.get_transport().sock
         machine_socket.shutdown(2)
     t = threading.Thread(target=drop)
     t.start()
