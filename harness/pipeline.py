@@ -43,6 +43,9 @@ class Run:
         self.cells = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
+        for w in loaded:
+            if w.manifest.get("table"):
+                tables.known(w.manifest["table"])
         if experiment.timing == "icount" and experiment.accel == "kvm":
             raise UserError("--timing icount runs under TCG: it cannot go with --accel kvm")
         self.store = store or RunStore()
@@ -319,8 +322,6 @@ class Run:
         append = self.store.appender(label, workload.name)
 
         def store(record):
-            if "pagetables_delta_kb" in record:      # a record that carries COW PTE evidence
-                record = activity.label(record)
             append({**record, "cell": name, "kernel": label, "boot": boot, "host": host,
                     "timing": self.store.metadata.get("timing")})
 
@@ -340,9 +341,9 @@ class Run:
             except WorkloadError:
                 machine.settle()               # a workload killed by a panic is the panic
                 raise
-            if workload.name == "fork-memory":
-                records = [activity.label(r) for r in records]
-                entry["cow_pte"] = sorted({r["cow_pte"] for r in records})
+            judged = {r["cow_pte"] for r in records if "cow_pte" in r}
+            if judged:
+                entry["cow_pte"] = sorted(judged)
             entry["records"] = len(records)
             entry["host_load_after"] = round(os.getloadavg()[0], 2)
             self.show(label, workload.name, records)
@@ -415,14 +416,14 @@ class Run:
     # --- output ---------------------------------------------------------------------------------
 
     def show(self, label, workload, records):
-        if workload != "fork-memory" or not records:
+        """The table the workload's manifest names (`table`), printed and saved per kernel."""
+        kind = workload.manifest.get("table")
+        if not kind or not records:
             return
-        table, extra = tables.fork_memory(records)
-        title = f"{label}: fork-memory, {tables.fork_kind(records)}"
-        ui.out(tables.render_fork_memory(table, extra, title=title))
+        ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records)}"))
         ui.out()
-        name = "fork-memory-cow-pte" if records[0].get("cow_pte_requested") else "fork-memory"
-        tables.save_fork_memory(table, extra, self.store.kernel_dir(label), name)
+        name = f"{workload.name}-cow-pte" if records[0].get("cow_pte_requested") else workload.name
+        tables.save_kernel_table(kind, records, self.store.kernel_dir(label), name)
 
     def compare(self):
         if self.selftest_results:
@@ -435,13 +436,18 @@ class Run:
             if (stock, "plain") in table.columns:
                 self.selftest_new_failures = selftests.new_failures(table, stock)
             self.store.update(selftest_new_failures=self.selftest_new_failures)
-        rows = []
-        for spec in self.exp.kernels:
-            rows += self.store.records(spec.label, "fork-memory")
-        if not rows or len(self.exp.kernels) < 2 and len(self.cells) < 2:
+        if len(self.exp.kernels) < 2 and len(self.cells) < 2:
             return
-        table = tables.fork_memory_comparison(rows)
-        tables.save(table, self.store.dir, "fork-memory-comparison")
-        ui.out("fork-memory, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
-        ui.out(table.to_string())
-        ui.out()
+        shown = {}
+        for workload, _ in self.cells:
+            if workload.manifest.get("table"):
+                shown[workload.name] = workload.manifest["table"]
+        for name, kind in shown.items():
+            rows = [r for spec in self.exp.kernels for r in self.store.records(spec.label, name)]
+            if not rows:
+                continue
+            table = tables.comparison(kind, rows)
+            tables.save(table, self.store.dir, f"{name}-comparison")
+            ui.out(f"{name}, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
+            ui.out(table.to_string())
+            ui.out()

@@ -22,8 +22,7 @@ from harness import paths
 from harness.results import timing_mode
 from harness.errors import UserError
 
-KINDS = {"off": "fork", "active": "COW PTE fork",
-         "inactive": "COW PTE requested, inactive", "unproven": "COW PTE requested, unproven"}
+KINDS = activity.KINDS
 PLAIN, COW = KINDS["off"], KINDS["active"]
 
 # never parameters: bookkeeping, the verdict (it is the condition), repetition counters
@@ -84,16 +83,8 @@ def load_run(run_dir):
 
 
 def own_verdict(rec):
-    """The record's COW PTE verdict: its cow_pte field, or judged from its own evidence (the held
-    fork of fork-latency, fork-server, fault-latency); None when it carries none."""
-    rec = {k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))}
-    if rec.get("cow_pte") in KINDS:
-        return rec["cow_pte"]
-    if not (rec.get("cow_pte_requested") is True or rec.get("cow_pte_requested") == 1):
-        return "off"
-    if "pagetables_delta_kb" in rec or "config_cow_pte" in rec:
-        return activity.judge(rec)[0]
-    return None
+    """The record's COW PTE verdict (harness.measure.activity.verdict), NaN fields left out."""
+    return activity.verdict({k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
 
 
 def verdicts(df):

@@ -1,7 +1,8 @@
 """Tables of results (pandas): what a run prints and saves as Markdown and CSV."""
 import pandas as pd
 
-from harness.errors import InfraError
+from harness.errors import InfraError, UserError
+from harness.measure import activity
 
 
 def fork_memory(records):
@@ -42,17 +43,6 @@ def save_fork_memory(table, extra, folder, name="fork-memory"):
     save(pd.DataFrame(rows, dtype=object).set_index("metric"), folder, name)
 
 
-KIND = {"off": "fork", "active": "COW PTE fork"}
-
-
-def fork_kind(records):
-    """How the fork was made, judged per record: 'fork', 'COW PTE fork', or why it is neither."""
-    labels = sorted({r.get("cow_pte", "off") for r in records})
-    if len(labels) == 1 and labels[0] in KIND:
-        return KIND[labels[0]]
-    return "prctl(65) + fork, COW PTE " + "/".join(labels)
-
-
 COLUMNS = {"parent_vmrss_kb": "parent VmRSS kB", "child_vmrss_kb": "child VmRSS kB",
            "parent_vmpte_kb": "parent VmPTE kB", "child_vmpte_kb": "child VmPTE kB",
            "pagetables_delta_kb": "PageTables delta kB"}
@@ -61,8 +51,7 @@ COLUMNS = {"parent_vmrss_kb": "parent VmRSS kB", "child_vmrss_kb": "child VmRSS 
 def fork_memory_comparison(records):
     """One row per kernel and kind of fork, with the COW PTE verdict on every row."""
     df = pd.DataFrame(records)
-    df["kind"] = [KIND.get(r.get("cow_pte", "off"), f"prctl(65) + fork ({r.get('cow_pte')})")
-                  for r in records]
+    df["kind"] = [activity.KINDS.get(r.get("cow_pte", activity.OFF), r.get("cow_pte")) for r in records]
     df["cow_pte"] = df.get("cow_pte", "off")
     order = list(dict.fromkeys(df["kernel"]))
     grouped = df.groupby(["kernel", "kind", "cow_pte"], sort=False)
@@ -78,3 +67,29 @@ def save(table, folder, name):
         (folder / f"{name}.md").write_text(table.to_markdown() + "\n")
     except OSError as exc:
         raise InfraError(f"cannot write {name} tables in {folder}: {exc.strerror}") from None
+
+
+# The tables a workload's manifest may name (`table = "..."`): how `harness run` prints and saves
+# one kernel's records of it, and how it sets the kernels side by side.
+KERNEL_TABLES = {"fork-memory": (fork_memory, render_fork_memory, save_fork_memory)}
+COMPARISONS = {"fork-memory": fork_memory_comparison}
+
+
+def known(kind):
+    if kind not in KERNEL_TABLES:
+        raise UserError(f"unknown table '{kind}' (known: {', '.join(sorted(KERNEL_TABLES))})")
+    return KERNEL_TABLES[kind]
+
+
+def render(kind, records, title=""):
+    make, render_table, _ = known(kind)
+    return render_table(*make(records), title=title)
+
+
+def save_kernel_table(kind, records, folder, name):
+    make, _, save_table = known(kind)
+    save_table(*make(records), folder, name)
+
+
+def comparison(kind, records):
+    return COMPARISONS[kind](records)

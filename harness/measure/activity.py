@@ -11,6 +11,10 @@ INACTIVE = "inactive"
 UNPROVEN = "unproven"
 OFF = "off"
 
+# how each verdict is named in tables and reports: the one labelling of a fork's kind
+KINDS = {OFF: "fork", ACTIVE: "COW PTE fork",
+         INACTIVE: "COW PTE requested, inactive", UNPROVEN: "COW PTE requested, unproven"}
+
 MIN_VMPTE_KB = 512        # below this a fork copies too few tables to tell sharing from copying
 MAX_SHARED_FRACTION = 0.25
 
@@ -47,3 +51,26 @@ def label(record):
     """The record with its verdict added (fields cow_pte and cow_pte_evidence)."""
     verdict, evidence = judge(record)
     return {**record, "cow_pte": verdict, "cow_pte_evidence": evidence}
+
+
+def has_evidence(record):
+    """True when the record carries the counters read around a fork (the held fork of every fork
+    workload): it can be judged on its own."""
+    return "pagetables_delta_kb" in record or "config_cow_pte" in record
+
+
+def verdict(record):
+    """The record's verdict: its cow_pte field when it was judged already, else judged from its own
+    evidence; None when it asked for COW PTE but carries no evidence (a timed fork beside the held
+    one: harness.analysis.stats gives it the verdict of the evidence in its scope)."""
+    if record.get("cow_pte") in KINDS:
+        return record["cow_pte"]
+    if not (record.get("cow_pte_requested") is True or record.get("cow_pte_requested") == 1):
+        return OFF
+    return judge(record)[0] if has_evidence(record) else None
+
+
+def kind(records):
+    """How the forks of these records were made: one name of KINDS, or the verdicts when mixed."""
+    labels = sorted({r.get("cow_pte", OFF) for r in records})
+    return KINDS[labels[0]] if len(labels) == 1 and labels[0] in KINDS else "mixed: " + "/".join(labels)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache, paths, tools
+from harness.measure import activity
 from harness.errors import BuildError, UserError, WorkloadError
 
 GUEST_DIR = "/tmp/harness/workloads"
@@ -141,7 +142,8 @@ class Workload:
         return args
 
     def run(self, machine, params, store, staging):
-        """Run in the guest; every record is stored as it arrives. Returns the records."""
+        """Run in the guest; every record is stored as it arrives, with its COW PTE verdict when it
+        carries the evidence (harness.measure.activity). Returns the records."""
         machine.put(self.stage(staging), GUEST_DIR)
         records, errors = [], []
 
@@ -153,6 +155,8 @@ class Workload:
             if record.get("type") == "error":
                 errors.append(record)
             else:
+                if activity.has_evidence(record):      # COW PTE judged as the record arrives
+                    record = activity.label(record)
                 records.append(record)
                 store(record)
 

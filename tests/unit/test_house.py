@@ -95,6 +95,14 @@ def test_nothing_outside_the_target_touches_the_ssh_channel():
             assert not reach.search(path.read_text()), f"{path} reaches into the SSH channel"
 
 
+def test_no_workload_is_named_in_the_generic_pipeline():
+    """What a workload needs (its table, its COW PTE evidence) comes from its manifest."""
+    names = [p.parent.name for p in (paths.ROOT / "workloads").glob("*/manifest.toml")]
+    for module in ("harness.pipeline", "harness.measure.workloads", "harness.guest.target"):
+        text = MODULES[module].read_text()
+        assert [n for n in names if f'"{n}"' in text or f"'{n}'" in text] == [], module
+
+
 @pytest.mark.parametrize("path", PYTHON_FILES, ids=lambda p: str(p.relative_to(paths.ROOT)))
 def test_module_and_function_sizes(path):
     text = path.read_text()
