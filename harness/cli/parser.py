@@ -27,6 +27,16 @@ def parser():
                     "in the guest and compare what they do to memory and latency.")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
+    add_machine_commands(sub)
+    add_run_commands(sub)
+    add_measure_commands(sub)
+    add_results_commands(sub)
+    add_fleet_commands(sub)
+    return ap
+
+
+def add_machine_commands(sub):
+    """The subcommands setup, build, image and boot."""
     p = sub.add_parser("setup", help="install the Debian packages the harness needs (as root)")
     p.set_defaults(func=sc.cmd_setup)
 
@@ -47,6 +57,9 @@ def parser():
     p.add_argument("command", nargs="*", help="command to run in the guest (after --)")
     p.set_defaults(func=sc.cmd_boot)
 
+
+def add_run_commands(sub):
+    """The subcommands run and verify."""
     p = sub.add_parser("run", help="build, boot and run workloads; prints tables, stores results",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, multiple=True)
@@ -83,6 +96,9 @@ def parser():
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=sc.cmd_verify)
 
+
+def add_measure_commands(sub):
+    """The subcommands reproduce and calibrate."""
     p = sub.add_parser("reproduce", help="run an experiment's benchmarks end to end and write the report "
                        "(default: cow-pte-v4, the series' own evaluation)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +129,9 @@ def parser():
     p.add_argument("--rep-sd", type=float, default=0.02, help="simulated within-boot sd, log scale")
     p.set_defaults(func=sc.cmd_calibrate)
 
+
+def add_results_commands(sub):
+    """The subcommands cells, report and nightly."""
     p = sub.add_parser("cells", help="the experiment's independent cells (a group of workloads on every "
                        "kernel, so one host measures every kernel it compares), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,6 +172,9 @@ def parser():
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_nightly)
 
+
+def add_fleet_commands(sub):
+    """The subcommands history, remote, merge and selfbench."""
     p = sub.add_parser("history", help="a metric over the nights recorded by `harness nightly`")
     p.add_argument("metric", metavar="METRIC", help="e.g. fork_ns")
     p.add_argument("--workload", metavar="W")
@@ -183,7 +205,7 @@ def parser():
     p.add_argument("--cold", action="store_true",
                    help="also time a cold build in a fresh build folder with ccache off (minutes)")
     p.set_defaults(func=sc.cmd_selfbench)
-    return ap
+
 
 
 def add_remote_args(p):
