@@ -1,8 +1,8 @@
 """The pipeline as one object: for each kernel, source (+ series) -> build -> boot -> workloads.
 
-`Run` is what `harness run` calls and what the Python API uses. Each (kernel, workload) is a cell.
-A failure in a cell (a workload that refuses its clock, a WARNING in dmesg) is recorded with its
-log and the kernel's next cell runs; a failure of the kernel itself (build error, panic, hang)
+`Run` is what `harness run` calls and what the Python API uses. A task is one workload run on one
+kernel in one boot. A failed task (a workload that refuses its clock, a WARNING in dmesg) is
+recorded with its log and the kernel's next task runs; a failure of the kernel itself (build error, panic, hang)
 is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
 import os
@@ -40,7 +40,7 @@ class Run:
         self.selftest_new_failures = []
         # Check every name now, so a typo fails before anything is built or stored.
         loaded = [Workload.load(w.name) for w in experiment.workloads]
-        self.cells = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
+        self.tasks = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
         for w in loaded:
@@ -60,8 +60,7 @@ class Run:
             raise UserError(f"{store.dir} has no experiment in its metadata.json; cannot resume it")
         exp = Experiment.from_dict(store.metadata["experiment"])
         run = cls(exp, store=store)
-        run.skip = {(label, int(n)) for label, info in store.metadata["kernels"].items()
-                    for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+        run.skip = store.finished_boots()
         return run
 
     def execute(self):
@@ -149,7 +148,7 @@ class Run:
     def settle_kernel(self, label, boots, final=True):
         """A kernel is ok when every one of its boots is; failed when one failed (or, at the end,
         did not finish); running while boots are still to come."""
-        info = self.store.metadata["kernels"].get(label, {})
+        info = self.store.kernel_info(label)
         states = [(info.get("boots") or {}).get(str(n), {}).get("status") for n in range(1, boots + 1)]
         if info.get("status") == "failed":
             return
@@ -161,11 +160,11 @@ class Run:
             status = "running"
         self.store.update_kernel(label, status=status)
 
-    def fail(self, label, exc, cell=None):
+    def fail(self, label, exc, task=None):
         self.failures.append((label, exc))
-        where = f"[{label}]" + (f" {cell}" if cell else "")
+        where = f"[{label}]" + (f" {task}" if task else "")
         ui.error(f"{where} {exc}")
-        if cell is None:
+        if task is None:
             self.store.update_kernel(label, status="failed", error=str(exc), error_type=type(exc).__name__)
 
     @property
@@ -243,7 +242,7 @@ class Run:
         return "icount" if meta.get("timing") == "icount" else meta["accel"]
 
     def one_boot(self, label, kernel, boot):
-        """Boot the kernel once (boot number `boot`) and run every cell in that boot."""
+        """Boot the kernel once (boot number `boot`) and run every task in that boot."""
         spec = next(k for k in self.exp.kernels if k.label == label)
         image = self.guest_image()
         chosen = self.choose_accel(kernel)
@@ -261,27 +260,27 @@ class Run:
                 facts = {"boot_seconds": info["boot_seconds"], "boot_phases": m.boot_phases,
                          "guest_uname": uname.strip(), "guest_clocksource": clocksource.strip(),
                          "qemu_argv": m.argv}
-                if boot == 1 or "boot_seconds" not in self.store.metadata["kernels"][label]:
+                if boot == 1 or "boot_seconds" not in self.store.kernel_info(label):
                     self.store.update_kernel(label, **facts)
                 self.store.set_boot(label, boot, info)
                 # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails
-                # the kernel; the cells still run, each judged on what it adds
+                # the kernel; the tasks still run, each judged on what it adds
                 boot_hits = self.kernel_log(label, m, "boot", boot) if self.exp.dmesg_check else []
                 if boot_hits:
                     self.store.update_kernel(label, boot_dmesg=boot_hits)
                     ui.warn(f"[{label}] kernel log at boot: "
                             + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
                 with tempfile.TemporaryDirectory() as staging:
-                    for number, (workload, params) in enumerate(self.cells, 1):
-                        self.cell(label, m, number, workload, params, staging, boot)
+                    for number, (workload, params) in enumerate(self.tasks, 1):
+                        self.task(label, m, number, workload, params, staging, boot)
                 if self.exp.selftests and boot == 1:
                     self.run_selftests(label, m)
         except HarnessError:
             info["status"] = "failed"
             self.store.set_boot(label, boot, info)
             raise
-        cells = [c for c in self.store.metadata["kernels"][label]["cells"] if c.get("boot", 1) == boot]
-        info["status"] = "failed" if boot_hits or any(c["status"] != "ok" for c in cells) else "ok"
+        tasks = self.store.tasks(label, boot)
+        info["status"] = "failed" if boot_hits or any(t["status"] != "ok" for t in tasks) else "ok"
         self.store.set_boot(label, boot, info)
         self.settle_kernel(label, self.exp.boots, final=False)
 
@@ -315,24 +314,23 @@ class Run:
             ui.warn(f"[{spec.label}] boot {attempt}: {trouble[0]}: the clock would be coarse; booting again")
         raise AssertionError("unreachable")
 
-    def cell(self, label, machine, number, workload, params, staging, boot=1):
+    def task(self, label, machine, number, workload, params, staging, boot=1):
         name = f"{number}:{workload.name}"
-        entry = {"cell": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
+        entry = {"task": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
         host = self.store.metadata["host"].get("hostname")
         append = self.store.appender(label, workload.name)
 
         def store(record):
-            append({**record, "cell": name, "kernel": label, "boot": boot, "host": host,
+            append({**record, "task": name, "kernel": label, "boot": boot, "host": host,
                     "timing": self.store.metadata.get("timing")})
 
         try:
-            self._cell(label, machine, workload, params, staging, store, entry)
+            self._task(label, machine, workload, params, staging, store, entry)
         finally:
-            self.store.metadata["kernels"][label]["cells"].append(entry)
-            self.store.save()
+            self.store.add_task(label, entry)
 
-    def _cell(self, label, machine, workload, params, staging, store, entry):
-        name = entry["cell"]
+    def _task(self, label, machine, workload, params, staging, store, entry):
+        name = entry["task"]
         entry["host_load_before"] = round(os.getloadavg()[0], 2)   # a busy host distorts timings
         try:
             try:
@@ -349,11 +347,11 @@ class Run:
             self.show(label, workload.name, records)
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, cell=name)
+            self.fail(label, exc, task=name)
         except ChannelLost as exc:
-            # the connection dropped, not the guest: note it, reconnect, go on with the next cell
+            # the connection dropped, not the guest: note it, reconnect, go on with the next task
             entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, cell=name)
+            self.fail(label, exc, task=name)
             machine.reconnect()
         except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
             entry.update(status="failed", error=str(exc))
@@ -366,14 +364,14 @@ class Run:
             if hits:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
-                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), cell=name)
+                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), task=name)
 
     def run_selftests(self, label, machine):
-        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as cells."""
+        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as tasks."""
         for name in self.exp.selftests:
             if name != "cow":
                 raise UserError(f"selftest '{name}' is not supported (supported: cow)")
-            entry = {"cell": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
+            entry = {"task": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
             try:
                 with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
                     binary = selftests.build_cow(self.trees[label].path, test_source=self.exp.selftest_source)
@@ -392,23 +390,22 @@ class Run:
                         entry.update(status="failed", error=result["error"])
             except HarnessError as exc:
                 entry.update(status="failed", error=str(exc))
-                self.fail(label, exc, cell=entry["cell"])
+                self.fail(label, exc, task=entry["task"])
                 if isinstance(exc, (GuestPanic, GuestTimeout)):
-                    self.store.metadata["kernels"][label]["cells"].append(entry)
+                    self.store.add_task(label, entry)
                     raise
             hits = self.kernel_log(label, machine, f"selftest-{name}") if self.exp.dmesg_check else []
             if hits:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after selftest {name}: "
                                                + "; ".join(f"{k}: {line}" for k, line in hits[:5])),
-                          cell=entry["cell"])
-            self.store.metadata["kernels"][label]["cells"].append(entry)
-            self.store.save()
+                          task=entry["task"])
+            self.store.add_task(label, entry)
 
     def kernel_log(self, label, machine, name, boot=1):
         """Keep the guest's kernel log since the last look; return what a reviewer would flag: its
         BUGs, WARNINGs, lockdep reports ..., and the taint flags set since the last look (a taint
-        stays for the rest of the boot: the cell that set it fails, not every cell after it)."""
+        stays for the rest of the boot: the task that set it fails, not every task after it)."""
         log, hits = dmesg.check(machine)
         self.store.write(label, f"{self.store.boot_prefix(boot)}dmesg-{name}.log", log)
         return hits
@@ -436,10 +433,10 @@ class Run:
             if (stock, "plain") in table.columns:
                 self.selftest_new_failures = selftests.new_failures(table, stock)
             self.store.update(selftest_new_failures=self.selftest_new_failures)
-        if len(self.exp.kernels) < 2 and len(self.cells) < 2:
+        if len(self.exp.kernels) < 2 and len(self.tasks) < 2:
             return
         shown = {}
-        for workload, _ in self.cells:
+        for workload, _ in self.tasks:
             if workload.manifest.get("table"):
                 shown[workload.name] = workload.manifest["table"]
         for name, kind in shown.items():

@@ -172,7 +172,7 @@ class Verify:
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
         self.section("kernels", not failed, "all booted, workloads and kernel logs clean" if not failed
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
-        active = sorted({label for label, info in meta.items() for c in info.get("cells", [])
+        active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
                          if "active" in c.get("cow_pte", [])})
         wanted = [k for k in self.kernels if "cow-pte" in KERNELS[k][1]]
         if wanted:

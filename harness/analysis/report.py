@@ -259,8 +259,8 @@ def kernels(metas):
                          "clocksource": k.get("guest_clocksource", "–")})
             if k.get("error"):
                 failures.append(f"{label}: {k['error']}")
-            failures += [f"{label} {c.get('cell')}: {c.get('error')}" for c in k.get("cells", [])
-                         if c.get("status") == "failed"]
+            failures += [f"{label} {t.get('task')}: {t.get('error')}" for t in k.get("tasks", [])
+                         if t.get("status") == "failed"]
     stock = {m.get("run_id"): stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
     runs = list(stock)
     rows.sort(key=lambda r: (runs.index(r["run"]), r["kernel"] != stock[r["run"]]))

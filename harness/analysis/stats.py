@@ -1,6 +1,6 @@
 """Statistics over a run's raw records (pandas + scipy): summaries and stock-vs-patched comparisons.
 
-The unit of comparison is a cell group: one workload with the same parameters (repetition, round
+The unit of comparison is a group: one workload with the same parameters (repetition, round
 and warm-up fields aside), measured under several conditions. A condition is a kernel and a kind of
 fork, the kind being each record's own COW PTE verdict (harness.measure.activity): "off" is a plain fork,
 "active" a COW PTE fork; "inactive" and "unproven" records stay conditions of their own, shown but
@@ -26,7 +26,7 @@ KINDS = activity.KINDS
 PLAIN, COW = KINDS["off"], KINDS["active"]
 
 # never parameters: bookkeeping, the verdict (it is the condition), repetition counters
-NOT_PARAMS = {"rep", "round", "warmup", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
+NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
               "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
               "condition", "boot", "host", "timing", "from_run"}
 # what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
@@ -89,13 +89,13 @@ def own_verdict(rec):
 
 def verdicts(df):
     """Every record's verdict; a record without evidence takes the one verdict of the evidence in
-    its scope (run, kernel, cell and parameters, e.g. one size of fork-latency), else "unproven"."""
+    its scope (run, kernel, task and parameters, e.g. one size of fork-latency), else "unproven"."""
     own = pd.Series([own_verdict(r) for r in df.to_dict("records")], index=df.index, dtype=object)
     if not own.isna().any():
         return own
     for workload, sub in df[own.isna()].groupby("workload"):
         whole = df[df["workload"] == workload]
-        scope = [c for c in ("run_id", "kernel", "boot", "cell") if c in df] + param_columns(whole, workload)
+        scope = [c for c in ("run_id", "kernel", "boot", "task") if c in df] + param_columns(whole, workload)
         keys = whole[scope].astype(str).agg("|".join, axis=1)
         for key in keys[sub.index].unique():
             known = set(own[keys.index[keys == key]].dropna()) - {"off"}
@@ -164,7 +164,7 @@ def metrics(df, workload):
 
 
 def param_columns(df, workload):
-    """The fields that tell cell groups apart: manifest parameters and known axes present here."""
+    """The fields that tell groups apart: manifest parameters and known axes present here."""
     wanted = list(AXES) + list(manifest(workload).get("params", {}))
     found = [c for c in dict.fromkeys(wanted) if c in df and c not in NOT_PARAMS]
     return [c for c in found if c not in metrics(df, workload) and df[c].notna().any()]
@@ -228,16 +228,16 @@ def values(recs, metric):
 
 def boot_values(recs, metric):
     """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
-    unchanged in every round of a cell (the evidence fork that fault-latency and fork-server copy
+    unchanged in every round of a task (the evidence fork that fault-latency and fork-server copy
     into each round's record) was measured once: once."""
     x = recs.dropna(subset=[metric])
     if x.empty:
         return []
     unit = [c for c in BOOT_UNIT if c in x]
-    scope = unit + (["cell"] if "cell" in x else [])
+    scope = unit + (["task"] if "task" in x else [])
     if "round" in x and scope and len(x) > 1:
-        per_cell = x.groupby(scope, dropna=False)[metric]
-        if (per_cell.nunique() == 1).all():
+        per_task = x.groupby(scope, dropna=False)[metric]
+        if (per_task.nunique() == 1).all():
             x = x.drop_duplicates(scope)
     if not unit:
         return [x[metric].to_numpy(float)]

@@ -1,5 +1,5 @@
 """JUnit XML for a night, for CI engines: a testsuite per kernel, a testcase per kernel (build and
-boot), per cell and per metric comparison. Failed kernels and cells and regressions are failures.
+boot), per task and per metric comparison. Failed kernels and tasks and regressions are failures.
 
 A case is a dict: suite (the kernel), classname, name, and optionally failure (message), kind (the
 failure's type), detail (its text), skipped (message) and output (system-out text).
@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 
-def cell_cases(meta, labels):
-    """Cases for the kernels (labels: every kernel the experiment has) and their cells."""
+def task_cases(meta, labels):
+    """Cases for the kernels (labels: every kernel the experiment has) and their tasks."""
     cases = []
     kernels = meta.get("kernels", {})
     for label in labels:
@@ -21,21 +21,21 @@ def cell_cases(meta, labels):
         elif info.get("error"):
             case.update(failure=f"{label}: {info.get('error_type', 'error')}: {info['error']}",
                         kind=info.get("error_type", "error"), detail=info["error"])
-        elif info.get("status") != "ok" and not info.get("cells"):
+        elif info.get("status") != "ok" and not info.get("tasks"):
             case.update(failure=f"{label}: status {info.get('status', 'unknown')}", kind="status")
         else:
             case["output"] = f"release {info.get('release', '?')}, boot {info.get('boot_seconds', '?')} s"
         cases.append(case)
-        for cell in (info or {}).get("cells", []):
-            c = {"suite": label, "classname": f"{label}.cells",
-                 "name": " ".join([str(cell.get("cell")), str(cell.get("workload")),
-                                   *(f"{k}={v}" for k, v in (cell.get("params") or {}).items())])}
-            if cell.get("status") != "ok":
-                hits = "; ".join(f"{k}: {line}" for k, line in cell.get("dmesg") or [])
-                c.update(failure=f"{label} {cell.get('cell')}: {cell.get('error') or hits or 'failed'}",
-                         kind="cell", detail=hits)
+        for task in (info or {}).get("tasks", []):
+            c = {"suite": label, "classname": f"{label}.tasks",
+                 "name": " ".join([str(task.get("task")), str(task.get("workload")),
+                                   *(f"{k}={v}" for k, v in (task.get("params") or {}).items())])}
+            if task.get("status") != "ok":
+                hits = "; ".join(f"{k}: {line}" for k, line in task.get("dmesg") or [])
+                c.update(failure=f"{label} {task.get('task')}: {task.get('error') or hits or 'failed'}",
+                         kind="task", detail=hits)
             else:
-                c["output"] = f"{cell.get('records', 0)} records"
+                c["output"] = f"{task.get('records', 0)} records"
             cases.append(c)
     return cases
 

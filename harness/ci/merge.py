@@ -9,7 +9,7 @@ line carries "host" (the hostname of the run it came from, unless the record has
 "from_run" (that run's id), so that kernels are only compared within one host. Other files of one
 name (console.log, dmesg-*.log, ...) are all kept: the first under its name, another with different
 content as <stem>.<run-id><suffix>. metadata.json holds the union of the kernels (their facts
-merged: failed if any run failed, cells concatenated), the whole experiment (or the cells merged),
+merged: failed if any run failed, tasks concatenated), the whole experiment (or the cells merged),
 the ids of the runs merged (merged_from) and each host's facts (hosts: hostname -> cpu, host
 kernel, qemu, accel, timing, runs).
 """
@@ -109,19 +109,19 @@ def command(experiment, fallback):
 
 def merged_kernel(parts):
     """One kernel's facts from the runs that have it, [(run id, host, facts)]: the first run's,
-    with the cells of all (each with its run and host) and the worst status (failed if any run
+    with the tasks of all (each with its run and host) and the worst status (failed if any run
     failed); each run's boot facts under "runs"; build facts that differ under "differs"."""
     (first_id, _, first), *_ = parts
-    info = {**first, "cells": [], "runs": {}}
+    info = {**first, "tasks": [], "runs": {}}
     for run_id, host, facts in parts:
-        info["cells"] += [{"run_id": run_id, "host": host, **c} for c in facts.get("cells", [])]
+        info["tasks"] += [{"run_id": run_id, "host": host, **t} for t in facts.get("tasks", [])]
         info["runs"][run_id] = {"host": host, **{k: facts[k] for k in BOOT_FACTS if k in facts}}
         if facts is first:
             continue
         if facts.get("boot_dmesg"):
             info["boot_dmesg"] = info.get("boot_dmesg", []) + facts["boot_dmesg"]
         for key, value in facts.items():
-            if key in BOOT_FACTS or key in ("cells", "runs", "boot_dmesg"):
+            if key in BOOT_FACTS or key in ("tasks", "runs", "boot_dmesg"):
                 continue
             if key not in info:
                 info[key] = value

@@ -9,7 +9,7 @@ side, also different from them: Welch's t on log per-boot medians (boots as unit
 adjusted over the night's family by Benjamini-Hochberg (q < alpha). Worse: slower for
 times, larger for sizes, lower for rates (units with "/" or "per"); larger for any other unit.
 
-Exit code: 0 ok, 1 regression, 5 a kernel or cell failed (or did not run).
+Exit code: 0 ok, 1 regression, 5 a kernel or task failed (or did not run).
 """
 import json
 from pathlib import Path
@@ -139,9 +139,9 @@ class Nightly:
                 continue
             if info.get("error"):
                 out.append(f"{label}: {info['error']}")
-            cells = [c for c in info.get("cells", []) if c.get("status") != "ok"]
-            out += [f"{label} {c.get('cell')}: {c.get('error') or 'failed (kernel log)'}" for c in cells]
-            if info.get("status") != "ok" and not info.get("error") and not cells:
+            tasks = [t for t in info.get("tasks", []) if t.get("status") != "ok"]
+            out += [f"{label} {t.get('task')}: {t.get('error') or 'failed (kernel log)'}" for t in tasks]
+            if info.get("status") != "ok" and not info.get("error") and not tasks:
                 out.append(f"{label}: status {info.get('status', 'unknown')}")
         return out
 
@@ -265,9 +265,9 @@ class Nightly:
         kernels = self.meta.get("kernels", {})
         table = pd.DataFrame([{"kernel": k, "status": (kernels.get(k) or {}).get("status", "did not run"),
                                "release": (kernels.get(k) or {}).get("release", "–"),
-                               "cells": len((kernels.get(k) or {}).get("cells", [])),
-                               "failed cells": sum(c.get("status") != "ok"
-                                                   for c in (kernels.get(k) or {}).get("cells", []))}
+                               "tasks": len((kernels.get(k) or {}).get("tasks", [])),
+                               "failed tasks": sum(t.get("status") != "ok"
+                                                   for t in (kernels.get(k) or {}).get("tasks", []))}
                               for k in self.labels])
         lines += ["## Kernels", "", table.to_markdown(index=False) if len(table) else "(none)", ""]
         nights = self.nights_table()
@@ -283,7 +283,7 @@ class Nightly:
     def write(self):
         self.summary = self.markdown()
         (self.run_dir / "summary.md").write_text(self.summary)
-        cases = (junit.cell_cases(self.meta, self.labels) + junit.night_cases(self.nights)
+        cases = (junit.task_cases(self.meta, self.labels) + junit.night_cases(self.nights)
                  + junit.baseline_cases(self.baseline))
         junit.write(self.run_dir / "junit.xml", f"nightly {self.run_id}", cases,
                     timestamp=self.meta.get("started"))

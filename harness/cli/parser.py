@@ -148,13 +148,13 @@ def add_results_commands(sub):
     p.add_argument("--claims", metavar="TOML", help="a file of [[claims]] to check (default: the experiment's)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--noisy-cv", type=float, default=0.05, metavar="CV",
-                   help="call a cell noisy above this coefficient of variation (default 0.05)")
+                   help="call a comparison noisy above this coefficient of variation (default 0.05)")
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_report)
 
     p = sub.add_parser("nightly", help="a night of CI: run the experiment (or take --run), record it "
                        "in the history, compare with stock and with previous nights; writes "
-                       "junit.xml and summary.md; exit 1 on a regression, 5 on a failed kernel or cell",
+                       "junit.xml and summary.md; exit 1 on a regression, 5 on a failed kernel or task",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, multiple=True)
     add_guest_args(p)

@@ -5,7 +5,7 @@ the cache is checked out to commit 1, 2, ... N in turn, so only the files a patc
 mtimes, and each config set keeps one object directory across the patches, so make rebuilds only
 what depends on those files. The source and the cached patched tree are never written to.
 
-A cell (patch k, config) is "ok", "error" (the build failed: first error lines kept) or "config"
+A build (patch k, config) is "ok", "error" (the build failed: first error lines kept) or "config"
 (a requested option is not in the final .config, e.g. an option the series adds in a later patch).
 """
 import re
@@ -83,27 +83,27 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
                 # one cache entry, however it was reached
                 build = Build(step, list(fragments), patches=ids[:k], objdir=_objdir(work, label),
                               **({"jobs": jobs} if jobs else {}))
-                cell = {"index": k, "title": patch.title, "config": label, "status": "ok",
+                outcome = {"index": k, "title": patch.title, "config": label, "status": "ok",
                         "lines": [], "seconds": None, "cached": False, "kernel": None}
                 started = time.monotonic()
                 try:
                     kernel = build.run(lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
-                    cell.update(cached=kernel.info.get("cached", False), kernel=str(kernel.path))
+                    outcome.update(cached=kernel.info.get("cached", False), kernel=str(kernel.path))
                 except BuildError as exc:
-                    cell.update(status="error", lines=_first_lines(exc))
+                    outcome.update(status="error", lines=_first_lines(exc))
                 except UserError as exc:
-                    cell.update(status="config", lines=_first_lines(exc))
-                cell["seconds"] = round(time.monotonic() - started, 1)
-                say(f"patch {k}/{n} [{label}]: {cell['status']} in {cell['seconds']} s")
-                results.append(cell)
+                    outcome.update(status="config", lines=_first_lines(exc))
+                outcome["seconds"] = round(time.monotonic() - started, 1)
+                say(f"patch {k}/{n} [{label}]: {outcome['status']} in {outcome['seconds']} s")
+                results.append(outcome)
     return results
 
 
 def table(results):
-    """patch x config -> ok / error / config, then the first lines of each failing cell."""
+    """patch x config -> ok / error / config, then the first lines of each failing build."""
     labels = list(dict.fromkeys(r["config"] for r in results))
     patches = list(dict.fromkeys((r["index"], r["title"]) for r in results))
-    cells = {(r["index"], r["config"]): r for r in results}
+    outcomes = {(r["index"], r["config"]): r for r in results}
 
     def show(r):
         if r is None:
@@ -113,7 +113,7 @@ def table(results):
     rows = [("#", "patch", *labels)]
     for index, title in patches:
         title = title if len(title) <= 50 else title[:47] + "..."
-        rows.append((str(index), title, *(show(cells.get((index, label))) for label in labels)))
+        rows.append((str(index), title, *(show(outcomes.get((index, label))) for label in labels)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in rows]
     for r in results:

@@ -129,7 +129,7 @@ class Workload:
                         ignore=shutil.ignore_patterns("__pycache__"))
         (dest / self.name).mkdir(parents=True)
         shutil.copy(self.dir / self.manifest["driver"], dest / self.name)
-        if self._built is None:     # built (or found in the cache) once, not again for every cell
+        if self._built is None:     # built (or found in the cache) once, not again for every task
             self._built = ([self.library()] if self.manifest.get("sources") else []) + self.artifacts()
         for path in self._built:
             shutil.copy(path, dest / self.name)

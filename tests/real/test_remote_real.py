@@ -205,8 +205,8 @@ def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_f
         assert len(mine) == len(theirs) == 2
         assert [set(r) - {"host", "from_run"} for r in mine] == [set(r) - {"host"} for r in theirs]
         assert [r["mib"] for r in mine] == [r["mib"] for r in theirs] and mine[0]["kernel"] == label
-        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["cells"]) == \
-               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["cells"])
+        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["tasks"]) == \
+               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["tasks"])
 
 
 def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file, tmp_path, capfd):

@@ -239,7 +239,7 @@ def test_verdict_from_the_held_fork_covers_its_size():
     import pandas as pd
 
     def rec(kernel, size, rep, **evidence):
-        return {"kernel": kernel, "workload": "fork-latency", "run_id": "r", "cell": "2:fork-latency",
+        return {"kernel": kernel, "workload": "fork-latency", "run_id": "r", "task": "2:fork-latency",
                 "size_mib": size, "rep": rep, "fork_ns": 1e6, "cow_pte_requested": True, **evidence}
     held = {"config_cow_pte": "y", "prctl_ret": 0, "pagetables_delta_kb": 8}
     rows = [rec("patched", 1, 0, parent_vmpte_kb=72, **held), rec("patched", 1, 1),
@@ -255,7 +255,7 @@ def test_verdict_from_the_held_fork_covers_its_size():
 
 def test_value_copied_into_every_round_counts_once(run):
     _, df = stats.load_run(run)
-    df.loc[df["workload"] == "fault-latency", "cell"] = "3:fault-latency"
+    df.loc[df["workload"] == "fault-latency", "task"] = "3:fault-latency"
     df.loc[df["workload"] == "fault-latency", "fork_ns"] = 123.0     # the one evidence fork
     part = df[(df["workload"] == "fault-latency") & (df["condition"] == "stock: fork")]
     assert len(stats.values(part, "fork_ns")) == 1
@@ -264,7 +264,7 @@ def test_value_copied_into_every_round_counts_once(run):
 
 def test_ratio_claim_divides_by_the_plain_fork_of_the_same_kernel():
     import pandas as pd
-    rows = [{"kernel": k, "workload": "afl", "run_id": "r", "cell": f"{i}:afl", "execs_per_sec": v,
+    rows = [{"kernel": k, "workload": "afl", "run_id": "r", "task": f"{i}:afl", "execs_per_sec": v,
              "cow_pte_requested": cow, "cow_pte": "active" if cow else "off"}
             for i, (k, cow, v) in enumerate([("stock", False, 200.0), ("patched", False, 100.0),
                                              ("patched", True, 97.5)])]

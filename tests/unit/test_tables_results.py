@@ -42,7 +42,7 @@ def test_resume_sets_aside_the_cut_boot_and_keeps_the_finished_one(tmp_path):
     append = store.appender("a", "bench")
     for boot in (1, 2):
         store.set_boot("a", boot, {"status": "ok" if boot == 1 else "interrupted"})
-        store.metadata["kernels"]["a"].setdefault("cells", []).append({"cell": "1:bench", "boot": boot})
+        store.add_task("a", {"task": "1:bench", "boot": boot})
         append({"boot": boot, "x": 1})
     (store.boot_dir("a", 2) / "console.log").write_text("boot 2\n")
     again = RunStore("r", root=tmp_path)
@@ -55,4 +55,4 @@ def test_resume_sets_aside_the_cut_boot_and_keeps_the_finished_one(tmp_path):
     assert _json.loads((aside / "bench.jsonl").read_text())["boot"] == 2
     assert (aside / "boot-2" / "console.log").exists()
     assert list(again.metadata["kernels"]["a"]["boots"]) == ["1"]
-    assert [c["boot"] for c in again.metadata["kernels"]["a"]["cells"]] == [1]
+    assert [t["boot"] for t in again.tasks("a")] == [1]
