@@ -15,10 +15,9 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
-from harness import paths
+from harness import paths, tools
 from harness.errors import InfraError, UserError
 
 
@@ -28,10 +27,11 @@ def new_run_id():
 
 
 def harness_sha():
-    proc = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    sha = proc.stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    if not tools.which("git"):
+        return "unknown"
+    sha = tools.run(["git", "-C", paths.ROOT, "rev-parse", "HEAD"], check=False).stdout.strip() or "unknown"
+    dirty = tools.run(["git", "-C", paths.ROOT, "status", "--porcelain", "--untracked-files=no"],
+                      check=False).stdout.strip()
     return sha + ("-dirty" if dirty else "")
 
 

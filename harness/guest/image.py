@@ -136,9 +136,9 @@ class GuestImage:
         keyfile.parent.mkdir(parents=True, exist_ok=True)
         keyfile.unlink(missing_ok=True)
         tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
-        pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)])
+        pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)]).stdout
         host_key = next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
-        packages = tools.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"])
+        packages = tools.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"]).stdout
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
             lists.unlink()

@@ -5,12 +5,9 @@ successful SSH handshake, never a sleep. Every wait checks for a panic on the co
 having exited, and for its deadline, so a guest that panics or hangs ends in a typed error with the
 console's tail, and QEMU is always killed (it also dies with the harness: PR_SET_PDEATHSIG).
 """
-import ctypes
 import os
 import re
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,14 +17,9 @@ from harness.errors import GuestError, GuestPanic, GuestTimeout, InfraError
 from harness.guest.ssh import SSHChannel, authkey_arg, new_client_key
 from harness.guest.target import Target
 
-PR_SET_PDEATHSIG = 1
 READY_GRACE = 30        # seconds from QEMU's start, without the image's ready line, before the
 READY_AFTER_INIT = 5    # port is probed anyway; or seconds from init (a kernel message printed in
                         # the middle of the ready line hides it from the console's reader)
-
-
-def _die_with_parent():
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port():
@@ -132,9 +124,7 @@ class Machine(Target):
             marks["listening"] = re.compile(re.escape(self.image.ready_line))
         self.watcher = console.Watcher(self.console_log, self.qemu_log, marks=marks).start()
         self.started = time.monotonic()
-        with open(self.qemu_log, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         preexec_fn=_die_with_parent)
+        self.proc = tools.start(self.argv, self.qemu_log)
         return self
 
     def check(self):
@@ -212,15 +202,9 @@ class Machine(Target):
             time.sleep(0.05)
 
     def stop(self):
-        if self.guest:
-            self.channel.close()
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.close()
+        if self.proc:
+            tools.stop(self.proc)
         if self.watcher:
             self.watcher.stop()
 
@@ -240,9 +224,8 @@ def boot_probe(a, accel, kernel_image, workdir, timeout):
     argv = qemu_argv(a, accel, kernel_image, "console=ttyS0 panic=-1", workdir, 256, 1)
     qlog = workdir / "qemu.log"
     (workdir / "console.log").write_bytes(b"")     # never judge by an earlier probe's log
-    with open(qlog, "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                preexec_fn=_die_with_parent)
+    qlog.write_bytes(b"")
+    proc = tools.start(argv, qlog)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -256,9 +239,7 @@ def boot_probe(a, accel, kernel_image, workdir, timeout):
             time.sleep(0.05)
         return False, f"no boot within {timeout} s"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        tools.stop(proc, grace=0)
 
 
 def _kvm_opens():

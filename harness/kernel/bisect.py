@@ -9,7 +9,6 @@ A build (patch k, config) is "ok", "error" (the build failed: first error lines 
 (a requested option is not in the final .config, e.g. an option the series adds in a later patch).
 """
 import re
-import shutil
 import time
 
 from harness import cache
@@ -19,24 +18,6 @@ from harness.kernel.build import Build
 from harness.errors import BuildError, InfraError, UserError
 
 FIRST_LINES = 12
-
-
-_git = series_mod.git
-
-
-def _worktree(source, tree, commit):
-    """The scratch worktree at tree, checked out (forcibly, detached) at commit."""
-    if (tree / ".git").exists():
-        proc = _git(tree, "checkout", "-q", "-f", "--detach", commit)
-        if proc.returncode == 0:
-            return
-    _git(source.path, "worktree", "remove", "--force", "--force", str(tree))
-    shutil.rmtree(tree, ignore_errors=True)
-    _git(source.path, "worktree", "prune")
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    add = _git(source.path, "worktree", "add", "-q", "--detach", str(tree), commit)
-    if add.returncode != 0:
-        raise InfraError(f"git worktree add {tree} failed: {add.stderr.strip()}")
 
 
 def _objdir(work, label):
@@ -59,7 +40,7 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
     """
     say = progress or (lambda msg: None)
     patched, _ = series_mod.apply(series, source)
-    commits = _git(patched.path, "rev-list", "--reverse", f"{source.commit}..HEAD").stdout.split()
+    commits = sources.git_out(patched.path, "rev-list", "--reverse", f"{source.commit}..HEAD").split()
     if len(commits) != len(series.patches):
         raise InfraError(f"{patched.path} has {len(commits)} commits on top of {source.commit}, "
                          f"expected one per patch ({len(series.patches)})")
@@ -71,12 +52,8 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
     with cache.locked("bisect", name):
         for patch, commit in zip(series.patches, commits):
             k, n = patch.index, len(series.patches)
-            _worktree(source, tree, commit)
-            # The id of patches 1..k applied; for k == N it is the patched tree's own id.
-            step = sources.SourceTree(
-                id=f"{source.id}+{cache.digest('series', ids[:k])[:8]}", path=tree,
-                spec=f"{source.spec} + {series.spec} (patches 1-{k})",
-                version=sources.kernel_version(tree), commit=commit)
+            series_mod.worktree(source, tree, commit)
+            step = series_mod.prefix_tree(source, series, k, tree, commit)
             for label, fragments in fragment_sets.items():
                 say(f"patch {k}/{n} [{label}]: building")
                 # patches 1..k, as a run that applies them records them: the same kernel is

@@ -5,7 +5,6 @@ const structs and git history) with its default options, the Signed-off-by check
 reads each patch's counts from the `total: N errors, M warnings, ...` line.
 """
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -36,13 +35,10 @@ def _parse(output):
 def _check(script, source_path, patch, tmp):
     mail = Path(tmp) / f"{patch.index:04d}.patch"
     mail.write_text(patch.text)
-    argv = [tools.require("perl"), str(script), str(mail)]
     try:
-        proc = subprocess.run(argv, cwd=source_path, capture_output=True, text=True, errors="replace",
-                              timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise InfraError(f"checkpatch.pl took more than {TIMEOUT} s on patch {patch.index} "
-                         f"'{patch.title}'") from None
+        proc = tools.run(["perl", str(script), str(mail)], cwd=source_path, check=False, timeout=TIMEOUT)
+    except InfraError as exc:
+        raise InfraError(f"checkpatch.pl on patch {patch.index} '{patch.title}': {exc}") from None
     parsed = _parse(proc.stdout)
     if parsed is None or proc.returncode not in (0, 1):
         why = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1][:300]

@@ -6,11 +6,10 @@ any requested option did not land, naming the option, why (unknown symbol or unm
 the 'depends on' lines from the kernel's own Kconfig.
 """
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths
+from harness import paths, tools
 from harness.errors import UserError
 
 SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
@@ -66,9 +65,8 @@ def requested(fragments):
 def _kconfig_entry(srctree, symbol):
     """The Kconfig lines defining symbol (without CONFIG_), or None if the kernel has no such symbol."""
     name = symbol[len("CONFIG_"):]
-    proc = subprocess.run(["git", "-C", str(srctree), "grep", "-n", "-E",
-                           rf"^\s*(menu)?config\s+{name}\s*$", "--", "*Kconfig*"],
-                          capture_output=True, text=True)
+    proc = tools.run(["git", "-C", str(srctree), "grep", "-n", "-E",
+                      rf"^\s*(menu)?config\s+{name}\s*$", "--", "*Kconfig*"], check=False)
     hits = proc.stdout.splitlines()
     if not hits:
         return None

@@ -17,10 +17,8 @@ import email
 import hashlib
 import json
 import mailbox
-import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from email.header import decode_header, make_header
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from harness import cache, tools
 from harness.kernel import sources
+from harness.kernel.sources import git
 from harness.errors import InfraError, UserError
 
 B4_TIMEOUT = 60  # seconds; b4 only ever talks to lore
@@ -256,10 +255,11 @@ def _order(mails):
 
 
 def _run_b4(args, cwd):
+    """b4's CompletedProcess, or None when it took more than B4_TIMEOUT seconds."""
+    tools.require("b4")
     try:
-        return subprocess.run([tools.which("b4") or "b4", "-n", *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=B4_TIMEOUT)
-    except subprocess.TimeoutExpired:
+        return tools.run(["b4", "-n", *args], cwd=cwd, check=False, timeout=B4_TIMEOUT)
+    except InfraError:
         return None
 
 
@@ -325,16 +325,6 @@ class ApplyReport:
                          for a, b, c, d in rows)
 
 
-def _env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_DIR", "GIT_WORK_TREE"))}
-
-
-def git(repo, *args, input=None, check=False):
-    return tools.run(["git", "-C", str(repo), *sources.GIT_ID, *args], input=input, check=check,
-                     env=_env())
-
-
 def _dry_run(tree, body):
     """GNU patch's view of one patch: (returncode, offsets, fuzz, failures) as 'file: hunk' texts."""
     proc = tools.run(["patch", "-p1", "--dry-run", "-f"], cwd=tree, input=body, check=False)
@@ -358,7 +348,7 @@ def _apply_one(tree, patch):
     """Apply one patch as a commit; return its PatchResult."""
     body = _body(patch.text)
     code, offsets, fuzz, failed = _dry_run(tree, body)
-    am = git(tree, *_AM, "-q", input=patch.text)
+    am = git(tree, *_AM, "-q", input=patch.text, check=False)
     if am.returncode == 0:
         status = "applied with offset" if offsets else "applied"
         return PatchResult(patch.index, patch.title, status, "; ".join(offsets))
@@ -366,10 +356,10 @@ def _apply_one(tree, patch):
         # git am does not fuzz; GNU patch does, and git am then commits it with the mail's metadata.
         done = tools.run(["patch", "-p1", "-f", "-s", "--no-backup-if-mismatch"], cwd=tree,
                          input=body, check=False)
-        if done.returncode == 0 and git(tree, "add", "-A", "-f").returncode == 0 and \
-                git(tree, *_AM, "--continue").returncode == 0:
+        if done.returncode == 0 and git(tree, "add", "-A", "-f", check=False).returncode == 0 and \
+                git(tree, *_AM, "--continue", check=False).returncode == 0:
             return PatchResult(patch.index, patch.title, "applied with fuzz", "; ".join(fuzz + offsets))
-    git(tree, "am", "--abort")
+    git(tree, "am", "--abort", check=False)
     detail = "; ".join(failed) or \
         ((am.stderr or am.stdout).strip().splitlines() or ["git am failed"])[0][:200]
     return PatchResult(patch.index, patch.title, "failed", detail)
@@ -378,15 +368,36 @@ def _apply_one(tree, patch):
 def _drop(source, tree):
     """Remove a worktree of source, registered or not."""
     if tree.exists():
-        git(source.path, "worktree", "remove", "--force", "--force", str(tree))
+        git(source.path, "worktree", "remove", "--force", "--force", str(tree), check=False)
         shutil.rmtree(tree, ignore_errors=True)
-    git(source.path, "worktree", "prune")
+    git(source.path, "worktree", "prune", check=False)
+
+
+def worktree(source, tree, commit):
+    """A git worktree of source at `tree`, checked out (forcibly, detached) at commit; one that is
+    there already is reused."""
+    if (tree / ".git").exists() and \
+            git(tree, "checkout", "-q", "-f", "--detach", commit, check=False).returncode == 0:
+        return
+    _drop(source, tree)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    add = git(source.path, "worktree", "add", "-q", "--detach", str(tree), commit, check=False)
+    if add.returncode != 0:
+        raise InfraError(f"git worktree add {tree} of {source.path} failed: {add.stderr.strip()}")
+
+
+def prefix_tree(source, series, k, tree, commit):
+    """The tree at `tree` as patches 1..k of the series applied to source: its id is the one every
+    way of reaching those patches gives (k = all of them: the patched tree's, the same cache entry)."""
+    ids = patch_ids(series)[:k]
+    whole = k == len(series.patches)
+    return sources.SourceTree(id=f"{source.id}+{cache.digest('series', ids)[:8]}", path=tree,
+                              spec=f"{source.spec} + {series.spec}" + ("" if whole else f" (patches 1-{k})"),
+                              version=sources.kernel_version(tree), commit=commit)
 
 
 def _patched(tree, source, series, commit):
-    return sources.SourceTree(id=f"{source.id}+{series.id[:8]}", path=tree,
-                              spec=f"{source.spec} + {series.spec}",
-                              version=sources.kernel_version(tree), commit=commit)
+    return prefix_tree(source, series, len(series.patches), tree, commit)
 
 
 def apply(series, source):
@@ -398,7 +409,7 @@ def apply(series, source):
     with cache.locked("tree", final.name):
         if saved.exists() and (final / ".git").exists():
             data = json.loads(saved.read_text())
-            head = git(final, "rev-parse", "HEAD").stdout.strip()
+            head = git(final, "rev-parse", "HEAD", check=False).stdout.strip()
             if head == data["commit"]:
                 results = [PatchResult(**r) for r in data["results"]]
                 return _patched(final, source, series, head), ApplyReport(series, results, True)
@@ -407,9 +418,7 @@ def apply(series, source):
         scratch = final.with_name(final.name + ".partial")
         _drop(source, scratch)
         try:
-            add = git(source.path, "worktree", "add", "-q", "--detach", str(scratch), source.commit)
-            if add.returncode != 0:
-                raise InfraError(f"git worktree add for {source.path} failed: {add.stderr.strip()}")
+            worktree(source, scratch, source.commit)
             results = []
             for patch in series.patches:
                 if results and results[-1].status in ("failed", "not tried"):
@@ -424,8 +433,8 @@ def apply(series, source):
                                 f"{bad.detail}", log_tail=report.table())
                 err.report = report
                 raise err
-            commit = git(scratch, "rev-parse", "HEAD", check=True).strip()
-            moved = git(source.path, "worktree", "move", str(scratch), str(final))
+            commit = sources.git_out(scratch, "rev-parse", "HEAD")
+            moved = git(source.path, "worktree", "move", str(scratch), str(final), check=False)
             if moved.returncode != 0:
                 raise InfraError(f"git worktree move to {final} failed: {moved.stderr.strip()}")
         except BaseException:

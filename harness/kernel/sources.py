@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -56,8 +55,17 @@ def kernel_version(tree):
     return version + fields.get("EXTRAVERSION", "")
 
 
-def git(repo, *args, **kw):
-    return tools.run(["git", "-C", str(repo), *GIT_ID, *args], **kw).strip()
+def git(repo, *args, input=None, check=True):
+    """git in repo, as the harness's own identity and never steered by the caller's GIT_DIR,
+    GIT_WORK_TREE or author variables; the CompletedProcess (harness.tools.run)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_DIR", "GIT_WORK_TREE"))}
+    return tools.run(["git", "-C", str(repo), *GIT_ID, *args], input=input, check=check, env=env)
+
+
+def git_out(repo, *args):
+    """What git prints, stripped (a failure is an InfraError)."""
+    return git(repo, *args).stdout.strip()
 
 
 def resolve(spec):
@@ -91,8 +99,8 @@ def _lookup(request_key, spec):
 
 
 def _tree(path, spec):
-    commit = git(path, "rev-parse", "HEAD")
-    tree = git(path, "rev-parse", "HEAD^{tree}")
+    commit = git_out(path, "rev-parse", "HEAD")
+    tree = git_out(path, "rev-parse", "HEAD^{tree}")
     version = kernel_version(path)
     return SourceTree(id=f"{version}-{tree[:12]}", path=path, spec=spec, version=version, commit=commit)
 
@@ -115,7 +123,7 @@ def _import(request_key, spec, fill):
                 # -f: the tree as given, whatever its .gitignore says (Debian's ignores everything).
                 git(scratch, "add", "-A", "-f")
                 git(scratch, "commit", "-q", "--no-verify", "-m", f"import {spec}")
-            tree = git(scratch, "rev-parse", "HEAD^{tree}")
+            tree = git_out(scratch, "rev-parse", "HEAD^{tree}")
             final = base / tree
             if (final / ".git").exists():
                 shutil.rmtree(scratch)
@@ -152,7 +160,7 @@ def _local(spec):
     if (path / ".git").exists():
         try:
             # A commit that includes uncommitted changes to tracked files (or HEAD when clean).
-            snap = git(path, "stash", "create") or git(path, "rev-parse", "HEAD")
+            snap = git_out(path, "stash", "create") or git_out(path, "rev-parse", "HEAD")
         except InfraError:
             snap = None   # e.g. a partial clone missing blobs: take the files as they are
     else:
@@ -161,10 +169,7 @@ def _local(spec):
         key = cache.digest("local-git", str(path), snap)
 
         def fill(dest):
-            archive = subprocess.Popen(["git", "-C", str(path), "archive", snap], stdout=subprocess.PIPE)
-            untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
-            archive.stdout.close()
-            if archive.wait() != 0 or untar.returncode != 0:
+            if not tools.pipe(["git", "-C", str(path), "archive", snap], ["tar", "-x", "-C", str(dest)]):
                 raise InfraError(f"git archive of {path} failed")
     else:
         listing = []
@@ -177,11 +182,8 @@ def _local(spec):
         key = cache.digest("local-dir", str(path), listing)
 
         def fill(dest):
-            pack = subprocess.Popen(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
-                                    stdout=subprocess.PIPE)
-            unpack = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=pack.stdout)
-            pack.stdout.close()
-            if pack.wait() != 0 or unpack.returncode != 0:
+            if not tools.pipe(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
+                              ["tar", "-x", "-C", str(dest)]):
                 raise InfraError(f"copying {path} into the cache failed")
     return _lookup(key, spec) or _import(key, spec, fill)
 

@@ -95,6 +95,14 @@ def test_nothing_outside_the_target_touches_the_ssh_channel():
             assert not reach.search(path.read_text()), f"{path} reaches into the SSH channel"
 
 
+def test_host_commands_run_only_through_tools():
+    """harness.tools is the one place where host commands start (process handling, logging and
+    missing-tool errors live there)."""
+    users = sorted(name for name, path in MODULES.items()
+                   if "subprocess" in imports(path) and name != "harness.tools")
+    assert users == []
+
+
 def test_no_workload_is_named_in_the_generic_pipeline():
     """What a workload needs (its table, its COW PTE evidence) comes from its manifest."""
     names = [p.parent.name for p in (paths.ROOT / "workloads").glob("*/manifest.toml")]

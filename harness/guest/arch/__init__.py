@@ -27,7 +27,7 @@ def host_tsc_khz():
     proc = tools.run(["gcc", "-O2", "-o", str(binary), str(source)], check=False)
     if proc.returncode != 0:
         raise BuildError("cannot compile the TSC rate probe", log_tail=proc.stderr)
-    khz = int(tools.run([str(binary)]).strip())
+    khz = int(tools.run([str(binary)]).stdout.strip())
     known.parent.mkdir(parents=True, exist_ok=True)
     known.write_text(f"{khz}\n")
     return khz
