@@ -31,8 +31,15 @@ def _first_lines(exc):
     return lines[:FIRST_LINES]
 
 
-def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
-    """Build patches 1..k for every k and every config set; one dict per (patch, config).
+def describe(outcome):
+    """One line about a finished build: 'patch 2/3 [COW_PTE=y]: ok in 12.0 s'."""
+    return (f"patch {outcome['index']}/{outcome['of']} [{outcome['config']}]: "
+            f"{outcome['status']} in {outcome['seconds']} s")
+
+
+def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on_outcome=None):
+    """Build patches 1..k for every k and every config set; one dict per (patch, config), each
+    also given to on_outcome as soon as it is known (progress gets free-text messages).
 
     fragment_sets: {label: [kconfig.Fragment, ...]}. A build failure or a config refusal is a
     result, not an exception; only a broken machine (InfraError) or a series that does not apply
@@ -60,7 +67,7 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
                 # one cache entry, however it was reached
                 build = Build(step, list(fragments), patches=ids[:k], objdir=_objdir(work, label),
                               **({"jobs": jobs} if jobs else {}))
-                outcome = {"index": k, "title": patch.title, "config": label, "status": "ok",
+                outcome = {"index": k, "of": n, "title": patch.title, "config": label, "status": "ok",
                         "lines": [], "seconds": None, "cached": False, "kernel": None}
                 started = time.monotonic()
                 try:
@@ -71,7 +78,9 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None):
                 except UserError as exc:
                     outcome.update(status="config", lines=_first_lines(exc))
                 outcome["seconds"] = round(time.monotonic() - started, 1)
-                say(f"patch {k}/{n} [{label}]: {outcome['status']} in {outcome['seconds']} s")
+                say(describe(outcome))
+                if on_outcome:
+                    on_outcome(outcome)
                 results.append(outcome)
     return results
 
