@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import inference, plots, stats
+from harness.analysis import inference, plots, stats, units
 
 TOLERANCE = 0.10
 
@@ -37,11 +37,11 @@ ICOUNT_TEXT = ("timing mode icount: QEMU ran one vCPU whose clock advances with 
 
 def display_unit(unit, values):
     """(divisor, unit) to show time metrics in a readable unit; others as they are."""
-    if unit in stats.TIME_UNITS and len(values):
-        top = np.nanmedian(np.abs(values)) * stats.TIME_UNITS[unit]
+    if unit in units.TIME_UNITS and len(values):
+        top = np.nanmedian(np.abs(values)) * units.TIME_UNITS[unit]
         for name in ("s", "ms", "us", "ns"):
-            if top >= stats.TIME_UNITS[name] or name == "ns":
-                return (stats.TIME_UNITS[name] / stats.TIME_UNITS[unit],
+            if top >= units.TIME_UNITS[name] or name == "ns":
+                return (units.TIME_UNITS[name] / units.TIME_UNITS[unit],
                         name.replace("us", "µs") + TIME_NOTE["suffix"])
     return 1.0, unit
 
@@ -170,9 +170,9 @@ def check_claims(claims, df, metas):
                          "status": judge(claim["value"], got, tol)})
             continue
         got = claim_median(claim, df, metas)
-        got = None if got is None else stats.convert(got, unit, claim.get("unit", unit))
+        got = None if got is None else units.convert(got, unit, claim.get("unit", unit))
         shown = "–" if got is None else f"{num(got)} {claim.get('unit', unit)}"
-        if stats.is_time(claim.get("unit", unit)) and not kvm:
+        if units.is_time(claim.get("unit", unit)) and not kvm:
             key = (claim["workload"], claim["metric"], row["params"])
             pairs.setdefault(key, {})[row["condition"]] = claim
             rows.append({**row, "measured": shown, "status": "not comparable here",
@@ -183,8 +183,8 @@ def check_claims(claims, df, metas):
         if "fork" not in pair or "cow-pte" not in pair:
             continue
         fork, cow = pair["fork"], pair["cow-pte"]
-        claimed = (cow["value"] * stats.TIME_UNITS[cow.get("unit", "ns")]
-                   / (fork["value"] * stats.TIME_UNITS[fork.get("unit", "ns")]))
+        claimed = (cow["value"] * units.TIME_UNITS[cow.get("unit", "ns")]
+                   / (fork["value"] * units.TIME_UNITS[fork.get("unit", "ns")]))
         cow_condition = claim_condition(cow, df, metas)
         a = claim_median(cow, df, metas, cow_condition)
         b = claim_median(fork, df, metas, plain_fork_of(cow_condition, df, metas))

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.measure import activity
-from harness.analysis import inference
+from harness.analysis import inference, units
 from harness import paths
 from harness.results import timing_mode
 from harness.errors import UserError
@@ -35,9 +35,6 @@ BOOT_UNIT = ("run_id", "from_run", "kernel", "host", "boot")
 AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
 SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB", "_per_s": "/s"}
 
-TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
-SIZE_UNITS = {"B": 1, "bytes": 1, "kB": 1024, "KiB": 1024, "KB": 1024, "MB": 1e6, "MiB": 2**20,
-              "GB": 1e9, "GiB": 2**30}
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -280,17 +277,6 @@ def cliffs_delta(base, cand):
     return float(diff.mean())
 
 
-def direction_words(unit):
-    u = (unit or "").strip()
-    if "/" in u or u.lower().startswith("per"):
-        return "higher", "lower"
-    if u in TIME_UNITS:
-        return "slower", "faster"
-    if u in SIZE_UNITS or u == "pages":
-        return "larger", "smaller"
-    return "higher", "lower"
-
-
 def cv(x):
     mean = np.mean(x)
     return float(np.std(x, ddof=1) / mean) if len(x) > 1 and mean else 0.0
@@ -372,7 +358,7 @@ def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
         return "not enough data"
     practical = row.get("practical", PRACTICAL)
     change = row["ratio"] - 1
-    up, down = direction_words(unit)
+    up, down = units.direction_words(unit)
     if row["q_value"] < alpha and abs(change) >= practical:
         verdict = up if change > 0 else down
     elif row["q_value"] < alpha:
@@ -471,20 +457,6 @@ def adjust_comparable(table, method, noisy_cv=0.05):
 
 
 # -- units -------------------------------------------------------------------------------------
-
-def convert(value, unit, to):
-    """value in unit expressed in unit `to` (time or size units); None when they do not convert."""
-    if unit == to:
-        return value
-    for table in (TIME_UNITS, SIZE_UNITS):
-        if unit in table and to in table:
-            return value * table[unit] / table[to]
-    return None
-
-
-def is_time(unit):
-    return unit in TIME_UNITS
-
 
 def median_ci(x, resamples=2000, seed=0):
     """Bootstrap 95% CI of the median of x."""

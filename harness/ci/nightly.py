@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from harness.analysis import inference, report, stats
+from harness.analysis import inference, report, stats, units
 from harness.ci import junit
 from harness import ui
 from harness.errors import UserError
@@ -28,12 +27,11 @@ OK, REGRESSION, FAILED = 0, 1, 5
 
 
 def higher_is_worse(unit):
-    u = (unit or "").strip()
-    return not ("/" in u or u.lower().startswith("per"))
+    return not units.is_rate(unit)
 
 
 def worse_word(unit):
-    up, down = stats.direction_words(unit)
+    up, down = units.direction_words(unit)
     return up if higher_is_worse(unit) else down
 
 

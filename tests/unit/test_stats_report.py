@@ -6,7 +6,7 @@ import pytest
 
 from harness.measure import activity
 from harness import paths
-from harness.analysis import plots, report, stats
+from harness.analysis import plots, report, stats, units
 from harness.errors import UserError
 
 SIZES = (1, 16, 256)
@@ -159,9 +159,9 @@ def test_verdicts_ci_and_conditions(run):
 
 
 def test_direction_words_follow_units():
-    assert stats.direction_words("ns") == ("slower", "faster")
-    assert stats.direction_words("kB") == ("larger", "smaller")
-    assert stats.direction_words("/s") == ("higher", "lower")
+    assert units.direction_words("ns") == ("slower", "faster")
+    assert units.direction_words("kB") == ("larger", "smaller")
+    assert units.direction_words("/s") == ("higher", "lower")
     small = stats.compare_samples([1, 2], [3, 4, 5], "ns")
     assert small["verdict"] == "not enough data"
     mem = stats.compare_samples([100] * 5, [10] * 5, "kB", resamples=200)
