@@ -78,7 +78,7 @@ class Run:
                 self.one_slot(plan, built, b, label)
         self.store.update(design=plan.as_dict())
         for label in built:
-            self.settle_kernel(label, boot)
+            self.set_kernel_status(label, boot)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
         self.compare()
@@ -145,7 +145,7 @@ class Run:
     def skip_all(self, label):
         return all((label, n) in self.skip for n in range(1, self.exp.boots + 1))
 
-    def settle_kernel(self, label, boots, final=True):
+    def set_kernel_status(self, label, boots, final=True):
         """A kernel is ok when every one of its boots is; failed when one failed (or, at the end,
         did not finish); running while boots are still to come."""
         info = self.store.kernel_info(label)
@@ -282,7 +282,7 @@ class Run:
         tasks = self.store.tasks(label, boot)
         info["status"] = "failed" if boot_hits or any(t["status"] != "ok" for t in tasks) else "ok"
         self.store.set_boot(label, boot, info)
-        self.settle_kernel(label, self.exp.boots, final=False)
+        self.set_kernel_status(label, self.exp.boots, final=False)
 
     def boot(self, spec, kernel, image, chosen, boot=1, attempts=5):
         """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time

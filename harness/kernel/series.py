@@ -415,9 +415,8 @@ def apply(series, source):
                 return _patched(final, source, series, head), ApplyReport(series, results, True)
         saved.unlink(missing_ok=True)
         _drop(source, final)
-        scratch = final.with_name(final.name + ".partial")
-        _drop(source, scratch)
-        try:
+        with cache.scratch(final.with_name(final.name + ".partial"), remove=lambda p: _drop(source, p),
+                           make=False) as scratch:
             worktree(source, scratch, source.commit)
             results = []
             for patch in series.patches:
@@ -436,11 +435,8 @@ def apply(series, source):
             commit = sources.git_out(scratch, "rev-parse", "HEAD")
             moved = git(source.path, "worktree", "move", str(scratch), str(final), check=False)
             if moved.returncode != 0:
+                _drop(source, final)
                 raise InfraError(f"git worktree move to {final} failed: {moved.stderr.strip()}")
-        except BaseException:
-            _drop(source, scratch)
-            _drop(source, final)
-            raise
         tmp = saved.with_name(saved.name + ".partial")
         tmp.write_text(json.dumps({"source": source.id, "series": series.id, "commit": commit,
                                    "results": [asdict(r) for r in results]}, indent=1) + "\n")

@@ -112,27 +112,20 @@ def _import(request_key, spec, fill):
         if found:
             return found
         base = cache.root() / "sources"
-        scratch = base / f"import-{request_key}.partial"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        try:
-            fill(scratch)
-            kernel_version(scratch)
-            if not (scratch / ".git").exists():
-                git(scratch, "init", "-q")
+        with cache.scratch(base / f"import-{request_key}.partial") as work:
+            fill(work)
+            kernel_version(work)
+            if not (work / ".git").exists():
+                git(work, "init", "-q")
                 # -f: the tree as given, whatever its .gitignore says (Debian's ignores everything).
-                git(scratch, "add", "-A", "-f")
-                git(scratch, "commit", "-q", "--no-verify", "-m", f"import {spec}")
-            tree = git_out(scratch, "rev-parse", "HEAD^{tree}")
-            final = base / tree
-            if (final / ".git").exists():
-                shutil.rmtree(scratch)
-            else:
-                shutil.rmtree(final, ignore_errors=True)
-                scratch.rename(final)
-        except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
+                git(work, "add", "-A", "-f")
+                git(work, "commit", "-q", "--no-verify", "-m", f"import {spec}")
+            tree = git_out(work, "rev-parse", "HEAD^{tree}")
+        final = base / tree
+        if (final / ".git").exists():
+            shutil.rmtree(work)             # the same tree, reached another way: one entry
+        else:
+            cache.move_into_place(work, final)
         idx = _index_path(request_key)
         idx.parent.mkdir(parents=True, exist_ok=True)
         idx.write_text(tree + "\n")
