@@ -1,5 +1,9 @@
 import json
+import os
+import re
+import subprocess
 
+from harness import paths
 from harness.analysis import tables
 from harness.results import RunStore
 
@@ -30,7 +34,11 @@ def test_run_store_writes_as_it_goes(tmp_path):
     store.update_kernel("stock", status="ok")
     meta = json.loads((tmp_path / "r1" / "metadata.json").read_text())
     assert meta["kernels"]["stock"]["status"] == "ok"
-    assert meta["harness_sha"] and meta["host"]["cpus"]
+    # the checkout's own commit (never the "unknown" fallback: the tests run in a git checkout)
+    head = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert re.fullmatch(re.escape(head) + "(-dirty)?", meta["harness_sha"]), meta["harness_sha"]
+    assert meta["host"]["cpus"] == os.cpu_count()
     # reopening the run keeps what was there
     assert RunStore("r1", root=tmp_path).records("stock", "fork-memory") == [{"a": 1}]
 
