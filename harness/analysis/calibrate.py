@@ -97,7 +97,26 @@ def analyse(run_dir, effect=0.05):
         seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
         result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
     result["detected_after_boots"] = steady(result["power"])
+    result["needed"] = needed(df, effect)
     return result
+
+
+def needed(df, effect, power=0.8):
+    """Per judged group: the spread of log per-boot medians (A and B pooled) and the boots per
+    label the boot-level test needs to see `effect` with that power at that spread."""
+    rows = []
+    for workload, names in METRICS.items():
+        for params, part in stats.groups(df, workload):
+            for metric in names:
+                sides = [stats.boot_values(part[part["condition"] == f"{lab}: {stats.PLAIN}"], metric)
+                         for lab in ("A", "B")]
+                logs = [np.log(inference.boot_medians(b)) for b in sides if len(b) >= 2]
+                if len(logs) < 2 or not all(np.isfinite(x).all() for x in logs):
+                    continue
+                sd = float(np.sqrt(np.mean([np.var(x, ddof=1) for x in logs])))
+                rows.append({"workload": workload, "metric": metric, **params, "boot_sd": sd,
+                             "boots": inference.boots_for(sd, effect, power)})
+    return rows
 
 
 def steady(power):
@@ -125,7 +144,23 @@ def render(result):
     lines.append(f"injected +{result['effect']:.1%}: " + (
         f"detected in every verdict from {first} boot(s) per label on" if first else
         f"not detected in every verdict within {result['boots']} boots per label"))
+    lines += render_needed(result.get("needed") or [], result["effect"])
     return "\n".join(lines)
+
+
+def render_needed(rows, effect):
+    """What the run's own spread between boots implies: boots per label for 80% power."""
+    if not rows:
+        return []
+    lines = [f"boots per label the boot-level test needs to see +{effect:.1%} with 80% power, at "
+             "this run's spread between boots:"]
+    for r in rows:
+        where = ", ".join(f"{k} {v}" for k, v in r.items()
+                          if k not in ("workload", "metric", "boot_sd", "boots"))
+        n = r["boots"] if r["boots"] is not None else "more than 500"
+        lines.append(f"  {r['workload']} {r['metric']} ({where}): sd of log boot medians "
+                     f"{r['boot_sd']:.1%} -> {n}")
+    return lines
 
 
 def share(a, b):

@@ -101,6 +101,24 @@ def _t_and_p(diff, se2, dof, alpha):
     return sps.t.ppf(1 - alpha / 2, dof), float(2 * sps.t.sf(abs(diff) / se, dof))
 
 
+def boots_for(sd, effect, power=0.8, alpha=0.05, most=500):
+    """The fewest boots per kernel with which the boot-level test (Welch's t on log per-boot
+    medians, equal boots and spread on both sides) sees a change of `effect` (a fraction) with the
+    given power, when per-boot log medians have standard deviation `sd`; None beyond `most`."""
+    delta = abs(np.log1p(effect))
+    if sd <= 0:
+        return 2
+    for n in range(2, most + 1):
+        dof = 2 * n - 2
+        crit = sps.t.ppf(1 - alpha / 2, dof)
+        shift = delta / (sd * np.sqrt(2 / n))
+        # the far tail (the change seen with the wrong sign) can come out NaN: it is ~0 there
+        far = np.nan_to_num(sps.nct.cdf(-crit, dof, shift))
+        if sps.nct.sf(crit, dof, shift) + far >= power:
+            return n
+    return None
+
+
 def _raw_interval(mb, mc, alpha):
     """boot_interval for values that can be zero (page-table growth with COW PTE): Welch's t on
     the raw per-boot medians, the interval divided by the baseline's mean."""

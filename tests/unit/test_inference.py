@@ -134,3 +134,25 @@ def test_rounds_past_the_plan_follow_the_order():
     assert p.batch(1) == ([(2, "b"), (2, "a")], 2)
     with pytest.raises(UserError, match="until"):
         Experiment(kernels=[], until=2)
+
+
+def test_boots_needed_for_power_matches_the_textbook():
+    # two-sample t, two-sided alpha 0.05, power 0.8: d = 1 needs 17 per group, d = 0.5 needs 64,
+    # d = 0.8 needs 26 (Cohen's power tables); d is the change over the sd of log boot medians
+    d = np.log1p(0.05)
+    assert inference.boots_for(d, 0.05) == 17
+    assert inference.boots_for(2 * d, 0.05) == 64
+    assert inference.boots_for(d / 0.8, 0.05) == 26
+    assert inference.boots_for(1.0, 0.05, most=50) is None
+
+
+def test_boots_needed_gives_the_power_it_promises():
+    rng = np.random.default_rng(3)
+    sd, effect = 0.04, 0.05
+    n = inference.boots_for(sd, effect)
+    seen = 0
+    for _ in range(2000):
+        base = [np.array([np.exp(v)]) for v in rng.normal(0, sd, n)]
+        cand = [np.array([np.exp(v)]) for v in rng.normal(np.log1p(effect), sd, n)]
+        seen += inference.boot_interval(base, cand)[3] < 0.05
+    assert 0.76 <= seen / 2000 <= 0.86
