@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import paths, results
-from harness.analysis import report, stats  # noqa: E402
+from harness.analysis import plots, report, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
 RUN_COLUMNS = ["run_id", "date", "experiment", "accel", "timing", "harness_sha", "path", "recorded"]
@@ -191,12 +191,7 @@ class History:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
         fig.autofmt_xdate()
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        return out
+        return plots.save(fig, out)
 
 
 def main(args):
