@@ -344,7 +344,7 @@ class Run:
                 entry["cow_pte"] = sorted(judged)
             entry["records"] = len(records)
             entry["host_load_after"] = round(os.getloadavg()[0], 2)
-            self.show(label, workload.name, records)
+            self.show(label, workload, records)
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))
             self.fail(label, exc, task=name)
