@@ -97,3 +97,14 @@ def test_every_option_has_a_flag_on_run(capsys):
     text = capsys.readouterr().out
     for option in options.OPTIONS:
         assert option.flag in text, option.flag
+
+
+def test_the_options_marked_as_cache_keys_are_the_guest_images_inputs():
+    """--mirror changes the guest image's cache key: a reproducer without it (as before the table)
+    would build another image. The table marks it, and the reproducer carries every option."""
+    from harness.guest.image import GuestImage
+    assert {o.name for o in options.OPTIONS if o.cache_key} == {"image", "mirror"}
+    one = GuestImage("debian-minimal", "http://one.example/debian").key
+    assert GuestImage("debian-minimal", "http://two.example/debian").key != one
+    exp = Experiment(kernels=[KernelSpec("kernel", "/src")], mirror="http://two.example/debian")
+    assert again(exp).mirror == "http://two.example/debian"
