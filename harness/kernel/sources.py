@@ -23,6 +23,10 @@ from harness import cache, tools
 from harness.errors import InfraError, UserError
 
 GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
+# No automatic gc: after committing a whole kernel tree (tens of thousands of loose objects) git
+# would start one in the background, packing and deleting objects while the harness renames or
+# removes that repository (a removal then fails on a file the gc has just deleted).
+NO_AUTO_GC = ["-c", "gc.auto=0", "-c", "maintenance.auto=false"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ def git(repo, *args, input=None, check=True):
     GIT_WORK_TREE or author variables; the CompletedProcess (harness.tools.run)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_DIR", "GIT_WORK_TREE"))}
-    return tools.run(["git", "-C", str(repo), *GIT_ID, *args], input=input, check=check, env=env)
+    return tools.run(["git", "-C", str(repo), *GIT_ID, *NO_AUTO_GC, *args], input=input, check=check,
+                     env=env)
 
 
 def git_out(repo, *args):
