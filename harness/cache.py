@@ -21,6 +21,25 @@ def root():
     return Path(xdg) / "kernel-harness"
 
 
+def shared_roots():
+    """Caches read, never written, after one's own: $HARNESS_SHARED_CACHE (folders separated by
+    ':'), else /var/cache/kernel-harness when it exists. Root fills one once (HARNESS_CACHE=DIR
+    harness image / build ...); runner users find images, kernels and sources there."""
+    listed = os.environ.get("HARNESS_SHARED_CACHE")
+    if listed is None:
+        listed = "/var/cache/kernel-harness" if Path("/var/cache/kernel-harness").is_dir() else ""
+    return [Path(p) for p in listed.split(":") if p and Path(p) != root()]
+
+
+def find(kind, key, marker):
+    """The entry whose `marker` file exists: one's own, else the first shared cache's; or None."""
+    for base in [root(), *shared_roots()]:
+        found = base / kind / key
+        if (found / marker).exists():
+            return found
+    return None
+
+
 def digest(*parts, length=16):
     """A short stable hash of strings, bytes or JSON-able values."""
     h = hashlib.sha256()

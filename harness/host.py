@@ -27,6 +27,10 @@ NEEDED = {
     "/usr/include/libelf.h": "libelf-dev",
     "/usr/include/openssl/ssl.h": "libssl-dev",
     "debootstrap": "debootstrap",
+    # the guest image without root: mmdebstrap in unshare mode, fakeroot for the ext4 image
+    "mmdebstrap": "mmdebstrap",
+    "fakeroot": "fakeroot",
+    "newuidmap": "uidmap",
     "mkfs.ext4": "e2fsprogs",
     "dropbearkey": "dropbear-bin",
     "qemu-system-x86_64": "qemu-system-x86",

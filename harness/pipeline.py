@@ -89,6 +89,7 @@ class Run:
         if label not in built:
             return
         plan.ran.append((boot, label))
+        ui.context(f"{len(plan.ran) - 1} boots done, this is boot {boot} of {label}")
         if (label, boot) in self.skip:
             ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
             return

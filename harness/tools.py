@@ -21,6 +21,10 @@ PACKAGES = {
     "flex": "flex",
     "bison": "bison",
     "debootstrap": "debootstrap",
+    "mmdebstrap": "mmdebstrap",
+    "fakeroot": "fakeroot",
+    "newuidmap": "uidmap",
+    "newgidmap": "uidmap",
     "mkfs.ext4": "e2fsprogs",
     "dropbearkey": "dropbear-bin",
     "qemu-system-x86_64": "qemu-system-x86",
@@ -41,7 +45,8 @@ def which(tool):
     beside = Path(sys.executable).parent / tool
     if "/" not in tool and beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    return shutil.which(tool)
+    # then the sbin folders, which a normal user's PATH lacks on Debian (mkfs.ext4 is there)
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
 
 
 def require(tool):

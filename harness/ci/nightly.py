@@ -1,6 +1,7 @@
 """A night of CI: run the experiment (or take a run already made, e.g. cells merged by
 harness.ci.merge), record it in the history, compare it with the stock kernel in the run and with
-the previous nights, write junit.xml and summary.md into the run's folder and print the summary.
+the previous nights, write junit.xml, kcidb.json and summary.md into the run's folder and print the
+summary.
 
 A regression: a (kernel, workload, condition, metric, parameters) whose median is worse than the
 median of the previous nights (same experiment, accelerator and timing mode) by more than the
@@ -12,13 +13,14 @@ times, larger for sizes, lower for rates (units with "/" or "per"); larger for a
 Exit code: 0 ok, 1 regression, 5 a kernel or task failed (or did not run).
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness.analysis import inference, report, stats, units
-from harness.ci import junit
+from harness.ci import junit, kcidb
 from harness import ui
 from harness.errors import UserError
 from harness.ci.history import History, params_key
@@ -285,3 +287,5 @@ class Nightly:
                  + junit.baseline_cases(self.baseline))
         junit.write(self.run_dir / "junit.xml", f"nightly {self.run_id}", cases,
                     timestamp=self.meta.get("started"))
+        kcidb.write(self.run_dir, origin=os.environ.get("HARNESS_KCIDB_ORIGIN", kcidb.ORIGIN),
+                    artifacts_url=os.environ.get("HARNESS_ARTIFACTS_URL"))

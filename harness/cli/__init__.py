@@ -21,6 +21,8 @@ def _terminated(signum, frame):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.quiet:
+        ui.set_quiet()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:

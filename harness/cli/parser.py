@@ -25,6 +25,8 @@ def parser():
         prog="harness", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Build Linux kernels (and patch series), boot them under QEMU, run workloads "
                     "in the guest and compare what they do to memory and latency.")
+    ap.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress lines (for scripts): warnings, errors and results only")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     add_machine_commands(sub)
@@ -32,6 +34,9 @@ def parser():
     add_measure_commands(sub)
     add_results_commands(sub)
     add_fleet_commands(sub)
+    for p in sub.choices.values():       # --quiet after the command too (harness run --quiet ...)
+        p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress lines (for scripts): warnings, errors and results only")
     return ap
 
 
@@ -131,7 +136,7 @@ def add_measure_commands(sub):
 
 
 def add_results_commands(sub):
-    """The subcommands cells, report and nightly."""
+    """The subcommands cells, report, nightly and export."""
     p = sub.add_parser("cells", help="the experiment's independent cells (a group of workloads on every "
                        "kernel, so one host measures every kernel it compares), for a CI matrix",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,6 +176,11 @@ def add_results_commands(sub):
     p.add_argument("--nights", type=int, default=5, help="previous nights to compare with (default 5)")
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_nightly)
+
+    p = sub.add_parser("export", help="a finished run in another format: kcidb (KernelCI's results "
+                       "format; pipe it into kcidb-submit)")
+    add_export_args(p)
+    p.set_defaults(func=sc.cmd_export)
 
 
 def add_fleet_commands(sub):
@@ -228,3 +238,18 @@ def add_remote_args(p):
     p.add_argument("--results", metavar="DIR", help="where to write (default results/ or $HARNESS_RESULTS)")
     p.add_argument("run_args", nargs="*", metavar="-- RUN-FLAGS",
                    help="more `harness run` flags for every cell, after --, e.g. -- --accel kvm")
+
+
+def add_export_args(p):
+    """`harness export`'s flags."""
+    import os
+    from harness.ci.kcidb import ORIGIN
+    p.add_argument("run", metavar="RUN", help="a run folder or a run id in results/")
+    p.add_argument("--format", choices=["kcidb"], default="kcidb")
+    p.add_argument("--origin", default=os.environ.get("HARNESS_KCIDB_ORIGIN", ORIGIN),
+                   help="the CI system's KCIDB origin (the name KernelCI gave the submitter; "
+                        f"default $HARNESS_KCIDB_ORIGIN or {ORIGIN})")
+    p.add_argument("--artifacts-url", metavar="URL", default=os.environ.get("HARNESS_ARTIFACTS_URL"),
+                   help="where the run's folder is published (logs are linked under it; default "
+                        "$HARNESS_ARTIFACTS_URL, else file:// URLs)")
+    p.add_argument("--out", "-o", metavar="FILE", help="write to FILE instead of standard output")

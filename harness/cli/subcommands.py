@@ -134,8 +134,14 @@ def cmd_nightly(args):
     night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
                     method=args.multiplicity, practical=args.practical,
                     history=args.history).execute()
-    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}")
+    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}, "
+                     f"{night.run_dir / 'kcidb.json'}")
     return night.exit_code
+
+
+def cmd_export(args):
+    from harness.ci import kcidb
+    return kcidb.main(args)
 
 
 def cmd_history(args):

@@ -1,7 +1,7 @@
 """Guest images: a vm-images/<name>/ recipe turned into a bootable ext4 image, cached by its hash.
 
-Only Debian's packages go in, through debootstrap and the Debian mirror this host's apt already
-uses (or --mirror). The image has its own SSH host key, made when it is built; the harness pins it,
+Only Debian's packages go in, through debootstrap (as root) or mmdebstrap in unshare mode (as
+any other user; harness/guest/rootfs.py) and the Debian mirror this host's apt already uses (or --mirror). The image has its own SSH host key, made when it is built; the harness pins it,
 so the guest channel never accepts an unknown host.
 """
 import json
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import cache, paths, tools
-from harness.errors import BuildError, InfraError, UserError
+from harness.guest import rootfs
+from harness.errors import BuildError, UserError
 
 HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
 
@@ -90,8 +91,8 @@ class GuestImage:
                                  for p in files])
 
     def cached(self):
-        found = cache.entry("images", self.key)
-        if (found / "image.json").exists():
+        found = cache.find("images", self.key, "image.json")
+        if found:
             return Image(found / "rootfs.ext4", json.loads((found / "image.json").read_text()))
         return None
 
@@ -102,9 +103,8 @@ class GuestImage:
             if found:
                 say(f"guest image {self.key} is cached")
                 return found
-            if os.geteuid() != 0:
-                raise InfraError("building the guest image runs debootstrap, which needs root "
-                                 "(run the harness as root once; the image is cached after)")
+            if rootfs.rootless():
+                rootfs.check_rootless()
             if not self.mirror:
                 raise UserError(f"no Debian mirror for '{self.recipe['suite']}' in this host's apt "
                                 f"sources; pass --mirror URL or set HARNESS_DEBIAN_MIRROR")
@@ -115,14 +115,9 @@ class GuestImage:
         started = time.monotonic()
         root = out / "root"
         log = out / "build.log"
-        say(f"debootstrap {self.recipe['suite']} ({self.recipe['variant']}) from {self.mirror}")
-        argv = ["debootstrap", f"--variant={self.recipe['variant']}",
-                f"--include={','.join(self.recipe['packages'])}",
-                self.recipe["suite"], str(root), self.mirror]
-        proc = tools.run(argv, log=log, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise InfraError("debootstrap failed", log_tail=tail)
+        how = "mmdebstrap, unshare mode" if rootfs.rootless() else "debootstrap"
+        say(f"{how}: {self.recipe['suite']} ({self.recipe['variant']}) from {self.mirror}")
+        state = rootfs.bootstrap(self.recipe, self.mirror, root, log)
         init = root / self.recipe["init"].lstrip("/")
         proc = tools.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(init),
                           str(self.dir / self.recipe["init_source"])], check=False)
@@ -138,14 +133,13 @@ class GuestImage:
         tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
         pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)]).stdout
         host_key = next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
-        packages = tools.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\n"]).stdout
+        packages = rootfs.packages(root)
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
             lists.unlink()
         say("making the ext4 image")
         image = out / "rootfs.ext4"
-        tools.run(["mkfs.ext4", "-q", "-F", "-L", "harness-root", "-d", str(root), str(image),
-                   f"{self.recipe['size_mib']}M"], log=log)
+        rootfs.mkfs(root, image, self.recipe["size_mib"], log, state)
         shutil.rmtree(root)
         info = {
             "key": self.key,
@@ -153,7 +147,8 @@ class GuestImage:
             "recipe": self.recipe,
             "mirror": self.mirror,
             "host_key": " ".join(host_key.split()[:2]),
-            "packages": dict(line.split(" ", 1) for line in packages.splitlines() if " " in line),
+            "packages": packages,
+            "built_by": "debootstrap" if state is None else "mmdebstrap --mode=unshare, fakeroot",
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (out / "image.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import cache, tools
+from harness import cache, tools, ui
 from harness.kernel import kconfig
 from harness.errors import BuildError, HarnessError
 
@@ -78,8 +78,8 @@ class Build:
         self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
 
     def cached(self):
-        found = cache.entry("builds", self.key)
-        if (found / "kernel.json").exists():
+        found = cache.find("builds", self.key, "kernel.json")
+        if found:
             return Kernel(found, json.loads((found / "kernel.json").read_text()))
         return None
 
@@ -133,6 +133,8 @@ class Build:
         kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
         stamp.write_text(wanted)
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
+        begun = time.time()
+        ui.watch(lambda: progress_of(self.objdir, begun))
         proc = tools.run(self.tuxmake(out, "kernel"), check=False)
         if proc.returncode != 0 or not (out / "bzImage").exists():
             kept = self.objdir / "last-failed-build.log"
@@ -161,6 +163,27 @@ class Build:
         (out / "kernel.json").write_text(json.dumps(info, indent=2) + "\n")
         info["cached"] = False
         return Kernel(cache.entry("builds", self.key), info)
+
+
+def progress_of(objdir, since):
+    """What a running build has done: the objects written since `since` (a time.time()) and the
+    newest of them. tuxmake runs make --silent, so its log names no targets; the folder does."""
+    count, newest, newest_time = 0, None, since
+    for folder, _, files in os.walk(objdir):
+        for name in files:
+            if not name.endswith(".o"):
+                continue
+            try:
+                mtime = os.stat(os.path.join(folder, name)).st_mtime
+            except OSError:               # removed while we looked
+                continue
+            if mtime >= since:
+                count += 1
+                if mtime >= newest_time:
+                    newest, newest_time = os.path.join(folder, name), mtime
+    if not count:
+        return None
+    return f"{count} objects built, latest {os.path.relpath(newest, objdir)}"
 
 
 def _tail(log, proc, lines=25):

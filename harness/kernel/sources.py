@@ -22,7 +22,9 @@ from pathlib import Path
 from harness import cache, tools
 from harness.errors import InfraError, UserError
 
-GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost"]
+# safe.directory: a tree in a shared cache belongs to the user who imported it
+GIT_ID = ["-c", "user.name=kernel-harness", "-c", "user.email=harness@localhost",
+          "-c", "safe.directory=*"]
 # No automatic gc: after committing a whole kernel tree (tens of thousands of loose objects) git
 # would start one in the background, packing and deleting objects while the harness renames or
 # removes that repository (a removal then fails on a file the gc has just deleted).
@@ -94,12 +96,13 @@ def _index_path(request_key):
 
 
 def _lookup(request_key, spec):
-    idx = _index_path(request_key)
-    if idx.exists():
-        tree = idx.read_text().strip()
-        path = cache.root() / "sources" / tree
-        if (path / ".git").exists():
-            return _tree(path, spec)
+    """The imported tree: in one's own cache, else in a shared one (read only)."""
+    for base in [cache.root(), *cache.shared_roots()]:
+        idx = base / "sources" / "index" / request_key
+        if idx.exists():
+            path = base / "sources" / idx.read_text().strip()
+            if (path / ".git").exists():
+                return _tree(path, spec)
     return None
 
 
