@@ -40,6 +40,16 @@ def parser():
     return ap
 
 
+def experiment_command(sub, name, summary, experiment_help):
+    """A subcommand that takes an experiment: its kernels, guest and design flags, --experiment."""
+    p = sub.add_parser(name, help=summary, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_kernel_args(p, multiple=True)
+    add_guest_args(p)
+    p.add_argument("--experiment", metavar="NAME|PATH", help=experiment_help)
+    return p
+
+
 def add_machine_commands(sub):
     """The subcommands setup, build, image and boot."""
     p = sub.add_parser("setup", help="install the Debian packages the harness needs (as root)")
@@ -65,13 +75,9 @@ def add_machine_commands(sub):
 
 def add_run_commands(sub):
     """The subcommands run and verify."""
-    p = sub.add_parser("run", help="build, boot and run workloads; prints tables, stores results",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_kernel_args(p, multiple=True)
-    add_guest_args(p)
-    p.add_argument("--experiment", metavar="NAME|PATH",
-                   help="an experiment file (experiments/NAME.toml): kernels, series, workloads; "
-                        "--kernel-src and --series override its source and series")
+    p = experiment_command(sub, "run", "build, boot and run workloads; prints tables, stores results",
+                           "an experiment file (experiments/NAME.toml): kernels, series, workloads; "
+                           "--kernel-src and --series override its source and series")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
     p.add_argument("--cell", action="append", metavar="ID",
                    help="run only this cell of the experiment: a group of workloads, on every "
@@ -104,12 +110,9 @@ def add_run_commands(sub):
 
 def add_measure_commands(sub):
     """The subcommands reproduce and calibrate."""
-    p = sub.add_parser("reproduce", help="run an experiment's benchmarks end to end and write the report "
-                       "(default: cow-pte-v4, the series' own evaluation)",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_kernel_args(p, multiple=True)
-    add_guest_args(p)
-    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (default cow-pte-v4)")
+    p = experiment_command(sub, "reproduce", "run an experiment's benchmarks end to end and write the "
+                           "report (default: cow-pte-v4, the series' own evaluation)",
+                           "experiment file (default cow-pte-v4)")
     p.add_argument("--cell", action="append", metavar="ID",
                    help="only this cell (a group of workloads, on every kernel); repeatable")
     add_workload_args(p)
@@ -137,12 +140,9 @@ def add_measure_commands(sub):
 
 def add_results_commands(sub):
     """The subcommands cells, report, nightly and export."""
-    p = sub.add_parser("cells", help="the experiment's independent cells (a group of workloads on every "
-                       "kernel, so one host measures every kernel it compares), for a CI matrix",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_kernel_args(p, multiple=True)
-    add_guest_args(p)
-    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (experiments/NAME.toml)")
+    p = experiment_command(sub, "cells", "the experiment's independent cells (a group of workloads on "
+                           "every kernel, so one host measures every kernel it compares), for a CI matrix",
+                           "experiment file (experiments/NAME.toml)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=sc.cmd_cells)
 
@@ -157,13 +157,10 @@ def add_results_commands(sub):
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_report)
 
-    p = sub.add_parser("nightly", help="a night of CI: run the experiment (or take --run), record it "
-                       "in the history, compare with stock and with previous nights; writes "
-                       "junit.xml and summary.md; exit 1 on a regression, 5 on a failed kernel or task",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_kernel_args(p, multiple=True)
-    add_guest_args(p)
-    p.add_argument("--experiment", metavar="NAME|PATH", help="experiment file (experiments/NAME.toml)")
+    p = experiment_command(sub, "nightly", "a night of CI: run the experiment (or take --run), record "
+                           "it in the history, compare with stock and with previous nights; writes "
+                           "junit.xml, kcidb.json and summary.md; exit 1 on a regression, 5 on a failed "
+                           "kernel or task", "experiment file (experiments/NAME.toml)")
     p.add_argument("--label", action="append", help="name of each kernel in results (in order)")
     add_workload_args(p)
     p.add_argument("--run", metavar="RUN",
