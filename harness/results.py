@@ -16,10 +16,9 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
-from harness import paths, safety
+from harness import paths, safety, tools
 from harness.errors import InfraError, UserError
 
 
@@ -29,10 +28,11 @@ def new_run_id():
 
 
 def harness_sha():
-    proc = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    sha = proc.stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    if not tools.which("git"):
+        return "unknown"
+    sha = tools.run(["git", "-C", paths.ROOT, "rev-parse", "HEAD"], check=False).stdout.strip() or "unknown"
+    dirty = tools.run(["git", "-C", paths.ROOT, "status", "--porcelain", "--untracked-files=no"],
+                      check=False).stdout.strip()
     return sha + ("-dirty" if dirty else "")
 
 
@@ -113,19 +113,37 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def kernel_info(self, label):
+        """What the run has recorded about this kernel (a copy: change it with update_kernel)."""
+        return dict(self.metadata["kernels"].get(label, {}))
+
+    def add_task(self, label, entry):
+        """Record a finished (or failed) task of this kernel: one workload run in one boot."""
+        self.metadata["kernels"].setdefault(label, {}).setdefault("tasks", []).append(entry)
+        self.save()
+
+    def tasks(self, label, boot=None):
+        tasks = self.metadata["kernels"].get(label, {}).get("tasks", [])
+        return [t for t in tasks if boot is None or t.get("boot", 1) == boot]
+
+    def finished_boots(self):
+        """{(label, boot number)} of every boot that ended ok."""
+        return {(label, int(n)) for label, info in self.metadata["kernels"].items()
+                for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+
     def set_boot(self, label, boot, info):
         boots = self.metadata["kernels"].setdefault(label, {}).setdefault("boots", {})
         boots.setdefault(str(boot), {}).update(info)
         self.save()
 
     def reset_boot(self, label, boot):
-        """Set aside what an unfinished attempt at this boot left: its records, cells and logs."""
+        """Set aside what an unfinished attempt at this boot left: its records, tasks and logs."""
         kdir = self.dir / label
         info = self.metadata["kernels"].setdefault(label, {})
-        info.setdefault("cells", [])
+        info.setdefault("tasks", [])
         if str(boot) not in info.setdefault("boots", {}):
             return                          # never started: nothing to set aside
-        info["cells"] = [c for c in info["cells"] if c.get("boot", 1) != boot]
+        info["tasks"] = [t for t in info["tasks"] if t.get("boot", 1) != boot]
         info["boots"].pop(str(boot))
         if not kdir.exists():
             return

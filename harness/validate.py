@@ -18,14 +18,14 @@ import os
 import re
 from pathlib import Path
 
-from harness import kconfig, paths, safety
+from harness import paths, safety
+from harness.kernel import kconfig
 from harness.errors import InfraError, UserError
 
 ACCELS = ("auto", "kvm", "tcg")
 TIMINGS = ("real", "icount", "auto")
 SELFTESTS = ("cow",)
 CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
-SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def request(exp):
@@ -89,31 +89,10 @@ def source(spec, where, insecure=False):
                             f"neither may start with '-')")
         return
     if re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.I):
-        tarball(spec, where, insecure)
+        from harness.kernel.sources import check_tarball
+        check_tarball(spec, where, insecure)
         return
     local_tree(spec, where)
-
-
-def tarball(spec, where, insecure=False):
-    url, _, frag = spec.partition("#")
-    shown = safety.redact(url)
-    if not re.search(r"\.tar(\.(xz|gz|bz2|zst))?$", url.rstrip("/")):
-        raise UserError(f"{where} {shown!r}: a URL must name a release tarball (linux-X.Y.tar.xz)")
-    if not url.lower().startswith("https://") and not insecure:
-        raise UserError(f"{where} {shown!r}: tarballs are fetched over https only "
-                        f"(or pass --insecure-download, which is recorded)")
-    options = dict(part.partition("=")[::2] for part in frag.split("&") if part) if frag else {}
-    unknown = set(options) - {"sha256", "keyring"}
-    if unknown:
-        raise UserError(f"{where} {shown!r}: unknown '#' options {sorted(unknown)} "
-                        f"(allowed: sha256=HEX, keyring=PATH)")
-    if "sha256" in options and not SHA256.fullmatch(options["sha256"].lower()):
-        raise UserError(f"{where} {shown!r}: sha256= takes 64 hex digits")
-    if "keyring" in options and not Path(options["keyring"]).expanduser().is_file():
-        raise UserError(f"{where} {shown!r}: keyring {options['keyring']} does not exist")
-    if not options and not insecure:
-        raise UserError(f"{where} {shown!r}: a tarball needs its sha256 (#sha256=HEX) or a keyring "
-                        f"to check the signed checksum file (#keyring=PATH), or --insecure-download")
 
 
 def local_tree(spec, where):
@@ -121,7 +100,7 @@ def local_tree(spec, where):
     if not path.is_dir():
         raise UserError(f"{where} {spec!r}: " + ("is not a directory" if path.exists() else "does not exist")
                         + "; give a kernel tree, debian:linux-source-X.Y, https://...tar.xz or git+URL#REF")
-    from harness.sources import kernel_version
+    from harness.kernel.sources import kernel_version
     try:
         kernel_version(path)
     except UserError:
@@ -150,7 +129,7 @@ def series(spec, where):
         if empty:
             raise UserError(f"{where} {spec!r}: not an mbox (no mails in it)")
         return
-    from harness.series import _message_id
+    from harness.kernel.series import _message_id
     if not _message_id(spec.strip()):
         raise UserError(f"{where} {spec!r}: does not exist and is not a lore Message-Id")
 
@@ -159,7 +138,7 @@ def series(spec, where):
 
 def workload(name, params):
     """The workload exists, every parameter is known and within its manifest's [allowed]."""
-    from harness.workloads import Workload
+    from harness.measure.workloads import Workload
     if not isinstance(name, str) or not name:
         raise UserError(f"a workload needs a name, got {name!r}")
     if not isinstance(params, dict):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache, machine
-from harness.machine import Machine
+from harness import cache
+from harness.guest import machine
+from harness.guest.machine import Machine
 from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
@@ -109,7 +110,7 @@ def test_qemu_started_again_when_its_port_is_taken_with_commas_in_its_paths(kern
 
 
 def test_guest_image_private_host_key_is_its_owners_only(image):
-    from harness.image import HOST_KEY
+    from harness.guest.image import HOST_KEY
     stat = subprocess.run(["debugfs", "-R", f"stat /{HOST_KEY}", str(image.path)], capture_output=True,
                           text=True, check=True).stdout
     assert "Mode:  0600" in stat and "User:     0" in stat

@@ -1,11 +1,10 @@
-"""Cells on SSH runners (harness.remote) against two real OpenSSH servers on 127.0.0.1.
+"""Cells on SSH runners (harness.ci.remote) against two real OpenSSH servers on 127.0.0.1.
 
 Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
 this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
 Debian's linux-source-6.1 with guest-base + selftests (the kernel every real test shares, built
 once), and two cells (fork-memory with 32 and with 64 MiB), each of which boots both kernels.
 """
-import argparse
 import json
 import os
 import platform
@@ -21,7 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import paths, remote
+from harness import paths
+from harness.ci import remote
 from tests.conftest import alive
 
 pytestmark = pytest.mark.slow
@@ -157,9 +157,8 @@ def cmdline(pid):
 
 
 def remote_cli(argv):
-    p = argparse.ArgumentParser()
-    remote.add_arguments(p)
-    return remote.main(p.parse_args(argv))
+    from harness import cli
+    return cli.main(["remote", *argv])
 
 
 def records(run_dir, label):
@@ -207,8 +206,8 @@ def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_f
         assert len(mine) == len(theirs) == 2
         assert [set(r) - {"host", "from_run"} for r in mine] == [set(r) - {"host"} for r in theirs]
         assert [r["mib"] for r in mine] == [r["mib"] for r in theirs] and mine[0]["kernel"] == label
-        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["cells"]) == \
-               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["cells"])
+        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["tasks"]) == \
+               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["tasks"])
 
 
 def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file, tmp_path, capfd):

@@ -71,9 +71,9 @@ def test_the_run_exported_for_kcidb_validates_against_kcidb_io(reproduced, tmp_p
     assert builds["stock"]["compiler"].startswith("gcc") and builds["stock"]["log_url"].startswith("file://")
     boots = [t for t in doc["tests"] if t["path"] == "boot"]
     assert len(boots) == 6 and all(t["status"] == "PASS" and t["duration"] > 0 for t in boots)
-    cells = {t["path"] for t in doc["tests"] if t["path"].count(".") == 1}
+    tasks = {t["path"] for t in doc["tests"] if t["path"].count(".") == 1}
     assert {"harness.fork-memory", "harness.fork-latency", "harness.fault-latency",
-            "harness.fork-server"} <= cells
+            "harness.fork-server"} <= tasks
     figures = [t for t in doc["tests"] if t["status"] == "DONE"]
     assert figures and all(t["number"]["value"] == t["number"]["value"] for t in figures)
     assert any("verdict" in t["misc"] for t in figures if t["build_id"] == builds["patched"]["id"])

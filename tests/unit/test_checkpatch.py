@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import checkpatch, series, sources
+from harness.kernel import checkpatch, series, sources
 from harness.errors import InfraError, UserError
 
 DATA = Path(__file__).parent.parent / "data"

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from harness import cli, crash, database, history, machine, merge, remote, results, safety, supervise
+from harness import cli, crash, database, results, safety, tools
+from harness.ci import history, merge, remote
+from harness.guest import machine
 from harness.errors import InfraError, UserError
 from harness.experiment import Experiment, KernelSpec
 from tests.conftest import alive
@@ -26,7 +28,7 @@ def test_unexpected_exception_is_one_line_exit_70_and_a_traceback_file(tmp_path,
 
     def broken(args):
         raise RuntimeError("a bug at https://user:s3cret@example.org/x")
-    monkeypatch.setattr(cli, "cmd_cells", broken)
+    monkeypatch.setattr(cli.subcommands, "cmd_cells", broken)
     assert cli.main(["cells", "--kernel-src", "/x"]) == crash.EXIT_CODE == 70
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "s3cret" not in err
@@ -204,7 +206,7 @@ def test_history_gives_up_with_one_clear_error(tmp_path, monkeypatch):
 # --- QEMU's options -----------------------------------------------------------------------------
 
 def test_commas_in_paths_are_escaped_in_qemu_options(tmp_path):
-    from harness import arch
+    from harness.guest import arch
     logdir = tmp_path / "a,b"
     argv = machine.qemu_argv(arch.load(), "tcg", "/k,ernel", "console=ttyS0", logdir, 512, 1,
                              disk=tmp_path / "disk,1.ext4", port=2222)
@@ -218,8 +220,8 @@ def test_commas_in_paths_are_escaped_in_qemu_options(tmp_path):
 def test_supervised_children_die_with_a_sigkilled_parent(tmp_path):
     """A 'harness' that starts a command whose children fork again, then is SIGKILLed: within 5 s
     nothing it started is left."""
-    script = ("import sys, time; from harness import supervise\n"
-              "p = supervise.popen(['sh', '-c', 'sleep 617 & sleep 618 & echo $$; wait'], stdout=sys.stdout)\n"
+    script = ("import sys, time; from harness import tools\n"
+              "p = tools.popen(['sh', '-c', 'sleep 617 & sleep 618 & echo $$; wait'], stdout=sys.stdout)\n"
               "time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     shell = int(parent.stdout.readline())
@@ -235,10 +237,10 @@ def test_supervised_children_die_with_a_sigkilled_parent(tmp_path):
 
 
 def test_supervisor_passes_exit_status_signals_and_input(tmp_path):
-    assert supervise.run(["sh", "-c", "exit 7"]).returncode == 7
-    assert supervise.run(["sh", "-c", "kill -9 $$"]).returncode == -9
-    assert supervise.run(["cat"], input="hello", capture_output=True, text=True).stdout == "hello"
-    proc = supervise.popen(["sh", "-c", "sleep 619 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+    assert tools.supervised(["sh", "-c", "exit 7"]).returncode == 7
+    assert tools.supervised(["sh", "-c", "kill -9 $$"]).returncode == -9
+    assert tools.supervised(["cat"], input="hello", capture_output=True, text=True).stdout == "hello"
+    proc = tools.popen(["sh", "-c", "sleep 619 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
     grandchild = int(proc.stdout.readline())
     proc.terminate()                                   # Machine.stop, Ctrl-C: the group is stopped
     assert proc.wait(10) == -signal.SIGTERM
@@ -273,7 +275,7 @@ def test_remote_cell_is_stopped_when_its_session_ends(tmp_path):
 
 
 def test_a_patch_file_that_links_out_of_its_folder_is_refused(tmp_path):
-    from harness import series
+    from harness.kernel import series
     folder = tmp_path / "series"
     folder.mkdir()
     (tmp_path / "secret").write_text("not a patch\n")
@@ -289,3 +291,10 @@ def test_insecure_download_is_recorded(tmp_path):
     assert exp.insecure_download and exp.to_dict()["insecure_download"] is True
     assert "--insecure-download" in exp.command_line()
     assert not cli.experiment(cli.parser().parse_args(["run", "--kernel-src", "/x"])).insecure_download
+
+
+def test_a_timeout_stops_the_whole_group(tmp_path):
+    with pytest.raises(subprocess.TimeoutExpired):
+        tools.supervised(["sh", "-c", f"sleep 623 & echo $! > {tmp_path / 'pid'}; wait"], timeout=1)
+    time.sleep(0.3)
+    assert not alive(int((tmp_path / "pid").read_text()))

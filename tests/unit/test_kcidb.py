@@ -4,7 +4,8 @@ import json
 import pytest
 from kcidb_io import schema
 
-from harness import cli, kcidb
+from harness import cli
+from harness.ci import kcidb
 from tests.unit.test_nightly import make_night, night
 
 SERIES = {"spec": "s.mbox", "id": "3e31a418", "version": 4, "title": "Introduce COW PTE",
@@ -22,7 +23,7 @@ def with_series_and_selftest(run):
                 "spec": "/src/linux + s.mbox", "version": "6.1.0"},
                 boots={"1": {"status": "ok", "boot_seconds": 2.0},
                        "2": {"status": "failed", "error": "guest panic: Kernel panic - not syncing"}})
-    info["cells"].append({"cell": "selftest:cow", "workload": "selftest-cow", "status": "ok"})
+    info["tasks"].append({"task": "selftest:cow", "workload": "selftest-cow", "status": "ok"})
     meta["kernels"]["stock"]["build_key"] = "f14df1e4d066c567"
     (run / "metadata.json").write_text(json.dumps(meta))
     results = [{"way": "plain", "cases": [
@@ -53,7 +54,7 @@ def test_a_night_writes_a_valid_kcidb_document_beside_junit(tmp_path):
     assert all(t["id"].startswith("kernel_harness:n1:") for t in doc["tests"])
 
 
-def test_series_boots_cells_selftests_and_verdicts(tmp_path):
+def test_series_boots_tasks_selftests_and_verdicts(tmp_path):
     run = with_series_and_selftest(make_night(tmp_path, "n1", 1))
     doc = kcidb.document(run, origin="my_ci", artifacts_url="https://ci.example.org/jobs/7/run/")
     schema.LATEST.validate(doc)

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import arch, cli, image, machine
+from harness.guest import arch, image, machine
+from harness import cli
 from harness.errors import BuildError, InfraError
 
 

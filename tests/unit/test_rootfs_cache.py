@@ -4,7 +4,8 @@ import pwd
 
 import pytest
 
-from harness import cache, image, rootfs
+from harness import cache
+from harness.guest import image, rootfs
 from harness.errors import InfraError
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from harness import sources
+from harness.kernel import sources
 from harness.errors import UserError
 from tests.conftest import git, make_fake_tree
 

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from harness import build, cli, steplog, ui
+from harness.kernel import build
+from harness import cli, steplog, ui
 
 
 @pytest.fixture
