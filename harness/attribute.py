@@ -5,17 +5,17 @@
   harness attribute --resume RUN
 
 1. Builds: stock, then every prefix of the series (patches 1..k), with CONFIG_COW_PTE=y and =n,
-   in the scratch worktree and object folders `harness verify` builds in (harness.bisect) and
+   in the scratch worktree and object folders `harness verify` builds in (harness.kernel.bisect) and
    through the build cache: what verify built is not built again. A fragment whose every option
    the tree does not define yet (CONFIG_COW_PTE before the patch that adds it) resolves to nothing
    and is left out, so configs that resolve alike are one build, one kernel and one boot.
 2. Measurement: every kernel booted in one run (harness.pipeline) and the workload run with a plain
    fork and, on every kernel built with CONFIG_COW_PTE=y, with cow_pte=1. Whether COW PTE was on is
-   the activity check's verdict from the kernel's own counters (harness.activity), never prctl's
+   the activity check's verdict from the kernel's own counters (harness.measure.activity), never prctl's
    return code. Timing: icount where KVM is absent (one boot per kernel: a fork's instruction count
    repeats within 0.1% and boots agree), else real time with the replication design (several
    boots per kernel in alternating order).
-3. The per-patch table, verdicts and step plot (harness.steps), kept in the run folder, which
+3. The per-patch table, verdicts and step plot (harness.analysis.steps), kept in the run folder, which
    `harness report RUN` shows again.
 
 --range A..B takes the commits of a git tree (linear history) as a series on A and searches them
@@ -24,20 +24,21 @@ by halving: the two ends are measured, then the middle of the part where the pla
 Resumable: the plan (steps and kernel labels) is in metadata.json before the first boot; --resume
 builds again (cache hits) and boots only the kernels whose boots did not all finish.
 """
-import subprocess
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from harness import accel as accel_mod
-from harness import bisect, cache, kconfig, series as series_mod, sources, stats, steps, ui, verify
-from harness.build import Build
-from harness.errors import BuildError, UserError
+from harness import cache, ui, verify
+from harness.analysis import stats, steps
+from harness.errors import BuildError, InfraError, UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec
+from harness.guest import accel as accel_mod
+from harness.kernel import bisect, kconfig, series as series_mod, sources
+from harness.kernel.build import Build
+from harness.measure.workloads import Workload
 from harness.pipeline import Run
 from harness.results import RunStore
-from harness.workloads import Workload
 
 CONFIGS = {"y": "COW_PTE=y", "n": "COW_PTE=n"}     # config -> the config set of harness.verify
 ICOUNT_WHY = ("icount timing: the guest's clock counts instructions (1 ns each), so a fork repeats "
@@ -75,10 +76,13 @@ def range_inputs(tree, span, folder):
         raise UserError(f"--range wants A..B (two commits of the tree), got '{span}'")
 
     def git(*argv):
-        proc = subprocess.run(["git", "-C", str(tree), *argv], capture_output=True, text=True)
+        try:
+            proc = sources.git(tree, *argv, check=False)
+        except InfraError as exc:
+            raise UserError(f"--range {span}: {exc}") from None
         if proc.returncode != 0:
             raise UserError(f"--range {span}: git {argv[0]} in {tree} failed: "
-                            f"{(proc.stderr.strip().splitlines() or ['?'])[0]}")
+                            f"{((proc.stderr or '').strip().splitlines() or ['?'])[0]}")
         return proc.stdout
     base = git("rev-parse", "--verify", f"{start}^{{commit}}").strip()
     if git("rev-list", "--merges", f"{start}..{end}").strip():
@@ -90,11 +94,11 @@ def range_inputs(tree, span, folder):
 
 
 class AttributionRun(Run):
-    """A run over kernels built beforehand (the steps), each with its own cells."""
+    """A run over kernels built beforehand (the steps), each with its own tasks."""
 
-    def __init__(self, experiment, prebuilt, cells, store, skip):
+    def __init__(self, experiment, prebuilt, tasks, store, skip):
         super().__init__(experiment, store=store)
-        self.prebuilt, self.cells_of, self.skip = prebuilt, cells, skip
+        self.prebuilt, self.tasks_of, self.skip = prebuilt, tasks, skip
 
     def kernel(self, spec):
         tree, kernel = self.prebuilt[spec.label]
@@ -104,7 +108,7 @@ class AttributionRun(Run):
         return kernel
 
     def one_boot(self, label, kernel, boot):
-        self.cells = self.cells_of[label]
+        self.tasks = self.tasks_of[label]
         started = time.monotonic()
         try:
             super().one_boot(label, kernel, boot)
@@ -174,8 +178,8 @@ class Attribution:
         ui.out(report.table())
         self.store = self.store or RunStore()
         ui.console.print(f"attribution run {self.store.id} -> {self.store.dir}", markup=False)
-        self.commits = series_mod.git(patched.path, "rev-list", "--reverse",
-                                      f"{self.source.commit}..HEAD").stdout.split()
+        self.commits = sources.git_out(patched.path, "rev-list", "--reverse",
+                                       f"{self.source.commit}..HEAD").split()
         self.plan()
         if self.span:
             self.search()
@@ -230,11 +234,10 @@ class Attribution:
                 # so it can take an object folder the prefixes were built in: make rebuilds what
                 # the patches changed, not the whole kernel
                 commit = self.commits[k - 1] if k else self.source.commit
-                bisect._worktree(self.source, work / "tree", commit)
-                tree = sources.SourceTree(
-                    id=f"{self.source.id}+{cache.digest('series', ids[:k])[:8]}" if k else self.source.id,
-                    path=work / "tree", spec=f"{self.source.spec} + {self.series.spec} (patches 1-{k})"
-                    if k else self.source.spec, version=sources.kernel_version(work / "tree"), commit=commit)
+                series_mod.worktree(self.source, work / "tree", commit)
+                tree = series_mod.prefix_tree(self.source, self.series, k, work / "tree", commit) if k else \
+                    sources.SourceTree(id=self.source.id, path=work / "tree", spec=self.source.spec,
+                                       version=sources.kernel_version(work / "tree"), commit=commit)
                 self.build_step(self.steps[k], tree, ids[:k], work)
         self.store.save()
 
@@ -301,13 +304,14 @@ class Attribution:
         self.saved.update(timing=timing, experiment=self.exp.to_dict())
         self.store.save()
 
-    def cells(self, kernel):
+    def tasks(self, kernel):
+        """The workload with a plain fork and, on a kernel built with the option, with COW PTE."""
         w = self.workload
         params = self.exp.workloads[0].params
-        cells = [(w, w.params({**params, "cow_pte": 0}))] if "cow_pte" in w.params() else [(w, w.params(params))]
+        tasks = [(w, w.params({**params, "cow_pte": 0}))] if "cow_pte" in w.params() else [(w, w.params(params))]
         if "cow_pte" in w.params() and kconfig.parse(kernel.config).get("CONFIG_COW_PTE") == "y":
-            cells.append((w, w.params({**params, "cow_pte": 1})))
-        return cells
+            tasks.append((w, w.params({**params, "cow_pte": 1})))
+        return tasks
 
     def measure(self, indices):
         """Build and boot the kernels of these steps; the ones measured before are kept."""
@@ -317,8 +321,7 @@ class Attribution:
         if not labels:
             return
         self.design(self.prebuilt[labels[0]][1])
-        self.skip = {(label, int(n)) for label, info in self.store.metadata["kernels"].items()
-                     for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+        self.skip = self.store.finished_boots()
         labels = [x for x in labels if not all((x, n) in self.skip for n in range(1, self.exp.boots + 1))]
         if not labels:
             return
@@ -326,7 +329,7 @@ class Attribution:
         specs = [KernelSpec(label, self.kernel_src, [f["name"] for f in kernels[label][1].info["fragments"]],
                             self.series_spec) for label in labels]
         run = AttributionRun(replace(self.exp, kernels=specs), kernels,
-                             {label: self.cells(k) for label, (_, k) in kernels.items()},
+                             {label: self.tasks(k) for label, (_, k) in kernels.items()},
                              self.store, self.skip)
         run.execute()
         self.store.update(command=self.command or self.store.metadata.get("command"))

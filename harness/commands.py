@@ -1,13 +1,10 @@
 """The small commands behind `harness build`, `harness image` and `harness boot`."""
-import os
-import select
 import sys
 import tempfile
-import termios
-import tty
 
-from harness import image as image_mod, ui
-from harness.machine import Machine
+from harness.guest import image as image_mod
+from harness import ui, validate
+from harness.guest.machine import Machine
 from harness.pipeline import Run
 from harness.results import NullStore, RunStore
 
@@ -32,6 +29,7 @@ def image(name, mirror):
 def boot(exp, command):
     """Boot the experiment's kernel; run one command (exit with its code) or open a shell."""
     spec = exp.kernels[0]
+    validate.request(exp)           # before the log folder is made
     logs = tempfile.mkdtemp(prefix="harness-boot-")
     run = Run(exp, store=RunStore("boot", root=logs))
     kernel = run.kernel(spec)
@@ -48,35 +46,4 @@ def boot(exp, command):
             sys.stdout.write(out + ("\n" if out else ""))
             sys.stderr.write(err)
             return code
-        return shell(m)
-
-
-def shell(machine):
-    """An interactive shell in the guest over the SSH channel, in raw terminal mode."""
-    chan = machine.guest.client.get_transport().open_session()
-    size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
-    chan.get_pty(term=os.environ.get("TERM", "vt100"), width=size.columns, height=size.lines)
-    chan.invoke_shell()
-    old = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
-    try:
-        if old:
-            tty.setraw(sys.stdin.fileno())
-        while True:
-            ready, _, _ = select.select([chan, sys.stdin], [], [], 0.5)
-            machine.check()
-            if chan in ready:
-                data = chan.recv(4096)
-                if not data:
-                    break
-                os.write(sys.stdout.fileno(), data)
-            if sys.stdin in ready:
-                data = os.read(sys.stdin.fileno(), 1024)
-                if not data:
-                    break
-                chan.send(data)
-            if chan.exit_status_ready() and not chan.recv_ready():
-                break
-    finally:
-        if old:
-            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
-    return chan.recv_exit_status() if chan.exit_status_ready() else 0
+        return m.shell()

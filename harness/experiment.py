@@ -1,24 +1,23 @@
 """Experiments: what to build, boot and measure, as a small TOML file (experiments/NAME.toml).
 
-  source = "SPEC"                  kernel source for every kernel (see harness.sources)
-  series = "SPEC"                  patch series for the kernels with patched = true (harness.series)
-  [guest]  accel, memory_mib, cpus, image, boot_timeout
-  [design] boots (per kernel), order (alternating, interleaved, random, sequential), seed,
-           until (more boots until every interval is within +-until), max_boots
+  source = "SPEC"                  kernel source for every kernel (see harness.kernel.sources)
+  series = "SPEC"                  patch series for the kernels with patched = true (harness.kernel.series)
+  [build], [guest], [design]  the options of harness.options, by their field names (e.g. [guest]
+                   memory_mib = 2048; [design] boots = 5, order = "random", seed = 3)
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
-  [[claims]]    figures the series claims, checked by the report (see harness/report.py)
+  [[claims]]    figures the series claims, checked by the report (see harness/analysis/report.py)
 
 Command-line flags override any part (--kernel-src, --series, --accel, ...). The experiment is
 checked when loaded, so a typo fails before anything is built.
 """
 import shlex
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 
-from harness import paths
+from harness import options, paths
 from harness.errors import UserError
 
 DEFAULT_FRAGMENTS = ["guest-base"]
@@ -39,47 +38,20 @@ class WorkloadSpec:
     params: dict = field(default_factory=dict)
 
 
-@dataclass
-class Experiment:
-    kernels: list
-    workloads: list = field(default_factory=lambda: [WorkloadSpec("fork-memory")])
-    name: str = "ad-hoc"
-    accel: str = "auto"
-    timing: str = "real"        # real, icount (deterministic TCG), or auto (icount without KVM)
-    memory_mib: int = 3072
-    cpus: int = 2
-    image: str = "debian-minimal"
-    mirror: str = None
-    jobs: int = None
-    boot_timeout: int = 120
-    stall_s: int = 30           # seconds a workload may be silent before the guest is probed
-    pin: str = None             # host CPUs QEMU may run on (taskset list), e.g. "2-5"
-    prealloc: bool = True       # guest RAM faulted in on the host before boot (harness.machine)
-    dmesg_check: bool = True
-    extra_cmdline: str = ""     # appended to the guest kernel's command line
-    selftests: list = field(default_factory=list)   # kernel vm selftests to run, e.g. ["cow"]
-    selftest_source: str = None  # a tree to take the selftests from when the kernel's has none
-    claims: list = field(default_factory=list)      # figures a series claims, for the report
-    boots: int = None           # boots per kernel (None: 1 for run, DESIGN_BOOTS for reproduce/nightly)
-    order: str = "alternating"  # how the kernels' boots interleave (harness.schedule.ORDERS)
-    seed: int = None            # the random order's seed (chosen and recorded when not given)
-    until: float = None         # more boots until every interval is within +-until (a fraction)
-    max_boots: int = None       # the most boots per kernel with `until` (default 20)
-    path: Path = None           # the TOML file, when there is one
-    cells: list = None          # when this is some cells of an experiment (harness.cells): their ids
-    whole: dict = None          # ... and that experiment's "workloads" (as dicts) and "selftests"
+class ExperimentBase:
+    """What to build, boot and measure. The kernels, workloads, selftests and claims are fields of
+    their own; every other field is an option of harness.options (the same name, default and
+    check as its flag and its key in an experiment file)."""
 
     def __post_init__(self):
-        check_design(self.boots, self.order, self.seed)
-        if self.until is not None and not (isinstance(self.until, (int, float)) and 0 < self.until < 1):
-            raise UserError(f"until must be a fraction between 0 and 1 (0.01: ±1%), got {self.until!r}")
-        if self.max_boots is not None and (not isinstance(self.max_boots, int) or self.max_boots < 1):
-            raise UserError(f"max_boots must be a whole number of at least 1, got {self.max_boots!r}")
+        for option in options.OPTIONS:
+            option.check(getattr(self, option.name))
 
     def to_dict(self):
         """Everything needed to run the experiment again (stored in metadata.json)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["kernels"] = [vars(k) for k in self.kernels]
+        from harness.safety import redact_all       # credentials in URLs are never stored
+        data = redact_all({f.name: getattr(self, f.name) for f in fields(self)})
+        data["kernels"] = redact_all([vars(k) for k in self.kernels])
         data["workloads"] = [vars(w) for w in self.workloads]
         data["path"] = str(self.path) if self.path else None
         return data
@@ -94,17 +66,23 @@ class Experiment:
         return cls(**values)
 
     def only(self, cell_ids):
-        """The same experiment with only the named cells (harness.cells: groups of workloads, each
+        """The same experiment with only the named cells (harness.ci.cells: groups of workloads, each
         on every kernel; the jobs of a CI matrix)."""
-        from harness import cells
+        from harness.ci import cells
         return cells.select(self, cell_ids)
+
+    def whole_experiment(self):
+        """The whole experiment this is some cells of (itself when it is whole)."""
+        if self.whole is None:
+            return self
+        return replace(self, workloads=[WorkloadSpec(**w) for w in self.whole["workloads"]],
+                       selftests=list(self.whole["selftests"]), cells=None, whole=None)
 
     def command_line(self):
         """The harness command that repeats this experiment (a part of one: with its --cell flags)."""
         if self.cells is not None:
-            whole = replace(self, workloads=[WorkloadSpec(**w) for w in self.whole["workloads"]],
-                            selftests=self.whole["selftests"], cells=None, whole=None)
-            return whole.command_line() + "".join(f" --cell {shlex.quote(c)}" for c in self.cells)
+            return (self.whole_experiment().command_line()
+                    + "".join(f" --cell {shlex.quote(c)}" for c in self.cells))
         if self.path:
             inside = Path(self.path).resolve().parent == EXPERIMENTS.resolve()
             argv = ["harness", "run", "--experiment", Path(self.path).stem if inside else str(self.path)]
@@ -126,41 +104,27 @@ class Experiment:
             argv += ["--workload", w.name]
             for key, value in sorted(w.params.items()):
                 argv += ["--param", f"{key}={value}"]
-        argv += ["--accel", self.accel, "--timing", self.timing, "--memory", str(self.memory_mib),
-                 "--cpus", str(self.cpus), "--boots", str(self.boots or 1), "--order", self.order]
-        if self.seed is not None:
-            argv += ["--seed", str(self.seed)]
-        if not self.prealloc:
-            argv += ["--no-prealloc"]
-        if self.until is not None:
-            argv += ["--until-ci", str(self.until)] + (["--max-boots", str(self.max_boots)] if self.max_boots else [])
-        defaults = Experiment(kernels=[])
-        for flag, name in (("--image", "image"), ("--boot-timeout", "boot_timeout"), ("--cmdline", "extra_cmdline"),
-                           ("--pin", "pin")):
-            if getattr(self, name) != getattr(defaults, name):
-                argv += [flag, str(getattr(self, name))]
-        return shlex.join(argv)
+        for option in options.OPTIONS:      # every option that is set
+            argv += option.argv(getattr(self, option.name))
+        from harness.safety import redact
+        return redact(shlex.join(argv))
 
+
+STRUCTURE = [
+    ("kernels", list),
+    ("workloads", list, field(default_factory=lambda: [WorkloadSpec("fork-memory")])),
+    ("name", str, "ad-hoc"),
+    ("selftests", list, field(default_factory=list)),   # kernel vm selftests to run, e.g. ["cow"]
+    ("claims", list, field(default_factory=list)),      # figures a series claims, for the report
+    ("path", Path, None),           # the TOML file, when there is one
+    ("cells", list, None),          # when this is some cells of an experiment (harness.ci.cells): their ids
+    ("whole", dict, None),          # ... and that experiment's "workloads" (as dicts) and "selftests"
+]
+Experiment = make_dataclass(
+    "Experiment", STRUCTURE + [(o.name, o.type, o.default) for o in options.OPTIONS],
+    bases=(ExperimentBase,), namespace={"__module__": __name__})
 
 DESIGN_BOOTS = 5      # boots per kernel for reproduce, nightly and calibrate unless told otherwise
-ORDERS = ("alternating", "interleaved", "random", "sequential")
-
-
-def check_design(boots, order, seed):
-    if boots is not None and (not isinstance(boots, int) or isinstance(boots, bool) or boots < 1):
-        raise UserError(f"boots must be a whole number of at least 1, got {boots!r}")
-    if order not in ORDERS:
-        raise UserError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise UserError(f"seed must be a whole number, got {seed!r}")
-
-
-def design_of(path, design):
-    unknown = set(design) - {"boots", "order", "seed", "until", "max_boots"}
-    if unknown:
-        raise UserError(f"{path}: unknown keys in [design] {sorted(unknown)} "
-                        f"(known: boots, order, seed, until, max_boots)")
-    return dict(design)
 
 
 def find(name_or_path):
@@ -196,8 +160,8 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: {exc}") from None
-    known = {"name", "description", "source", "series", "guest", "kernels", "workloads", "claims",
-             "selftests", "design"}
+    known = {"name", "description", "source", "series", "kernels", "workloads", "claims", "selftests",
+             *options.SECTIONS, *(o.name for o in options.in_section(None))}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -207,7 +171,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
         raise UserError(f"{path} names no kernel source; pass --kernel-src")
     kernels = []
     for k in data.get("kernels", []):
-        if "label" not in k:
+        if not isinstance(k, dict) or "label" not in k:
             raise UserError(f"{path}: every [[kernels]] needs a label")
         patched = bool(k.get("patched", False))
         if patched and not series_spec:
@@ -218,16 +182,25 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     if not kernels:
         raise UserError(f"{path} has no [[kernels]]")
     workloads = []
-    for w in data.get("workloads", []):
+    for i, w in enumerate(data.get("workloads", []), 1):
+        _check_entry(path, i, w)
         for params in expand(dict(w.get("params", {}))):
-            for _ in range(int(w.get("repeat", 1))):
+            for _ in range(w.get("repeat", 1)):
                 workloads.append(WorkloadSpec(w["name"], params))
-    guest = data.get("guest", {})
     exp = Experiment(kernels=kernels, workloads=workloads or [WorkloadSpec("fork-memory")],
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
-                     **{k: guest[k] for k in ("accel", "timing", "memory_mib", "cpus", "image",
-                                              "boot_timeout", "stall_s", "pin", "prealloc")
-                        if k in guest},
-                     **design_of(path, data.get("design", {})))
+                     **options.from_file(path, data))
     return replace(exp, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_entry(path, number, w):
+    """A [[workloads]] entry: a name, a table of params, a whole repeat count."""
+    if not isinstance(w, dict) or not isinstance(w.get("name"), str) or not w.get("name"):
+        raise UserError(f"{path}: [[workloads]] entry {number} needs a name (name = \"fork-memory\")")
+    if not isinstance(w.get("params", {}), dict):
+        raise UserError(f"{path}: workload {w['name']}: params must be a table")
+    repeat = w.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
+        raise UserError(f"{path}: workload {w['name']}: repeat = {repeat!r}: allowed: a whole number "
+                        f"from 1 to 1000")

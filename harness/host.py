@@ -6,9 +6,8 @@ booting (qemu-system-x86). As root it installs them with apt-get; otherwise it p
 """
 import os
 import shutil
-import subprocess
 
-from harness import ui
+from harness import tools, ui
 from harness.errors import InfraError
 
 # tool or file checked -> Debian package
@@ -28,6 +27,10 @@ NEEDED = {
     "/usr/include/libelf.h": "libelf-dev",
     "/usr/include/openssl/ssl.h": "libssl-dev",
     "debootstrap": "debootstrap",
+    # the guest image without root: mmdebstrap in unshare mode, fakeroot for the ext4 image
+    "mmdebstrap": "mmdebstrap",
+    "fakeroot": "fakeroot",
+    "newuidmap": "uidmap",
     "mkfs.ext4": "e2fsprogs",
     "dropbearkey": "dropbear-bin",
     "qemu-system-x86_64": "qemu-system-x86",
@@ -38,6 +41,9 @@ NEEDED = {
     "afl-cc": "afl++",
     "afl-fuzz": "afl++",
     "stress-ng": "stress-ng",
+    # a tarball's signed checksum file is checked with gpgv; the tests sign one with gpg
+    "gpgv": "gpgv",
+    "gpg": "gpg",
 }
 
 
@@ -60,8 +66,8 @@ def main(args):
         raise InfraError("missing Debian packages; install them with:\n  sudo " + " ".join(command))
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with ui.step(f"apt-get install {' '.join(packages)}"):
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, stdout=subprocess.DEVNULL)
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        tools.run(["apt-get", "update", "-q"], env=env)
+        proc = tools.run(command, env=env, check=False)
     if proc.returncode != 0:
         raise InfraError("apt-get could not install the packages", log_tail=proc.stdout + proc.stderr)
     still = missing()

@@ -1,8 +1,8 @@
 """The pipeline as one object: for each kernel, source (+ series) -> build -> boot -> workloads.
 
-`Run` is what `harness run` calls and what the Python API uses. Each (kernel, workload) is a cell.
-A failure in a cell (a workload that refuses its clock, a WARNING in dmesg) is recorded with its
-log and the kernel's next cell runs; a failure of the kernel itself (build error, panic, hang)
+`Run` is what `harness run` calls and what the Python API uses. A task is one workload run on one
+kernel in one boot. A failed task (a workload that refuses its clock, a WARNING in dmesg) is
+recorded with its log and the kernel's next task runs; a failure of the kernel itself (build error, panic, hang)
 is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
 import os
@@ -10,15 +10,18 @@ import tempfile
 import time
 from dataclasses import replace
 
-from harness import accel as accel_mod
-from harness import activity, dmesg, kconfig, schedule, selftests, series as series_mod, sources, stats, tables, ui
-from harness import image as image_mod
-from harness.build import Build
+from harness.guest import accel as accel_mod
+from harness.measure import activity, dmesg, selftests
+from harness.kernel import kconfig, series as series_mod, sources
+from harness import safety, schedule, ui, validate
+from harness.analysis import stats, tables
+from harness.guest import image as image_mod
+from harness.kernel.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
 from harness.experiment import Experiment
-from harness.machine import Machine, qemu_version
+from harness.guest.machine import Machine, qemu_version
 from harness.results import RunStore
-from harness.workloads import Workload
+from harness.measure.workloads import Workload
 
 
 class Run:
@@ -27,6 +30,7 @@ class Run:
             experiment = replace(experiment, boots=1)
         if experiment.order == "random" and experiment.seed is None:
             experiment = replace(experiment, seed=schedule.new_seed())     # recorded in metadata
+        validate.request(experiment)      # the whole request, before anything is built or stored
         self.exp = experiment
         self.failures = []
         self.image = None
@@ -37,9 +41,12 @@ class Run:
         self.selftest_new_failures = []
         # Check every name now, so a typo fails before anything is built or stored.
         loaded = [Workload.load(w.name) for w in experiment.workloads]
-        self.cells = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
+        self.tasks = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
         for k in experiment.kernels:
             [kconfig.fragment(f) for f in k.fragments]
+        for w in loaded:
+            if w.manifest.get("table"):
+                tables.known(w.manifest["table"])
         if experiment.timing == "icount" and experiment.accel == "kvm":
             raise UserError("--timing icount runs under TCG: it cannot go with --accel kvm")
         self.store = store or RunStore()
@@ -54,8 +61,7 @@ class Run:
             raise UserError(f"{store.dir} has no experiment in its metadata.json; cannot resume it")
         exp = Experiment.from_dict(store.metadata["experiment"])
         run = cls(exp, store=store)
-        run.skip = {(label, int(n)) for label, info in store.metadata["kernels"].items()
-                    for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+        run.skip = store.finished_boots()
         return run
 
     def execute(self):
@@ -73,7 +79,7 @@ class Run:
                 self.one_slot(plan, built, b, label)
         self.store.update(design=plan.as_dict())
         for label in built:
-            self.settle_kernel(label, boot)
+            self.set_kernel_status(label, boot)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
         self.compare()
@@ -84,6 +90,7 @@ class Run:
         if label not in built:
             return
         plan.ran.append((boot, label))
+        ui.context(f"{len(plan.ran) - 1} boots done, this is boot {boot} of {label}")
         if (label, boot) in self.skip:
             ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
             return
@@ -140,10 +147,10 @@ class Run:
     def skip_all(self, label):
         return all((label, n) in self.skip for n in range(1, self.exp.boots + 1))
 
-    def settle_kernel(self, label, boots, final=True):
+    def set_kernel_status(self, label, boots, final=True):
         """A kernel is ok when every one of its boots is; failed when one failed (or, at the end,
         did not finish); running while boots are still to come."""
-        info = self.store.metadata["kernels"].get(label, {})
+        info = self.store.kernel_info(label)
         states = [(info.get("boots") or {}).get(str(n), {}).get("status") for n in range(1, boots + 1)]
         if info.get("status") == "failed":
             return
@@ -155,11 +162,11 @@ class Run:
             status = "running"
         self.store.update_kernel(label, status=status)
 
-    def fail(self, label, exc, cell=None):
+    def fail(self, label, exc, task=None):
         self.failures.append((label, exc))
-        where = f"[{label}]" + (f" {cell}" if cell else "")
+        where = f"[{label}]" + (f" {task}" if task else "")
         ui.error(f"{where} {exc}")
-        if cell is None:
+        if task is None:
             self.store.update_kernel(label, status="failed", error=str(exc), error_type=type(exc).__name__)
 
     @property
@@ -177,8 +184,8 @@ class Run:
 
     def tree(self, spec):
         """The source tree to build: the pristine source, or the source with the series applied."""
-        with ui.step(f"[{spec.label}] kernel source {spec.source}") as say:
-            source = sources.resolve(spec.source)
+        with ui.step(f"[{spec.label}] kernel source {safety.redact(spec.source)}") as say:
+            source = sources.resolve(spec.source, insecure=self.exp.insecure_download)
             say(source.id)
         if not spec.series:
             return source, []
@@ -241,7 +248,7 @@ class Run:
         return "icount" if meta.get("timing") == "icount" else meta["accel"]
 
     def one_boot(self, label, kernel, boot):
-        """Boot the kernel once (boot number `boot`) and run every cell in that boot."""
+        """Boot the kernel once (boot number `boot`) and run every task in that boot."""
         spec = next(k for k in self.exp.kernels if k.label == label)
         image = self.guest_image()
         chosen = self.choose_accel(kernel)
@@ -259,29 +266,29 @@ class Run:
                 facts = {"boot_seconds": info["boot_seconds"], "boot_phases": m.boot_phases,
                          "guest_uname": uname.strip(), "guest_clocksource": clocksource.strip(),
                          "qemu_argv": m.argv}
-                if boot == 1 or "boot_seconds" not in self.store.metadata["kernels"][label]:
+                if boot == 1 or "boot_seconds" not in self.store.kernel_info(label):
                     self.store.update_kernel(label, **facts)
                 self.store.set_boot(label, boot, info)
                 # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails
-                # the kernel; the cells still run, each judged on what it adds
+                # the kernel; the tasks still run, each judged on what it adds
                 boot_hits = self.kernel_log(label, m, "boot", boot) if self.exp.dmesg_check else []
                 if boot_hits:
                     self.store.update_kernel(label, boot_dmesg=boot_hits)
                     ui.warn(f"[{label}] kernel log at boot: "
                             + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
                 with tempfile.TemporaryDirectory() as staging:
-                    for number, (workload, params) in enumerate(self.cells, 1):
-                        self.cell(label, m, number, workload, params, staging, boot)
+                    for number, (workload, params) in enumerate(self.tasks, 1):
+                        self.task(label, m, number, workload, params, staging, boot)
                 if self.exp.selftests and boot == 1:
                     self.run_selftests(label, m)
         except HarnessError:
             info["status"] = "failed"
             self.store.set_boot(label, boot, info)
             raise
-        cells = [c for c in self.store.metadata["kernels"][label]["cells"] if c.get("boot", 1) == boot]
-        info["status"] = "failed" if boot_hits or any(c["status"] != "ok" for c in cells) else "ok"
+        tasks = self.store.tasks(label, boot)
+        info["status"] = "failed" if boot_hits or any(t["status"] != "ok" for t in tasks) else "ok"
         self.store.set_boot(label, boot, info)
-        self.settle_kernel(label, self.exp.boots, final=False)
+        self.set_kernel_status(label, self.exp.boots, final=False)
 
     def boot(self, spec, kernel, image, chosen, boot=1, attempts=5):
         """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time
@@ -313,26 +320,23 @@ class Run:
             ui.warn(f"[{spec.label}] boot {attempt}: {trouble[0]}: the clock would be coarse; booting again")
         raise AssertionError("unreachable")
 
-    def cell(self, label, machine, number, workload, params, staging, boot=1):
+    def task(self, label, machine, number, workload, params, staging, boot=1):
         name = f"{number}:{workload.name}"
-        entry = {"cell": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
+        entry = {"task": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
         host = self.store.metadata["host"].get("hostname")
         append = self.store.appender(label, workload.name)
 
         def store(record):
-            if "pagetables_delta_kb" in record:      # a record that carries COW PTE evidence
-                record = activity.label(record)
-            append({**record, "cell": name, "kernel": label, "boot": boot, "host": host,
+            append({**record, "task": name, "kernel": label, "boot": boot, "host": host,
                     "timing": self.store.metadata.get("timing")})
 
         try:
-            self._cell(label, machine, workload, params, staging, store, entry)
+            self._task(label, machine, workload, params, staging, store, entry)
         finally:
-            self.store.metadata["kernels"][label]["cells"].append(entry)
-            self.store.save()
+            self.store.add_task(label, entry)
 
-    def _cell(self, label, machine, workload, params, staging, store, entry):
-        name = entry["cell"]
+    def _task(self, label, machine, workload, params, staging, store, entry):
+        name = entry["task"]
         entry["host_load_before"] = round(os.getloadavg()[0], 2)   # a busy host distorts timings
         try:
             try:
@@ -341,19 +345,19 @@ class Run:
             except WorkloadError:
                 machine.settle()               # a workload killed by a panic is the panic
                 raise
-            if workload.name == "fork-memory":
-                records = [activity.label(r) for r in records]
-                entry["cow_pte"] = sorted({r["cow_pte"] for r in records})
+            judged = {r["cow_pte"] for r in records if "cow_pte" in r}
+            if judged:
+                entry["cow_pte"] = sorted(judged)
             entry["records"] = len(records)
             entry["host_load_after"] = round(os.getloadavg()[0], 2)
-            self.show(label, workload.name, records)
+            self.show(label, workload, records)
         except WorkloadError as exc:
             entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, cell=name)
+            self.fail(label, exc, task=name)
         except ChannelLost as exc:
-            # the connection dropped, not the guest: note it, reconnect, go on with the next cell
+            # the connection dropped, not the guest: note it, reconnect, go on with the next task
             entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, cell=name)
+            self.fail(label, exc, task=name)
             machine.reconnect()
         except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
             entry.update(status="failed", error=str(exc))
@@ -366,14 +370,14 @@ class Run:
             if hits:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
-                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), cell=name)
+                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), task=name)
 
     def run_selftests(self, label, machine):
-        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as cells."""
+        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as tasks."""
         for name in self.exp.selftests:
             if name != "cow":
                 raise UserError(f"selftest '{name}' is not supported (supported: cow)")
-            entry = {"cell": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
+            entry = {"task": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
             try:
                 with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
                     binary = selftests.build_cow(self.trees[label].path, test_source=self.exp.selftest_source)
@@ -392,42 +396,37 @@ class Run:
                         entry.update(status="failed", error=result["error"])
             except HarnessError as exc:
                 entry.update(status="failed", error=str(exc))
-                self.fail(label, exc, cell=entry["cell"])
+                self.fail(label, exc, task=entry["task"])
                 if isinstance(exc, (GuestPanic, GuestTimeout)):
-                    self.store.metadata["kernels"][label]["cells"].append(entry)
+                    self.store.add_task(label, entry)
                     raise
             hits = self.kernel_log(label, machine, f"selftest-{name}") if self.exp.dmesg_check else []
             if hits:
                 entry.update(status="failed", dmesg=hits)
                 self.fail(label, WorkloadError(f"kernel log after selftest {name}: "
                                                + "; ".join(f"{k}: {line}" for k, line in hits[:5])),
-                          cell=entry["cell"])
-            self.store.metadata["kernels"][label]["cells"].append(entry)
-            self.store.save()
+                          task=entry["task"])
+            self.store.add_task(label, entry)
 
     def kernel_log(self, label, machine, name, boot=1):
         """Keep the guest's kernel log since the last look; return what a reviewer would flag: its
         BUGs, WARNINGs, lockdep reports ..., and the taint flags set since the last look (a taint
-        stays for the rest of the boot: the cell that set it fails, not every cell after it)."""
-        log, hits, taints = dmesg.check(machine)
+        stays for the rest of the boot: the task that set it fails, not every task after it)."""
+        log, hits = dmesg.check(machine)
         self.store.write(label, f"{self.store.boot_prefix(boot)}dmesg-{name}.log", log)
-        new = [t for t in taints if t not in machine.taints_seen]
-        machine.taints_seen.update(taints)
-        if new:
-            hits = hits + [("taint", ", ".join(new))]
         return hits
 
     # --- output ---------------------------------------------------------------------------------
 
     def show(self, label, workload, records):
-        if workload != "fork-memory" or not records:
+        """The table the workload's manifest names (`table`), printed and saved per kernel."""
+        kind = workload.manifest.get("table")
+        if not kind or not records:
             return
-        table, extra = tables.fork_memory(records)
-        title = f"{label}: fork-memory, {tables.fork_kind(records)}"
-        ui.out(tables.render_fork_memory(table, extra, title=title))
+        ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records)}"))
         ui.out()
-        name = "fork-memory-cow-pte" if records[0].get("cow_pte_requested") else "fork-memory"
-        tables.save_fork_memory(table, extra, self.store.kernel_dir(label), name)
+        name = f"{workload.name}-cow-pte" if records[0].get("cow_pte_requested") else workload.name
+        tables.save_kernel_table(kind, records, self.store.kernel_dir(label), name)
 
     def compare(self):
         if self.selftest_results:
@@ -440,13 +439,18 @@ class Run:
             if (stock, "plain") in table.columns:
                 self.selftest_new_failures = selftests.new_failures(table, stock)
             self.store.update(selftest_new_failures=self.selftest_new_failures)
-        rows = []
-        for spec in self.exp.kernels:
-            rows += self.store.records(spec.label, "fork-memory")
-        if not rows or len(self.exp.kernels) < 2 and len(self.cells) < 2:
+        if len(self.exp.kernels) < 2 and len(self.tasks) < 2:
             return
-        table = tables.fork_memory_comparison(rows)
-        tables.save(table, self.store.dir, "fork-memory-comparison")
-        ui.out("fork-memory, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
-        ui.out(table.to_string())
-        ui.out()
+        shown = {}
+        for workload, _ in self.tasks:
+            if workload.manifest.get("table"):
+                shown[workload.name] = workload.manifest["table"]
+        for name, kind in shown.items():
+            rows = [r for spec in self.exp.kernels for r in self.store.records(spec.label, name)]
+            if not rows:
+                continue
+            table = tables.comparison(kind, rows)
+            tables.save(table, self.store.dir, f"{name}-comparison")
+            ui.out(f"{name}, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
+            ui.out(table.to_string())
+            ui.out()

@@ -10,15 +10,15 @@ metadata.json is rewritten (atomically) after every stage, so a crash keeps ever
   results/<run-id>/<kernel>/<workload>.jsonl raw records, one per line
 """
 import datetime
+import fcntl
 import json
 import os
 import platform
 import secrets
 import shutil
-import subprocess
 from pathlib import Path
 
-from harness import paths
+from harness import paths, safety, tools
 from harness.errors import InfraError, UserError
 
 
@@ -28,10 +28,11 @@ def new_run_id():
 
 
 def harness_sha():
-    proc = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
-    sha = proc.stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    if not tools.which("git"):
+        return "unknown"
+    sha = tools.run(["git", "-C", paths.ROOT, "rev-parse", "HEAD"], check=False).stdout.strip() or "unknown"
+    dirty = tools.run(["git", "-C", paths.ROOT, "status", "--porcelain", "--untracked-files=no"],
+                      check=False).stdout.strip()
     return sha + ("-dirty" if dirty else "")
 
 
@@ -55,13 +56,16 @@ def timing_mode(meta):
     return meta.get("timing") or "real"
 
 
+_HELD = {}          # run folder -> the open file that holds its lock, in this process
+
+
 class RunStore:
     def __init__(self, run_id=None, root=None):
         self.id = run_id or new_run_id()
         self.dir = Path(root or paths.results()) / self.id
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "metadata.json"
-        self.metadata = json.loads(meta.read_text()) if meta.exists() else {
+        self.metadata = read_metadata(meta) if meta.exists() else {
             "run_id": self.id,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "harness_sha": harness_sha(),
@@ -109,19 +113,37 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def kernel_info(self, label):
+        """What the run has recorded about this kernel (a copy: change it with update_kernel)."""
+        return dict(self.metadata["kernels"].get(label, {}))
+
+    def add_task(self, label, entry):
+        """Record a finished (or failed) task of this kernel: one workload run in one boot."""
+        self.metadata["kernels"].setdefault(label, {}).setdefault("tasks", []).append(entry)
+        self.save()
+
+    def tasks(self, label, boot=None):
+        tasks = self.metadata["kernels"].get(label, {}).get("tasks", [])
+        return [t for t in tasks if boot is None or t.get("boot", 1) == boot]
+
+    def finished_boots(self):
+        """{(label, boot number)} of every boot that ended ok."""
+        return {(label, int(n)) for label, info in self.metadata["kernels"].items()
+                for n, b in (info.get("boots") or {}).items() if b.get("status") == "ok"}
+
     def set_boot(self, label, boot, info):
         boots = self.metadata["kernels"].setdefault(label, {}).setdefault("boots", {})
         boots.setdefault(str(boot), {}).update(info)
         self.save()
 
     def reset_boot(self, label, boot):
-        """Set aside what an unfinished attempt at this boot left: its records, cells and logs."""
+        """Set aside what an unfinished attempt at this boot left: its records, tasks and logs."""
         kdir = self.dir / label
         info = self.metadata["kernels"].setdefault(label, {})
-        info.setdefault("cells", [])
+        info.setdefault("tasks", [])
         if str(boot) not in info.setdefault("boots", {}):
             return                          # never started: nothing to set aside
-        info["cells"] = [c for c in info["cells"] if c.get("boot", 1) != boot]
+        info["tasks"] = [t for t in info["tasks"] if t.get("boot", 1) != boot]
         info["boots"].pop(str(boot))
         if not kdir.exists():
             return
@@ -152,11 +174,38 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def lock(self):
+        """Hold the run folder for this process from its first write on (a run, a resume, a
+        merge, a nightly): another harness writing the same run is refused, not interleaved.
+        The lock ends with the process."""
+        key = str(self.dir.resolve())
+        if key not in _HELD:
+            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"run {self.dir} is being written by another harness; wait for it "
+                                f"to finish (or resume it afterwards)") from None
+            _HELD[key] = fd
+
     def save(self):
+        """metadata.json replaced whole and synced (file and folder), under the run's lock;
+        credentials in URLs never reach it."""
+        self.lock()
         tmp = self.dir / "metadata.json.tmp"
         try:
-            tmp.write_text(json.dumps(self.metadata, indent=2, default=str) + "\n")
+            data = json.dumps(safety.redact_all(self.metadata), indent=2, default=str) + "\n"
+            with open(tmp, "w") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.dir / "metadata.json")
+            folder = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InfraError(f"cannot write {self.dir / 'metadata.json'}: {exc.strerror} "
@@ -176,9 +225,11 @@ class RunStore:
 
         def append(record):
             data = (json.dumps(record, sort_keys=True) + "\n").encode()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.lseek(fd, 0, os.SEEK_END)
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    size = cut_line(fd, size)   # a line cut short by a crash: not glued to
                 try:
                     if os.write(fd, data) != len(data):
                         raise OSError(28, "short write")
@@ -197,9 +248,7 @@ class RunStore:
 
     def records(self, label, workload):
         path = self.dir / label / f"{workload}.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_records(path) if path.exists() else []
 
     def keep(self, label, *files):
         for f in files:
@@ -218,6 +267,39 @@ class RunStore:
         except OSError as exc:
             raise InfraError(f"cannot write {path}: {exc.strerror} (results disk full?)") from None
         return path
+
+
+def read_metadata(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); the run cannot be read") from None
+    except OSError as exc:
+        raise InfraError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_records(path):
+    """The records of a JSONL file; a last line cut short by a crash is skipped, a broken line
+    before it is an error."""
+    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise UserError(f"{path}:{number}: not a JSON record; the file is damaged") from None
+    return records
+
+
+def cut_line(fd, size):
+    """Cut an unfinished last line off the open file fd of `size` bytes; returns the new size."""
+    start = max(0, size - (1 << 20))
+    tail = os.pread(fd, size - start, start)
+    keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else start
+    os.ftruncate(fd, keep)
+    return keep
 
 
 class NullStore:

@@ -19,7 +19,7 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
-from harness.experiment import ORDERS
+from harness.options import ORDERS
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Prints side by side: the no-op rebuild (tuxmake over an already-built tree) and a cached request;
 boot-to-first-guest-command over several boots in each timing mode; and the coefficient of
-variation of one fork-latency cell (512 MiB, 10 timed forks) in each timing mode. With --cold also
+variation of one fork-latency task (512 MiB, 10 timed forks) in each timing mode. With --cold also
 a cold kernel build (fresh build folder, ccache off) and a guest image built from nothing.
 Figures only: nothing is asserted.
 """
@@ -13,11 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import accel, kconfig, sources, ui
-from harness.build import Build
+from harness.guest import accel
+from harness.kernel import kconfig, sources
+from harness import ui
+from harness.kernel.build import Build
 from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec
-from harness.image import GuestImage
-from harness.machine import Machine
+from harness.guest.image import GuestImage
+from harness.guest.machine import Machine
 from harness.pipeline import Run
 from harness.results import RunStore
 
@@ -50,7 +52,7 @@ def boots(kernel, image, mode, count, logdir):
     return seconds
 
 
-def fork_cell_cv(spec, accel_name, timing, tmp):
+def fork_task_cv(spec, accel_name, timing, tmp):
     """CV of fork() at 512 MiB over 10 timed forks (2 warm-ups) in one guest of this mode."""
     exp = Experiment(kernels=[spec], accel=accel_name, timing=timing, memory_mib=2048,
                      workloads=[WorkloadSpec("fork-latency", {"sizes_mib": "512", "reps": 10, "warmup": 2})])
@@ -94,7 +96,7 @@ def main(args):
         for mode in modes:
             timing = "icount" if mode == "icount" else "real"
             with ui.step(f"fork-latency 512 MiB x 10, {timing} timing"):
-                median, cv = fork_cell_cv(spec, "tcg" if mode == "icount" else chosen, timing, tmp)
+                median, cv = fork_task_cv(spec, "tcg" if mode == "icount" else chosen, timing, tmp)
             unit = "ms (icount: instructions)" if timing == "icount" else "ms"
             rows.append((f"fork 512 MiB, 10 forks, {timing} timing",
                          "-" if cv is None else f"CV {100 * cv:.2f}%",

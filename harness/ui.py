@@ -1,16 +1,39 @@
-"""Progress on the terminal (rich): a spinner with elapsed time per step, loud warnings."""
+"""Progress: on a terminal a spinner with elapsed time per step (rich); in a log (stderr not a
+terminal, e.g. CI) a line per step start and end and a heartbeat while it runs (steplog);
+nothing but warnings and errors with --quiet."""
 import contextlib
+import os
 import sys
 import time
 
 from rich.console import Console
 from rich.markup import escape
 
+from harness import steplog
+
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+loud = Console(stderr=True, highlight=False, soft_wrap=True)     # warnings and errors, never quiet
+
+
+def set_quiet(quiet=True):
+    """--quiet (or HARNESS_QUIET=1): no progress, no notes; warnings, errors and results stay."""
+    console.quiet = quiet
+
+
+def _log_line(text):
+    console.print(text, markup=False, highlight=False)
+    console.file.flush()
 
 
 @contextlib.contextmanager
 def step(message):
+    if console.quiet:
+        yield lambda text: None
+        return
+    if not console.is_terminal:
+        with steplog.step(message, _log_line, steplog.ci_system()) as say:
+            yield say
+        return
     message = escape(message)
     started = time.monotonic()
     notes = []
@@ -27,14 +50,28 @@ def step(message):
                   + (f" — {escape(notes[-1])}" if notes else ""))
 
 
+def watch(fn):
+    """fn() -> a short text of what is happening now (a build's current target); the running
+    step's heartbeat lines in a log carry it."""
+    steplog.watch(fn)
+
+
+def context(text):
+    """Where the whole run is ("3 of 10 boots done"), added to heartbeat lines."""
+    steplog.set_context(text)
+
+
 def warn(message):
-    console.print(f"[bold yellow]WARNING:[/bold yellow] {escape(message)}")
+    loud.print(f"[bold yellow]WARNING:[/bold yellow] {escape(message)}")
 
 
 def error(message):
-    console.print(f"[bold red]error:[/bold red] {escape(message)}")
+    loud.print(f"[bold red]error:[/bold red] {escape(message)}")
 
 
 def out(text=""):
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+set_quiet(bool(os.environ.get("HARNESS_QUIET")))

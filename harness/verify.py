@@ -11,10 +11,11 @@
 Every section runs even when an earlier one found problems (a series that does not apply still gets
 checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
-import re
 from dataclasses import dataclass, field
 
-from harness import bisect, checkpatch, kconfig, selftests, series as series_mod, sources, ui
+from harness.kernel import bisect, checkpatch, kconfig, series as series_mod, sources
+from harness.measure import activity, selftests
+from harness import ui, validate
 from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 from harness.pipeline import Run
@@ -75,6 +76,12 @@ class Verify:
         unknown = [k for k in self.kernels if k not in KERNELS]
         if unknown:
             raise UserError(f"unknown kernel variant {unknown} (known: {', '.join(KERNELS)})")
+        validate.source(self.kernel_src, "--kernel-src")     # the request, before any build
+        validate.series(self.series, "--series")
+        if self.selftest_source:
+            validate.source(self.selftest_source, "--selftest-source")
+        validate.workload("fork-memory", {"mib": self.mib})
+        validate.results_folder()
         self.problems = []
         self.sections = {}
 
@@ -144,11 +151,10 @@ class Verify:
     def build_each(self, series, source):
         sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] for label in self.configs}
         with ui.step(f"build every patch with {', '.join(sets)}") as say:
-            def progress(message):
-                say(message)
-                if re.search(r": (ok|error|config) in [\d.]+ s$", message):
-                    ui.console.print(f"  {message}", markup=False)   # one line per finished build
-            results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=progress)
+            def finished(outcome):          # one line per finished build
+                ui.console.print(f"  {bisect.describe(outcome)}", markup=False)
+            results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say,
+                                              on_outcome=finished)
         ui.out(bisect.table(results))
         self.section("bisect", *bisect_verdict(results))
 
@@ -170,8 +176,8 @@ class Verify:
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
         self.section("kernels", not failed, "all booted, workloads and kernel logs clean" if not failed
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
-        active = sorted({label for label, info in meta.items() for c in info.get("cells", [])
-                         if "active" in c.get("cow_pte", [])})
+        active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
+                         if activity.ACTIVE in c.get("cow_pte", [])})
         wanted = [k for k in self.kernels if "cow-pte" in KERNELS[k][1]]
         if wanted:
             self.section("COW PTE active", set(wanted) <= set(active),

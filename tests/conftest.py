@@ -29,3 +29,12 @@ def cache_dir(tmp_path, monkeypatch):
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+def alive(pid):
+    """True while process pid runs (a zombie is not running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

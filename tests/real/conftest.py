@@ -8,9 +8,9 @@ are likewise one build (the same fragments).
 """
 import pytest
 
-from harness import kconfig, sources
-from harness.build import Build
-from harness.image import GuestImage
+from harness.kernel import kconfig, sources
+from harness.kernel.build import Build
+from harness.guest.image import GuestImage
 from tests.real.kernels import FRAGMENTS, SRC
 
 

@@ -12,7 +12,9 @@ import re
 
 import pytest
 
-from harness import cli, paths, series, sources, stats, steps
+from harness import cli, paths
+from harness.analysis import stats, steps
+from harness.kernel import series, sources
 from tests.real.kernels import SRC
 
 pytestmark = pytest.mark.slow
@@ -72,8 +74,8 @@ def test_attribute_names_the_patch_with_the_known_cost(attributed, capsys):
     # time per prefix, and the step plot
     assert len(re.findall(r"build \d+ s( cached)?, measure \d+ s", text)) >= 4
     assert (run / "attribution.png").stat().st_size > 1000
-    # no COW PTE cell where the kernel has no CONFIG_COW_PTE
-    assert all(c["params"]["cow_pte"] == 0 for k in meta["kernels"].values() for c in k["cells"])
+    # no COW PTE task where the kernel has no CONFIG_COW_PTE
+    assert all(t["params"]["cow_pte"] == 0 for k in meta["kernels"].values() for t in k["tasks"])
 
 
 def test_report_shows_the_attribution_again(attributed, capsys):

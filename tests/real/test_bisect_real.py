@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect, kconfig, series, sources
-from harness.build import Build
+from harness.kernel import bisect, kconfig, series, sources
+from harness.kernel.build import Build
 from tests.real.kernels import FRAGMENTS, SRC
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Faults injected for real into a running guest: each is detected, logged with the serial console,
-its cell or kernel marked failed, the run goes on, and no QEMU process is left behind.
+its task or kernel marked failed, the run goes on, and no QEMU process is left behind.
 
 The kernel is guest-base + selftests (that fragment has CONFIG_MAGIC_SYSRQ for the crash).
 """
@@ -38,7 +38,7 @@ def make_experiment(tmp_path, workloads, kernels=("a", "b"), stall_s=30):
 
 
 def qemus_under(folder):
-    """PIDs of QEMU processes whose command line mentions folder."""
+    """PIDs of QEMU processes whose command line mentions folder (zombies included)."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -46,7 +46,8 @@ def qemus_under(folder):
                 cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "qemu-system" in cmd and str(folder) in cmd:
+            # QEMU itself, not its supervisor (harness.supervise), whose arguments name it too
+            if "qemu-system" in Path(cmd.split("\0")[0]).name and str(folder) in cmd:
                 found.append(int(proc.name))
     return found
 
@@ -69,7 +70,7 @@ def test_guest_kernel_panic_mid_run(tmp_path):
     for label in ("a", "b"):                       # b ran after a had crashed
         k = meta["kernels"][label]
         assert k["status"] == "failed" and k["error_type"] == "GuestPanic"
-        assert [c["status"] for c in k["cells"]] == ["ok", "failed"]
+        assert [t["status"] for t in k["tasks"]] == ["ok", "failed"]
         assert "sysrq: Trigger a crash" in k["error"]  # the console's tail is in the error
         assert len(store.records(label, "fork-memory")) == 1
         assert "Kernel panic" in (store.dir / label / "console.log").read_text()
@@ -84,7 +85,7 @@ def test_workload_that_never_returns(tmp_path):
     assert "did not finish in the guest within 20 s" in k["error"]
     host = metadata(store)["host"]["hostname"]
     assert store.records("a", "hang") == [{"type": "record", "workload": "hang", "started": True,
-                                           "cell": "1:hang", "kernel": "a", "timing": "real",
+                                           "task": "1:hang", "kernel": "a", "timing": "real",
                                            "boot": 1, "host": host}]
     assert qemus_under(store.dir) == []
 
@@ -120,7 +121,7 @@ def test_guest_stopped_with_sigstop(tmp_path):
     a = meta["kernels"]["a"]
     assert a["error_type"] == "GuestTimeout" and "stopped answering" in a["error"]
     assert time.monotonic() - started < 200      # found by the probe, long before the 20 s x N timeouts
-    assert meta["kernels"]["b"]["cells"][0]["status"] == "failed"   # b ran (and hung on its own)
+    assert meta["kernels"]["b"]["tasks"][0]["status"] == "failed"   # b ran (and hung on its own)
     assert qemus_under(store.dir) == []
 
 
@@ -132,15 +133,15 @@ def test_ssh_connection_dropped_mid_workload(tmp_path):
 
     def drop():
         qemu_pid_when_busy(store, "a")
-        machine_socket = r.current_machine.guest.client.get_transport().sock
+        machine_socket = r.current_machine.channel.client.get_transport().sock
         machine_socket.shutdown(2)
     t = threading.Thread(target=drop)
     t.start()
     r.execute()
     t.join()
     k = metadata(store)["kernels"]["a"]
-    assert [c["status"] for c in k["cells"]] == ["failed", "ok"]
-    assert "SSH connection" in k["cells"][0]["error"]
+    assert [c["status"] for c in k["tasks"]] == ["failed", "ok"]
+    assert "SSH connection" in k["tasks"][0]["error"]
     assert len(store.records("a", "fork-memory")) == 1
     assert qemus_under(store.dir) == []
 
@@ -154,7 +155,7 @@ def test_qemu_killed(tmp_path):
     t.join()
     meta = metadata(store)
     assert "QEMU exited with code -9" in meta["kernels"]["a"]["error"]
-    assert meta["kernels"]["b"]["cells"]                 # the run went on to kernel b
+    assert meta["kernels"]["b"]["tasks"]                 # the run went on to kernel b
     assert r.exit_code == 5
     assert qemus_under(store.dir) == []
 
@@ -180,9 +181,9 @@ def test_taint_fails_the_cell_that_set_it_only(tmp_path):
     exp = make_experiment(tmp_path, [(str(FAULTS / "taint"), {}), ("fork-memory", {"mib": 64})],
                           kernels=("a",))
     r, store = run(tmp_path, exp)
-    cells = metadata(store)["kernels"]["a"]["cells"]
-    assert [c["status"] for c in cells] == ["failed", "ok"]   # the taint stays set: not judged twice
-    assert ["taint", "W warning"] in cells[0]["dmesg"]
+    tasks = metadata(store)["kernels"]["a"]["tasks"]
+    assert [c["status"] for c in tasks] == ["failed", "ok"]   # the taint stays set: not judged twice
+    assert ["taint", "W warning"] in tasks[0]["dmesg"]
     assert len(store.records("a", "fork-memory")) == 1
     assert qemus_under(store.dir) == []
 
@@ -206,8 +207,8 @@ def test_sigterm_stops_a_run_like_ctrl_c(tmp_path):
     (run_dir,) = results.iterdir()
     meta = json.loads((run_dir / "metadata.json").read_text())
     a = meta["kernels"]["a"]
-    assert a["status"] == "interrupted" and [c["status"] for c in a["cells"]] == ["interrupted"]
+    assert a["status"] == "interrupted" and [c["status"] for c in a["tasks"]] == ["interrupted"]
     assert meta["interrupted"]
-    assert not meta["kernels"].get("b", {}).get("cells")        # b never started
+    assert not meta["kernels"].get("b", {}).get("tasks")        # b never started
     assert (run_dir / "a" / "hang.jsonl").read_text().count('"started": true') == 1
     assert qemus_under(results) == []

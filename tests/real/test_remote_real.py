@@ -1,11 +1,10 @@
-"""Cells on SSH runners (harness.remote) against two real OpenSSH servers on 127.0.0.1.
+"""Cells on SSH runners (harness.ci.remote) against two real OpenSSH servers on 127.0.0.1.
 
 Each "runner" is an sshd on its own port with its own host key, letting in one test key; both run
 this checkout's harness (the runner's workdir is paths.ROOT). The experiment has two kernels, both
 Debian's linux-source-6.1 with guest-base + selftests (the kernel every real test shares, built
 once), and two cells (fork-memory with 32 and with 64 MiB), each of which boots both kernels.
 """
-import argparse
 import json
 import os
 import platform
@@ -21,7 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import paths, remote
+from harness import paths
+from harness.ci import remote
+from tests.conftest import alive
 
 pytestmark = pytest.mark.slow
 
@@ -156,9 +157,8 @@ def cmdline(pid):
 
 
 def remote_cli(argv):
-    p = argparse.ArgumentParser()
-    remote.add_arguments(p)
-    return remote.main(p.parse_args(argv))
+    from harness import cli
+    return cli.main(["remote", *argv])
 
 
 def records(run_dir, label):
@@ -206,8 +206,8 @@ def test_cells_run_on_two_hosts_and_merge_like_a_local_run(runners, experiment_f
         assert len(mine) == len(theirs) == 2
         assert [set(r) - {"host", "from_run"} for r in mine] == [set(r) - {"host"} for r in theirs]
         assert [r["mib"] for r in mine] == [r["mib"] for r in theirs] and mine[0]["kernel"] == label
-        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["cells"]) == \
-               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["cells"])
+        assert sorted(c["params"]["mib"] for c in meta["kernels"][label]["tasks"]) == \
+               sorted(c["params"]["mib"] for c in local_meta["kernels"][label]["tasks"])
 
 
 def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file, tmp_path, capfd):
@@ -229,18 +229,33 @@ def test_dead_host_cell_is_queued_again_on_a_live_host(runners, experiment_file,
     assert meta["remote"]["hosts"][dead]["error"] and meta["remote"]["cells"][CELL]["status"] == "ok"
 
 
+def runner_harness(sshd_pid, pattern="-m harness run", timeout=600):
+    """The runner's harness under this sshd and everything it started, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p for p in descendants(sshd_pid) if pattern in cmdline(p)]
+        if found:
+            time.sleep(2)
+            return found + [d for p in found for d in descendants(p)]
+        time.sleep(0.1)
+    raise AssertionError("the runner's harness never started")
+
+
+def gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
 def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_path, capfd):
     specs, known_hosts, identity, command = unpack(runners)
+    cut_off = []
 
     def cut():  # once runner 0's harness is running, kill its SSH session (not the listener)
-        for _ in range(600):
-            sessions = children(runners.pids[0])
-            if any("-m harness run" in cmdline(p) for p in descendants(runners.pids[0])):
-                time.sleep(2)
-                for pid in sessions:
-                    os.kill(pid, signal.SIGKILL)
-                return
-            time.sleep(0.1)
+        cut_off.extend(runner_harness(runners.pids[0]))
+        for pid in children(runners.pids[0]):
+            os.kill(pid, signal.SIGKILL)
     threading.Thread(target=cut, daemon=True).start()
     r = remote.run_on_hosts(experiment_file, specs, [], paths.ROOT, tmp_path, cells=[CELL],
                             command=command, known_hosts=known_hosts, identity=identity)
@@ -250,6 +265,8 @@ def test_connection_lost_mid_run_is_queued_again(runners, experiment_file, tmp_p
     assert a.attempts[0]["exit_code"] == -1 and f"[{specs[0]}] host dropped" in err
     assert a.attempts[0]["error"].startswith("connection lost during the run")
     assert r.store.metadata["kernels"]["a"]["status"] == "ok" and records(r.store.dir, "a")
+    # the runner stopped the harness of the lost session, and its guest (harness.remote.watched)
+    assert cut_off and not gone(cut_off, 30), [cmdline(p) for p in cut_off if alive(p)]
 
 
 def test_runner_without_the_harness_is_a_host_failure(runners, experiment_file, tmp_path, capfd):
@@ -291,3 +308,38 @@ def test_cell_timeout_stops_the_harness_on_the_runner(runners, experiment_file, 
     assert r.failed == [CELL]
     left = [pid for sshd in runners.pids for pid in descendants(sshd) if "sleep 617" in cmdline(pid)]
     assert not left, "the runner still runs the timed-out cell"
+
+
+def test_interrupted_remote_stops_the_runners_harness(runners, experiment_file, tmp_path):
+    """Ctrl-C here stops the cell on the runner. The "harness" there is a silent stand-in (a real
+    one writing its progress dies of the closed channel on its next line anyway; a quiet one, in
+    a long build, used to be left running)."""
+    specs, known_hosts, identity, _ = unpack(runners)
+    local = subprocess.Popen([sys.executable, "-m", "harness", "remote", "--experiment", str(experiment_file),
+                              "--host", specs[0], "--known-hosts", str(known_hosts), "--identity",
+                              str(identity), "--remote-command", "sleep 621 && echo", "--cell", CELL,
+                              "--remote-workdir", str(paths.ROOT), "--results", str(tmp_path / "out")],
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"),
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    there = runner_harness(runners.pids[0], "sleep 621")
+    local.send_signal(signal.SIGINT)                       # Ctrl-C here
+    assert local.wait(60) == 130, (tmp_path / "stderr").read_text()[-3000:]
+    left = gone(there, 10)
+    assert not left, [cmdline(p) for p in left]
+
+
+def test_lost_session_stops_the_cell_on_the_runner(runners, experiment_file, tmp_path, capfd):
+    specs, known_hosts, identity, _ = unpack(runners)
+    found = []
+
+    def cut():
+        found.extend(runner_harness(runners.pids[0], "sleep 622"))
+        for pid in children(runners.pids[0]):
+            os.kill(pid, signal.SIGKILL)
+    threading.Thread(target=cut, daemon=True).start()
+    r = remote.run_on_hosts(experiment_file, specs[:1], [], paths.ROOT, tmp_path, cells=[CELL],
+                            command="sleep 622 && echo", known_hosts=known_hosts, identity=identity)
+    capfd.readouterr()
+    assert r.cells[0].attempts[0]["exit_code"] == -1 and found
+    left = gone([p for p in found if "sleep 622" in cmdline(p)], 10)
+    assert not left, [cmdline(p) for p in left]

@@ -1,21 +1,35 @@
 """`harness reproduce` on CI's reduced matrix: the benchmark suite on two real kernels, statistics,
-plots and the report, through the same path as the COW PTE reproduction."""
+plots and the report, through the same path as the COW PTE reproduction; the run exported as a
+KCIDB report, and the report opened in headless Chromium."""
+import contextlib
+import io
 import json
 
 import pytest
+from kcidb_io import schema
 
 from harness import cli
+from tests.real import browser
 
 pytestmark = pytest.mark.slow
 
 
-def test_reproduce_reduced_matrix(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
-    assert cli.main(["reproduce", "--experiment", "test-series-bench"]) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """(run folder, stdout) of one `harness reproduce` for the tests of this module."""
+    results = tmp_path_factory.mktemp("results")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("HARNESS_RESULTS", str(results))
+        assert cli.main(["reproduce", "--experiment", "test-series-bench"]) == 0
+    (run,) = results.iterdir()
+    return run, out.getvalue()
+
+
+def test_reproduce_reduced_matrix(reproduced):
+    run, out = reproduced
     assert "coefficient of variation per metric" in out
     assert "fork-latency" in out and "CV=" in out
-    (run,) = tmp_path.iterdir()
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["design"]["slots"] == ["stock#1", "patched#1", "patched#2", "stock#2", "stock#3", "patched#3"]
     for label in ("stock", "patched"):
@@ -40,3 +54,42 @@ def test_reproduce_reduced_matrix(tmp_path, monkeypatch, capsys):
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert sorted(p.name for p in (run / "plots").glob("*.png"))
+
+
+def test_the_run_exported_for_kcidb_validates_against_kcidb_io(reproduced, tmp_path, capsys):
+    run, _ = reproduced
+    assert cli.main(["export", "--format", "kcidb", str(run), "--origin", "harness_ci"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    schema.LATEST.validate(doc)
+    meta = json.loads((run / "metadata.json").read_text())
+    patched = next(c for c in doc["checkouts"] if c["misc"].get("series"))
+    assert len(patched["misc"]["series"]["patches"]) == 2
+    builds = {b["misc"]["labels"][0]: b for b in doc["builds"]}
+    assert set(builds) == {"stock", "patched"} and all(b["status"] == "PASS" for b in builds.values())
+    assert builds["patched"]["checkout_id"] == patched["id"]
+    assert builds["stock"]["id"] == f"harness_ci:build:{meta['kernels']['stock']['build_key']}"
+    assert builds["stock"]["compiler"].startswith("gcc") and builds["stock"]["log_url"].startswith("file://")
+    boots = [t for t in doc["tests"] if t["path"] == "boot"]
+    assert len(boots) == 6 and all(t["status"] == "PASS" and t["duration"] > 0 for t in boots)
+    tasks = {t["path"] for t in doc["tests"] if t["path"].count(".") == 1}
+    assert {"harness.fork-memory", "harness.fork-latency", "harness.fault-latency",
+            "harness.fork-server"} <= tasks
+    figures = [t for t in doc["tests"] if t["status"] == "DONE"]
+    assert figures and all(t["number"]["value"] == t["number"]["value"] for t in figures)
+    assert any("verdict" in t["misc"] for t in figures if t["build_id"] == builds["patched"]["id"])
+
+
+def test_the_report_renders_in_headless_chromium(reproduced, tmp_path):
+    run, _ = reproduced
+    page = run / "report.html"
+    assert browser.outside_references(page) == []          # one file: opens from a CI artifact
+    shot = browser.screenshot(page, tmp_path / "report.png")
+    from PIL import Image
+    with Image.open(shot) as img:
+        assert img.size == (1280, 3000)
+        assert len(img.convert("RGB").getcolors(1 << 20) or []) > 50     # a page, not a blank
+    found = browser.images(page, tmp_path)
+    plots = sorted(p.stem for p in (run / "plots").glob("*.png"))
+    assert sorted(i["alt"] for i in found) == plots and len(found) >= 3
+    broken = [i for i in found if not (i["complete"] and i["width"] > 0 and i["height"] > 0)]
+    assert broken == [] and all(i["scheme"] == "data" and i["shown"] > 0 for i in found)

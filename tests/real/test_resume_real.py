@@ -1,6 +1,7 @@
 """An interrupted run (the harness killed with SIGKILL mid-run) continues with --resume, keeping
-the kernels that finished; the killed harness leaves no QEMU behind. Both kernels are the one the
-real tests share (guest-base + selftests): nothing is built here."""
+the kernels that finished; within 5 s the killed harness leaves no QEMU (nor its supervisor)
+behind. Both kernels are the one the real tests share (guest-base + selftests): nothing is built
+here."""
 import json
 import os
 import signal
@@ -14,6 +15,20 @@ import pytest
 from tests.real.test_faults_real import qemus_under
 
 pytestmark = pytest.mark.slow
+
+
+def supervisors_of(folder):
+    """PIDs of live harness supervisors whose command line mentions folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace") if proc.name.isdigit() else ""
+            zombie = cmd and (proc / "stat").read_text().split(") ")[1][0] == "Z"
+        except OSError:
+            continue
+        if "supervise.py" in cmd and str(folder) in cmd and not zombie:
+            found.append(int(proc.name))
+    return found
 
 
 def test_killed_run_resumes(tmp_path):
@@ -41,8 +56,11 @@ def test_killed_run_resumes(tmp_path):
         raise AssertionError("kernel b never started")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(1)
-    assert qemus_under(run_dir) == []              # QEMU died with the harness (PDEATHSIG)
+    killed = time.monotonic()
+    while (qemus_under(run_dir) or supervisors_of(run_dir)) and time.monotonic() - killed < 5:
+        time.sleep(0.05)
+    # within 5 s, QEMU and its supervisor died with the harness (harness.supervise)
+    assert qemus_under(run_dir) == [] and supervisors_of(run_dir) == []
     a_records = (run_dir / "a" / "fork-memory.jsonl").read_text()
 
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(run_dir)], env=env,

@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from harness import selftests
-from harness.machine import Machine
+from harness.measure import selftests
+from harness.guest.machine import Machine
 from tests.real.kernels import SRC
 
 pytestmark = pytest.mark.slow

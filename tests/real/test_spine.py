@@ -10,8 +10,10 @@ import subprocess
 
 import pytest
 
-from harness import arch, cli, kconfig, machine, sources
-from harness.build import Build
+from harness.guest import arch, machine
+from harness import cli
+from harness.kernel import kconfig, sources
+from harness.kernel.build import Build
 from harness.errors import BuildError, GuestPanic, GuestTimeout, UserError
 from tests.real.kernels import CONFIG_ARGS, FRAGMENTS, SRC
 
@@ -60,7 +62,15 @@ def test_boot_phases_follow_the_console_and_the_clock_is_given_not_measured(kern
     with machine.Machine(kernel, image, tmp_path, accel="tcg") as m:
         m.wait_ready(timeout=60)
         code, out, _ = m.run(["cat", "/proc/cmdline"])
+        # the target's file copies, both ways, bytes intact
+        sent = tmp_path / "sent.bin"
+        sent.write_bytes(bytes(range(256)) * 64)
+        m.put(sent, "/tmp/target-test")
+        m.get("/tmp/target-test/sent.bin", tmp_path / "back.bin")
+        m.get("/proc/version", tmp_path / "version")
     assert code == 0 and "lpj=" in out and "tsc_early_khz=" in out
+    assert (tmp_path / "back.bin").read_bytes() == sent.read_bytes()
+    assert (tmp_path / "version").read_text().startswith("Linux version " + kernel.info["release"])
     phases = m.boot_phases
     # the port is left alone until dropbear said it listens; each milestone after the one before
     assert list(phases) == ["console", "init", "listening", "ssh_connected", "first_command"]

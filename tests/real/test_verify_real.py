@@ -39,8 +39,8 @@ def test_verify_prints_every_section(tmp_path, monkeypatch, capsys):
     assert set(meta["kernels"]) == {"stock", "patched"}
     for info in meta["kernels"].values():
         assert info["status"] == "ok"
-        assert [c["status"] for c in info["cells"]] == ["ok", "ok", "ok"]
-        assert info["cells"][2]["cell"] == "selftest:cow"
+        assert [t["status"] for t in info["tasks"]] == ["ok", "ok", "ok"]
+        assert info["tasks"][2]["task"] == "selftest:cow"
     assert (run / "patched" / "dmesg-boot.log").exists()
     assert (run / "patched" / "dmesg-1-fork-memory.log").exists()
 

@@ -1,6 +1,8 @@
 import pytest
 
-from harness import activity, dmesg, experiment
+from harness.guest import target
+from harness.measure import activity, dmesg
+from harness import experiment
 from harness.errors import UserError
 
 COPIED = {"cow_pte_requested": True, "config_cow_pte": "y", "prctl_ret": 0, "prctl_errno": 0,
@@ -41,8 +43,28 @@ def test_dmesg_scan_and_taint():
     kinds = [k for k, _ in dmesg.scan(log)]
     assert kinds == ["BUG", "WARNING", "WARNING"]
     assert dmesg.scan("[0.1] Bad page map in process a  pte:8000\n")[0][0] == "bad page map"
-    assert dmesg.taint_flags("512") == ["W warning"]
-    assert dmesg.taint_flags("0") == []
+    assert target.taint_flags("512") == ["W warning"]
+    assert target.taint_flags("0") == []
+
+
+class FakeChannel:
+    """A channel that answers `dmesg` and `cat /proc/sys/kernel/tainted` from lists."""
+
+    def __init__(self, logs, tainted):
+        self.logs, self.tainted = list(logs), list(tainted)
+
+    def run(self, argv, **kwargs):
+        return 0, (self.logs if argv[0] == "dmesg" else self.tainted).pop(0), ""
+
+
+def test_a_taint_is_reported_by_the_first_look_after_it_is_set():
+    t = target.Target()
+    t.channel = FakeChannel(["[1.0] ok\n", "[2.0] WARNING: at mm/memory.c:1\n", "[3.0] ok\n"],
+                            ["0", "512", "512"])
+    assert dmesg.check(t) == ("[1.0] ok\n", [])
+    log, hits = dmesg.check(t)
+    assert hits == [("WARNING", "[2.0] WARNING: at mm/memory.c:1"), ("taint", "W warning")]
+    assert dmesg.check(t)[1] == []
 
 
 def test_experiment_files_load_and_override(tmp_path):

@@ -5,7 +5,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from harness import attribute, cli, kconfig, stats, steps
+from harness import attribute, cli
+from harness.analysis import stats, steps
+from harness.kernel import kconfig
 from harness.errors import UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 

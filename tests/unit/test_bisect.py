@@ -1,5 +1,5 @@
 """Per-patch builds: the parts that need no kernel build."""
-from harness import bisect
+from harness.kernel import bisect
 
 
 def test_bisect_build_folders_have_no_equals_sign(tmp_path):

@@ -1,11 +1,12 @@
-"""Cells for a fleet (harness.cells): groups of workloads, each on every kernel, so that the kernels a
+"""Cells for a fleet (harness.ci.cells): groups of workloads, each on every kernel, so that the kernels a
 comparison meets were measured by one host; `harness cells`, `harness run --cell`, the reproducer."""
 import json
 import shlex
 
 import pytest
 
-from harness import cells, cli, experiment
+from harness.ci import cells
+from harness import cli, experiment
 from harness.errors import UserError
 
 EXPERIMENT = """name = "cells-fake"
@@ -113,12 +114,12 @@ class FakeRunner:
 
 
 def test_remote_shards_by_cells_and_queues_a_dead_hosts_cell_again(exp_file, tmp_path, capsys):
-    from harness import remote
-    name, ids = remote.plan(exp_file, ["--accel", "tcg"])
+    from harness.ci import remote
+    name, ids = remote.plan(exp_file)
     assert name == exp_file and ids == [c.id for c in cells.of(experiment.load(exp_file))]
-    assert remote.plan(exp_file, [], cells=["selftests", "fork-memory"])[1] == ["fork-memory", "selftests"]
+    assert remote.plan(exp_file, cells=["selftests", "fork-memory"])[1] == ["fork-memory", "selftests"]
     with pytest.raises(UserError, match="no cell"):
-        remote.plan(exp_file, [], cells=["cow-pte"])
+        remote.plan(exp_file, cells=["cow-pte"])
     todo = [remote.Cell(i) for i in ids]
     dead, live = FakeRunner("ci@dead", dead=True), FakeRunner("ci@live")
     job = {"experiment": str(exp_file), "extra_args": [], "workdir": "~/h", "command": "harness",

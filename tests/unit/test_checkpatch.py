@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import checkpatch, series, sources
+from harness.kernel import checkpatch, series, sources
 from harness.errors import InfraError, UserError
 
 DATA = Path(__file__).parent.parent / "data"
@@ -98,7 +98,7 @@ def test_missing_perl(fake_tree, tmp_path, monkeypatch):
     (fake_tree / "scripts" / "checkpatch.pl").write_text("exit 0;\n")
     (tmp_path / "0001-bad.patch").write_text(BAD)
     s = series.load(str(tmp_path / "0001-bad.patch"))
-    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    monkeypatch.setattr(shutil, "which", lambda tool, path=None: None)
     with pytest.raises(InfraError, match="'perl' is not installed"):
         checkpatch.run(fake_tree, s)
 

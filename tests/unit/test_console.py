@@ -1,6 +1,6 @@
 import time
 
-from harness import console
+from harness.guest import console
 
 
 def test_scan_finds_panic_and_kvm_errors():

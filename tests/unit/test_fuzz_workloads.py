@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from harness import paths, workloads
+from harness import paths
+from harness.measure import workloads
 from harness.errors import BuildError, UserError
 
 
@@ -126,7 +127,7 @@ def test_manifests_load(name, metrics):
 @pytest.mark.parametrize("name,rate", [("stress-fork", "ops_per_s"), ("afl", "execs_per_sec")])
 def test_seconds_is_a_group_axis_not_a_metric(name, rate):
     import pandas as pd
-    from harness import stats
+    from harness.analysis import stats
     df = pd.DataFrame([{"seconds": 10, "elapsed_s": 10.02, rate: 500.0, "cow_pte": "off"},
                        {"seconds": 60, "elapsed_s": 60.1, rate: 480.0, "cow_pte": "off"}])
     assert "seconds" in stats.param_columns(df, name) and "elapsed_s" in stats.metrics(df, name)
@@ -230,7 +231,7 @@ def test_afl_complaints():
                    "OS message : No such file or directory"]
 
 
-# ---- host-built artifacts (harness/workloads.py) ----
+# ---- host-built artifacts (harness/measure/workloads.py) ----
 
 def test_artifacts_built_cached_and_staged(cache_dir, tmp_path):
     (tmp_path / "data.txt").write_text("hello\n")

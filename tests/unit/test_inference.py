@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import calibrate, inference, schedule, stats
+from harness.analysis import calibrate, inference, stats
+from harness import schedule
 from harness.errors import UserError
 from harness.experiment import Experiment, KernelSpec
 

@@ -1,6 +1,6 @@
 import pytest
 
-from harness import kconfig
+from harness.kernel import kconfig
 from harness.errors import UserError
 from tests.conftest import git, make_fake_tree
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import arch, cli, image, machine
+from harness.guest import arch, image, machine
+from harness import cli
 from harness.errors import BuildError, InfraError
 
 
@@ -49,6 +50,7 @@ def test_host_mirror_reads_deb822(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv,code,message", [
     (["run", "--kernel-src", "/does/not/exist"], 2, "does not exist"),
+    (["run", "--kernel-src", "/tmp"], 2, "not a Linux kernel tree"),
     (["run", "--kernel-src", "/tmp", "--param", "oops"], 2, "NAME=VALUE"),
     (["run", "--kernel-src", "/tmp", "--workload", "nope"], 2, "unknown workload"),
     (["run", "--kernel-src", "/tmp", "--config", "nope"], 2, "config fragment 'nope' not found"),

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from harness import experiment, merge, stats
+from harness import experiment
+from harness.ci import merge
+from harness.analysis import stats
 from harness.errors import UserError
 
 EXPERIMENT = """name = "fleet-fake"
@@ -34,12 +36,12 @@ def partial(root, run_id, failed=(), **meta_extra):
     kernels = {}
     for k in exp.kernels:
         (run / k.label).mkdir(parents=True)
-        cells, lines = [], []
+        tasks, lines = [], []
         for n, w in enumerate(exp.workloads, 1):
-            cells.append({"cell": f"{n}:fork-memory", "workload": "fork-memory", "params": w.params,
+            tasks.append({"task": f"{n}:fork-memory", "workload": "fork-memory", "params": w.params,
                           "status": "failed" if k.label in failed else "ok", "records": 1})
             rec = {"type": "record", "mib": w.params["mib"], "cow_pte_requested": bool(w.params["cow_pte"]),
-                   "cow_pte": "off", "fork_ns": 1e6 * w.params["mib"], "cell": f"{n}:fork-memory",
+                   "cow_pte": "off", "fork_ns": 1e6 * w.params["mib"], "task": f"{n}:fork-memory",
                    "kernel": k.label}
             if n == 2:                      # the pipeline writes the host (None: unknown)
                 rec["host"] = HOSTS[run_id] if k.label == "stock" else None
@@ -49,7 +51,7 @@ def partial(root, run_id, failed=(), **meta_extra):
         (run / k.label / "kernel.json").write_text('{"release": "6.1.0"}\n')
         kernels[k.label] = {"status": "failed" if k.label in failed else "ok", "release": "6.1.0",
                             "config_sha": "c0ffee", "boot_seconds": 2.0 if run_id == "run-a" else 3.0,
-                            "cells": cells}
+                            "tasks": tasks}
     meta = {"run_id": run_id, "started": "2026-01-01T02:00:00+00:00", "finished": "2026-01-01T03:00:00+00:00",
             "accel": "tcg", "timing": "real", "qemu": f"QEMU 7.2 on {HOSTS[run_id]}",
             "host": {"hostname": HOSTS[run_id], "cpu": f"CPU of {HOSTS[run_id]}", "cpus": 2,
@@ -89,10 +91,10 @@ def test_same_kernels_from_two_hosts_are_joined_and_keep_their_host(root):
                      "accel": "tcg", "timing": "real", "runs": ["run-a"]},
         "runner-b": {"cpu": "CPU of runner-b", "cpus": 2, "kernel": "6.1.0-host", "qemu": "QEMU 7.2 on runner-b",
                      "accel": "tcg", "timing": "real", "runs": ["run-b"]}}
-    # a kernel's facts: failed if it failed anywhere; every cell, with its host; boots per run
+    # a kernel's facts: failed if it failed anywhere; every task, with its host; boots per run
     stock, patched = meta["kernels"]["stock"], meta["kernels"]["patched"]
     assert stock["status"] == "ok" and patched["status"] == "failed" and meta["failed"] == ["patched"]
-    assert [(c["host"], c["params"]["mib"]) for c in patched["cells"]] == \
+    assert [(c["host"], c["params"]["mib"]) for c in patched["tasks"]] == \
         [("runner-a", 16), ("runner-a", 16), ("runner-b", 32), ("runner-b", 32)]
     assert {r: v["boot_seconds"] for r, v in stock["runs"].items()} == {"run-a": 2.0, "run-b": 3.0}
     # both cells together are the whole experiment again: its reproducer names no cell
@@ -132,7 +134,7 @@ def one_kernel_run(root, run_id, label, host, base_ns):
     run = root / run_id
     (run / label).mkdir(parents=True)
     recs = [{"type": "record", "size_mib": 64, "rep": i, "boot": b, "fork_ns": base_ns + 10 * i + b,
-             "cow_pte": "off", "cell": "1:bench", "kernel": label}
+             "cow_pte": "off", "task": "1:bench", "kernel": label}
             for b in (1, 2, 3) for i in range(8)]
     (run / label / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     exp = {"name": "two-hosts", "kernels": [{"label": label, "source": "/src", "fragments": ["guest-base"],
@@ -140,13 +142,13 @@ def one_kernel_run(root, run_id, label, host, base_ns):
            "workloads": [{"name": "bench", "params": {}}]}
     meta = {"run_id": run_id, "started": "2026-01-01T02:00:00+00:00", "accel": "tcg", "timing": "real",
             "host": {"hostname": host, "cpu": f"CPU of {host}"}, "experiment": exp,
-            "kernels": {label: {"status": "ok", "cells": [], **({"patches": ["p"]} if label == "patched" else {})}}}
+            "kernels": {label: {"status": "ok", "tasks": [], **({"patches": ["p"]} if label == "patched" else {})}}}
     (run / "metadata.json").write_text(json.dumps(meta))
     return run
 
 
 def test_a_ratio_across_hosts_is_not_a_verdict(tmp_path):
-    from harness import report
+    from harness.analysis import report
     a = one_kernel_run(tmp_path, "run-x", "stock", "runner-x", 1_000_000)
     b = one_kernel_run(tmp_path, "run-y", "patched", "runner-y", 1_500_000)
     merged = merge.merge([a, b], out=tmp_path / "merged")

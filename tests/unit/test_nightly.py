@@ -6,7 +6,8 @@ from argparse import Namespace
 import numpy as np
 import pytest
 
-from harness import history, merge, nightly, report, stats
+from harness.ci import history, merge, nightly
+from harness.analysis import report, stats
 from harness.errors import UserError
 
 SIZES = (1, 16)
@@ -28,11 +29,11 @@ def experiment(tmp_path):
 def kernel_meta(label, failed=False):
     info = {"release": "6.1.0" + ("+" if label == "patched" else ""), "source": {"spec": "/src/linux"},
             "patches": ["p1"] if label == "patched" else [], "status": "ok", "boot_seconds": 2.0,
-            "cells": [{"cell": "1:bench", "workload": "bench", "params": {}, "status": "ok",
+            "tasks": [{"task": "1:bench", "workload": "bench", "params": {}, "status": "ok",
                        "records": REPS * len(SIZES)}]}
     if failed:
         info.update(status="failed", error="build failed: make exited 2", error_type="BuildError",
-                    cells=[])
+                    tasks=[])
     return info
 
 
@@ -58,7 +59,7 @@ def make_night(root, run_id, day, accel="tcg", kernels=KERNELS, worse=None, fail
         rows = []
         for s in SIZES:
             for i in range(REPS):
-                rec = {"size_mib": s, "rep": i, "cow_pte": "off", "cell": "1:bench",
+                rec = {"size_mib": s, "rep": i, "cow_pte": "off", "task": "1:bench",
                        "fork_ns": 1e6 * s * noise[i], "rss_kb": 1000.0 * s + i,
                        "ops_per_s": 500.0 * noise[::-1][i]}
                 for metric in ("fork_ns", "rss_kb", "ops_per_s"):
@@ -150,10 +151,10 @@ def test_failed_kernel_exits_5(tmp_path):
     assert night(partial, hist).failures == ["patched: did not run"]
 
 
-def test_failed_cell_exits_5(tmp_path):
+def test_failed_task_exits_5(tmp_path):
     run = make_night(tmp_path, "n1", 1)
     meta = json.loads((run / "metadata.json").read_text())
-    meta["kernels"]["stock"]["cells"][0].update(status="failed", error="clock too coarse")
+    meta["kernels"]["stock"]["tasks"][0].update(status="failed", error="clock too coarse")
     meta["kernels"]["stock"]["status"] = "failed"
     (run / "metadata.json").write_text(json.dumps(meta))
     n = night(run, tmp_path / "h.sqlite")

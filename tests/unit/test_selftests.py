@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from harness import selftests
+from harness.measure import selftests
 from harness.errors import UserError
 
 COW_OUTPUT = """\

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from harness import series, sources
+from harness.kernel import series, sources
 from harness.errors import UserError
 from tests.conftest import git, make_fake_tree
 
@@ -152,11 +152,16 @@ def test_failed_patch_leaves_nothing_behind(cache_dir, made, tmp_path):
     assert git(source.path, "status", "--porcelain") == ""
 
 
-def test_message_id_offline_says_what_to_pass(cache_dir, monkeypatch):
-    monkeypatch.setattr(series, "B4_TIMEOUT", 60)
+def test_message_id_offline_says_what_to_pass(cache_dir):
     assert series._message_id("<20230207035139.272707-1-a@b.c>") == "20230207035139.272707-1-a@b.c"
     with pytest.raises(UserError, match=r"lore.*--series PATH"):
         series.load("https://lore.kernel.org/r/20990101000000.1-1-nobody@example.invalid")
+
+
+def test_b4_that_does_not_answer_in_time_is_one_error(cache_dir, monkeypatch):
+    monkeypatch.setattr(series, "B4_TIMEOUT", 0.01)      # b4 cannot even start in 10 ms
+    with pytest.raises(UserError, match=r"lore.*: timed out\); .*--series PATH"):
+        series.load("<20990101000000.1-1-nobody@example.invalid>")
 
 
 def test_missing_path_is_a_user_error(tmp_path):

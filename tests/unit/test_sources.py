@@ -1,3 +1,5 @@
+import subprocess
+import os
 import functools
 import hashlib
 import http.server
@@ -6,7 +8,7 @@ import threading
 
 import pytest
 
-from harness import sources
+from harness.kernel import sources
 from harness.errors import UserError
 from tests.conftest import git, make_fake_tree
 
@@ -89,27 +91,70 @@ def served(tmp_path, fake_tree):
 
 def test_tarball_with_and_without_checksum(cache_dir, served):
     base, digest, _ = served
-    tree = sources.resolve(f"{base}/linux-6.1.7.tar.xz#sha256={digest}")
+    # the loopback server speaks http: allowed only with --insecure-download
+    with pytest.raises(UserError, match="https only"):
+        sources.resolve(f"{base}/linux-6.1.7.tar.xz#sha256={digest}")
+    tree = sources.resolve(f"{base}/linux-6.1.7.tar.xz#sha256={digest}", insecure=True)
     assert tree.version == "6.1.7-test"
-    assert sources.resolve(f"{base}/linux-6.1.7.tar.xz").id == tree.id
+    assert sources.resolve(f"{base}/linux-6.1.7.tar.xz", insecure=True).id == tree.id
+
+
+def test_tarball_without_checksum_is_refused(cache_dir):
+    with pytest.raises(UserError, match="needs its sha256"):
+        sources.resolve("https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.2.tar.xz")
 
 
 def test_tarball_checksum_mismatch(cache_dir, served):
     base, _, _ = served
     with pytest.raises(UserError, match="sha256 is .* expected 0000"):
-        sources.resolve(f"{base}/linux-6.1.7.tar.xz#sha256=" + "0" * 64)
+        sources.resolve(f"{base}/linux-6.1.7.tar.xz#sha256=" + "0" * 64, insecure=True)
 
 
-def test_tarball_published_checksum_is_checked(cache_dir, served):
-    base, _, pub = served
-    (pub / "sha256sums.asc").write_text("ab" * 32 + "  linux-6.1.7.tar.xz\n")
+@pytest.fixture
+def signer(tmp_path):
+    """A throwaway OpenPGP key (gpg, no passphrase) and a binary keyring holding its public key."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "test@example.invalid",
+                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
+    keyring = tmp_path / "keyring.gpg"
+    keyring.write_bytes(subprocess.run(["gpg", "--export"], env=env, check=True, capture_output=True).stdout)
+
+    def sign(text, dest):
+        subprocess.run(["gpg", "--batch", "--yes", "--clearsign", "-o", str(dest)], input=text.encode(),
+                       env=env, check=True, capture_output=True)
+    yield keyring, sign
+    subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)
+
+
+def test_signed_checksum_file_checked_against_the_users_keyring(cache_dir, served, signer, tmp_path):
+    base, digest, pub = served
+    keyring, sign = signer
+    sign(f"{digest}  linux-6.1.7.tar.xz\n", pub / "sha256sums.asc")
+    tree = sources.resolve(f"{base}/linux-6.1.7.tar.xz#keyring={keyring}", insecure=True)
+    assert tree.version == "6.1.7-test"
+    sign("ab" * 32 + "  linux-6.1.7.tar.xz\n", pub / "sha256sums.asc")          # signed, but wrong
     with pytest.raises(UserError, match="sha256 is"):
-        sources.resolve(f"{base}/linux-6.1.7.tar.xz")
+        sources.resolve(f"{base}/linux-6.1.7.tar.xz#keyring={keyring}", insecure=True)
+    text = (pub / "sha256sums.asc").read_text().replace("abab", "cdcd", 1)      # tampered with
+    (pub / "sha256sums.asc").write_text(text)
+    with pytest.raises(UserError, match="signature of sha256sums.asc does not check out"):
+        sources.resolve(f"{base}/linux-6.1.7.tar.xz#keyring={keyring}", insecure=True)
 
 
 def test_unreachable_tarball_says_what_to_do(cache_dir):
     with pytest.raises(UserError, match="offline\\? pass a local tree"):
-        sources.resolve("http://127.0.0.1:9/linux-6.2.tar.xz")
+        sources.resolve("https://127.0.0.1:9/linux-6.2.tar.xz#sha256=" + "0" * 64)
+
+
+def test_credentials_never_reach_the_source_id_or_errors(cache_dir):
+    with pytest.raises(UserError) as info:
+        sources.resolve("https://user:s3cret@127.0.0.1:9/linux-6.2.tar.xz#sha256=" + "0" * 64)
+    assert "s3cret" not in str(info.value) and "user" not in str(info.value)
+    with pytest.raises(UserError) as info:
+        sources.resolve("git+https://user:s3cret@127.0.0.1:9/linux.git#v6.2")
+    assert "s3cret" not in str(info.value)
 
 
 def test_bad_specs(cache_dir):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from harness import activity, workloads
+from harness.measure import activity, workloads
 
 EVIDENCE = ["parent_vmpte_kb", "child_vmpte_kb", "pagetables_delta_kb", "config_cow_pte",
             "prctl_ret", "prctl_errno", "cow_pte_requested"]

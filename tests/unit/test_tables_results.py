@@ -1,6 +1,10 @@
 import json
+import os
+import re
+import subprocess
 
-from harness import tables
+from harness import paths
+from harness.analysis import tables
 from harness.results import RunStore
 
 RECORD = {"parent_vmrss_kb": 1049688, "child_vmrss_kb": 1048688, "parent_vmpte_kb": 2096,
@@ -30,7 +34,11 @@ def test_run_store_writes_as_it_goes(tmp_path):
     store.update_kernel("stock", status="ok")
     meta = json.loads((tmp_path / "r1" / "metadata.json").read_text())
     assert meta["kernels"]["stock"]["status"] == "ok"
-    assert meta["harness_sha"] and meta["host"]["cpus"]
+    # the checkout's own commit (never the "unknown" fallback: the tests run in a git checkout)
+    head = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert re.fullmatch(re.escape(head) + "(-dirty)?", meta["harness_sha"]), meta["harness_sha"]
+    assert meta["host"]["cpus"] == os.cpu_count()
     # reopening the run keeps what was there
     assert RunStore("r1", root=tmp_path).records("stock", "fork-memory") == [{"a": 1}]
 
@@ -42,7 +50,7 @@ def test_resume_sets_aside_the_cut_boot_and_keeps_the_finished_one(tmp_path):
     append = store.appender("a", "bench")
     for boot in (1, 2):
         store.set_boot("a", boot, {"status": "ok" if boot == 1 else "interrupted"})
-        store.metadata["kernels"]["a"].setdefault("cells", []).append({"cell": "1:bench", "boot": boot})
+        store.add_task("a", {"task": "1:bench", "boot": boot})
         append({"boot": boot, "x": 1})
     (store.boot_dir("a", 2) / "console.log").write_text("boot 2\n")
     again = RunStore("r", root=tmp_path)
@@ -55,4 +63,4 @@ def test_resume_sets_aside_the_cut_boot_and_keeps_the_finished_one(tmp_path):
     assert _json.loads((aside / "bench.jsonl").read_text())["boot"] == 2
     assert (aside / "boot-2" / "console.log").exists()
     assert list(again.metadata["kernels"]["a"]["boots"]) == ["1"]
-    assert [c["boot"] for c in again.metadata["kernels"]["a"]["cells"]] == [1]
+    assert [t["boot"] for t in again.tasks("a")] == [1]

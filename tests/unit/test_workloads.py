@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from harness import workloads
+from harness.measure import workloads
 from harness.errors import BuildError, UserError
 
 

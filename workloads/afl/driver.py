@@ -12,7 +12,7 @@ a file read here. cow_pte_proof is "active" only when every fork server saw prct
 second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's own
 counters around the fork server's first fork (PageTables, VmPTE of server and child; read by the
 same library, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
-judges from them whether the tables were shared (harness/activity.py), as for the other workloads.
+judges from them whether the tables were shared (harness/measure/activity.py), as for the other workloads.
 The harness's small guest kernels lack two things afl-fuzz needs: System V IPC (its shared
 memory) and file locking (flock of its output folder). With emulate=auto the same library, then
 preloaded into afl-fuzz too, emulates what /proc says is missing (no /proc/sysvipc: shared memory
@@ -107,7 +107,7 @@ def proof_fields(requested, lines):
 
 def counter_fields(lines):
     """The counters read around the fork server's first fork (the first fork server's), in the
-    fields harness/activity.py judges; None where they were not read."""
+    fields harness/measure/activity.py judges; None where they were not read."""
     first = lines[0] if lines else {}
     before, after = first.get("pagetables_before_kb", -1), first.get("pagetables_after_kb", -1)
     known = lambda v: v if isinstance(v, int) and v >= 0 else None
@@ -192,7 +192,7 @@ def fail_run(message, log):
     sys.exit(4)
 
 
-def main():
+def parse_args():
     ap = guestlib.params_parser()
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--heap-mib", type=int, default=64)
@@ -204,6 +204,11 @@ def main():
         bad(f"seconds must be at least 1 (got {args.seconds})")
     if args.heap_mib < 0 or args.exec_timeout_ms < 0:
         bad("heap_mib and exec_timeout_ms must not be negative")
+    return args
+
+
+def staged_files():
+    """(afl-fuzz, the target, the preload library): staged beside this driver, or on PATH."""
     afl_fuzz = os.path.join(HERE, "afl-fuzz")
     if not os.path.exists(afl_fuzz):
         afl_fuzz = shutil.which("afl-fuzz")
@@ -212,7 +217,57 @@ def main():
     for path in (afl_fuzz, target, library):
         if not path or not os.path.exists(path):
             bad(f"missing {path or 'afl-fuzz'} (is the workload staged with its artifacts?)")
+    return afl_fuzz, target, library
 
+
+def fuzz_env(args, library, files, emulate_shm, emulate_flock):
+    """afl-fuzz's environment: the preload library with what it emulates, and where it writes."""
+    env = dict(os.environ, AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
+               AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_UI="1",
+               AFL_FORKSRV_INIT_TMOUT="120000", TOY_HEAP_MIB=str(args.heap_mib))
+    for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_SHM_DIR", "HARNESS_EMULATE_FLOCK",
+                "HARNESS_COW_PTE_PROOF", "HARNESS_FORK_COUNTERS", "AFL_NO_FORKSRV"):
+        env.pop(key, None)
+    if emulate_shm:
+        env.update(HARNESS_SHM_DIR=files["shm"], LD_PRELOAD=library, AFL_PRELOAD=library)
+    if emulate_flock:
+        env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
+    env.update(HARNESS_FORK_COUNTERS=files["counters"], AFL_PRELOAD=library)
+    if args.cow_pte:
+        env.update(HARNESS_COW_PTE_PROOF=files["proof"])
+    return env
+
+
+def supervise(proc, seconds, started, log_path):
+    """Wait for afl-fuzz, sampling its fork server once halfway; the sample."""
+    sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+    sample_at = started + seconds / 2
+    deadline = started + seconds + 300   # calibration under TCG, slow start
+    # asleep in wait() while afl-fuzz is measured: awake only to take the sample and at the end
+    while proc.poll() is None:
+        now = time.monotonic()
+        if now > deadline:
+            proc.kill()
+            proc.wait()
+            fail_run(f"afl-fuzz did not stop after {seconds} s (+300 s)", read_text(log_path))
+        if sample["forkserver_vmpte_kb"] is None and now >= sample_at:
+            sample = sample_forkserver(proc.pid)
+            sample_at = now + 1   # not found yet (still calibrating): try again in a second
+        wake = sample_at if sample["forkserver_vmpte_kb"] is None else deadline
+        try:
+            proc.wait(timeout=max(0.01, min(wake, deadline) - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    return sample
+
+
+def json_lines(path):
+    return [json.loads(line) for line in (read_text(path) or "").splitlines() if line.strip()]
+
+
+def main():
+    args = parse_args()
+    afl_fuzz, target, library = staged_files()
     clock = guestlib.refuse_unless_clock_ok()
     config = guestlib.kernel_config()
     auto = args.emulate == "auto"
@@ -221,76 +276,40 @@ def main():
     core_pattern = read_text("/proc/sys/kernel/core_pattern")
 
     work = work_dir()
-    seeds, out, shm_dir = (os.path.join(work, d) for d in ("in", "out", "shm"))
-    for d in (seeds, shm_dir):
+    files = {name: os.path.join(work, leaf) for name, leaf in (
+        ("seeds", "in"), ("out", "out"), ("shm", "shm"), ("proof", "cow_pte_proof"),
+        ("counters", "fork_counters"), ("log", "afl-fuzz.log"))}
+    for d in (files["seeds"], files["shm"]):
         os.makedirs(d)
     for name, data in SEEDS.items():
-        with open(os.path.join(seeds, name), "wb") as fh:
+        with open(os.path.join(files["seeds"], name), "wb") as fh:
             fh.write(data)
-    proof_file = os.path.join(work, "cow_pte_proof")
-    counters_file = os.path.join(work, "fork_counters")
-
-    env = dict(os.environ, AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
-               AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_UI="1",
-               AFL_FORKSRV_INIT_TMOUT="120000", TOY_HEAP_MIB=str(args.heap_mib))
-    for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_SHM_DIR", "HARNESS_EMULATE_FLOCK",
-                "HARNESS_COW_PTE_PROOF", "HARNESS_FORK_COUNTERS", "AFL_NO_FORKSRV"):
-        env.pop(key, None)
-    if emulate_shm:
-        env.update(HARNESS_SHM_DIR=shm_dir, LD_PRELOAD=library, AFL_PRELOAD=library)
-    if emulate_flock:
-        env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
-    env.update(HARNESS_FORK_COUNTERS=counters_file, AFL_PRELOAD=library)
-    if args.cow_pte:
-        env.update(HARNESS_COW_PTE_PROOF=proof_file)
-    argv = [afl_fuzz, "-i", seeds, "-o", out, "-V", str(args.seconds)]
+    env = fuzz_env(args, library, files, emulate_shm, emulate_flock)
+    argv = [afl_fuzz, "-i", files["seeds"], "-o", files["out"], "-V", str(args.seconds)]
     if args.exec_timeout_ms:
         argv += ["-t", str(args.exec_timeout_ms)]
     argv += ["--", target]
 
-    log_path = os.path.join(work, "afl-fuzz.log")
     started = time.monotonic()
-    with open(log_path, "wb") as log:
+    with open(files["log"], "wb") as log:
         proc = subprocess.Popen(argv, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT)
-        sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
-        sample_at = started + args.seconds / 2
-        deadline = started + args.seconds + 300   # calibration under TCG, slow start
-        # asleep in wait() while afl-fuzz is measured: awake only to take the sample and at the end
-        while proc.poll() is None:
-            now = time.monotonic()
-            if now > deadline:
-                proc.kill()
-                proc.wait()
-                fail_run(f"afl-fuzz did not stop after {args.seconds} s (+300 s)",
-                         read_text(log_path))
-            if sample["forkserver_vmpte_kb"] is None and now >= sample_at:
-                sample = sample_forkserver(proc.pid)
-                sample_at = now + 1   # not found yet (still calibrating): try again in a second
-            wake = sample_at if sample["forkserver_vmpte_kb"] is None else deadline
-            try:
-                proc.wait(timeout=max(0.01, min(wake, deadline) - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
+        sample = supervise(proc, args.seconds, started, files["log"])
     wall = time.monotonic() - started
-    log_text = read_text(log_path)
-    stats_text = read_text(os.path.join(out, "default", "fuzzer_stats"))
+    log_text = read_text(files["log"])
+    stats_text = read_text(os.path.join(files["out"], "default", "fuzzer_stats"))
     if proc.returncode != 0 or stats_text is None:
         fail_run(f"afl-fuzz exited with {proc.returncode}"
                  + ("" if stats_text else " and wrote no fuzzer_stats"), log_text)
-    stats = parse_fuzzer_stats(stats_text)
-    proofs = [json.loads(line) for line in (read_text(proof_file) or "").splitlines()
-              if line.strip()]
-    counters = [json.loads(line) for line in (read_text(counters_file) or "").splitlines()
-                if line.strip()]
+    proofs, counters = json_lines(files["proof"]), json_lines(files["counters"])
     if args.cow_pte and not proofs:
         print(f"afl driver: no COW PTE proof line from the fork server; log:\n{log_text}",
               file=sys.stderr)
 
     guestlib.emit({
         "type": "record", "workload": "afl", "seconds": args.seconds,
-        "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(stats), **sample,
-        "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
+        "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(parse_fuzzer_stats(stats_text)),
+        **sample, "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
         "core_pattern": (core_pattern or "").strip() or None,
         "cow_pte_requested": bool(args.cow_pte), **proof_fields(args.cow_pte, proofs),
         **counter_fields(counters),

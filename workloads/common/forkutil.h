@@ -1,5 +1,5 @@
 // forkutil: the C shared by the fork workloads, compiled into each workload's library (listed in
-// its manifest's `sources` as "../common/forkutil.c"; harness/workloads.py passes -I for this
+// its manifest's `sources` as "../common/forkutil.c"; harness/measure/workloads.py passes -I for this
 // folder). Anonymous memory to fork with (map, advise, touch, unmap) and the held fork: one timed
 // fork whose child waits in C on a pipe until released, so that the driver can read the child's
 // and the system's counters while both processes exist.

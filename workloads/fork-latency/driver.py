@@ -4,7 +4,7 @@ For each size: map N MiB anonymous private memory, touch every page, then `warmu
 (recorded, "warmup": true) and `reps` timed forks; each child _exits at once and is reaped
 outside the timed region. The first timed fork of each size holds its child alive while the
 driver reads the parent's and the child's VmPTE and /proc/meminfo PageTables before and after
-it: the COW PTE evidence that harness/activity.py judges (same field names as fork-memory).
+it: the COW PTE evidence that harness/measure/activity.py judges (same field names as fork-memory).
 With cow_pte=1, prctl(PR_SET_COW_PTE) is called once, just before the process's first fork
 (a warmup fork of the first size when warmup > 0); COW PTE then stays on for every later fork.
 

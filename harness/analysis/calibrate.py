@@ -1,0 +1,224 @@
+"""A/A calibration and a power check of the harness's verdicts, on this machine, with a design.
+
+`harness calibrate` boots ONE kernel under two labels, A and B (one build, the same image and the
+same design as a real comparison: several boots each, interleaved), runs the timed workloads and
+compares B with A exactly as a report would. Every verdict that calls them different is a false
+alarm: their share is the measured false-alarm rate of the design. Then a known effect is added to
+B's measurements (every time of B multiplied by 1 + effect: a slowdown whose size is known in
+advance, riding on the run's real noise) and the comparison is made again on the first 2, 3, ...
+boots of each label: it says after how many boots the effect is seen.
+
+`harness calibrate --simulate` needs no kernel: it draws two-level data (boots, then repetitions)
+with a known between-boot variance and reports how often each 95% interval covers the true ratio:
+the boot-level interval the harness uses, the two-level bootstrap, and the per-repetition
+bootstrap that treats every fork as independent.
+"""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import inference, stats
+from harness import ui
+from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpec
+
+# the default groups: fork latency at three sizes, fault latency after fork in child and parent
+WORKLOADS = [WorkloadSpec("fork-latency", {"sizes_mib": "16,128,512", "reps": 15, "warmup": 2}),
+             WorkloadSpec("fault-latency", {"mib": 128, "pattern": "seq", "side": "child"}),
+             WorkloadSpec("fault-latency", {"mib": 128, "pattern": "seq", "side": "parent"})]
+# what is judged: the times a report would give a verdict on (spread and extremes left out)
+METRICS = {"fork-latency": ["fork_ns"], "fault-latency": ["mean_ns", "median_ns"]}
+DIFFERENT = ("slower", "faster")
+
+
+def experiment(source, fragments, workloads=None, **design):
+    """One kernel under the labels A and B."""
+    kernels = [KernelSpec(label, source, list(fragments)) for label in ("A", "B")]
+    exp = Experiment(kernels=kernels, workloads=list(workloads or WORKLOADS), name="calibrate")
+    exp = replace(exp, **{k: v for k, v in design.items() if v is not None})
+    return exp if exp.boots else replace(exp, boots=DESIGN_BOOTS)
+
+
+def judged(df, max_boot=None, effect=0.0):
+    """The comparisons of B's plain fork against A's, as a report makes them (one BH family over
+    the judged metrics); B's times scaled by 1 + effect; only boots up to max_boot."""
+    if max_boot is not None:
+        df = df[df["boot"].fillna(1) <= max_boot]
+    rows = []
+    for workload, names in METRICS.items():
+        sub = df[df["workload"] == workload].copy()
+        if sub.empty:
+            continue
+        if effect:
+            for m in names:
+                if m in sub:
+                    sub[m] = sub[m].astype(float)
+                    sub.loc[sub["kernel"] == "B", m] = sub.loc[sub["kernel"] == "B", m] * (1 + effect)
+        comp = stats.compare(sub, workload, base=f"A: {stats.PLAIN}", candidates=[f"B: {stats.PLAIN}"],
+                             method="none", resamples=500)
+        comp = comp[comp["metric"].isin(names)] if not comp.empty else comp
+        rows.append(comp.assign(workload=workload))
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return stats.adjust_comparable(table, "bh") if not table.empty else table
+
+
+def per_repetition(df):
+    """The same comparisons with every repetition taken as independent (boots pooled): the
+    analysis this harness made before boots were its units."""
+    flat = df.assign(boot=1, run_id="pooled")
+    return judged(flat)
+
+
+def called(table):
+    return int(table["verdict"].str.startswith(DIFFERENT).sum()) if len(table) else 0
+
+
+def analyse(run_dir, effect=0.05):
+    """{aa: ..., power: [...]} for a finished calibration run."""
+    metas, df = stats.load_runs([run_dir])
+    df = stats.measured(df)
+    if "boot" not in df:
+        df = df.assign(boot=1)
+    boots = int(df["boot"].max()) if len(df) else 0
+    aa = judged(df)
+    old = per_repetition(df)
+    result = {"run": metas[0].get("run_id"), "timing": metas[0].get("timing"),
+              "accel": metas[0].get("accel"), "boots": boots, "effect": effect,
+              "aa": {"verdicts": len(aa), "different": called(aa),
+                     "rows": aa[["workload", "metric", "ratio", "ci_low", "ci_high", "q_value", "verdict"]
+                                + [c for c in ("size_mib", "side") if c in aa]].to_dict("records")},
+              "aa_per_repetition": {"verdicts": len(old), "different": called(old)},
+              "power": []}
+    for k in range(1, boots + 1):
+        table = judged(df, max_boot=k, effect=effect)
+        if len(table):           # a group with one value per boot has no verdict from one boot
+            table = table[table["verdict"] != "not enough data"]
+        seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
+        result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
+    result["detected_after_boots"] = steady(result["power"])
+    result["needed"] = needed(df, effect)
+    return result
+
+
+def needed(df, effect, power=0.8):
+    """Per judged group: the spread of log per-boot medians (A and B pooled) and the boots per
+    label the boot-level test needs to see `effect` with that power at that spread."""
+    rows = []
+    for workload, names in METRICS.items():
+        for params, part in stats.groups(df, workload):
+            for metric in names:
+                sides = [stats.boot_values(part[part["condition"] == f"{lab}: {stats.PLAIN}"], metric)
+                         for lab in ("A", "B")]
+                logs = [np.log(inference.boot_medians(b)) for b in sides if len(b) >= 2]
+                if len(logs) < 2 or not all(np.isfinite(x).all() for x in logs):
+                    continue
+                sd = float(np.sqrt(np.mean([np.var(x, ddof=1) for x in logs])))
+                rows.append({"workload": workload, "metric": metric, **params, "boot_sd": sd,
+                             "boots": inference.boots_for(sd, effect, power)})
+    return rows
+
+
+def steady(power):
+    """The fewest boots from which the effect is seen in every verdict, with every more boot too."""
+    first = None
+    for p in power:
+        if p["verdicts"] and p["detected"] == p["verdicts"]:
+            first = first or p["boots"]
+        else:
+            first = None
+    return first
+
+
+def render(result):
+    aa, old = result["aa"], result["aa_per_repetition"]
+    lines = [f"calibration run {result['run']} ({result['accel']}, timing {result['timing']}, "
+             f"{result['boots']} boots per label)",
+             f"A/A: {aa['different']} of {aa['verdicts']} verdicts call A and B different "
+             f"({share(aa['different'], aa['verdicts'])}); per-repetition analysis (boots pooled): "
+             f"{old['different']} of {old['verdicts']} ({share(old['different'], old['verdicts'])})"]
+    for p in result["power"]:
+        lines.append(f"  injected +{result['effect']:.1%} with {p['boots']} boot(s) per label: "
+                     f"detected in {p['detected']} of the {p['verdicts']} verdicts that many boots give")
+    first = result["detected_after_boots"]
+    lines.append(f"injected +{result['effect']:.1%}: " + (
+        f"detected in every verdict from {first} boot(s) per label on" if first else
+        f"not detected in every verdict within {result['boots']} boots per label"))
+    lines += render_needed(result.get("needed") or [], result["effect"])
+    return "\n".join(lines)
+
+
+def render_needed(rows, effect):
+    """What the run's own spread between boots implies: boots per label for 80% power."""
+    if not rows:
+        return []
+    lines = [f"boots per label the boot-level test needs to see +{effect:.1%} with 80% power, at "
+             "this run's spread between boots:"]
+    for r in rows:
+        where = ", ".join(f"{k} {v}" for k, v in r.items()
+                          if k not in ("workload", "metric", "boot_sd", "boots"))
+        n = r["boots"] if r["boots"] is not None else "more than 500"
+        lines.append(f"  {r['workload']} {r['metric']} ({where}): sd of log boot medians "
+                     f"{r['boot_sd']:.1%} -> {n}")
+    return lines
+
+
+def share(a, b):
+    return f"{a / b:.1%}" if b else "–"
+
+
+# -- simulation --------------------------------------------------------------------------------
+
+def simulate(sims=1000, boots=5, reps=20, boot_sd=0.02, rep_sd=0.02, ratio=1.0, resamples=400,
+             seed=1, methods=("boot", "hierarchical", "repetition")):
+    """Coverage of each 95% interval of the ratio on two-level lognormal data with a known
+    between-boot standard deviation (log scale): {method: share of sims whose interval holds
+    the true ratio}, and the mean width of each interval."""
+    rng = np.random.default_rng(seed)
+    hits = {m: 0 for m in methods}
+    widths = {m: [] for m in methods}
+    for i in range(sims):
+        sides = []
+        for mu in (0.0, np.log(ratio)):
+            offsets = rng.normal(mu, boot_sd, boots)
+            sides.append([np.exp(o + rng.normal(0, rep_sd, reps)) for o in offsets])
+        base, cand = sides
+        for m in methods:
+            if m == "boot":
+                _, lo, hi, _ = inference.boot_interval(base, cand)
+            elif m == "hierarchical":
+                lo, hi = inference.hierarchical_bootstrap(base, cand, resamples, seed=i)
+            else:
+                lo, hi = inference.sample_bootstrap(base, cand, resamples, seed=i)
+            hits[m] += lo <= ratio <= hi
+            widths[m].append(hi - lo)
+    return {m: {"coverage": hits[m] / sims, "width": float(np.mean(widths[m]))} for m in methods}
+
+
+SIM_NAMES = {"boot": "boot-level t (boots as units; the harness's interval)",
+             "hierarchical": "two-level bootstrap (boots, then repetitions)",
+             "repetition": "per-repetition bootstrap (every fork independent; the old interval)"}
+
+
+def render_simulation(result, sims, boots, reps, boot_sd, rep_sd):
+    lines = [f"coverage of 95% intervals of a ratio of medians, {sims} simulations: {boots} boots "
+             f"x {reps} repetitions per kernel, between-boot sd {boot_sd:.1%}, within-boot sd "
+             f"{rep_sd:.1%} (log scale)"]
+    for m, r in result.items():
+        lines.append(f"  {SIM_NAMES[m]:<72} coverage {r['coverage']:.1%}  mean width {r['width']:.4f}")
+    return "\n".join(lines)
+
+
+def main(args, run_experiment):
+    """The calibrate command: --simulate, --analyse RUN, or a calibration run."""
+    if args.simulate:
+        result = simulate(args.sims, args.boots or DESIGN_BOOTS, args.reps, args.boot_sd, args.rep_sd)
+        ui.out(render_simulation(result, args.sims, args.boots or DESIGN_BOOTS, args.reps,
+                                 args.boot_sd, args.rep_sd))
+        return 0
+    run_dir, code = (stats.run_path(args.analyse), 0) if args.analyse else run_experiment()
+    result = analyse(run_dir, args.effect)
+    (run_dir / "calibration.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    ui.out(render(result))
+    ui.console.print(f"calibration: {run_dir / 'calibration.json'}")
+    return code

@@ -1,0 +1,428 @@
+"""report.md and report.html for one or more runs: the run, per workload a summary, comparisons
+against the stock kernel's plain fork and plots, and the cover letter's claims checked.
+
+The report is a list of blocks (heading, text, list, table, image) rendered twice: Markdown with
+plots linked, HTML with plots embedded as base64.
+"""
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import inference, plots, stats, units
+
+TOLERANCE = 0.10
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+def num(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "–"
+    v = float(v)
+    if v == 0 or abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+# Set by write(): under icount a "time" is a count of instructions (1 ns each), and says so.
+TIME_NOTE = {"suffix": ""}
+ICOUNT_TEXT = ("timing mode icount: QEMU ran one vCPU whose clock advances with the instructions it "
+               "executes (1 ns per instruction). Every time in this report is instructions executed, "
+               "shown as virtual time and marked (icount): deterministic and good for telling two "
+               "kernels' code paths apart, but not memory latency, cache behaviour or hardware time.")
+
+
+def display_unit(unit, values):
+    """(divisor, unit) to show time metrics in a readable unit; others as they are."""
+    if unit in units.TIME_UNITS and len(values):
+        top = np.nanmedian(np.abs(values)) * units.TIME_UNITS[unit]
+        for name in ("s", "ms", "us", "ns"):
+            if top >= units.TIME_UNITS[name] or name == "ns":
+                return (units.TIME_UNITS[name] / units.TIME_UNITS[unit],
+                        name.replace("us", "µs") + TIME_NOTE["suffix"])
+    return 1.0, unit
+
+
+def params_text(row, cols):
+    return ", ".join(f"{c}={row[c]}" for c in cols) or "–"
+
+
+def units_by_metric(table, column):
+    """{metric: (divisor, unit)}: one display unit per metric, fitting its typical median."""
+    return {m: display_unit(part["unit"].iloc[0], part[column].dropna().to_numpy(float))
+            for m, part in table.groupby("metric")}
+
+
+def share_text(value):
+    return "–" if pd.isna(value) else f"{value:.0%}"
+
+
+def describe_table(desc, cols):
+    rows = []
+    units = units_by_metric(desc, "median")
+    for _, r in desc.iterrows():
+        div, unit = units[r["metric"]]
+        rows.append({"params": params_text(r, cols), "condition": r["condition"],
+                     "metric": r["metric"], "unit": unit, "n": int(r["n"]),
+                     "boots": int(r.get("boots", 1)),
+                     **{k: num(r[k] / div) for k in ("median", "iqr", "mean", "std", "min", "max")},
+                     "CV": "–" if pd.isna(r["cv"]) or r["n"] < 2 else f"{r['cv']:.1%}",
+                     "between boots": share_text(r.get("boot_share"))})
+    return pd.DataFrame(rows)
+
+
+def compare_table(comp, cols):
+    rows = []
+    units = units_by_metric(comp, "median_base")
+    for _, r in comp.iterrows():
+        div, unit = units[r["metric"]]
+        ratio = "–" if pd.isna(r["ratio"]) else f"{r['ratio']:.3f}"
+        if not pd.isna(r["ci_low"]):
+            ratio += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        rows.append({"params": params_text(r, cols), "candidate": r["candidate"],
+                     "metric": r["metric"], "n": f"{r['n_base']}/{r['n_cand']}",
+                     "boots": f"{r.get('boots_base', 1)}/{r.get('boots_cand', 1)}",
+                     "baseline median": f"{num(r['median_base'] / div)} {unit}",
+                     "candidate median": f"{num(r['median_cand'] / div)} {unit}",
+                     "ratio [95% CI]": ratio,
+                     "q": "–" if pd.isna(r.get("q_value", np.nan)) else f"{r['q_value']:.2g}",
+                     "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
+                     "between boots": share_text(r.get("boot_share")),
+                     "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def method_text(family, method, practical):
+    return (f"ratio: candidate / baseline of the geometric mean of per-boot medians; its 95% "
+            f"interval and p value come from Welch's t on the log per-boot medians, boots being "
+            f"the units of replication (with one boot per kernel: a bootstrap and Mann-Whitney U "
+            f"over repetitions instead, marked [1 boot], since the boot-to-boot variation is then "
+            f"not measured). q: p adjusted by {inference.METHOD_TEXT[method]} over the {family} "
+            f"comparisons of this report. A verdict (faster, slower, ...) needs q < 0.05 and a "
+            f"change of at least the practical threshold ({practical:.0%} unless the workload's "
+            f"manifest sets one); \"none > x%\": the largest change the interval still allows. "
+            f"between boots: the share of the (log) variance that lies between boots rather than "
+            f"within one. Cliff's δ > 0: candidate larger.")
+
+
+# -- claims ------------------------------------------------------------------------------------
+
+def claim_condition(claim, df, metas):
+    if claim.get("condition", "fork") == "fork":
+        return stats.baseline(metas, df)
+    cows = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + stats.COW)]
+    order = stats.kernel_order(metas, df)
+    cows.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)
+    return cows[0] if cows else None
+
+
+def plain_fork_of(cow_condition, df, metas):
+    """The plain-fork condition of the kernel a COW PTE condition belongs to: what a claimed
+    COW PTE / fork ratio compares (the same kernel, both kinds of fork); else the baseline."""
+    if cow_condition:
+        same = f"{cow_condition.split(': ')[0]}: {stats.PLAIN}"
+        if same in set(df["condition"]):
+            return same
+    return stats.baseline(metas, df)
+
+
+def claim_median(claim, df, metas, condition=None):
+    cond = condition or claim_condition(claim, df, metas)
+    sub = stats.measured(df[(df["workload"] == claim["workload"]) & (df["condition"] == cond)])
+    for key, value in (claim.get("params") or {}).items():
+        if key in sub and key not in stats.NOT_PARAMS:
+            sub = sub[sub[key] == value]
+    if claim["metric"] not in sub:
+        return None
+    x = sub[claim["metric"]].dropna()
+    return float(x.median()) if len(x) else None
+
+
+def judge(claimed, measured, tolerance):
+    if measured is None:
+        return "not measured here"
+    close = abs(measured - claimed) <= tolerance * abs(claimed)
+    return "reproduced" if close else "not reproduced"
+
+
+def check_claims(claims, df, metas):
+    """One row per claim (and per fork/cow-pte pair of time claims that TCG makes a ratio)."""
+    kvm = all(m.get("accel") == "kvm" for m in metas)
+    rows, pairs = [], {}
+    for claim in claims or []:
+        tol = claim.get("tolerance", TOLERANCE)
+        unit = stats.unit_of(claim["workload"], claim["metric"])
+        row = {"workload": claim["workload"], "metric": claim["metric"],
+               "params": ", ".join(f"{k}={v}" for k, v in (claim.get("params") or {}).items()),
+               "condition": claim.get("condition", "fork"), "kind": claim.get("kind", "absolute"),
+               "claimed": f"{claim['value']} {claim.get('unit', '')}".strip(),
+               "note": claim.get("note", "")}
+        if row["kind"] == "ratio":
+            cow_condition = claim_condition({**claim, "condition": "cow-pte"}, df, metas)
+            cow = claim_median(claim, df, metas, cow_condition)
+            base = claim_median(claim, df, metas, plain_fork_of(cow_condition, df, metas))
+            got = cow / base if cow is not None and base else None
+            rows.append({**row, "condition": "cow-pte / fork",
+                         "measured": num(got) if got is None else f"{got:.3f}",
+                         "status": judge(claim["value"], got, tol)})
+            continue
+        got = claim_median(claim, df, metas)
+        got = None if got is None else units.convert(got, unit, claim.get("unit", unit))
+        shown = "–" if got is None else f"{num(got)} {claim.get('unit', unit)}"
+        if units.is_time(claim.get("unit", unit)) and not kvm:
+            key = (claim["workload"], claim["metric"], row["params"])
+            pairs.setdefault(key, {})[row["condition"]] = claim
+            rows.append({**row, "measured": shown, "status": "not comparable here",
+                         "note": "; ".join(filter(None, ["absolute time measured without KVM", row["note"]]))})
+        else:
+            rows.append({**row, "measured": shown, "status": judge(claim["value"], got, tol)})
+    for (workload, metric, params), pair in pairs.items():
+        if "fork" not in pair or "cow-pte" not in pair:
+            continue
+        fork, cow = pair["fork"], pair["cow-pte"]
+        claimed = (cow["value"] * units.TIME_UNITS[cow.get("unit", "ns")]
+                   / (fork["value"] * units.TIME_UNITS[fork.get("unit", "ns")]))
+        cow_condition = claim_condition(cow, df, metas)
+        a = claim_median(cow, df, metas, cow_condition)
+        b = claim_median(fork, df, metas, plain_fork_of(cow_condition, df, metas))
+        got = a / b if a is not None and b else None
+        rows.append({"workload": workload, "metric": metric, "params": params,
+                     "condition": "cow-pte / fork", "kind": "ratio (instead of absolute times)",
+                     "claimed": f"{claimed:.3f}", "measured": "–" if got is None else f"{got:.3f}",
+                     "status": judge(claimed, got, cow.get("tolerance", TOLERANCE)),
+                     "note": "; ".join(dict.fromkeys(filter(None, [fork.get("note"), cow.get("note")])))})
+    columns = ["workload", "metric", "params", "condition", "kind", "claimed", "measured", "status",
+               "note"]
+    return pd.DataFrame(rows, columns=columns).fillna("")
+
+
+# -- blocks ------------------------------------------------------------------------------------
+
+def host_cpu(meta):
+    host = meta.get("host", {})
+    return f"{host.get('cpu', '?')} × {host.get('cpus', '?')}"
+
+
+def design_text(meta):
+    d = meta.get("design") or {}
+    if not d:
+        return "one boot per kernel (a run made before boots were recorded)"
+    text = f"{d.get('boots', 1)} boot(s) per kernel"
+    if d.get("boots", 1) > 1:
+        text += f", {d.get('order')}" + (f" (seed {d['seed']})" if d.get("order") == "random" else "")
+    return text
+
+
+def header(metas):
+    def facts(get):
+        return " | ".join(dict.fromkeys(str(get(m)) for m in metas))
+    accels = {m.get("accel", "unknown") for m in metas}
+    reasons = {m["accel_reason"] for m in metas if m.get("accel_reason")}
+    items = [f"accelerator: {facts(lambda m: m.get('accel', 'unknown'))}"
+             + (f" ({'; '.join(sorted(reasons))})" if reasons else ""),
+             f"QEMU: {facts(lambda m: m.get('qemu', '?'))}",
+             f"host CPU: {facts(host_cpu)}",
+             f"design: {facts(design_text)}"]
+    if any(m.get("timing") for m in metas):
+        items.insert(1, f"timing mode: {facts(lambda m: m.get('timing'))}")
+    runs = pd.DataFrame([{"run": m.get("run_id", "?"), "started": m.get("started", "?"),
+                          "finished": m.get("finished", "not finished"),
+                          "harness": m.get("harness_sha", "?"),
+                          "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
+                         for m in metas])
+    blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
+    if any(m.get("timing") == "icount" for m in metas):
+        blocks.append(("warn", ICOUNT_TEXT))
+    elif accels != {"kvm"}:
+        blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
+                               "KVM: the guest is emulated, so times are slow and distorted. Compare "
+                               "times only within this report (ratios), never with hardware or KVM "
+                               "figures. Memory figures are unaffected."))
+    blocks += [("table", runs), ("p", "reproduce:"),
+               ("pre", "\n".join(m.get("command", "?") for m in metas))]
+    return blocks
+
+
+def kernels(metas):
+    rows, failures = [], []
+    for m in metas:
+        for label, k in m.get("kernels", {}).items():
+            src = k.get("source") or {}
+            patches = k.get("patches") or (k.get("series") or {}).get("patches") or []
+            rows.append({"run": m.get("run_id"), "kernel": label, "release": k.get("release", "–"),
+                         "source": src.get("spec") or src.get("id") or "–",
+                         "patches": len(patches), "CONFIG_COW_PTE": k.get("config_cow_pte", "–"),
+                         "status": k.get("status", "–"), "boot s": k.get("boot_seconds", "–"),
+                         "clocksource": k.get("guest_clocksource", "–")})
+            if k.get("error"):
+                failures.append(f"{label}: {k['error']}")
+            failures += [f"{label} {t.get('task')}: {t.get('error')}" for t in k.get("tasks", [])
+                         if t.get("status") == "failed"]
+    stock = {m.get("run_id"): stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
+    runs = list(stock)
+    rows.sort(key=lambda r: (runs.index(r["run"]), r["kernel"] != stock[r["run"]]))
+    if len(metas) == 1:
+        for r in rows:
+            r.pop("run")
+    blocks = [("h2", "Kernels"), ("table", pd.DataFrame(rows))]
+    if failures:
+        blocks += [("p", "failures:"), ("ul", failures)]
+    return blocks
+
+
+def comparisons(df, metas, resamples, noisy_cv, practical=None, method="bh"):
+    """{workload: comparison table}, every row of every workload adjusted as one family."""
+    comps = {w: stats.compare(df, w, resamples=resamples, noisy_cv=noisy_cv, metas=metas,
+                              practical=practical, method="none")
+             for w in (dict.fromkeys(df["workload"]) if len(df) else [])}
+    every = [c.assign(workload=w) for w, c in comps.items() if not c.empty]
+    if not every:
+        return comps, 0
+    whole = stats.adjust_comparable(pd.concat(every, ignore_index=True), method, noisy_cv)
+    family = int(whole["p_value"].notna().sum())
+    return {w: whole[whole["workload"] == w].drop(columns="workload").reset_index(drop=True)
+            for w in comps}, family
+
+
+def workload_blocks(df, metas, workload, plot, comp, method_note):
+    blocks = [("h2", f"Workload: {workload}")]
+    cols = stats.param_columns(stats.measured(df[df["workload"] == workload]), workload)
+    desc = stats.describe(df, workload)
+    if desc.empty:
+        return blocks + [("p", "no measured records.")]
+    blocks += [("h3", "Summary"), ("table", describe_table(desc, cols))]
+    blocks.append(("h3", f"Comparisons against {stats.baseline(metas, df)}"))
+    if comp is None or comp.empty:
+        blocks.append(("p", "nothing to compare: the baseline or a second condition is missing."))
+    else:
+        blocks.append(("table", compare_table(comp, cols)))
+        blocks.append(("p", method_note))
+    if plot:
+        blocks += [("h3", "Plot"), ("img", plot)]
+    return blocks
+
+
+def conditions_blocks(df, metas):
+    conds = list(dict.fromkeys(df["condition"])) if len(df) else []
+    return [("h2", "Conditions"),
+            ("p", f"A condition is a kernel and the kind of fork each record proves (its cow_pte "
+                  f"verdict from the kernel's page-table counters). Records where COW PTE was "
+                  f"requested but is inactive or unproven are their own conditions and never count "
+                  f"as COW PTE results. Baseline: {stats.baseline(metas, df)}. Warm-up records "
+                  f"({int(df['warmup'].sum()) if len(df) else 0}) are left out of the statistics."),
+            ("ul", conds or ["(no records)"])]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def markdown(blocks, out_dir):
+    out = []
+    for kind, body in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + body)
+        elif kind == "p":
+            out.append(body)
+        elif kind == "warn":
+            out.append(f"> **WARNING: {body}**")
+        elif kind == "pre":
+            out.append(f"```\n{body}\n```")
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in body))
+        elif kind == "table":
+            out.append(body.to_markdown(index=False, disable_numparse=True) if len(body) else "(empty)")
+        elif kind == "img":
+            rel = Path(body).relative_to(out_dir) if Path(body).is_relative_to(out_dir) else body
+            out.append(f"![{Path(body).stem}]({rel})")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+       "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
+       ".warn{background:#fee;border:2px solid #c00;padding:.5em;font-weight:bold}"
+       "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}")
+
+
+def to_html(blocks, title):
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body>"]
+    for kind, body in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{html.escape(body)}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{html.escape(body)}</p>")
+        elif kind == "warn":
+            out.append(f"<p class='warn'>WARNING: {html.escape(body)}</p>")
+        elif kind == "pre":
+            out.append(f"<pre>{html.escape(body)}</pre>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in body) + "</ul>")
+        elif kind == "table":
+            out.append(body.to_html(index=False, border=0) if len(body) else "<p>(empty)</p>")
+        elif kind == "img":
+            data = base64.b64encode(Path(body).read_bytes()).decode()
+            out.append(f"<img alt='{Path(body).stem}' src='data:image/png;base64,{data}'>")
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, practical=None,
+          method="bh"):
+    """Write report.md and report.html (in out_dir, default the first run's folder).
+
+    claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
+    the experiment's own claims (metadata experiment.claims). Returns (md_path, html_path)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    metas, df = stats.load_runs(run_dirs)
+    out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if claims is None:
+        claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
+    TIME_NOTE["suffix"] = " (icount)" if any(m.get("timing") == "icount" for m in metas) else ""
+    pngs = plots.write_all(df, out_dir / "plots")
+    blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
+    workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
+    comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
+    note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
+    for workload in workloads:
+        blocks += workload_blocks(df, metas, workload, pngs.get(workload), comps.get(workload), note)
+    if not workloads:
+        blocks += [("h2", "Workloads"), ("p", "no records in this run.")]
+    blocks.append(("h2", "Claims"))
+    if claims:
+        blocks.append(("p", "Each claim beside the median measured here, reproduced when within its "
+                            f"tolerance (default {TOLERANCE:.0%}). A COW PTE / fork ratio compares the two "
+                            "kinds of fork on the same patched kernel; a time "
+                            "claimed on KVM hardware is compared as such a ratio when this run is "
+                            "not on KVM."))
+        blocks.append(("table", check_claims(claims, df, metas)))
+    else:
+        blocks.append(("p", "no claims given for this experiment."))
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(markdown(blocks, out_dir))
+    html_path.write_text(to_html(blocks, blocks[0][1]))
+    return md_path, html_path
+
+
+def cv_summary(run_dirs, limit=None):
+    """Plain text: the coefficient of variation of every measured metric, per group and condition."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    _, df = stats.load_runs(run_dirs)
+    lines = ["coefficient of variation per metric (n, median, CV):"]
+    for workload in dict.fromkeys(df["workload"]) if len(df) else []:
+        table = stats.describe(df, workload)
+        if table is None or not len(table):
+            continue
+        keys = [c for c in table.columns if c not in ("condition", "metric", "unit", "n", "median", "iqr",
+                                                      "mean", "std", "cv", "min", "max", "boots",
+                                                      "boot_share")]
+        for _, row in table.iterrows():
+            if row["unit"] not in ("ns", "forks/s"):
+                continue
+            where = " ".join(f"{k}={row[k]}" for k in keys if str(row[k]) not in ("", "nan"))
+            cv = "-" if row["n"] < 2 else f"{100 * row['cv']:.1f}%"
+            lines.append(f"  {workload:<14} {where:<28} {row['condition']:<34} {row['metric']:<16} "
+                         f"n={int(row['n']):<4} boots={int(row.get('boots', 1)):<3} "
+                         f"median={row['median']:.4g} {row['unit']:<8} CV={cv}")
+    return "\n".join(lines[:limit] if limit else lines)

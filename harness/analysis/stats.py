@@ -1,0 +1,469 @@
+"""Statistics over a run's raw records (pandas + scipy): summaries and stock-vs-patched comparisons.
+
+The unit of comparison is a group: one workload with the same parameters (repetition, round
+and warm-up fields aside), measured under several conditions. A condition is a kernel and a kind of
+fork, the kind being each record's own COW PTE verdict (harness.measure.activity): "off" is a plain fork,
+"active" a COW PTE fork; "inactive" and "unproven" records stay conditions of their own, shown but
+never taken as COW PTE results.
+
+Times are only comparable within one accelerator and timing mode: runs that differ are refused.
+"""
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from harness.measure import activity
+from harness.analysis import inference, units
+from harness import paths
+from harness.results import timing_mode
+from harness.results import read_metadata
+from harness.errors import UserError
+
+KINDS = activity.KINDS
+PLAIN, COW = KINDS["off"], KINDS["active"]
+
+# never parameters: bookkeeping, the verdict (it is the condition), repetition counters
+NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
+              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
+              "condition", "boot", "host", "timing", "from_run"}
+# what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
+BOOT_UNIT = ("run_id", "from_run", "kernel", "host", "boot")
+# record fields that are an axis of a workload even when the manifest names its parameter otherwise
+AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
+SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB", "_per_s": "/s"}
+
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+def manifest(workload):
+    path = paths.WORKLOADS / workload / "manifest.toml"
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def run_path(run):
+    """A run's folder from its path or its bare id (looked up in the results folder)."""
+    path = Path(run)
+    return path if path.exists() or not (paths.results() / path).exists() else paths.results() / path
+
+
+def load_run(run_dir):
+    """(metadata, DataFrame of every record, warm-ups included) for results/<run-id>/."""
+    run_dir = run_path(run_dir)
+    meta_path = run_dir / "metadata.json"
+    if not meta_path.exists():
+        raise UserError(f"{run_dir} is not a run: it has no metadata.json")
+    meta = read_metadata(meta_path)      # a broken file is one clear error
+    run_id = meta.get("run_id", run_dir.name)
+    rows = []
+    labels = list(meta.get("kernels", {}))
+    for path in sorted(run_dir.glob("*/*.jsonl")):
+        if labels and path.parent.name not in labels:
+            continue                # e.g. <label>.attempt-1 left by an interrupted attempt
+        if path.stem.startswith("selftest-"):
+            continue                # selftest outcomes are tables, not measurements
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue            # a line cut short by a crash
+            if rec.get("type", "record") != "record":
+                continue
+            rows.append({**rec, "kernel": path.parent.name, "workload": path.stem, "run_id": run_id})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=["kernel", "workload", "run_id"])
+    return meta, add_conditions(df)
+
+
+def own_verdict(rec):
+    """The record's COW PTE verdict (harness.measure.activity.verdict), NaN fields left out."""
+    return activity.verdict({k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
+
+
+def verdicts(df):
+    """Every record's verdict; a record without evidence takes the one verdict of the evidence in
+    its scope (run, kernel, task and parameters, e.g. one size of fork-latency), else "unproven"."""
+    own = pd.Series([own_verdict(r) for r in df.to_dict("records")], index=df.index, dtype=object)
+    if not own.isna().any():
+        return own
+    for workload, sub in df[own.isna()].groupby("workload"):
+        whole = df[df["workload"] == workload]
+        scope = [c for c in ("run_id", "kernel", "boot", "task") if c in df] + param_columns(whole, workload)
+        keys = whole[scope].astype(str).agg("|".join, axis=1)
+        for key in keys[sub.index].unique():
+            known = set(own[keys.index[keys == key]].dropna()) - {"off"}
+            own[sub.index[keys[sub.index] == key]] = known.pop() if len(known) == 1 else "unproven"
+    return own
+
+
+def add_conditions(df):
+    """Columns warmup (bool), cow_pte (verdict), kind ("fork", "COW PTE fork", ...) and
+    condition ("kernel: kind")."""
+    df = df.copy()
+    df["warmup"] = df["warmup"].eq(True) if "warmup" in df else False
+    df["cow_pte"] = verdicts(df) if len(df) else pd.Series(dtype=object)
+    df["kind"] = df["cow_pte"].map(KINDS)
+    df["condition"] = df["kernel"].astype(str) + ": " + df["kind"]
+    return df
+
+
+def accel_mode(meta):
+    return meta.get("accel", "unknown"), timing_mode(meta)
+
+
+def load_runs(run_dirs):
+    """(list of metadata, concatenated records); runs of different accelerator or timing refused."""
+    loaded = [load_run(d) for d in run_dirs]
+    modes = {accel_mode(m) for m, _ in loaded}
+    if len(modes) > 1:
+        desc = ", ".join(f"{m.get('run_id')}: accel={m.get('accel')}"
+                         + (f" timing={m['timing']}" if m.get("timing") else "") for m, _ in loaded)
+        raise UserError("these runs used different accelerators or timing modes, so their times "
+                        f"cannot be compared ({desc}); report them separately")
+    metas = [m for m, _ in loaded]
+    df = pd.concat([df for _, df in loaded], ignore_index=True)
+    return metas, in_order(df, metas)
+
+
+def in_order(df, metas):
+    """Records sorted stably: the stock kernel first, then metadata order; plain fork first."""
+    if df.empty:
+        return df
+    stock = stock_kernel(metas, df)
+    kernels = kernel_order(metas, df)
+    rank = [(k != stock, kernels.index(k), list(KINDS.values()).index(kind))
+            for k, kind in zip(df["kernel"], df["kind"])]
+    order = sorted(range(len(df)), key=rank.__getitem__)
+    return df.iloc[order].reset_index(drop=True)
+
+
+# -- what to compare ---------------------------------------------------------------------------
+
+def unit_of(workload, metric):
+    metrics = manifest(workload).get("metrics", {})
+    if metric in metrics:
+        return metrics[metric]
+    return next((u for s, u in SUFFIX_UNITS.items() if metric.endswith(s)), "")
+
+
+def metrics(df, workload):
+    """{metric: unit}: the manifest's metrics that are numeric columns here (by suffix if none)."""
+    declared = manifest(workload).get("metrics")
+    if declared is None:
+        declared = {c: unit_of(workload, c) for c in df.columns
+                    if any(c.endswith(s) for s in SUFFIX_UNITS) and c not in AXES}
+    return {m: u for m, u in declared.items()
+            if m in df and pd.api.types.is_numeric_dtype(df[m]) and df[m].notna().any()}
+
+
+def param_columns(df, workload):
+    """The fields that tell groups apart: manifest parameters and known axes present here."""
+    wanted = list(AXES) + list(manifest(workload).get("params", {}))
+    found = [c for c in dict.fromkeys(wanted) if c in df and c not in NOT_PARAMS]
+    return [c for c in found if c not in metrics(df, workload) and df[c].notna().any()]
+
+
+def measured(df):
+    """The records that count: warm-ups dropped."""
+    return df[~df["warmup"]] if "warmup" in df else df
+
+
+def groups(df, workload):
+    """[(params dict, records of that group)] for one workload, warm-ups dropped."""
+    sub = measured(df[df["workload"] == workload])
+    cols = param_columns(sub, workload)
+    if not cols:
+        return [({}, sub)] if len(sub) else []
+    out = []
+    for key, part in sub.groupby(cols, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append((dict(zip(cols, (plain(k) for k in key))), part))
+    return out
+
+
+def plain(value):
+    """A numpy scalar as a Python one; 16.0 as 16 (numeric columns turn float beside NaN)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def kernel_order(metas, df):
+    order = []
+    for m in metas:
+        order += [k for k in m.get("kernels", {}) if k not in order]
+    return order + [k for k in dict.fromkeys(df["kernel"]) if k not in order]
+
+
+def stock_kernel(metas, df):
+    """The unpatched kernel: one labelled 'stock', else the first without patches or series."""
+    order = kernel_order(metas, df)
+    if "stock" in order:
+        return "stock"
+    for label in order:
+        k = next((m["kernels"][label] for m in metas if label in m.get("kernels", {})), {})
+        if not k.get("patches") and not k.get("series"):
+            return label
+    return order[0] if order else None
+
+
+def baseline(metas, df):
+    label = stock_kernel(metas, df)
+    return f"{label}: {PLAIN}" if label else None
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+def values(recs, metric):
+    """A metric's samples, every boot pooled (see boot_values)."""
+    boots = boot_values(recs, metric)
+    return np.concatenate(boots) if boots else np.array([])
+
+
+def boot_values(recs, metric):
+    """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
+    unchanged in every round of a task (the evidence fork that fault-latency and fork-server copy
+    into each round's record) was measured once: once."""
+    x = recs.dropna(subset=[metric])
+    if x.empty:
+        return []
+    unit = [c for c in BOOT_UNIT if c in x]
+    scope = unit + (["task"] if "task" in x else [])
+    if "round" in x and scope and len(x) > 1:
+        per_task = x.groupby(scope, dropna=False)[metric]
+        if (per_task.nunique() == 1).all():
+            x = x.drop_duplicates(scope)
+    if not unit:
+        return [x[metric].to_numpy(float)]
+    return [part[metric].to_numpy(float) for _, part in x.groupby(unit, sort=True, dropna=False)]
+
+
+def describe(df, workload):
+    """One row per group, condition and metric: n, boots, median, IQR, mean, std, CV, min, max,
+    unit, and boot_share: the share of the (log) variance that lies between boots."""
+    rows = []
+    units = metrics(df, workload)
+    for params, part in groups(df, workload):
+        for cond, recs in part.groupby("condition", sort=False):
+            for metric, unit in units.items():
+                boots = boot_values(recs, metric)
+                if not boots:
+                    continue
+                x = np.concatenate(boots)
+                q1, med, q3 = np.percentile(x, [25, 50, 75])
+                mean, std = x.mean(), (x.std(ddof=1) if len(x) > 1 else 0.0)
+                rows.append({**params, "condition": cond, "metric": metric, "unit": unit,
+                             "n": len(x), "boots": len(boots), "median": med, "iqr": q3 - q1,
+                             "mean": mean, "std": std, "cv": std / mean if mean else np.nan,
+                             "min": x.min(), "max": x.max(),
+                             "boot_share": inference.variance_split(boots)["share"]})
+    return by_metric(pd.DataFrame(rows), units)
+
+
+def by_metric(table, units):
+    """Rows of one metric together, in the manifest's order (stable within a metric)."""
+    if table.empty:
+        return table
+    rank = table["metric"].map(list(units).index)
+    return table.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def cliffs_delta(base, cand):
+    """P(cand > base) - P(cand < base), in [-1, 1]: also the rank-biserial correlation."""
+    diff = np.sign(np.subtract.outer(cand, base))
+    return float(diff.mean())
+
+
+def cv(x):
+    mean = np.mean(x)
+    return float(np.std(x, ddof=1) / mean) if len(x) > 1 and mean else 0.0
+
+
+PRACTICAL = 0.02      # a change smaller than this is not called faster/slower, however sure
+ALPHA = 0.05
+
+
+def practical_of(workload, metric, default=None):
+    """The practical threshold of a metric: the manifest's [practical] entry, else the default."""
+    table = manifest(workload).get("practical", {}) if workload else {}
+    value = table.get(metric, default if default is not None else PRACTICAL)
+    return float(value)
+
+
+def as_boots(x):
+    """Samples as a list of per-boot arrays: a flat sequence is one boot."""
+    x = list(x) if not isinstance(x, np.ndarray) else [x]
+    if x and not np.ndim(x[0]):
+        x = [np.asarray(x, float)]
+    return inference.as_boots(x)
+
+
+def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alpha=ALPHA,
+                    practical=PRACTICAL):
+    """Ratio of medians with a 95% interval, p value, Cliff's delta and a verdict.
+
+    base, cand: each a list of per-boot arrays (or one flat array: one boot). With two or more
+    boots on a side the boots are the units (inference.boot_interval); with one boot on each side
+    the repetitions are (a bootstrap and Mann-Whitney over them), and the verdict says so. The
+    verdict needs p (or the family-adjusted q that `decide` is given later) below alpha and a
+    change of at least `practical` (a fraction); "no significant difference" says how large a
+    difference the interval still allows."""
+    base, cand = as_boots(base), as_boots(cand)
+    b = np.concatenate(base) if base else np.array([])
+    c = np.concatenate(cand) if cand else np.array([])
+    row = {"n_base": len(b), "n_cand": len(c), "boots_base": len(base), "boots_cand": len(cand),
+           "median_base": np.median(b) if len(b) else np.nan,
+           "median_cand": np.median(c) if len(c) else np.nan,
+           "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
+           "q_value": np.nan, "effect": np.nan, "cv_max": np.nan,
+           "boot_share": np.nan, "unit_of_replication": "", "practical": practical}
+    by_boots = min(len(base), len(cand)) >= 1 and max(len(base), len(cand)) >= 2
+    if not by_boots and (len(b) < 3 or len(c) < 3):
+        return {**row, "verdict": "not enough data"}
+    if row["median_base"]:
+        row["ratio"] = row["median_cand"] / row["median_base"]
+    boots = inference.boot_interval(base, cand, alpha)
+    if boots is None and by_boots:
+        return {**row, "verdict": "no ratio (the baseline is 0)"}
+    if boots:
+        row["ratio"], row["ci_low"], row["ci_high"], row["p_value"] = boots
+        row["unit_of_replication"] = "boot"
+    else:
+        row["ci_low"], row["ci_high"] = inference.sample_bootstrap(base, cand, resamples, seed)
+        row["p_value"] = (1.0 if np.ptp(np.concatenate([b, c])) == 0 else
+                          float(sps.mannwhitneyu(c, b, alternative="two-sided").pvalue))
+        row["unit_of_replication"] = "repetition (1 boot per kernel)"
+    row["q_value"] = row["p_value"]
+    row["effect"] = cliffs_delta(b, c)
+    row["cv_max"] = max(cv(x) for x in base + cand)
+    shares = [inference.variance_split(x)["share"] for x in (base, cand)]
+    row["boot_share"] = np.nanmax(shares) if not all(np.isnan(shares)) else np.nan
+    return {**row, "verdict": decide(row, unit, alpha, noisy_cv)}
+
+
+def bound_of(row):
+    """The largest change (a fraction) the row's interval still allows."""
+    if np.isnan(row["ci_low"]) or np.isnan(row["ci_high"]):
+        return np.nan
+    return max(abs(row["ci_low"] - 1), abs(row["ci_high"] - 1))
+
+
+def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
+    """The verdict of one comparison row from its q value (its p until a family adjusts it), its
+    ratio against the practical threshold, and its interval."""
+    if row.get("verdict") == "not enough data" or np.isnan(row["ratio"]):
+        return "not enough data"
+    practical = row.get("practical", PRACTICAL)
+    change = row["ratio"] - 1
+    up, down = units.direction_words(unit)
+    if row["q_value"] < alpha and abs(change) >= practical:
+        verdict = up if change > 0 else down
+    elif row["q_value"] < alpha:
+        verdict = f"no practical difference ({change:+.1%} < {practical:.0%})"
+    else:
+        bound = bound_of(row)
+        verdict = "no significant difference" + ("" if np.isnan(bound) else f" (none > {bound:.1%})")
+    if row.get("unit_of_replication", "").startswith("repetition"):
+        verdict += " [1 boot]"          # boot-to-boot variation not measured
+    if row["cv_max"] > noisy_cv:
+        verdict += f" (noisy: CV {row['cv_max']:.0%})"
+    return verdict
+
+
+def adjust(table, method="bh", alpha=ALPHA, noisy_cv=0.05):
+    """The table's rows taken as one family: q_value = the adjusted p, verdicts decided again."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["q_value"] = inference.adjust(table["p_value"].to_numpy(float), method)
+    table["verdict"] = [decide(r, r["unit"], alpha, noisy_cv) for r in table.to_dict("records")]
+    table["multiplicity"] = method
+    return table
+
+
+def host_of(recs):
+    return set(recs["host"].dropna()) if "host" in recs else set()
+
+
+def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, noisy_cv=0.05,
+            metas=(), practical=None, method="bh"):
+    """One row per group, candidate condition and metric, against the baseline condition; the
+    rows' p values adjusted as one family (method: bh, holm or none).
+
+    base: a condition name ("stock: fork" by default); candidates: condition names (default: all
+    others present in the group). Only measurements of one host are compared: a pair measured on
+    different hosts is a row without a verdict."""
+    base = base or baseline(list(metas), df)
+    units = metrics(df, workload)
+    rows = []
+    for params, part in groups(df, workload):
+        present = list(dict.fromkeys(part["condition"]))
+        if base not in present:
+            continue
+        for cand in candidates or [c for c in present if c != base]:
+            if cand not in present or cand == base:
+                continue
+            b_recs, c_recs = part[part["condition"] == base], part[part["condition"] == cand]
+            hosts = host_of(b_recs) & host_of(c_recs)
+            apart = host_of(b_recs) and host_of(c_recs) and not hosts
+            if hosts:
+                b_recs, c_recs = b_recs[b_recs["host"].isin(hosts)], c_recs[c_recs["host"].isin(hosts)]
+            for metric, unit in units.items():
+                b, c = boot_values(b_recs, metric), boot_values(c_recs, metric)
+                if not len(b) and not len(c):
+                    continue
+                row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
+                                      practical=practical_of(workload, metric, practical))
+                if apart:
+                    row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
+                               verdict="not comparable: measured on different hosts "
+                                       f"({', '.join(sorted(host_of(b_recs)))} vs "
+                                       f"{', '.join(sorted(host_of(c_recs)))})")
+                rows.append({**params, "baseline": base, "candidate": cand, "metric": metric,
+                             "unit": unit, **row})
+    table = by_metric(pd.DataFrame(rows), units)
+    return adjust_comparable(table, method, noisy_cv)
+
+
+def widest_interval(run_dir):
+    """The widest 95% interval, as a fraction of its ratio, over every comparison a report of the
+    run would make (infinite when a comparison has no interval yet)."""
+    metas, df = load_runs([run_dir])
+    widest = 0.0
+    for workload in dict.fromkeys(df["workload"]) if len(df) else []:
+        comp = compare(df, workload, metas=metas, method="none", resamples=200)
+        for r in comp.to_dict("records") if len(comp) else []:
+            if r["verdict"].startswith(("not enough data", "no ratio", "not comparable")):
+                continue
+            if np.isnan(r["ci_low"]) or not r["ratio"]:
+                return float("inf")
+            widest = max(widest, (r["ci_high"] - r["ci_low"]) / 2 / r["ratio"])
+    return widest
+
+
+def adjust_comparable(table, method, noisy_cv=0.05):
+    """`adjust` over the rows that have a p value; rows without one keep their verdict."""
+    if table.empty or "p_value" not in table:
+        return table
+    has_p = table["p_value"].notna()
+    table = table.copy()
+    if has_p.any():
+        table.loc[has_p] = adjust(table[has_p], method, noisy_cv=noisy_cv)
+    table["multiplicity"] = method
+    return table
+
+
+# -- units -------------------------------------------------------------------------------------
+
+def median_ci(x, resamples=2000, seed=0):
+    """Bootstrap 95% CI of the median of x."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return (float(x[0]), float(x[0])) if len(x) else (np.nan, np.nan)
+    meds = np.median(np.random.default_rng(seed).choice(x, (resamples, len(x))), axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -1,0 +1,126 @@
+"""The flags that describe an experiment, and the experiment they describe."""
+import argparse
+from dataclasses import replace
+
+from harness import errors, options
+
+
+def add_kernel_args(p, multiple=False, required=True):
+    p.add_argument("--kernel-src", required=required and not multiple, action="append" if multiple else "store",
+                   metavar="SPEC", help="kernel source (see the specs below)" +
+                   ("; repeat for several kernels (overrides the experiment's)" if multiple else ""))
+    p.add_argument("--series", metavar="SPEC",
+                   help="patch series to apply: an mbox, a folder of .patch files, or a lore "
+                        "Message-Id (fetched with b4)")
+    p.add_argument("--config", action="append", default=[], metavar="FRAGMENT",
+                   help="config fragment (a name in kernel-config/ or a path), merged after "
+                        "guest-base; repeatable")
+    add_options(p, ["build"])
+
+
+def add_guest_args(p):
+    add_options(p, ["guest", "design", None])
+
+
+def add_options(p, sections):
+    """The flags of the options (harness.options) in these experiment-file sections. Every default
+    here is None: a flag not given leaves the experiment's value (its file's, or the option's
+    default) alone."""
+    for o in options.OPTIONS:
+        if o.section not in sections:
+            continue
+        flags = [o.flag] + ([o.short] if o.short else [])
+        kwargs = {"dest": o.name, "default": None, "help": o.help.replace("%", "%%")}
+        if o.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=o.type, choices=o.choices, metavar=o.metavar)
+        p.add_argument(*flags, **kwargs)
+
+
+def parse_params(items):
+    """NAME=VALUE pairs; a NAME given twice becomes a list (the workload then runs once per value)."""
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise errors.UserError(f"--param takes NAME=VALUE, got '{item}'")
+        if key in params:
+            params[key] = (params[key] if isinstance(params[key], list) else [params[key]]) + [value]
+        else:
+            params[key] = value
+    return params
+
+
+class WorkloadFlag(argparse.Action):
+    """--workload NAME starts a workload; the --param flags after it are its parameters."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        ns.workload_items = (getattr(ns, "workload_items", None) or []) + [(value, [])]
+
+
+class ParamFlag(argparse.Action):
+    def __call__(self, parser, ns, value, option_string=None):
+        items = getattr(ns, "workload_items", None) or [(getattr(ns, "default_workload", "fork-memory"), [])]
+        items[-1][1].append(value)
+        ns.workload_items = items
+
+
+def add_verdict_args(p):
+    p.add_argument("--practical", type=float, default=None, metavar="FRACTION",
+                   help="smallest change called faster/slower (default 0.02, or the workload "
+                        "manifest's [practical] entry for a metric)")
+    p.add_argument("--multiplicity", choices=["bh", "holm", "none"], default="bh",
+                   help="error control over the report's comparisons: bh (Benjamini-Hochberg, false "
+                        "discovery rate; default), holm (family-wise error) or none")
+
+
+def add_workload_args(p):
+    p.add_argument("--workload", action=WorkloadFlag, metavar="NAME",
+                   help="a workload in workloads/ (default fork-memory); repeatable")
+    p.add_argument("--param", action=ParamFlag, metavar="NAME=VALUE",
+                   help="a parameter of the workload named before it, e.g. mib=512; a name given "
+                        "twice runs the workload once per value (--param cow_pte=0 --param cow_pte=1)")
+
+
+def workload_specs(args):
+    """--workload/--param as workload specs, or None when none were given."""
+    from harness import experiment as ex
+    items = getattr(args, "workload_items", None)
+    if not items:
+        return None
+    return [ex.WorkloadSpec(name, combo) for name, params in items
+            for combo in ex.expand(parse_params(params))]
+
+
+def experiment(args):
+    """The experiment the flags describe: a TOML file with overrides, or one made from flags."""
+    from harness import experiment as ex
+    guest = {o.name: getattr(args, o.name, None) for o in options.OPTIONS}
+    srcs = args.kernel_src if isinstance(args.kernel_src, list) else [args.kernel_src] if args.kernel_src else []
+    if getattr(args, "experiment", None):
+        if len(srcs) > 1:
+            raise errors.UserError("with --experiment, give at most one --kernel-src")
+        exp = ex.load(args.experiment, kernel_src=srcs[0] if srcs else None, series=args.series, **guest)
+        workloads = workload_specs(args)
+        return replace(exp, workloads=workloads) if workloads else exp
+    if not srcs:
+        raise errors.UserError("name a kernel with --kernel-src SPEC (or an --experiment)")
+    labels = getattr(args, "label", None) or []
+    if len(labels) > len(srcs):
+        raise errors.UserError("more --label than --kernel-src")
+    kernels = []
+    for i, src in enumerate(srcs):
+        label = labels[i] if i < len(labels) else f"kernel{i + 1}" if len(srcs) > 1 else "kernel"
+        kernels.append(ex.KernelSpec(label, src, ex.DEFAULT_FRAGMENTS + args.config, args.series))
+    workloads = workload_specs(args) or [ex.WorkloadSpec("fork-memory")]
+    return ex.Experiment(kernels=kernels, workloads=workloads,
+                         **{k: v for k, v in guest.items() if v is not None})
+
+
+def several_boots(exp):
+    """reproduce, nightly and calibrate measure several boots per kernel unless told otherwise."""
+    from harness import experiment as ex
+    return replace(exp, boots=ex.DESIGN_BOOTS) if exp.boots is None else exp
+
+

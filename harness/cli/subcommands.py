@@ -1,0 +1,201 @@
+"""One function per `harness` subcommand: takes the parsed flags, calls the pipeline's objects."""
+from dataclasses import replace
+
+from harness import errors, ui
+from harness.cli.flags import experiment, several_boots
+
+
+def cmd_build(args):
+    from harness import commands
+    return commands.build(experiment(args))
+
+
+def cmd_boot(args):
+    from harness import commands
+    return commands.boot(experiment(args), args.command)
+
+
+def cmd_run(args):
+    from harness.pipeline import Run
+    if args.resume:
+        if args.experiment or args.kernel_src or args.series or args.cell:
+            raise errors.UserError("--resume continues a run as it was started; name nothing else with it")
+        run = Run.resume(args.resume).execute()
+    else:
+        exp = experiment(args)
+        if args.cell:
+            exp = exp.only(args.cell)
+        run = Run(exp).execute()
+    ui.console.print(f"results: {run.store.dir}")
+    return run.exit_code
+
+
+def cmd_verify(args):
+    from harness.verify import Verify
+    configs = [c.strip() for c in args.bisect_configs.split(",") if c.strip()]
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    v = Verify(args.kernel_src, args.series, accel=args.accel or "auto", jobs=args.jobs,
+               bisect=not args.no_bisect, configs=configs, kernels=kernels, boot=not args.no_boot,
+               selftest_source=args.selftest_source, mib=args.mib).execute()
+    return v.exit_code
+
+
+def cmd_attribute(args):
+    import shlex
+    import sys
+    from harness.attribute import Attribution
+    if args.resume:
+        if args.kernel_src or args.series or args.range:
+            raise errors.UserError("--resume continues an attribution as it was started; name nothing else with it")
+        return Attribution.resume(args.resume).execute().exit_code
+    if not args.kernel_src:
+        raise errors.UserError("name the tree with --kernel-src (or --resume RUN)")
+    args.timing = args.timing or "auto"
+    args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
+    exp = experiment(args)
+    command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
+    return Attribution(exp, args.kernel_src, args.series, args.range, args.metric, args.practical,
+                       args.multiplicity, command=command, extra=args.config).execute().exit_code
+
+
+def cmd_reproduce(args):
+    from harness.analysis import report
+    from harness.pipeline import Run
+    args.experiment = args.experiment or "cow-pte-v4"
+    exp = several_boots(experiment(args))
+    if args.cell:
+        exp = exp.only(args.cell)
+    run = Run(exp).execute()
+    with ui.step("statistics, plots and report"):
+        md, page = report.write([run.store.dir], claims=exp.claims, practical=args.practical,
+                                method=args.multiplicity)
+    ui.out(report.cv_summary(run.store.dir))
+    ui.console.print(f"report: {md}\n        {page}")
+    return run.exit_code
+
+
+def cmd_calibrate(args):
+    from harness.analysis import calibrate
+
+    def run_experiment():
+        from harness.pipeline import Run
+        args.kernel_src, args.label, args.series, args.experiment = [args.kernel_src] * 2, ["A", "B"], None, None
+        exp = several_boots(experiment(args))
+        if not getattr(args, "workload_items", None):
+            exp = replace(exp, workloads=list(calibrate.WORKLOADS))
+        run = Run(replace(exp, name="calibrate")).execute()
+        return run.store.dir, run.exit_code
+
+    if not (args.simulate or args.analyse or args.kernel_src):
+        raise errors.UserError("name a kernel with --kernel-src SPEC (or --simulate, or --analyse RUN)")
+    return calibrate.main(args, run_experiment)
+
+
+def cmd_cells(args):
+    import json
+    from harness.ci import cells as cells_mod
+    exp = experiment(args)
+    cells = []
+    for cell in cells_mod.of(exp):      # a group of workloads on every kernel: one host compares them
+        part = exp.only([cell.id])
+        cells.append({"id": cell.id, "kernels": [k.label for k in exp.kernels],
+                      "workloads": [{"name": w.name, "params": w.params} for w in part.workloads],
+                      "selftests": part.selftests, "command": part.command_line()})
+    if args.format == "json":
+        ui.out(json.dumps(cells, indent=2))
+    else:
+        for c in cells:
+            ui.out(f"{c['id']}\t{c['command']}")
+    return 0
+
+
+def cmd_report(args):
+    import tomllib
+    from pathlib import Path
+    from harness.analysis import report
+    from harness.results import RunStore
+    claims = None
+    if args.claims:
+        try:
+            claims = tomllib.loads(Path(args.claims).read_text()).get("claims", [])
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise errors.UserError(f"cannot read claims from {args.claims}: {exc}") from None
+    md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
+                            practical=args.practical, method=args.multiplicity,
+                            noisy_cv=args.noisy_cv)
+    ui.out(report.cv_summary(args.runs))
+    for run in args.runs:                  # an attribution run: its per-patch tables again
+        if "attribution" in RunStore.open(run).metadata:
+            from harness import attribute
+            ui.out(attribute.show(run, practical=args.practical, method=args.multiplicity))
+    ui.console.print(f"report: {md}\n        {page}")
+    return 0
+
+
+def cmd_image(args):
+    from harness import commands
+    return commands.image(args.image, args.mirror)
+
+
+def cmd_setup(args):
+    from harness import host
+    return host.main(args)
+
+
+def cmd_selfbench(args):
+    from harness import selfbench
+    return selfbench.main(args)
+
+
+def cmd_nightly(args):
+    from harness.ci.nightly import Nightly
+    if args.run and (args.experiment or args.kernel_src):
+        raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
+    if not args.run and args.timing is None:
+        args.timing = "auto"          # nightly runs on TCG-only runners are deterministic by default
+    exp = None if args.run else several_boots(experiment(args))
+    night = Nightly(exp, run=args.run, baseline_nights=args.nights, threshold=args.threshold,
+                    method=args.multiplicity, practical=args.practical,
+                    history=args.history).execute()
+    ui.console.print(f"nightly: {night.run_dir / 'summary.md'}, {night.run_dir / 'junit.xml'}, "
+                     f"{night.run_dir / 'kcidb.json'}")
+    return night.exit_code
+
+
+def cmd_export(args):
+    from harness.ci import kcidb
+    return kcidb.main(args)
+
+
+def cmd_history(args):
+    from harness.ci import history
+    return history.main(args)
+
+
+def cmd_remote(args):
+    """The run flags after -- are parsed here, so a bad one fails before any host is asked."""
+    from harness.ci import remote
+    hosts = remote.read_hosts(args.host, args.hosts_file)
+    if "--cell" in args.run_args or "--resume" in args.run_args:
+        raise errors.UserError("name the cells with --cell before --, not in the run flags")
+    try:
+        run_args = args.parse(["run", "--experiment", args.experiment, *args.run_args])
+    except SystemExit:
+        raise errors.UserError(f"bad harness run arguments: {' '.join(args.run_args)}") from None
+    r = remote.run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,
+                            cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
+                            identity=args.identity, cell_timeout=args.cell_timeout,
+                            exp=experiment(run_args))
+    if r.failed:
+        ui.error(f"cells failed: {', '.join(r.failed)} ("
+                 + ("attempts in the merged metadata.json, under remote)" if r.store else "no run came back)"))
+    if r.store:
+        ui.console.print(f"results: {r.store.dir}")
+    return r.exit_code
+
+
+def cmd_merge(args):
+    from harness.ci.merge import merge
+    store = merge(args.runs, out=args.out)
+    ui.console.print(f"merged {len(args.runs)} runs: {store.dir}")
+    return 0

@@ -1,0 +1,205 @@
+"""Build: one object for the CLI and the API, turning (source, patches, fragments) into a Kernel.
+
+tuxmake (runtime null) does the work: it merges the fragments with the kernel's merge_config.sh,
+builds out of tree, and writes metadata.json with a reproducer command line. The harness adds what
+tuxmake does not do: it reads the final .config back and fails when a requested option was dropped,
+and it caches the result under hash(source id, patches, fragments, toolchain), so the same request
+twice builds nothing the second time.
+"""
+import functools
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import cache, tools, ui
+from harness.kernel import kconfig
+from harness.errors import BuildError, HarnessError
+
+BASE_CONFIG = "tinyconfig"
+
+
+@functools.cache
+def toolchain():
+    return {
+        "gcc": tools.first_line(["gcc", "--version"]),
+        "binutils": tools.first_line(["ld", "--version"]),
+        "make": tools.first_line(["make", "--version"]),
+        "tuxmake": tools.first_line(["tuxmake", "--version"]),
+    }
+
+
+@dataclass
+class Kernel:
+    """A built kernel in the cache: bzImage, config, System.map, build.log, kernel.json."""
+    path: Path
+    info: dict
+
+    @property
+    def image(self):
+        """What QEMU boots: vmlinux through its PVH entry when the kernel has one (no
+        decompression), else bzImage."""
+        vmlinux = self.path / "vmlinux"
+        return vmlinux if vmlinux.exists() else self.path / "bzImage"
+
+    @property
+    def config(self):
+        return (self.path / "config").read_text()
+
+    @property
+    def key(self):
+        return self.info["key"]
+
+    @property
+    def hz(self):
+        """CONFIG_HZ, the kernel's tick rate (None if its config does not say)."""
+        hz = kconfig.parse(self.config, str(self.path / "config")).get("CONFIG_HZ")
+        return int(hz) if hz else None
+
+
+@dataclass
+class Build:
+    source: object                       # sources.SourceTree (or a patched tree)
+    fragments: list                      # kconfig.Fragment, in merge order
+    base: str = BASE_CONFIG
+    patches: list = field(default_factory=list)   # ids of applied patches, in order
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    force: bool = False                  # rebuild in the existing build dir even when cached
+    objdir: Path = None                  # where make's objects go (default: in the cache, by key)
+
+    def __post_init__(self):
+        self.wanted = kconfig.requested(self.fragments)
+        self.tools = toolchain()
+        self.key = cache.digest(self.source.id, self.patches, self.base,
+                                [f.text for f in self.fragments], self.tools)
+        self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
+
+    def cached(self):
+        found = cache.find("builds", self.key, "kernel.json")
+        if found:
+            return Kernel(found, json.loads((found / "kernel.json").read_text()))
+        return None
+
+    def tuxmake(self, outdir, *targets):
+        argv = ["tuxmake", "--runtime", "null", "--target-arch", "x86_64", "--toolchain", "gcc",
+                "--kconfig", self.base, "--wrapper", "ccache", "--jobs", str(self.jobs),
+                "-C", str(self.source.path), "--build-dir", str(self.objdir),
+                "--output-dir", str(outdir)]
+        for frag in self.fragments:
+            argv += ["--kconfig-add", str(frag.path)]
+        return argv + list(targets)
+
+    def run(self, progress=None):
+        say = progress or (lambda msg: None)
+        with cache.locked("build", self.key):
+            found = self.cached()
+            if found and not self.force:
+                say(f"kernel {self.key} is cached")
+                found.info["cached"] = True
+                return found
+            # A build killed half-way (SIGKILL, a reboot) leaves half-written objects that make
+            # then takes for finished: a folder marked busy at the start is not built in again.
+            busy = self.objdir / "harness-build-in-progress"
+            if busy.exists():
+                say("the last build in this folder was interrupted: starting it afresh")
+                shutil.rmtree(self.objdir)
+            self.objdir.mkdir(parents=True, exist_ok=True)
+            busy.touch()
+            try:
+                with cache.building("builds", self.key) as out:
+                    kernel = self._build(out, say)
+            except HarnessError:          # make stopped on its own: its folder is consistent
+                busy.unlink(missing_ok=True)
+                raise
+            busy.unlink()
+            return kernel
+
+    def _build(self, out, say):
+        started = time.monotonic()
+        say("configuring (tuxmake config)")
+        # tuxmake keeps an existing .config in the build folder and then merges no fragment at
+        # all: when the fragments are not the ones that made it, start again from them.
+        stamp = self.objdir / "harness-config.sha"
+        wanted = cache.digest(self.base, [f.text for f in self.fragments])
+        if not stamp.exists() or stamp.read_text() != wanted:
+            (self.objdir / ".config").unlink(missing_ok=True)
+        cfg_out = out / "config-stage"
+        proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
+        if proc.returncode != 0 or not (cfg_out / "config").exists():
+            raise BuildError("kernel configuration failed", log_tail=_tail(cfg_out / "build.log", proc))
+        kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
+        stamp.write_text(wanted)
+        say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
+        begun = time.time()
+        ui.watch(lambda: progress_of(self.objdir, begun))
+        proc = tools.run(self.tuxmake(out, "kernel"), check=False)
+        if proc.returncode != 0 or not (out / "bzImage").exists():
+            kept = self.objdir / "last-failed-build.log"
+            if (out / "build.log").exists():
+                shutil.copy(out / "build.log", kept)
+            raise BuildError(f"kernel build failed for {self.source.id} (full log: {kept})",
+                             log_tail=_errors(out / "build.log") or _tail(out / "build.log", proc))
+        shutil.rmtree(cfg_out)
+        shutil.copy(self.objdir / "System.map", out / "System.map")
+        if kconfig.parse((out / "config").read_text()).get("CONFIG_PVH") == "y":
+            shutil.copy(self.objdir / "vmlinux", out / "vmlinux")
+        kconfig.verify((out / "config").read_text(), self.wanted, self.source.path)
+        release = (self.objdir / "include" / "config" / "kernel.release").read_text().strip()
+        info = {
+            "key": self.key,
+            "source": self.source.as_dict(),
+            "patches": self.patches,
+            "base_config": self.base,
+            "fragments": [{"name": f.name, "path": str(f.path)} for f in self.fragments],
+            "config_sha": cache.digest((out / "config").read_text()),
+            "release": release,
+            "toolchain": self.tools,
+            "build_seconds": round(time.monotonic() - started, 1),
+            "tuxmake": json.loads((out / "metadata.json").read_text()),
+        }
+        (out / "kernel.json").write_text(json.dumps(info, indent=2) + "\n")
+        info["cached"] = False
+        return Kernel(cache.entry("builds", self.key), info)
+
+
+def progress_of(objdir, since):
+    """What a running build has done: the objects written since `since` (a time.time()) and the
+    newest of them. tuxmake runs make --silent, so its log names no targets; the folder does."""
+    count, newest, newest_time = 0, None, since
+    for folder, _, files in os.walk(objdir):
+        for name in files:
+            if not name.endswith(".o"):
+                continue
+            try:
+                mtime = os.stat(os.path.join(folder, name)).st_mtime
+            except OSError:               # removed while we looked
+                continue
+            if mtime >= since:
+                count += 1
+                if mtime >= newest_time:
+                    newest, newest_time = os.path.join(folder, name), mtime
+    if not count:
+        return None
+    return f"{count} objects built, latest {os.path.relpath(newest, objdir)}"
+
+
+def _tail(log, proc, lines=25):
+    text = log.read_text(errors="replace") if log.exists() else (proc.stdout or "") + (proc.stderr or "")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _errors(log, lines=15):
+    """The first compiler errors in a build log, with the line before each for context."""
+    if not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()
+    hits = [i for i, line in enumerate(text) if re.search(r"\berror\b|\*\*\*", line)]
+    keep = []
+    for i in hits[:lines]:
+        for j in (i - 1, i):
+            if j >= 0 and text[j] not in keep:
+                keep.append(text[j])
+    return "\n".join(keep[:lines])

@@ -1,0 +1,384 @@
+"""The kernel's own `cow` vm selftest: build it from a tree, run it in a guest, tabulate its TAP.
+
+The test is built statically on the host from the tree's sources (cow.c, vm_util.c and, where the
+tree has it, thp_settings.c; the tree's kselftest.h and mm/gup_test.h) against UAPI headers
+installed from the same tree through a throwaway O= directory, so the cached source tree is never
+written. The tree may be another one than the kernel's: Linux 6.1 has no cow test, Debian 12's
+linux-source-6.12 has one (`debian:linux-source-6.12`), and the static binary runs on the older
+kernel. It runs in the guest plainly or under cow_pte_launch, which turns COW PTE on and proves it
+(a second PR_SET_COW_PTE gives EINVAL) before exec'ing the test; a launcher that cannot prove it
+runs nothing, and the run says so instead of reporting results. The test runs under a
+pseudo-terminal: its stdout is then line-buffered, so a forked child that exits never repeats the
+parent's unflushed output.
+"""
+import hashlib
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from harness import cache, paths, tools
+from harness.kernel import sources as sources_mod
+from harness.errors import BuildError, GuestError, UserError
+
+GUEST_DIR = "/tmp/harness/selftests"
+SWAPFILE = "/swapfile"
+LAUNCHER_SOURCE = paths.WORKLOADS / "selftests" / "cow_pte_launch.c"
+NOT_PROVEN = 4                     # the launcher's exit code when COW PTE is not shown to be on
+SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")   # 6.3+, 6.2
+CFLAGS = ["-O2", "-static", "-Wall"]
+
+# Runs argv on a pseudo-terminal in the guest and exits with its exit code (128+N for signal N).
+PTY_RUN = ("import os, pty, sys\n"
+           "code = os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:]))\n"
+           "sys.exit(code if code >= 0 else 128 - code)\n")
+
+
+# --- building ----------------------------------------------------------------------------------
+
+def selftest_dir(tree):
+    """The folder holding cow.c in a kernel tree, or None (the test appeared in Linux 6.2)."""
+    for sub in SELFTEST_DIRS:
+        if (Path(tree) / sub / "cow.c").exists():
+            return Path(tree) / sub
+    return None
+
+
+def test_tree(spec):
+    """The tree to take the selftests from: a local path as it is, or any other source spec
+    (debian:linux-source-6.12, a tarball URL, git+URL#REF) resolved into the cache."""
+    text = str(spec)
+    if re.match(r"^(debian:|git\+|(https?|ftp)://)", text):
+        return sources_mod.resolve(text).path
+    return Path(text).expanduser()
+
+
+def _files_digest(root, folders):
+    """A hash of every file's path and content under root/folder for each folder."""
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted((Path(root) / folder).rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                h.update(f"{path.relative_to(root)}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
+def _compile(argv, what):
+    proc = tools.run(argv, check=False)
+    if proc.returncode != 0:
+        text = (proc.stderr or "") + (proc.stdout or "")
+        errors = [line for line in text.splitlines() if re.search(r"\berror\b", line)]
+        raise BuildError(f"{what} does not compile", log_tail="\n".join(errors[:20]) or text[-2000:])
+
+
+def build_cow(source_path, out_dir=None, test_source=None):
+    """Build the cow selftest statically; returns the binary's path (copied into out_dir if given).
+
+    source_path is the kernel tree under test; test_source, when given, is the tree to take the
+    test from instead (Linux 6.1 has no cow test: take it from a 6.2+ tree, a path or a source spec
+    such as debian:linux-source-6.12). Cached by the content of the sources and UAPI headers it is
+    built from.
+    """
+    tree = test_tree(test_source) if test_source else Path(source_path)
+    folder = selftest_dir(tree)
+    if folder is None:
+        raise UserError(f"{tree} has no cow selftest (it is tools/testing/selftests/vm/cow.c from "
+                        f"Linux 6.2, selftests/mm/cow.c from 6.3); pass test_source=<a 6.2+ tree>, "
+                        f"e.g. debian:linux-source-6.12")
+    selftests = folder.parent
+    sources = [folder / "cow.c", folder / "vm_util.c"]
+    if (folder / "thp_settings.c").exists():
+        sources.append(folder / "thp_settings.c")
+    inputs = sources + [folder / "vm_util.h", folder / "thp_settings.h", selftests / "kselftest.h",
+                        tree / "mm" / "gup_test.h"]
+    gcc = tools.first_line(["gcc", "--version"])
+    key = cache.digest("cow", [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
+                       _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]), CFLAGS, gcc)
+    binary = cache.entry("selftests", key) / "cow"
+    with cache.locked("selftest", key):
+        if not binary.exists():
+            with cache.building("selftests", key) as out:
+                _build_cow(tree, sources, selftests, out)
+    if out_dir is None:
+        return binary
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(binary, Path(out_dir) / "cow"))
+
+
+def _build_cow(tree, sources, selftests, out):
+    with tempfile.TemporaryDirectory(prefix="cow-headers-") as scratch:
+        scratch = Path(scratch)
+        # O= keeps every generated file in scratch: the source tree stays pristine.
+        proc = tools.run(["make", "-s", "-C", str(tree), f"O={scratch / 'obj'}",
+                          f"INSTALL_HDR_PATH={scratch / 'usr'}", "headers_install"], check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"make headers_install failed in {tree}",
+                             log_tail=((proc.stderr or "") + (proc.stdout or ""))[-2000:])
+        # check_config.sh would write local_config.h into the tree; liburing is absent here.
+        (scratch / "local_config.h").write_text("// No liburing support found\n")
+        _compile(["gcc", *CFLAGS, "-I", str(scratch), "-I", str(selftests),
+                  "-isystem", str(scratch / "usr" / "include"), "-o", str(out / "cow"),
+                  *map(str, sources), "-lrt", "-lpthread"], "the cow selftest")
+
+
+def build_launcher(out_dir=None):
+    """Compile workloads/selftests/cow_pte_launch.c statically (cached); returns its path."""
+    flags = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
+    key = cache.digest("cow_pte_launch", LAUNCHER_SOURCE.read_text(), flags,
+                       tools.first_line(["gcc", "--version"]))
+    binary = cache.entry("selftests", key) / "cow_pte_launch"
+    with cache.locked("selftest", key):
+        if not binary.exists():
+            with cache.building("selftests", key) as out:
+                _compile(["gcc", *flags, "-o", str(out / binary.name), str(LAUNCHER_SOURCE)],
+                         "cow_pte_launch.c")
+    if out_dir is None:
+        return binary
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(binary, Path(out_dir) / binary.name))
+
+
+# --- TAP -----------------------------------------------------------------------------------------
+
+RESULT = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
+DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(SKIP|TODO|XFAIL|error)\b\s*(.*)$", re.IGNORECASE)
+PLAN = re.compile(r"^1\.\.(\d+)\s*(?:#\s*(?:SKIP\b)?\s*(.*))?$", re.IGNORECASE)
+TOTALS = re.compile(r"^#\s*Totals:\s*(.*)$")
+RUN = re.compile(r"^#\s*\[RUN\]\s*(.*)$")
+
+
+def parse_tap_report(text):
+    """Everything parse_tap reads: cases, plan, bail-out, the Totals line and any inconsistencies.
+
+    A case is named by the kselftest "# [RUN] ..." line announcing it when there is one (cow's
+    result lines say only "No leak from parent into child"), else by its own description. Indented
+    lines (KTAP subtests) are not cases of this test. A number seen twice keeps its first result.
+    """
+    cases, seen, names = [], set(), {}
+    plan, skip_all, bail_out, totals, announced, last = None, None, None, None, None, 0
+    for raw in text.replace("\r", "").splitlines():
+        if raw[:1].isspace():
+            continue
+        line = raw.strip()
+        m = RESULT.match(line)
+        if m:
+            number = int(m[2]) if m[2] else last + 1
+            last = number
+            if number in seen:
+                announced = None
+                continue
+            seen.add(number)
+            desc, directive, reason = m[3].strip(), None, ""
+            d = DIRECTIVE.match(m[3])
+            if d:
+                desc, directive, reason = d[1].strip(), d[2].upper(), d[3].strip()
+            if directive == "SKIP":
+                result = "skip"
+            else:
+                result = "pass" if m[1] == "ok" else "fail"
+            name = announced or desc or f"test {number}"
+            names[name] = names.get(name, 0) + 1
+            if names[name] > 1:
+                name = f"{name} #{names[name]}"
+            cases.append({"case": name, "result": result, "number": number, "description": desc,
+                          "directive": directive, "reason": reason})
+            announced = None
+            continue
+        if (m := PLAN.match(line)):
+            plan = int(m[1])
+            if plan == 0:
+                skip_all = (m[2] or "").strip() or "skipped"
+        elif line.startswith("Bail out!"):
+            bail_out = line[len("Bail out!"):].strip() or "bailed out"
+        elif (m := TOTALS.match(line)):
+            totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m[1])}
+        elif (m := RUN.match(line)):
+            announced = m[1].strip()
+    problems = []
+    if plan is not None and plan != len(cases):
+        problems.append(f"plan 1..{plan} but {len(cases)} results")
+    if totals is not None:
+        counted = {r: sum(c["result"] == r for c in cases) for r in ("pass", "fail", "skip")}
+        # kselftest counts XFAIL apart from pass and "# error" apart from fail.
+        counted["pass"] -= sum(c["directive"] == "XFAIL" for c in cases)
+        counted["fail"] -= sum(c["directive"] == "ERROR" for c in cases)
+        for key, n in counted.items():
+            if key in totals and totals[key] != n:
+                problems.append(f"Totals says {key}:{totals[key]} but {n} results say {key}")
+    return {"cases": cases, "plan": plan, "skip_all": skip_all, "bail_out": bail_out,
+            "totals": totals, "problems": problems}
+
+
+def parse_tap(text):
+    """TAP (kselftest/KTAP flavour) -> [{"case", "result": pass|fail|skip, "number", ...}]."""
+    return parse_tap_report(text)["cases"]
+
+
+# --- the guest -----------------------------------------------------------------------------------
+
+def _sh(machine, script, *args, timeout=600):
+    """Run a fixed shell script with args as positional parameters; (code, out, err)."""
+    return machine.run(["sh", "-c", script, "sh", *map(str, args)], timeout=timeout)
+
+
+def prepare_guest(machine, hugepages=64, swap_mib=256):
+    """Reserve 2 MiB hugetlb pages, mount debugfs, enable a swap file; returns what was set up.
+
+    Raises GuestError when a piece is missing, rather than letting its cases turn into SKIP.
+    """
+    code, out, err = _sh(machine, 'echo "$1" > /proc/sys/vm/nr_hugepages || exit 1\n'
+                                  'n=$(cat /proc/sys/vm/nr_hugepages)\n'
+                                  'if [ "$n" -lt "$1" ]; then echo 1 > /proc/sys/vm/compact_memory;\n'
+                                  '  echo "$1" > /proc/sys/vm/nr_hugepages; fi\n'
+                                  'cat /proc/sys/vm/nr_hugepages; ls /sys/kernel/mm/hugepages',
+                         hugepages)
+    if code != 0:
+        raise GuestError(f"cannot reserve hugetlb pages (CONFIG_HUGETLBFS off?): {err.strip()}")
+    lines = out.split()
+    reserved = int(lines[0])
+    if reserved < hugepages:
+        raise GuestError(f"only {reserved} of {hugepages} 2 MiB hugetlb pages could be reserved")
+    sizes = sorted(int(m[1]) for m in map(re.compile(r"hugepages-(\d+)kB").match, lines[1:]) if m)
+
+    code, out, err = _sh(machine, "mountpoint -q /sys/kernel/debug || "
+                                  "mount -t debugfs debugfs /sys/kernel/debug || exit 1\n"
+                                  "test -e /sys/kernel/debug/gup_test && echo yes || echo no")
+    if code != 0:
+        raise GuestError(f"cannot mount debugfs (CONFIG_DEBUG_FS off?): {err.strip()}")
+    gup_test = out.strip() == "yes"
+
+    code, out, err = _sh(machine, 'set -e\nswapoff "$1" 2>/dev/null || true\nrm -f "$1"\n'
+                                  'fallocate -l "$2M" "$1" 2>/dev/null || '
+                                  'dd if=/dev/zero of="$1" bs=1M count="$2" status=none\n'
+                                  'chmod 600 "$1"\nmkswap "$1" >/dev/null\nswapon "$1"\n'
+                                  'cat /proc/swaps', SWAPFILE, swap_mib)
+    swap_kib = sum(int(f[2]) for f in (line.split() for line in out.splitlines()[1:]) if len(f) >= 3)
+    if code != 0 or swap_kib == 0:
+        raise GuestError(f"cannot enable swap on {SWAPFILE}: {(err or out).strip()}")
+
+    code, out, _ = machine.run(["cat", "/sys/kernel/mm/transparent_hugepage/enabled"])
+    thp = re.search(r"\[(\w+)\]", out)
+    return {"hugepages_2m": reserved, "hugepage_sizes_kb": sizes, "debugfs": True,
+            "gup_test": gup_test, "swapfile": SWAPFILE, "swap_kib": swap_kib,
+            "thp": thp[1] if code == 0 and thp else None}
+
+
+def upload(machine, local, remote_dir):
+    """Copy one file into remote_dir in the guest; returns its path there."""
+    machine.put(local, remote_dir)
+    return f"{remote_dir}/{Path(local).name}"
+
+
+def _launcher_line(text):
+    for line in text.replace("\r", "").splitlines():
+        if line.startswith("cow_pte_launch:"):
+            return line.strip()
+    return None
+
+
+def run_cow(machine, binary, launcher=None, timeout=900, label=None):
+    """Run the cow test in the guest, plainly or under the COW PTE launcher; returns a dict.
+
+    "active" is None for a plain run, True when the launcher proved COW PTE on, False when it did
+    not: then the test did not run and "cases" is empty; that is a failure to turn COW PTE on,
+    never a result. The test gets `timeout` seconds (coreutils timeout in the guest, exit 124):
+    a run cut short keeps the cases it finished.
+    """
+    argv = [upload(machine, binary, GUEST_DIR)]
+    if launcher:
+        argv = [upload(machine, launcher, GUEST_DIR)] + argv
+    started = time.monotonic()
+    code, out, err = machine.run(["python3", "-c", PTY_RUN, "timeout", "-k", "10", str(timeout), *argv],
+                                 timeout=timeout + 60)
+    seconds = round(time.monotonic() - started, 1)
+    output = out.replace("\r", "")
+    line = _launcher_line(output) if launcher else None
+    active = None
+    if launcher:
+        active = bool(line and line.endswith(": active"))
+    result = {"kernel": label or machine.kernel.info.get("release"),
+              "way": "cow-pte" if launcher else "plain", "exit_code": code, "active": active,
+              "launcher": line, "seconds": seconds,
+              "timed_out": code == 124 or (code == 137 and seconds >= timeout),
+              "output": output, "stderr": err}
+    if launcher and not active:
+        why = line or f"no proof line from the launcher (exit code {code})"
+        result.update(cases=[], tap=None, error=f"COW PTE not turned on: {why}")
+        return result
+    report = parse_tap_report(output)
+    result.update(cases=report["cases"], tap={k: v for k, v in report.items() if k != "cases"},
+                  error=None)
+    if not report["cases"] and report["skip_all"] is None:
+        result["error"] = f"no TAP results (exit code {code})"
+    return result
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+def table(results):
+    """Rows: test case (in run order); columns: (kernel, way); values: pass|fail|skip, "missing"
+    (the case did not run in that column) or "inactive" (COW PTE was not turned on: no run)."""
+    rows, columns = {}, {}
+    for res in results:
+        col = (res["kernel"], res["way"])
+        if col in columns:
+            raise UserError(f"two results for kernel '{col[0]}', way '{col[1]}': label them apart")
+        columns[col] = {c["case"]: c["result"] for c in res["cases"]}
+        if res.get("active") is False:
+            columns[col] = None
+        for c in res["cases"]:
+            rows.setdefault(c["case"], None)
+    data = {col: [("inactive" if vals is None else vals.get(case, "missing")) for case in rows]
+            for col, vals in columns.items()}
+    df = pd.DataFrame(data, index=pd.Index(list(rows), name="case"))
+    df.columns = pd.MultiIndex.from_tuples(list(columns), names=["kernel", "way"])
+    return df
+
+
+def new_failures(df, stock=None):
+    """Cases that pass on the stock kernel's plain run but fail (or went missing) in another
+    column: [{"case", "kernel", "way", "result"}]. stock defaults to the first column's kernel."""
+    stock = stock or df.columns[0][0]
+    if (stock, "plain") not in df.columns:
+        raise UserError(f"no plain run of the stock kernel '{stock}' to compare with")
+    ref = df[(stock, "plain")]
+    found = []
+    for col in df.columns:
+        if col == (stock, "plain"):
+            continue
+        for case, value in df[col].items():
+            if ref[case] == "pass" and value in ("fail", "missing"):
+                found.append({"case": case, "kernel": col[0], "way": col[1], "result": value})
+    return found
+
+
+def render(results, stock=None):
+    """The table as text; a leading "!!" marks a case with a new failure against stock."""
+    if not results:
+        return "(no results)"
+    df = table(results)
+    stock = stock or df.columns[0][0]
+    bad = {f["case"] for f in new_failures(df, stock)} if (stock, "plain") in df.columns else set()
+    heads = [f"{k}/{w}" for k, w in df.columns]
+    widths = [max(len(h), 8) for h in heads]
+    name_w = max([len(c) for c in df.index] + [len("pass/fail/skip")])
+    lines = ["   " + "case".ljust(name_w) + "  " + "  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    for case, row in df.iterrows():
+        mark = "!! " if case in bad else "   "
+        lines.append(mark + case.ljust(name_w) + "  " + "  ".join(str(v).ljust(w)
+                                                                for v, w in zip(row, widths)).rstrip())
+    counts = ["/".join(str(int((df[col] == r).sum())) for r in ("pass", "fail", "skip")) for col in df.columns]
+    lines.append("   " + "pass/fail/skip".ljust(name_w) + "  "
+                 + "  ".join(c.ljust(w) for c, w in zip(counts, widths)).rstrip())
+    for res in results:
+        if res.get("error"):
+            lines.append(f"!! {res['kernel']}/{res['way']}: {res['error']}")
+        elif res.get("launcher"):
+            lines.append(f"   {res['kernel']}/{res['way']}: {res['launcher']}")
+    if bad:
+        lines.append(f"!! {len(bad)} case(s) fail against the stock kernel's plain run")
+    return "\n".join(lines)
