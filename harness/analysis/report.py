@@ -97,7 +97,7 @@ def compare_table(comp, cols):
 
 def method_text(family, method, practical):
     return (f"ratio: candidate / baseline of the geometric mean of per-boot medians; its 95% "
-            f"interval and p value come from Welch's t on the log per-boot medians, boots being "
+            f"interval and p value come from {inference.TEST_TEXT}, boots being "
             f"the units of replication (with one boot per kernel: a bootstrap and Mann-Whitney U "
             f"over repetitions instead, marked [1 boot], since the boot-to-boot variation is then "
             f"not measured). q: p adjusted by {inference.METHOD_TEXT[method]} over the {family} "

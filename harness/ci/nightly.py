@@ -6,7 +6,7 @@ summary.
 A regression: a (kernel, workload, condition, metric, parameters) whose median is worse than the
 median of the previous nights (same experiment, accelerator and timing mode) by more than the
 threshold, and, when the previous night's raw records are at hand with 3 or more samples on each
-side, also different from them: Welch's t on log per-boot medians (boots as units), its p
+side, also different from them: the boot-level test of inference (boots as units), its p
 adjusted over the night's family by Benjamini-Hochberg (q < alpha). Worse: slower for
 times, larger for sizes, lower for rates (units with "/" or "per"); larger for any other unit.
 
@@ -256,8 +256,8 @@ class Nightly:
                  + (f" (merged from {', '.join(m['merged_from'])})" if m.get("merged_from") else ""),
                  f"- regression: worse than the median of up to {self.baseline_nights} previous "
                  f"nights (same experiment, accelerator, timing) by more than {self.threshold:.0%}, "
-                 f"and different from the previous night when its records are at hand: Welch's t "
-                 f"on log per-boot medians, q < {self.alpha} after "
+                 f"and different from the previous night when its records are at hand: "
+                 f"{inference.TEST_TEXT}, q < {self.alpha} after "
                  f"{inference.METHOD_TEXT[self.method]} over the night's comparisons", ""]
         if self.failures:
             lines += ["## Failures", ""] + [f"- {f}" for f in self.failures] + [""]

@@ -136,7 +136,8 @@ def test_rounds_past_the_plan_follow_the_order():
         Experiment(kernels=[], until=2)
 
 
-def test_boots_needed_for_power_matches_the_textbook():
+def test_boots_needed_for_power_matches_the_textbook(monkeypatch):
+    monkeypatch.setattr(inference, "ROBUST_FROM", 10 ** 6)       # Welch's t at every size
     # two-sample t, two-sided alpha 0.05, power 0.8: d = 1 needs 17 per group, d = 0.5 needs 64,
     # d = 0.8 needs 26 (Cohen's power tables); d is the change over the sd of log boot medians
     d = np.log1p(0.05)
@@ -146,13 +147,37 @@ def test_boots_needed_for_power_matches_the_textbook():
     assert inference.boots_for(1.0, 0.05, most=50) is None
 
 
-def test_boots_needed_gives_the_power_it_promises():
+@pytest.mark.parametrize("sd", [0.03, 0.05])       # 8 boots (Welch), 21 boots (Yuen)
+def test_boots_needed_gives_the_power_it_promises(sd):
     rng = np.random.default_rng(3)
-    sd, effect = 0.04, 0.05
+    effect = 0.05
     n = inference.boots_for(sd, effect)
+    assert (n >= inference.ROBUST_FROM) == (sd == 0.05)
     seen = 0
     for _ in range(2000):
         base = [np.array([np.exp(v)]) for v in rng.normal(0, sd, n)]
         cand = [np.array([np.exp(v)]) for v in rng.normal(np.log1p(effect), sd, n)]
         seen += inference.boot_interval(base, cand)[3] < 0.05
-    assert 0.76 <= seen / 2000 <= 0.86
+    assert 0.76 <= seen / 2000 <= 0.9        # at least 80%, give or take; the next boot down falls short
+
+
+def test_from_ten_boots_the_test_is_yuens_trimmed_t():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 0.03, 12), rng.normal(np.log1p(0.05), 0.03, 12)
+    a[3] += np.log(1.5)                      # one boot the host disturbed: 50% slower
+    base = [np.array([np.exp(v)]) for v in a]
+    cand = [np.array([np.exp(v)]) for v in b]
+    ratio, low, high, p = inference.boot_interval(base, cand)
+    assert p == pytest.approx(sps.ttest_ind(b, a, equal_var=False, trim=0.2).pvalue, rel=1e-9)
+    assert p < 0.05 and 1 < low < 1.05 < high
+    # Welch on the same boots: the one disturbed boot hides the change
+    assert sps.ttest_ind(b, a, equal_var=False).pvalue > 0.05
+    # below ten boots a side the test stays Welch's
+    few = inference.boot_interval(base[:9], cand[:9])
+    assert few[3] == pytest.approx(sps.ttest_ind(b[:9], a[:9], equal_var=False).pvalue, rel=1e-9)
+
+
+def test_the_trimmed_interval_covers_on_two_level_data():
+    result = calibrate.simulate(sims=400, boots=12, reps=10, boot_sd=0.03, rep_sd=0.05,
+                                methods=("boot",))
+    assert result["boot"]["coverage"] >= 0.93
