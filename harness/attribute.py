@@ -49,7 +49,7 @@ ICOUNT_WHY = ("icount timing: the guest's clock counts instructions (1 ns each),
 def effective(fragments, tree):
     """The fragments without those whose every option the tree's Kconfig does not define."""
     return [f for f in fragments
-            if not f.values or any(kconfig._kconfig_entry(tree, s) is not None for s in f.values)]
+            if not f.values or any(kconfig.kconfig_entry(tree, s) is not None for s in f.values)]
 
 
 def objdir_label(names, config):
@@ -64,8 +64,8 @@ def objdir_for(work, names, configs):
     """The object folder to build in: verify's folder for these fragments or, when nothing was
     built there yet, the folder of one of the configs that was built in (e.g. stock after the
     prefixes with CONFIG_COW_PTE=n): make then rebuilds only what differs."""
-    folders = [bisect._objdir(work, objdir_label(names, configs[0]))] + \
-        [bisect._objdir(work, CONFIGS[c]) for c in configs]
+    folders = [bisect.objdir_for(work, objdir_label(names, configs[0]))] + \
+        [bisect.objdir_for(work, CONFIGS[c]) for c in configs]
     return next((f for f in folders if (f / "vmlinux").exists()), folders[0])
 
 

@@ -105,12 +105,15 @@ def redact(text):
     return USERINFO.sub(r"\1", str(text))
 
 
+def each_leaf(value, leaf):
+    """A JSON-like value (dicts, lists, tuples) with leaf() applied to every other value in it."""
+    if isinstance(value, dict):
+        return {k: each_leaf(v, leaf) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [each_leaf(v, leaf) for v in value]
+    return leaf(value)
+
+
 def redact_all(value):
     """A JSON-like value with every string in it redacted."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: redact_all(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_all(v) for v in value]
-    return value
+    return each_leaf(value, lambda v: redact(v) if isinstance(v, str) else v)

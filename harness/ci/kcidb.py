@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.analysis import report, stats
-from harness import ui
+from harness import safety, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -65,14 +65,14 @@ def tail(path, limit=EXCERPT):
 
 def plain(value):
     """JSON-able value: numpy scalars to Python, NaN to None."""
+    return safety.each_leaf(value, _plain_leaf)
+
+
+def _plain_leaf(value):
     if isinstance(value, (np.floating, float)):
         return None if np.isnan(value) else float(value)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
     return value
 
 

@@ -20,7 +20,7 @@ from harness.errors import BuildError, InfraError, UserError
 FIRST_LINES = 12
 
 
-def _objdir(work, label):
+def objdir_for(work, label):
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", label)[:40]   # no "=": kbuild's tools/ break on it
     return work / "obj" / f"{safe}-{cache.digest(label, length=8)}"
 
@@ -65,7 +65,7 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on
                 say(f"patch {k}/{n} [{label}]: building")
                 # patches 1..k, as a run that applies them records them: the same kernel is
                 # one cache entry, however it was reached
-                build = Build(step, list(fragments), patches=ids[:k], objdir=_objdir(work, label),
+                build = Build(step, list(fragments), patches=ids[:k], objdir=objdir_for(work, label),
                               **({"jobs": jobs} if jobs else {}))
                 outcome = {"index": k, "of": n, "title": patch.title, "config": label, "status": "ok",
                         "lines": [], "seconds": None, "cached": False, "kernel": None}

@@ -62,7 +62,7 @@ def requested(fragments):
     return merged
 
 
-def _kconfig_entry(srctree, symbol):
+def kconfig_entry(srctree, symbol):
     """The Kconfig lines defining symbol (without CONFIG_), or None if the kernel has no such symbol."""
     name = symbol[len("CONFIG_"):]
     proc = tools.run(["git", "-C", str(srctree), "grep", "-n", "-E",
@@ -89,7 +89,7 @@ def verify(config_text, wanted, srctree):
         got = final.get(symbol, "n")
         if got == value:
             continue
-        entry = _kconfig_entry(srctree, symbol)
+        entry = kconfig_entry(srctree, symbol)
         if entry is None:
             problems.append(f"{symbol}: unknown symbol (this kernel's Kconfig does not define it)")
         else:

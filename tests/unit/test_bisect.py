@@ -4,8 +4,8 @@ from harness.kernel import bisect
 
 def test_bisect_build_folders_have_no_equals_sign(tmp_path):
     # kbuild's tools/ (objtool's fixdep) break in an output path containing "="
-    assert "=" not in bisect._objdir(tmp_path, "COW_PTE=y").name
-    assert bisect._objdir(tmp_path, "COW_PTE=y") != bisect._objdir(tmp_path, "COW_PTE=n")
+    assert "=" not in bisect.objdir_for(tmp_path, "COW_PTE=y").name
+    assert bisect.objdir_for(tmp_path, "COW_PTE=y") != bisect.objdir_for(tmp_path, "COW_PTE=n")
 
 
 def test_bisect_verdict_allows_an_option_only_before_it_exists():
