@@ -99,17 +99,19 @@ OPTIONS = (
            "workload: a BUG, WARNING or new taint fails it (default; --no-dmesg-check to skip)", "guest"),
     Option("selftest_source", "--selftest-source", str, None, "a tree to take the kernel's "
            "selftests from when the kernel's own tree has none", None, metavar="SPEC"),
-    Option("boots", "--boots", int, None, "boots per kernel, the unit of replication (default 1 "
-           "for run, 5 for reproduce, nightly and calibrate)", "design", metavar="N", low=1),
+    Option("boots", "--boots", int, None, "boots per kernel, the unit of replication (default: 1 "
+           "for run; reproduce, nightly and calibrate boot 5, then on until every headline interval "
+           "is within ±2.5%, at most 40; a --boots of theirs fixes the count)", "design",
+           metavar="N", low=1),
     Option("order", "--order", str, "alternating", "order of the kernels' boots: alternating (A B, "
            "B A, ...; default), interleaved (A B, A B), random blocks, sequential", "design",
            choices=ORDERS),
     Option("seed", "--seed", int, None, "seed of the random order (recorded)", "design"),
-    Option("until", "--until-ci", float, None, "boot on (after --boots) until every comparison's 95% "
-           "interval is within ±FRACTION of its ratio, e.g. 0.01", "design", metavar="FRACTION",
+    Option("until", "--until-ci", float, None, "boot on (after --boots) until every headline "
+           "comparison's 95% interval is within ±FRACTION of its ratio, e.g. 0.01", "design", metavar="FRACTION",
            low=0, high=1),
     Option("max_boots", "--max-boots", int, None, "the most boots per kernel with --until-ci "
-           "(default 20)", "design", metavar="N", low=1),
+           "(default 40)", "design", metavar="N", low=1),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 SECTIONS = ("build", "guest", "design")

@@ -110,23 +110,23 @@ class Run:
         self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def more_boots(self, plan, done):
-        """With --until-ci: True while a comparison's interval is wider than ±until of its ratio
-        (and fewer than max_boots rounds have run); where it stopped is recorded."""
+        """With --until-ci: True while a headline comparison's interval is wider than ±until of
+        its ratio (and fewer than max_boots rounds have run); where it stopped is recorded."""
         if not plan.until:
             return False
         widest = stats.widest_interval(self.store.dir)
         why = None
         if done >= plan.max_boots:
-            why = f"max_boots ({plan.max_boots}) reached; widest interval ±{widest:.2%}"
+            why = f"max_boots ({plan.max_boots}) reached; widest headline interval ±{widest:.2%}"
         elif widest <= plan.until:
-            why = f"every interval within ±{plan.until:.1%} (widest ±{widest:.2%})"
+            why = f"every headline interval within ±{plan.until:.1%} (widest ±{widest:.2%})"
         if why:
             plan.stopped = f"after {done} boots per kernel: {why}"
             self.store.update(design=plan.as_dict())
             ui.console.print(f"design: stopped after {done} boots per kernel: {why}", markup=False)
             return False
-        ui.console.print(f"design: widest interval ±{widest:.2%} after {done} boots: one more round",
-                         markup=False)
+        ui.console.print(f"design: widest headline interval ±{widest:.2%} after {done} boots: "
+                         "one more round", markup=False)
         return True
 
     def build_all(self):

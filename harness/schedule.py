@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from harness.options import ORDERS
+from harness.experiment import MAX_BOOTS
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Plan:
         if self.boots > 1 and len(self.labels) > 1:
             how += f", {self.order}" + (f" (seed {self.seed})" if self.order == "random" else "")
         if self.until:
-            how += f", more (up to {self.max_boots}) until every interval is within ±{self.until:.1%}"
+            how += f", more (up to {self.max_boots}) until every headline interval is within ±{self.until:.1%}"
         return how
 
 
@@ -90,4 +91,4 @@ def plan(exp):
     labels = [k.label for k in exp.kernels]
     until = exp.until
     return Plan(labels, exp.boots or 1, exp.order, exp.seed, until,
-                (exp.max_boots or 20) if until else None)
+                (exp.max_boots or MAX_BOOTS) if until else None)

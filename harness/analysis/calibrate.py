@@ -27,8 +27,6 @@ from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpe
 WORKLOADS = [WorkloadSpec("fork-latency", {"sizes_mib": "16,128,512", "reps": 15, "warmup": 2}),
              WorkloadSpec("fault-latency", {"mib": 128, "pattern": "seq", "side": "child"}),
              WorkloadSpec("fault-latency", {"mib": 128, "pattern": "seq", "side": "parent"})]
-# what is judged: the times a report would give a verdict on (spread and extremes left out)
-METRICS = {"fork-latency": ["fork_ns"], "fault-latency": ["mean_ns", "median_ns"]}
 DIFFERENT = ("slower", "faster")
 
 
@@ -46,7 +44,7 @@ def judged(df, max_boot=None, effect=0.0):
     if max_boot is not None:
         df = df[df["boot"].fillna(1) <= max_boot]
     rows = []
-    for workload, names in METRICS.items():
+    for workload, names in judged_metrics(df).items():
         sub = df[df["workload"] == workload].copy()
         if sub.empty:
             continue
@@ -61,6 +59,12 @@ def judged(df, max_boot=None, effect=0.0):
         rows.append(comp.assign(workload=workload))
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     return stats.adjust_comparable(table, "bh") if not table.empty else table
+
+
+def judged_metrics(df):
+    """{workload: the metrics judged}: each workload's headline metrics (what a verdict is about;
+    spread and extremes left out), for the workloads the run measured."""
+    return {w: stats.headline(w) for w in dict.fromkeys(df["workload"])} if len(df) else {}
 
 
 def per_repetition(df):
@@ -85,6 +89,7 @@ def analyse(run_dir, effect=0.05):
     old = per_repetition(df)
     result = {"run": metas[0].get("run_id"), "timing": metas[0].get("timing"),
               "accel": metas[0].get("accel"), "boots": boots, "effect": effect,
+              "design": (metas[0].get("design") or {}).get("stopped"),
               "aa": {"verdicts": len(aa), "different": called(aa),
                      "rows": aa[["workload", "metric", "ratio", "ci_low", "ci_high", "q_value", "verdict"]
                                 + [c for c in ("size_mib", "side") if c in aa]].to_dict("records")},
@@ -102,20 +107,29 @@ def analyse(run_dir, effect=0.05):
 
 
 def needed(df, effect, power=0.8):
-    """Per judged group: the spread of log per-boot medians (A and B pooled) and the boots per
-    label the boot-level test needs to see `effect` with that power at that spread."""
+    """Per judged group: the spread of log per-boot medians (A and B pooled), that of the rounds'
+    log ratios B/A, and the boots per label the test the report uses (paired over rounds where
+    the boots pair, else over boots) needs to see `effect` with that power at that spread."""
     rows = []
-    for workload, names in METRICS.items():
+    for workload, names in judged_metrics(df).items():
         for params, part in stats.groups(df, workload):
             for metric in names:
-                sides = [stats.boot_values(part[part["condition"] == f"{lab}: {stats.PLAIN}"], metric)
-                         for lab in ("A", "B")]
+                recs = [part[part["condition"] == f"{lab}: {stats.PLAIN}"] for lab in ("A", "B")]
+                sides = [stats.boot_values(r, metric) for r in recs]
                 logs = [np.log(inference.boot_medians(b)) for b in sides if len(b) >= 2]
                 if len(logs) < 2 or not all(np.isfinite(x).all() for x in logs):
                     continue
-                sd = float(np.sqrt(np.mean([np.var(x, ddof=1) for x in logs])))
-                rows.append({"workload": workload, "metric": metric, **params, "boot_sd": sd,
-                             "boots": inference.boots_for(sd, effect, power)})
+                row = {"workload": workload, "metric": metric, **params,
+                       "boot_sd": float(np.sqrt(np.mean([np.var(x, ddof=1) for x in logs])))}
+                pairs = stats.paired(*recs, metric)
+                if len(pairs) >= 2:
+                    d = np.log(inference.boot_medians([c for _, c in pairs])
+                               / inference.boot_medians([b for b, _ in pairs]))
+                    row["round_sd"] = float(np.std(d, ddof=1))
+                    row["boots"] = inference.boots_for(row["round_sd"], effect, power, paired=True)
+                else:
+                    row["boots"] = inference.boots_for(row["boot_sd"], effect, power)
+                rows.append(row)
     return rows
 
 
@@ -133,10 +147,12 @@ def steady(power):
 def render(result):
     aa, old = result["aa"], result["aa_per_repetition"]
     lines = [f"calibration run {result['run']} ({result['accel']}, timing {result['timing']}, "
-             f"{result['boots']} boots per label)",
-             f"A/A: {aa['different']} of {aa['verdicts']} verdicts call A and B different "
-             f"({share(aa['different'], aa['verdicts'])}); per-repetition analysis (boots pooled): "
-             f"{old['different']} of {old['verdicts']} ({share(old['different'], old['verdicts'])})"]
+             f"{result['boots']} boots per label)"]
+    if result.get("design"):
+        lines.append(f"design: stopped {result['design']}")
+    lines.append(f"A/A: {aa['different']} of {aa['verdicts']} verdicts call A and B different "
+                 f"({share(aa['different'], aa['verdicts'])}); per-repetition analysis (boots pooled): "
+                 f"{old['different']} of {old['verdicts']} ({share(old['different'], old['verdicts'])})")
     for p in result["power"]:
         lines.append(f"  injected +{result['effect']:.1%} with {p['boots']} boot(s) per label: "
                      f"detected in {p['detected']} of the {p['verdicts']} verdicts that many boots give")
@@ -156,10 +172,11 @@ def render_needed(rows, effect):
              "this run's spread between boots:"]
     for r in rows:
         where = ", ".join(f"{k} {v}" for k, v in r.items()
-                          if k not in ("workload", "metric", "boot_sd", "boots"))
+                          if k not in ("workload", "metric", "boot_sd", "round_sd", "boots"))
         n = r["boots"] if r["boots"] is not None else "more than 500"
+        rounds = f", of the rounds' log ratios {r['round_sd']:.1%}" if "round_sd" in r else ""
         lines.append(f"  {r['workload']} {r['metric']} ({where}): sd of log boot medians "
-                     f"{r['boot_sd']:.1%} -> {n}")
+                     f"{r['boot_sd']:.1%}{rounds} -> {n}")
     return lines
 
 
@@ -170,21 +187,25 @@ def share(a, b):
 # -- simulation --------------------------------------------------------------------------------
 
 def simulate(sims=1000, boots=5, reps=20, boot_sd=0.02, rep_sd=0.02, ratio=1.0, resamples=400,
-             seed=1, methods=("boot", "hierarchical", "repetition")):
+             seed=1, methods=("rounds", "boot", "hierarchical", "repetition"), drift_sd=0.0):
     """Coverage of each 95% interval of the ratio on two-level lognormal data with a known
-    between-boot standard deviation (log scale): {method: share of sims whose interval holds
-    the true ratio}, and the mean width of each interval."""
+    between-boot standard deviation (log scale), and a drift of the host shared by the two boots
+    of a round (drift_sd): {method: share of sims whose interval holds the true ratio}, and the
+    mean width of each interval."""
     rng = np.random.default_rng(seed)
     hits = {m: 0 for m in methods}
     widths = {m: [] for m in methods}
     for i in range(sims):
         sides = []
+        drift = rng.normal(0, drift_sd, boots) if drift_sd else np.zeros(boots)
         for mu in (0.0, np.log(ratio)):
-            offsets = rng.normal(mu, boot_sd, boots)
+            offsets = rng.normal(mu, boot_sd, boots) + drift
             sides.append([np.exp(o + rng.normal(0, rep_sd, reps)) for o in offsets])
         base, cand = sides
         for m in methods:
-            if m == "boot":
+            if m == "rounds":
+                _, lo, hi, _ = inference.paired_interval(list(zip(base, cand)))
+            elif m == "boot":
                 _, lo, hi, _ = inference.boot_interval(base, cand)
             elif m == "hierarchical":
                 lo, hi = inference.hierarchical_bootstrap(base, cand, resamples, seed=i)
@@ -195,15 +216,16 @@ def simulate(sims=1000, boots=5, reps=20, boot_sd=0.02, rep_sd=0.02, ratio=1.0, 
     return {m: {"coverage": hits[m] / sims, "width": float(np.mean(widths[m]))} for m in methods}
 
 
-SIM_NAMES = {"boot": "boot-level t (boots as units; the harness's interval)",
+SIM_NAMES = {"rounds": "paired t over rounds (the harness's interval where boots pair)",
+             "boot": "boot-level t (boots as units, where boots do not pair)",
              "hierarchical": "two-level bootstrap (boots, then repetitions)",
              "repetition": "per-repetition bootstrap (every fork independent; the old interval)"}
 
 
-def render_simulation(result, sims, boots, reps, boot_sd, rep_sd):
+def render_simulation(result, sims, boots, reps, boot_sd, rep_sd, drift_sd=0.0):
     lines = [f"coverage of 95% intervals of a ratio of medians, {sims} simulations: {boots} boots "
              f"x {reps} repetitions per kernel, between-boot sd {boot_sd:.1%}, within-boot sd "
-             f"{rep_sd:.1%} (log scale)"]
+             f"{rep_sd:.1%}, drift shared by a round's boots sd {drift_sd:.1%} (log scale)"]
     for m, r in result.items():
         lines.append(f"  {SIM_NAMES[m]:<72} coverage {r['coverage']:.1%}  mean width {r['width']:.4f}")
     return "\n".join(lines)
@@ -212,9 +234,10 @@ def render_simulation(result, sims, boots, reps, boot_sd, rep_sd):
 def main(args, run_experiment):
     """The calibrate command: --simulate, --analyse RUN, or a calibration run."""
     if args.simulate:
-        result = simulate(args.sims, args.boots or DESIGN_BOOTS, args.reps, args.boot_sd, args.rep_sd)
+        result = simulate(args.sims, args.boots or DESIGN_BOOTS, args.reps, args.boot_sd, args.rep_sd,
+                          drift_sd=args.drift_sd)
         ui.out(render_simulation(result, args.sims, args.boots or DESIGN_BOOTS, args.reps,
-                                 args.boot_sd, args.rep_sd))
+                                 args.boot_sd, args.rep_sd, args.drift_sd))
         return 0
     run_dir, code = (stats.run_path(args.analyse), 0) if args.analyse else run_experiment()
     result = analyse(run_dir, args.effect)

@@ -6,8 +6,11 @@ independent draws of the kernel: a bootstrap over them alone reports an interval
 boot-to-boot variation did not exist (Kalibera and Jones, ISMM 2013). Here a kernel's sample is a
 list of boots, each an array of repetitions, and:
 
-- the ratio of two kernels is the ratio of the geometric means of their per-boot medians;
-- its 95% interval and p value come from Welch's t on the log per-boot medians (boots as units;
+- where the boots pair up in rounds (one boot of each kernel, neighbours in time: the design's
+  blocks), the ratio, interval and p come from the rounds' log ratios (`paired_interval`): the
+  host's drift, shared by both kernels of a round, drops out of the comparison;
+- otherwise the ratio of two kernels is the ratio of the geometric means of their per-boot
+  medians, and its 95% interval and p value come from Welch's t on the log per-boot medians (boots as units;
   on the raw medians, the interval divided by the baseline's mean, where a value can be zero);
   from ROBUST_FROM boots on each side Yuen's trimmed t instead (20% of the boots trimmed at each
   end, the trimmed means' difference, winsorised variances): a boot whose whole run was disturbed
@@ -81,12 +84,49 @@ def boot_interval(base, cand, alpha=0.05):
         return _raw_interval(mb, mc, alpha)
     lb, lc = np.log(mb), np.log(mc)
     diff, se2, dof = _yuen(lb, lc) if min(nb, nc) >= ROBUST_FROM else _welch(lb, lc)
+    return _log_interval(diff, se2, dof, alpha)
+
+
+def paired_interval(pairs, alpha=0.05):
+    """(ratio, low, high, p) over rounds: `pairs` holds, per round (the boots of one run, host
+    and boot index: neighbours in time), (base boot, candidate boot). The rounds are the blocks
+    of the design, so the host's drift from round to round, which both kernels of a round share,
+    leaves the comparison: d = log median(cand) - log median(base) per round, Student's t on d
+    (df n - 1), and from ROBUST_FROM rounds the 20%-trimmed mean of d with its winsorised
+    variance (Wilcox's trimmed-mean t; df h - 1 on the h kept). ratio = exp(mean or trimmed mean of d).
+    None when fewer than two rounds or a median is not positive (the caller goes unpaired)."""
+    if len(pairs) < 2:
+        return None
+    mb, mc = boot_medians([b for b, _ in pairs]), boot_medians([c for _, c in pairs])
+    if not ((mb > 0).all() and (mc > 0).all()):
+        return None
+    d = np.log(mc) - np.log(mb)
+    n = len(d)
+    if n >= ROBUST_FROM:          # Wilcox's trimmed-mean t: s_w / ((1 - 2 trim) sqrt(n)), df h - 1
+        diff, winvar, kept = _trimmed(d)
+        se2, dof = winvar / ((1 - 2 * TRIM) ** 2 * n), kept - 1
+    else:
+        diff, se2, dof = d.mean(), d.var(ddof=1) / n, n - 1
+    return _log_interval(diff, se2, dof, alpha)
+
+
+def _log_interval(diff, se2, dof, alpha):
+    """(ratio, low, high, p) of a difference of logs with its squared standard error; a zero
+    standard error (a deterministic mode) gives a zero-width interval, p 1 at exactly no change."""
     if se2 <= 0:
         r = float(np.exp(diff))
         return r, r, r, 1.0 if abs(diff) < 1e-12 else 0.0
     t, p = _t_and_p(diff, se2, dof, alpha)
     se = np.sqrt(se2)
     return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p
+
+
+def _trimmed(x, trim=TRIM):
+    """(trimmed mean, winsorised variance, values kept)."""
+    x = np.sort(x)
+    n, g = len(x), int(np.floor(trim * len(x)))
+    wins = np.clip(x, x[g], x[n - g - 1])
+    return x[g:n - g].mean(), wins.var(ddof=1), n - 2 * g
 
 
 def _welch(lb, lc):
@@ -106,14 +146,9 @@ def _welch(lb, lc):
 def _yuen(lb, lc, trim=TRIM):
     """Yuen's test: (difference of the trimmed means, its squared standard error from the
     winsorised variances, Welch-Satterthwaite degrees of freedom on the kept counts)."""
-    parts = []
-    for x in (lb, lc):
-        x = np.sort(x)
-        n, g = len(x), int(np.floor(trim * len(x)))
-        kept = n - 2 * g
-        wins = np.clip(x, x[g], x[n - g - 1])
-        parts.append((x[g:n - g].mean(), (n - 1) * wins.var(ddof=1) / (kept * (kept - 1)), kept))
-    (mb, db, hb), (mc, dc, hc) = parts
+    (mb, vb, hb), (mc, vc, hc) = _trimmed(lb, trim), _trimmed(lc, trim)
+    db = (len(lb) - 1) * vb / (hb * (hb - 1))
+    dc = (len(lc) - 1) * vc / (hc * (hc - 1))
     se2 = db + dc
     dof = se2 ** 2 / (db ** 2 / (hb - 1) + dc ** 2 / (hc - 1)) if se2 > 0 else hb + hc - 2
     return mc - mb, se2, dof
@@ -124,12 +159,13 @@ def _t_and_p(diff, se2, dof, alpha):
     return sps.t.ppf(1 - alpha / 2, dof), float(2 * sps.t.sf(abs(diff) / se, dof))
 
 
-def boots_for(sd, effect, power=0.8, alpha=0.05, most=500):
+def boots_for(sd, effect, power=0.8, alpha=0.05, most=500, paired=False):
     """The fewest boots per kernel with which the boot-level test (as boot_interval makes it, equal
     boots and spread on both sides) sees a change of `effect` (a fraction) with the given power,
     when per-boot log medians have standard deviation `sd`; None beyond `most`. From ROBUST_FROM
-    boots the test is Yuen's: the trimmed mean's efficiency under normal data (0.9 at 20%
-    trimming) widens its standard error, and only the kept boots give degrees of freedom."""
+    boots the test is the trimmed one: the trimmed mean's efficiency under normal data (0.9 at 20%
+    trimming) widens its standard error, and only the kept boots give degrees of freedom. paired:
+    the test over rounds (paired_interval), `sd` being that of the rounds' log ratios."""
     delta = abs(np.log1p(effect))
     if sd <= 0:
         return 2
@@ -137,9 +173,9 @@ def boots_for(sd, effect, power=0.8, alpha=0.05, most=500):
         kept, spread = n, sd
         if n >= ROBUST_FROM:
             kept, spread = n - 2 * int(np.floor(TRIM * n)), sd / np.sqrt(TRIMMED_EFFICIENCY)
-        dof = 2 * kept - 2
+        dof = kept - 1 if paired else 2 * kept - 2
         crit = sps.t.ppf(1 - alpha / 2, dof)
-        shift = delta / (spread * np.sqrt(2 / n))
+        shift = delta / (spread * (np.sqrt(1 / n) if paired else np.sqrt(2 / n)))
         # the far tail (the change seen with the wrong sign) can come out NaN: it is ~0 there
         far = np.nan_to_num(sps.nct.cdf(-crit, dof, shift))
         if sps.nct.sf(crit, dof, shift) + far >= power:
@@ -251,7 +287,9 @@ def adjust(p, method="bh"):
     raise ValueError(f"unknown multiplicity method {method!r} (known: {', '.join(METHODS)})")
 
 
-TEST_TEXT = (f"Welch's t on the log per-boot medians (Yuen's {TRIM:.0%}-trimmed t from "
+TEST_TEXT = (f"a paired t over the rounds of boots (log ratio of the two kernels' boot medians "
+             f"per round; its {TRIM:.0%}-trimmed mean from {ROBUST_FROM} rounds on), or, where "
+             f"boots do not pair, Welch's t on the log per-boot medians (Yuen's trimmed t from "
              f"{ROBUST_FROM} boots per kernel on)")
 METHOD_TEXT = {"bh": "Benjamini-Hochberg (false discovery rate)",
                "holm": "Holm (family-wise error)", "none": "no correction"}

@@ -84,7 +84,8 @@ def compare_table(comp, cols):
             ratio += f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         rows.append({"params": params_text(r, cols), "candidate": r["candidate"],
                      "metric": r["metric"], "n": f"{r['n_base']}/{r['n_cand']}",
-                     "boots": f"{r.get('boots_base', 1)}/{r.get('boots_cand', 1)}",
+                     "boots": f"{r.get('boots_base', 1)}/{r.get('boots_cand', 1)}"
+                              + (f" ({r['rounds']:.0f} rounds)" if r.get("rounds", 0) > 0 else ""),
                      "baseline median": f"{num(r['median_base'] / div)} {unit}",
                      "candidate median": f"{num(r['median_cand'] / div)} {unit}",
                      "ratio [95% CI]": ratio,
@@ -96,7 +97,9 @@ def compare_table(comp, cols):
 
 
 def method_text(family, method, practical):
-    return (f"ratio: candidate / baseline of the geometric mean of per-boot medians; its 95% "
+    return (f"ratio: candidate / baseline, the geometric mean of the rounds' ratios of boot "
+            f"medians where the boots pair in rounds (boots: \"(N rounds)\"), else the ratio of "
+            f"the geometric means of per-boot medians; its 95% "
             f"interval and p value come from {inference.TEST_TEXT}, boots being "
             f"the units of replication (with one boot per kernel: a bootstrap and Mann-Whitney U "
             f"over repetitions instead, marked [1 boot], since the boot-to-boot variation is then "

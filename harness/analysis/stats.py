@@ -151,6 +151,13 @@ def unit_of(workload, metric):
     return next((u for s, u in SUFFIX_UNITS.items() if metric.endswith(s)), "")
 
 
+def headline(workload):
+    """The metrics a verdict is about (the manifest's `headline`; else every metric it declares):
+    what the design's stopping rule watches and what `harness calibrate` judges."""
+    m = manifest(workload)
+    return list(m.get("headline") or m.get("metrics", {}))
+
+
 def metrics(df, workload):
     """{metric: unit}: the manifest's metrics that are numeric columns here (by suffix if none)."""
     declared = manifest(workload).get("metrics")
@@ -224,13 +231,22 @@ def values(recs, metric):
     return np.concatenate(boots) if boots else np.array([])
 
 
-def boot_values(recs, metric):
+def boot_values(recs, metric, rounds=False):
     """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
     unchanged in every round of a task (the evidence fork that fault-latency and fork-server copy
-    into each round's record) was measured once: once."""
+    into each round's record) was measured once: once. rounds: {round: array} instead, a round
+    being the boots of one run, host and boot index (every kernel's boot number k of a run)."""
     x = recs.dropna(subset=[metric])
     if x.empty:
-        return []
+        return {} if rounds else []
+    if rounds:
+        key = [c for c in BOOT_UNIT if c in x and c != "kernel"]
+        if "boot" not in key or ("kernel" in x and x["kernel"].nunique() > 1):
+            return {}
+        out = {}
+        for k, part in x.groupby(key, sort=True, dropna=False):
+            (out[k if isinstance(k, tuple) else (k,)],) = boot_values(part, metric)
+        return out
     unit = [c for c in BOOT_UNIT if c in x]
     scope = unit + (["task"] if "task" in x else [])
     if "round" in x and scope and len(x) > 1:
@@ -303,11 +319,12 @@ def as_boots(x):
 
 
 def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alpha=ALPHA,
-                    practical=PRACTICAL):
+                    practical=PRACTICAL, pairs=None):
     """Ratio of medians with a 95% interval, p value, Cliff's delta and a verdict.
 
     base, cand: each a list of per-boot arrays (or one flat array: one boot). With two or more
-    boots on a side the boots are the units (inference.boot_interval); with one boot on each side
+    boots on a side the boots are the units (inference.boot_interval; with `pairs`, the rounds
+    both sides have, inference.paired_interval over them); with one boot on each side
     the repetitions are (a bootstrap and Mann-Whitney over them), and the verdict says so. The
     verdict needs p (or the family-adjusted q that `decide` is given later) below alpha and a
     change of at least `practical` (a fraction); "no significant difference" says how large a
@@ -320,18 +337,20 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
            "median_cand": np.median(c) if len(c) else np.nan,
            "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
            "q_value": np.nan, "effect": np.nan, "cv_max": np.nan,
-           "boot_share": np.nan, "unit_of_replication": "", "practical": practical}
+           "boot_share": np.nan, "unit_of_replication": "", "rounds": 0, "practical": practical}
     by_boots = min(len(base), len(cand)) >= 1 and max(len(base), len(cand)) >= 2
     if not by_boots and (len(b) < 3 or len(c) < 3):
         return {**row, "verdict": "not enough data"}
     if row["median_base"]:
         row["ratio"] = row["median_cand"] / row["median_base"]
-    boots = inference.boot_interval(base, cand, alpha)
+    rounds = inference.paired_interval(pairs, alpha) if pairs else None
+    boots = rounds or inference.boot_interval(base, cand, alpha)
     if boots is None and by_boots:
         return {**row, "verdict": "no ratio (the baseline is 0)"}
     if boots:
         row["ratio"], row["ci_low"], row["ci_high"], row["p_value"] = boots
-        row["unit_of_replication"] = "boot"
+        row["unit_of_replication"] = f"boot (paired in {len(pairs)} rounds)" if rounds else "boot"
+        row["rounds"] = len(pairs) if rounds else 0
     else:
         row["ci_low"], row["ci_high"] = inference.sample_bootstrap(base, cand, resamples, seed)
         row["p_value"] = (1.0 if np.ptp(np.concatenate([b, c])) == 0 else
@@ -385,6 +404,12 @@ def adjust(table, method="bh", alpha=ALPHA, noisy_cv=0.05):
     return table
 
 
+def paired(b_recs, c_recs, metric):
+    """[(base boot, candidate boot)] of the rounds both sides have (see boot_values)."""
+    b, c = boot_values(b_recs, metric, rounds=True), boot_values(c_recs, metric, rounds=True)
+    return [(b[k], c[k]) for k in b if k in c]
+
+
 def host_of(recs):
     return set(recs["host"].dropna()) if "host" in recs else set()
 
@@ -417,7 +442,8 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
                 if not len(b) and not len(c):
                     continue
                 row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
-                                      practical=practical_of(workload, metric, practical))
+                                      practical=practical_of(workload, metric, practical),
+                                      pairs=paired(b_recs, c_recs, metric))
                 if apart:
                     row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
                                verdict="not comparable: measured on different hosts "
@@ -430,14 +456,17 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
 
 
 def widest_interval(run_dir):
-    """The widest 95% interval, as a fraction of its ratio, over every comparison a report of the
-    run would make (infinite when a comparison has no interval yet)."""
+    """The widest 95% interval, as a fraction of its ratio, over the comparisons of the headline
+    metrics a report of the run would make (infinite when one has no interval yet). Spread and
+    extremes (std, max, ...) are reported but not waited for: their intervals need not narrow."""
     metas, df = load_runs([run_dir])
     widest = 0.0
     for workload in dict.fromkeys(df["workload"]) if len(df) else []:
         comp = compare(df, workload, metas=metas, method="none", resamples=200)
+        watched = headline(workload)
         for r in comp.to_dict("records") if len(comp) else []:
-            if r["verdict"].startswith(("not enough data", "no ratio", "not comparable")):
+            if r["metric"] not in watched or r["verdict"].startswith(
+                    ("not enough data", "no ratio", "not comparable")):
                 continue
             if np.isnan(r["ci_low"]) or not r["ratio"]:
                 return float("inf")

@@ -119,8 +119,12 @@ def experiment(args):
 
 
 def several_boots(exp):
-    """reproduce, nightly and calibrate measure several boots per kernel unless told otherwise."""
+    """The default design of reproduce, nightly and calibrate: DESIGN_BOOTS per kernel, then on
+    until the headline intervals are within ±DESIGN_UNTIL (at most MAX_BOOTS); a --boots of
+    their own (flag or experiment file) fixes the count unless --until-ci goes with it."""
     from harness import experiment as ex
-    return replace(exp, boots=ex.DESIGN_BOOTS) if exp.boots is None else exp
+    if exp.boots is not None:
+        return exp
+    return replace(exp, boots=ex.DESIGN_BOOTS, until=ex.DESIGN_UNTIL if exp.until is None else exp.until)
 
 

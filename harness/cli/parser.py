@@ -155,6 +155,8 @@ def add_measure_commands(sub):
     p.add_argument("--reps", type=int, default=20, help="simulated repetitions per boot (default 20)")
     p.add_argument("--boot-sd", type=float, default=0.02, help="simulated between-boot sd, log scale")
     p.add_argument("--rep-sd", type=float, default=0.02, help="simulated within-boot sd, log scale")
+    p.add_argument("--drift-sd", type=float, default=0.0,
+                   help="simulated drift of the host shared by a round's boots, sd, log scale")
     p.set_defaults(func=sc.cmd_calibrate)
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
     code = cli.main(["calibrate", "--kernel-src", SRC, *CONFIG_ARGS, "--timing", "icount",
-                     "--memory", "1024", "--boots", "2", "--effect", "0.25",
+                     "--memory", "1024", "--boots", "2", "--until-ci", "0.2", "--effect", "0.25",
                      "--workload", "fork-latency", "--param", "sizes_mib=8,32", "--param", "reps=6",
                      "--param", "warmup=1"])
     assert code == 0
@@ -24,6 +24,9 @@ def test_calibrate_a_against_a(tmp_path, monkeypatch, capsys):
     (run,) = tmp_path.iterdir()
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["design"]["slots"] == ["A#1", "B#1", "B#2", "A#2"]
+    # the stopping rule looked after round 2: icount's boots agree within ~1%, far inside ±20%
+    assert meta["design"]["stopped"].startswith("after 2 boots per kernel: every headline interval within ±20.0%")
+    assert "design: stopped after 2 boots per kernel" in out
     # one build under two labels
     assert meta["kernels"]["A"]["build_key"] == meta["kernels"]["B"]["build_key"]
     result = json.loads((run / "calibration.json").read_text())

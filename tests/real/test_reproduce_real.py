@@ -50,7 +50,7 @@ def test_reproduce_reduced_matrix(reproduced):
         assert section in md
     assert "no significant difference" in md or "slower" in md or "faster" in md
     assert "COW PTE fork" not in md           # nothing here was COW PTE: never reported as such
-    assert "| 3/3 " in md and "boots being the units of replication" in md
+    assert "| 3/3 (3 rounds) " in md and "boots being the units of replication" in md
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html
     assert sorted(p.name for p in (run / "plots").glob("*.png"))

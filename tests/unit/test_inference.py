@@ -33,9 +33,9 @@ def test_nan_p_values_stay_out_of_the_family():
 
 def test_boot_interval_coverage_beside_the_per_repetition_bootstrap():
     """1000 simulations, 5 boots x 20 repetitions a kernel, boot sd = repetition sd = 2%."""
-    new = calibrate.simulate(sims=1000, methods=("boot",))["boot"]["coverage"]
+    new = calibrate.simulate(sims=1000, methods=("rounds", "boot"))
     old = calibrate.simulate(sims=200, resamples=200, methods=("repetition",))["repetition"]["coverage"]
-    assert new >= 0.93
+    assert new["rounds"]["coverage"] >= 0.93 and new["boot"]["coverage"] >= 0.93
     assert old < 0.80          # the old interval ignores the boots: far too narrow
 
 
@@ -179,5 +179,14 @@ def test_from_ten_boots_the_test_is_yuens_trimmed_t():
 
 def test_the_trimmed_interval_covers_on_two_level_data():
     result = calibrate.simulate(sims=400, boots=12, reps=10, boot_sd=0.03, rep_sd=0.05,
-                                methods=("boot",))
-    assert result["boot"]["coverage"] >= 0.93
+                                methods=("rounds", "boot"))
+    assert result["boot"]["coverage"] >= 0.93 and result["rounds"]["coverage"] >= 0.93
+
+
+def test_rounds_cover_and_narrow_under_a_shared_drift():
+    """A drift of the host that both boots of a round share: the paired interval keeps its
+    coverage and is narrower than the unpaired one, which the drift widens."""
+    result = calibrate.simulate(sims=1000, boots=20, reps=10, boot_sd=0.01, rep_sd=0.02,
+                                drift_sd=0.05, methods=("rounds", "boot"))
+    assert result["rounds"]["coverage"] >= 0.93
+    assert result["rounds"]["width"] < result["boot"]["width"] / 2
