@@ -73,7 +73,8 @@ class Run:
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
         built = self.build_all()
         boot = 0
-        while built and (boot < plan.boots or self.more_boots(plan, boot)):
+        while built and (boot < plan.boots or self.replayed(built, boot + 1)
+                         or self.more_boots(plan, boot, built)):
             slots, boot = plan.batch(boot)
             for b, label in slots:
                 self.one_slot(plan, built, b, label)
@@ -109,17 +110,25 @@ class Run:
         self.store.update_kernel(label, status="interrupted")
         self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
-    def more_boots(self, plan, done):
-        """With --until-ci: True while a headline comparison's interval is wider than ±until of
-        its ratio (and fewer than max_boots rounds have run); where it stopped is recorded."""
+    def replayed(self, built, boot):
+        """True when round `boot` finished in an earlier attempt (resume): it is run again as a
+        skip, and the stopping rule judges only after the rounds already on disk."""
+        return bool(self.skip) and all((label, boot) in self.skip for label in built)
+
+    def more_boots(self, plan, done, built):
+        """With --until-ci: True while a headline comparison's interval between the kernels still
+        booting is wider than ±until of its ratio (and fewer than max_boots rounds have run, and
+        two kernels are left to compare); where it stopped is recorded."""
         if not plan.until:
             return False
-        widest = stats.widest_interval(self.store.dir)
+        widest = stats.widest_interval(self.store.dir, kernels=list(built))
         why = None
-        if done >= plan.max_boots:
-            why = f"max_boots ({plan.max_boots}) reached; widest headline interval ±{widest:.2%}"
-        elif widest <= plan.until:
+        if widest <= plan.until:
             why = f"every headline interval within ±{plan.until:.1%} (widest ±{widest:.2%})"
+        elif done >= plan.max_boots:
+            why = f"max_boots ({plan.max_boots}) reached; widest headline interval ±{widest:.2%}"
+        elif len(built) < 2 and len(self.exp.kernels) > 1:
+            why = "fewer than two kernels left to compare"
         if why:
             plan.stopped = f"after {done} boots per kernel: {why}"
             self.store.update(design=plan.as_dict())

@@ -293,3 +293,13 @@ TEST_TEXT = (f"a paired t over the rounds of boots (log ratio of the two kernels
              f"{ROBUST_FROM} boots per kernel on)")
 METHOD_TEXT = {"bh": "Benjamini-Hochberg (false discovery rate)",
                "holm": "Holm (family-wise error)", "none": "no correction"}
+
+
+def median_ci(x, resamples=2000, seed=0):
+    """Bootstrap 95% CI of the median of x."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return (float(x[0]), float(x[0])) if len(x) else (np.nan, np.nan)
+    meds = np.median(np.random.default_rng(seed).choice(x, (resamples, len(x))), axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(lo), float(hi)

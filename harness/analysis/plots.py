@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from harness.analysis import stats  # noqa: E402
+from harness.analysis import inference, stats  # noqa: E402
 
 
 def records(df, workload, *needed):
@@ -137,7 +137,7 @@ def throughput(df, path, workload="fork-server", metric="forks_per_s", what="for
         for size in sizes:
             x = (part[part[axis] == size] if axis else part)[metric].to_numpy(float)
             med = np.median(x) if len(x) else np.nan
-            lo, hi = stats.median_ci(x)
+            lo, hi = inference.median_ci(x)
             meds.append(med)
             errs[0].append(med - lo if len(x) else 0)
             errs[1].append(hi - med if len(x) else 0)

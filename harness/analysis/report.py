@@ -216,6 +216,9 @@ def design_text(meta):
     text = f"{d.get('boots', 1)} boot(s) per kernel"
     if d.get("boots", 1) > 1:
         text += f", {d.get('order')}" + (f" (seed {d['seed']})" if d.get("order") == "random" else "")
+    if d.get("until"):
+        text += (f", then rounds until every headline interval was within ±{d['until']:.1%} "
+                 f"(at most {d.get('max_boots')}): stopped {d.get('stopped') or 'before the rule was judged'}")
     return text
 
 

@@ -424,6 +424,9 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     different hosts is a row without a verdict."""
     base = base or baseline(list(metas), df)
     units = metrics(df, workload)
+    # boots pair in rounds unless a run booted its kernels one after another (sequential order:
+    # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
+    in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
     rows = []
     for params, part in groups(df, workload):
         present = list(dict.fromkeys(part["condition"]))
@@ -443,7 +446,7 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
                     continue
                 row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
                                       practical=practical_of(workload, metric, practical),
-                                      pairs=paired(b_recs, c_recs, metric))
+                                      pairs=paired(b_recs, c_recs, metric) if in_rounds else None)
                 if apart:
                     row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
                                verdict="not comparable: measured on different hosts "
@@ -455,23 +458,32 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     return adjust_comparable(table, method, noisy_cv)
 
 
-def widest_interval(run_dir):
+def widest_interval(run_dir, kernels=None):
     """The widest 95% interval, as a fraction of its ratio, over the comparisons of the headline
-    metrics a report of the run would make (infinite when one has no interval yet). Spread and
-    extremes (std, max, ...) are reported but not waited for: their intervals need not narrow."""
+    metrics a report of the run would make between `kernels` (default: all; a kernel that failed
+    gets no more boots, so its comparisons cannot narrow and are not waited for). Infinite when
+    one has no interval yet or only a one-boot interval over repetitions. Spread and extremes
+    (std, max, ...) are reported but not waited for: their intervals need not narrow."""
     metas, df = load_runs([run_dir])
     widest = 0.0
     for workload in dict.fromkeys(df["workload"]) if len(df) else []:
         comp = compare(df, workload, metas=metas, method="none", resamples=200)
-        watched = headline(workload)
+        watched = headline(workload) or list(metrics(df, workload))
         for r in comp.to_dict("records") if len(comp) else []:
             if r["metric"] not in watched or r["verdict"].startswith(
                     ("not enough data", "no ratio", "not comparable")):
                 continue
-            if np.isnan(r["ci_low"]) or not r["ratio"]:
+            if kernels is not None and not {label_of(r["baseline"]), label_of(r["candidate"])} <= set(kernels):
+                continue
+            if np.isnan(r["ci_low"]) or not r["ratio"] or r["unit_of_replication"].startswith("repetition"):
                 return float("inf")
             widest = max(widest, (r["ci_high"] - r["ci_low"]) / 2 / r["ratio"])
     return widest
+
+
+def label_of(condition):
+    """The kernel label of a condition ("stock: fork" -> "stock")."""
+    return condition.split(": ", 1)[0]
 
 
 def adjust_comparable(table, method, noisy_cv=0.05):
@@ -485,14 +497,3 @@ def adjust_comparable(table, method, noisy_cv=0.05):
     table["multiplicity"] = method
     return table
 
-
-# -- units -------------------------------------------------------------------------------------
-
-def median_ci(x, resamples=2000, seed=0):
-    """Bootstrap 95% CI of the median of x."""
-    x = np.asarray(x, float)
-    if len(x) < 2:
-        return (float(x[0]), float(x[0])) if len(x) else (np.nan, np.nan)
-    meds = np.median(np.random.default_rng(seed).choice(x, (resamples, len(x))), axis=1)
-    lo, hi = np.percentile(meds, [2.5, 97.5])
-    return float(lo), float(hi)

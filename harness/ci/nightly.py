@@ -208,7 +208,7 @@ class Nightly:
         if not reference or np.isnan(reference):
             return {"reference": reference, "status": "ok"}
         flat = np.concatenate(x) if x else np.array([])
-        lo, hi = (np.array(stats.median_ci(flat, self.resamples)) / reference if len(flat)
+        lo, hi = (np.array(inference.median_ci(flat, self.resamples)) / reference if len(flat)
                   else (np.nan, np.nan))
         return {"reference": reference, "ratio": r["median"] / reference, "ci_low": float(lo),
                 "ci_high": float(hi), "p_value": boots_p(x, y, r["unit"]), "status": "ok"}

@@ -68,3 +68,89 @@ def test_the_stopping_rule_waits_for_headline_intervals_only(tmp_path):
     assert (wide["ci_high"] - wide["ci_low"]) / 2 / wide["ratio"] > 0.1
     # and a headline metric that does spread keeps the rounds going
     assert stats.widest_interval(fault_run(tmp_path / "wide", 0.05, 0.7)) > 0.03
+
+
+def two_kernel_run(tmp_path, order="alternating", boots=4, effect=0.05, drift=0.10):
+    """fork-latency records of kernels a and b booted in rounds with a shared drift."""
+    rng = np.random.default_rng(5)
+    lines = {"a": [], "b": []}
+    for boot in range(1, boots + 1):
+        shift = rng.normal(0, drift)
+        for label, k in (("a", 1.0), ("b", 1 + effect)):
+            for rep in range(5):
+                lines[label].append({"fork_ns": 1e6 * k * np.exp(shift + rng.normal(0, 0.002)),
+                                     "size_mib": 64, "thp": "nohuge", "cow_pte": "off",
+                                     "boot": boot, "rep": rep, "warmup": False})
+    for label, recs in lines.items():
+        (tmp_path / label).mkdir(parents=True)
+        (tmp_path / label / "fork-latency.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "metadata.json").write_text(json.dumps(
+        {"run_id": "fake", "timing": "real", "accel": "tcg", "kernels": {"a": {}, "b": {}},
+         "design": {"boots": boots, "order": order}}))
+    return tmp_path
+
+
+def test_a_sequential_run_is_not_paired_and_a_failed_kernel_is_not_waited_for(tmp_path):
+    rounds = two_kernel_run(tmp_path / "alternating")
+    metas, df = stats.load_runs([rounds])
+    paired = stats.compare(df, "fork-latency", metas=metas, base="a: fork").iloc[0]
+    assert paired["rounds"] == 4 and paired["verdict"] == "slower"
+    seq = two_kernel_run(tmp_path / "sequential", order="sequential")
+    metas, df = stats.load_runs([seq])
+    apart = stats.compare(df, "fork-latency", metas=metas, base="a: fork").iloc[0]
+    assert apart["rounds"] == 0 and apart["unit_of_replication"] == "boot"
+    # the stopping rule: a's and b's interval is what it waits for, unless b is out of the run
+    assert stats.widest_interval(rounds) < 0.02
+    assert stats.widest_interval(seq) > 0.05
+    assert stats.widest_interval(seq, kernels=["a"]) == 0.0
+
+
+def test_a_one_boot_interval_never_satisfies_the_rule(tmp_path):
+    one = two_kernel_run(tmp_path, boots=1)
+    assert stats.widest_interval(one) == float("inf")
+
+
+def test_the_report_states_where_the_design_stopped():
+    from harness.analysis.report import design_text
+    text = design_text({"design": {"boots": 5, "order": "alternating", "until": 0.025, "max_boots": 40,
+                                   "stopped": "after 40 boots per kernel: max_boots (40) reached"}})
+    assert text == ("5 boot(s) per kernel, alternating, then rounds until every headline interval was "
+                    "within ±2.5% (at most 40): stopped after 40 boots per kernel: max_boots (40) reached")
+
+
+class FakeStore:
+    def __init__(self, path):
+        self.dir, self.updates = path, []
+
+    def update(self, **kw):
+        self.updates.append(kw)
+
+
+def judge(run_dir, done, built, skip=(), max_boots=40, kernels=("a", "b")):
+    from harness.pipeline import Run
+    run = Run.__new__(Run)
+    run.store, run.skip = FakeStore(run_dir), set(skip)
+    run.exp = Experiment(kernels=[], until=0.025)
+    run.exp.kernels.extend(kernels)
+    plan = schedule.Plan(list(kernels), 2, "alternating", 0, until=0.025, max_boots=max_boots)
+    return run, plan, run.more_boots(plan, done, built)
+
+
+def test_the_rule_stops_when_met_at_the_cap_or_with_one_kernel_left(tmp_path):
+    narrow = two_kernel_run(tmp_path / "narrow")                     # paired: within ±2%
+    _, plan, more = judge(narrow, 4, {"a": 1, "b": 1})
+    assert not more and plan.stopped.startswith("after 4 boots per kernel: every headline interval")
+    wide = two_kernel_run(tmp_path / "wide", order="sequential")     # unpaired: ±10%
+    _, plan, more = judge(wide, 4, {"a": 1, "b": 1})
+    assert more and plan.stopped is None
+    _, plan, more = judge(wide, 4, {"a": 1, "b": 1}, max_boots=4)
+    assert not more and "max_boots (4) reached" in plan.stopped
+    _, plan, more = judge(wide, 4, {"a": 1})                         # b panicked: nothing to wait for
+    assert not more
+
+
+def test_resume_replays_the_rounds_on_disk_before_judging(tmp_path):
+    run, _, _ = judge(two_kernel_run(tmp_path), 4, {"a": 1, "b": 1},
+                      skip={("a", n) for n in range(1, 9)} | {("b", n) for n in range(1, 8)})
+    assert run.replayed({"a": 1, "b": 1}, 7) and not run.replayed({"a": 1, "b": 1}, 8)
+    assert not judge(two_kernel_run(tmp_path / "fresh"), 4, {"a": 1, "b": 1})[0].replayed({"a": 1}, 1)
