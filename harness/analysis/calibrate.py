@@ -121,10 +121,9 @@ def needed(df, effect, power=0.8):
                     continue
                 row = {"workload": workload, "metric": metric, **params,
                        "boot_sd": float(np.sqrt(np.mean([np.var(x, ddof=1) for x in logs])))}
-                pairs = stats.paired(*recs, metric)
-                if len(pairs) >= 2:
-                    d = np.log(inference.boot_medians([c for _, c in pairs])
-                               / inference.boot_medians([b for b, _ in pairs]))
+                d = inference.log_ratios(stats.paired(*(stats.boot_values(r, metric, rounds=True)
+                                                        for r in recs)))
+                if d is not None and len(d) >= 2:
                     row["round_sd"] = float(np.std(d, ddof=1))
                     row["boots"] = inference.boots_for(row["round_sd"], effect, power, paired=True)
                 else:

@@ -95,12 +95,9 @@ def paired_interval(pairs, alpha=0.05):
     (df n - 1), and from ROBUST_FROM rounds the 20%-trimmed mean of d with its winsorised
     variance (Wilcox's trimmed-mean t; df h - 1 on the h kept). ratio = exp(mean or trimmed mean of d).
     None when fewer than two rounds or a median is not positive (the caller goes unpaired)."""
-    if len(pairs) < 2:
+    d = log_ratios(pairs)
+    if d is None or len(d) < 2:
         return None
-    mb, mc = boot_medians([b for b, _ in pairs]), boot_medians([c for _, c in pairs])
-    if not ((mb > 0).all() and (mc > 0).all()):
-        return None
-    d = np.log(mc) - np.log(mb)
     n = len(d)
     if n >= ROBUST_FROM:          # Wilcox's trimmed-mean t: s_w / ((1 - 2 trim) sqrt(n)), df h - 1
         diff, winvar, kept = _trimmed(d)
@@ -108,6 +105,15 @@ def paired_interval(pairs, alpha=0.05):
     else:
         diff, se2, dof = d.mean(), d.var(ddof=1) / n, n - 1
     return _log_interval(diff, se2, dof, alpha)
+
+
+def log_ratios(pairs):
+    """Per round, log median(candidate boot) - log median(base boot); None when a median is not
+    positive (a log ratio then has no meaning)."""
+    mb, mc = boot_medians([b for b, _ in pairs]), boot_medians([c for _, c in pairs])
+    if not ((mb > 0).all() and (mc > 0).all()):
+        return None
+    return np.log(mc) - np.log(mb)
 
 
 def _log_interval(diff, se2, dof, alpha):

@@ -404,10 +404,10 @@ def adjust(table, method="bh", alpha=ALPHA, noisy_cv=0.05):
     return table
 
 
-def paired(b_recs, c_recs, metric):
-    """[(base boot, candidate boot)] of the rounds both sides have (see boot_values)."""
-    b, c = boot_values(b_recs, metric, rounds=True), boot_values(c_recs, metric, rounds=True)
-    return [(b[k], c[k]) for k in b if k in c]
+def paired(b_rounds, c_rounds):
+    """[(base boot, candidate boot)] of the rounds both sides have ({round: array} each, as
+    boot_values(..., rounds=True) gives them)."""
+    return [(b, c_rounds[k]) for k, b in b_rounds.items() if k in c_rounds]
 
 
 def host_of(recs):
@@ -415,13 +415,13 @@ def host_of(recs):
 
 
 def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, noisy_cv=0.05,
-            metas=(), practical=None, method="bh"):
+            metas=(), practical=None, method="bh", only=None):
     """One row per group, candidate condition and metric, against the baseline condition; the
     rows' p values adjusted as one family (method: bh, holm or none).
 
     base: a condition name ("stock: fork" by default); candidates: condition names (default: all
-    others present in the group). Only measurements of one host are compared: a pair measured on
-    different hosts is a row without a verdict."""
+    others present in the group); only: these metrics alone (default: all). Only measurements of
+    one host are compared: a pair measured on different hosts is a row without a verdict."""
     base = base or baseline(list(metas), df)
     units = metrics(df, workload)
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
@@ -441,12 +441,16 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
             if hosts:
                 b_recs, c_recs = b_recs[b_recs["host"].isin(hosts)], c_recs[c_recs["host"].isin(hosts)]
             for metric, unit in units.items():
-                b, c = boot_values(b_recs, metric), boot_values(c_recs, metric)
+                if only is not None and metric not in only:
+                    continue
+                br, cr = boot_values(b_recs, metric, rounds=True), boot_values(c_recs, metric, rounds=True)
+                b = list(br.values()) or boot_values(b_recs, metric)
+                c = list(cr.values()) or boot_values(c_recs, metric)
                 if not len(b) and not len(c):
                     continue
                 row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
                                       practical=practical_of(workload, metric, practical),
-                                      pairs=paired(b_recs, c_recs, metric) if in_rounds else None)
+                                      pairs=paired(br, cr) if in_rounds else None)
                 if apart:
                     row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
                                verdict="not comparable: measured on different hosts "
@@ -465,25 +469,19 @@ def widest_interval(run_dir, kernels=None):
     one has no interval yet or only a one-boot interval over repetitions. Spread and extremes
     (std, max, ...) are reported but not waited for: their intervals need not narrow."""
     metas, df = load_runs([run_dir])
+    if kernels is not None and len(df):
+        df = df[df["kernel"].isin(kernels)]
     widest = 0.0
     for workload in dict.fromkeys(df["workload"]) if len(df) else []:
-        comp = compare(df, workload, metas=metas, method="none", resamples=200)
         watched = headline(workload) or list(metrics(df, workload))
+        comp = compare(df, workload, metas=metas, method="none", resamples=200, only=watched)
         for r in comp.to_dict("records") if len(comp) else []:
-            if r["metric"] not in watched or r["verdict"].startswith(
-                    ("not enough data", "no ratio", "not comparable")):
-                continue
-            if kernels is not None and not {label_of(r["baseline"]), label_of(r["candidate"])} <= set(kernels):
+            if r["verdict"].startswith(("not enough data", "no ratio", "not comparable")):
                 continue
             if np.isnan(r["ci_low"]) or not r["ratio"] or r["unit_of_replication"].startswith("repetition"):
                 return float("inf")
             widest = max(widest, (r["ci_high"] - r["ci_low"]) / 2 / r["ratio"])
     return widest
-
-
-def label_of(condition):
-    """The kernel label of a condition ("stock: fork" -> "stock")."""
-    return condition.split(": ", 1)[0]
 
 
 def adjust_comparable(table, method, noisy_cv=0.05):
