@@ -21,6 +21,7 @@ import pandas as pd
 
 from harness.analysis import inference, stats
 from harness import ui
+from harness.errors import UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpec
 
 # the default groups: fork latency at three sizes, fault latency after fork in child and parent
@@ -233,6 +234,11 @@ def render_simulation(result, sims, boots, reps, boot_sd, rep_sd, drift_sd=0.0):
 def main(args, run_experiment):
     """The calibrate command: --simulate, --analyse RUN, or a calibration run."""
     if args.simulate:
+        checks = {"--sims": (args.sims, 1), "--reps": (args.reps, 1), "--boots": (args.boots or 2, 2),
+                  "--boot-sd": (args.boot_sd, 0), "--rep-sd": (args.rep_sd, 0), "--drift-sd": (args.drift_sd, 0)}
+        for flag, (value, low) in checks.items():
+            if value < low:
+                raise UserError(f"{flag} must be at least {low} for --simulate, got {value}")
         result = simulate(args.sims, args.boots or DESIGN_BOOTS, args.reps, args.boot_sd, args.rep_sd,
                           drift_sd=args.drift_sd)
         ui.out(render_simulation(result, args.sims, args.boots or DESIGN_BOOTS, args.reps,

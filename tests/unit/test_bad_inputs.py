@@ -94,6 +94,10 @@ CASES = {
     "history file that is not a database": (lambda t, tree: ["history", "fork_ns", "--history",
                                                              str(t / "inputs" / "history.sqlite")], 2,
                                             "not a usable history database"),
+    "negative drift in a simulation": (lambda t, tree: ["calibrate", "--simulate", "--drift-sd", "-1"], 2,
+                                       "--drift-sd must be at least 0 for --simulate, got -1.0"),
+    "one boot per kernel in a simulation": (lambda t, tree: ["calibrate", "--simulate", "--boots", "1"], 2,
+                                            "--boots must be at least 2 for --simulate, got 1"),
     "resume of a run with a broken metadata.json": (lambda t, tree: ["run", "--resume", str(t / "results" / "broken")],
                                                     2, "is not valid JSON"),
 }
