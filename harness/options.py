@@ -121,18 +121,113 @@ def in_section(section):
     return [o for o in OPTIONS if o.section == section]
 
 
+# --- the experiment file's own keys (the options above sit in its [build], [guest], [design]) ---
+
+@dataclass(frozen=True)
+class Key:
+    """A key of an experiment file, declared once: its TOML type, range or choices and help."""
+    name: str
+    kind: str               # text, bool, int, number, table, texts (a list of text), tables
+    help: str
+    required: bool = False
+    low: float = None
+    high: float = None
+    choices: tuple = None
+
+    def takes(self):
+        if self.choices:
+            return "one of " + ", ".join(self.choices) + (" (a list)" if self.kind == "texts" else "")
+        span = "" if self.low is None else f" from {self.low}" + (f" to {self.high}" if self.high else "")
+        return {"text": "text", "bool": "true or false (not a string)", "int": "a whole number" + span,
+                "number": "a number" + span, "table": "a table", "texts": "a list of text",
+                "tables": "a list of tables ([[...]])"}[self.kind]
+
+    def problem(self, value):
+        """Why value does not fit this key, or None."""
+        kind = self.kind
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {"text": isinstance(value, str), "bool": isinstance(value, bool),
+              "int": number and isinstance(value, int), "number": number,
+              "table": isinstance(value, dict),
+              "texts": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+              "tables": isinstance(value, list) and all(isinstance(v, dict) for v in value)}[kind]
+        if ok and self.choices:
+            ok = all(v in self.choices for v in (value if kind == "texts" else [value]))
+        if ok and number and self.low is not None:
+            ok = value >= self.low and (self.high is None or value <= self.high)
+        if ok and kind == "number" and value != value:
+            ok = False
+        return None if ok else f"allowed: {self.takes()}"
+
+
+FILE_KEYS = {
+    None: (Key("name", "text", "the experiment's name (default: the file's)"),
+           Key("description", "text", "what it measures"),
+           Key("source", "text", "kernel source for every kernel (a --kernel-src spec)"),
+           Key("series", "text", "patch series for the kernels with patched = true"),
+           Key("kernels", "tables", "the kernels to build", required=True),
+           Key("workloads", "tables", "the workloads to run (default fork-memory)"),
+           Key("claims", "tables", "figures the series claims, checked by the report"),
+           Key("selftests", "texts", "kernel selftests to run", choices=("cow",)),
+           *(Key(s, "table", f"the [{s}] options") for s in ("build", "guest", "design"))),
+    "kernels": (Key("label", "text", "the kernel's name in results", required=True),
+                Key("patched", "bool", "apply the series (true or false)"),
+                Key("fragments", "texts", "config fragments (names in kernel-config/ or paths)")),
+    "workloads": (Key("name", "text", "a workload in workloads/", required=True),
+                  Key("params", "table", "its parameters; a list runs it once per value"),
+                  Key("repeat", "int", "how many times to run it", low=1, high=1000)),
+    "claims": (Key("workload", "text", "the workload", required=True),
+               Key("metric", "text", "its metric", required=True),
+               Key("value", "number", "the figure claimed", required=True),
+               Key("condition", "text", "the kind of fork", choices=("fork", "cow-pte")),
+               Key("unit", "text", "the claimed figure's unit"),
+               Key("params", "table", "the workload's parameters of the claim"),
+               Key("tolerance", "number", "how close counts as reproduced", low=0, high=10),
+               Key("kind", "text", "absolute or a ratio", choices=("absolute", "ratio")),
+               Key("note", "text", "a remark shown beside it")),
+}
+
+
+def unknown_key(where, key, known):
+    """The one error for a key nobody declared: the known ones, and the nearest spelled out."""
+    import difflib
+    near = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise UserError(f"{where}: unknown key '{key}'{hint} (known: {', '.join(sorted(known))})")
+
+
+def check_table(where, table, keys):
+    """A table of an experiment file against its declared keys: unknown keys, missing required
+    ones and values of the wrong type are one UserError each."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: must be a table, got {table!r}")
+    by_name = {k.name: k for k in keys}
+    for key, value in table.items():
+        if key not in by_name:
+            unknown_key(where, key, list(by_name))
+        problem = by_name[key].problem(value)
+        if problem:
+            raise UserError(f"{where}: {key} = {value!r}: {problem}")
+    for k in keys:
+        if k.required and k.name not in table:
+            raise UserError(f"{where}: {k.name} is missing ({k.help}: {k.takes()})")
+    return table
+
+
 def from_file(path, data):
     """The option values an experiment file sets, checked; unknown keys are one error."""
     values = {}
     for section in SECTIONS:
         table = data.get(section, {})
         known = [o.name for o in in_section(section)]
-        unknown = sorted(set(table) - set(known))
-        if unknown:
-            raise UserError(f"{path}: unknown keys in [{section}] {unknown} (known: {', '.join(known)})")
+        for key in table:
+            if key not in known:
+                unknown_key(f"{path}: [{section}]", key, known)
         values.update(table)
     values.update({o.name: data[o.name] for o in in_section(None) if o.name in data})
     for name, value in values.items():
-        BY_NAME[name].check(value)
+        try:
+            BY_NAME[name].check(value)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
     return values
-

@@ -34,6 +34,8 @@ def request(exp):
     for spec in exp.workloads:
         workload(spec.name, spec.params)
     guest(exp)
+    from harness.experiment import design
+    design(exp)
     kernels(exp.kernels, exp)
     results_folder()
 
