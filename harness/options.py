@@ -27,6 +27,8 @@ class Option:
     high: float = None      # values must stay below this (floats)
     short: str = None       # a one-letter flag besides the long one
 
+    commands: tuple = ()    # a flag of these subcommands only (COMMAND_OPTIONS), not an experiment's
+
     def check(self, value):
         """The value, or one UserError that names the option and what it takes."""
         if value is None:
@@ -43,8 +45,11 @@ class Option:
             ok = value in self.choices
         if ok and self.low is not None:
             ok = value >= self.low if self.high is None else self.low < value < self.high
+        if ok and self.type is float and value != value:
+            ok = False          # NaN compares false with everything: never a value
         if not ok:
-            raise UserError(f"{self.name} must be {self.takes()}, got {value!r}")
+            raise UserError(f"{self.flag if self.commands else self.name} must be {self.takes()}, "
+                            f"got {value!r}")
         return value
 
     def takes(self):
@@ -54,6 +59,8 @@ class Option:
             return "a whole number" + (f" of at least {self.low}" if self.low is not None else "")
         if self.type is float and self.high is not None:
             return f"a fraction between {self.low} and {self.high} (0.01: ±1%)"
+        if self.type is float and self.low is not None:
+            return f"a number of at least {self.low}"
         return {bool: "true or false", float: "a number"}.get(self.type, "text")
 
     def argv(self, value):
@@ -114,6 +121,53 @@ OPTIONS = (
            "(default 40)", "design", metavar="N", low=1),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+
+# The number flags of single subcommands, declared the same way: the parser adds them and
+# harness.cli checks them (check_command) before the subcommand imports, builds or writes anything.
+VERDICTS = ("report", "nightly", "reproduce", "attribute")
+COMMAND_OPTIONS = (
+    Option("practical", "--practical", float, None, "smallest change called faster/slower (default "
+           "0.02, or the workload manifest's [practical] entry for a metric)", metavar="FRACTION",
+           low=0, high=1, commands=VERDICTS),
+    Option("resamples", "--resamples", int, 2000, "bootstrap resamples (default 2000)", low=100,
+           commands=("report",)),
+    Option("noisy_cv", "--noisy-cv", float, 0.05, "call a comparison noisy above this coefficient of "
+           "variation (default 0.05)", metavar="CV", low=0, high=1, commands=("report",)),
+    Option("threshold", "--threshold", float, 0.05, "a regression is worse than the previous nights' "
+           "median by more than this fraction (default 0.05)", low=0, high=1, commands=("nightly",)),
+    Option("nights", "--nights", int, 5, "previous nights to compare with (default 5)", low=1,
+           commands=("nightly",)),
+    Option("effect", "--effect", float, 0.05, "the slowdown injected into B's times for the power "
+           "check (default 0.05)", low=0, high=1, commands=("calibrate",)),
+    Option("sims", "--sims", int, 1000, "simulations (default 1000)", low=1, commands=("calibrate",)),
+    Option("reps", "--reps", int, 20, "simulated repetitions per boot (default 20)", low=1,
+           commands=("calibrate",)),
+    Option("boot_sd", "--boot-sd", float, 0.02, "simulated between-boot sd, log scale", low=0,
+           commands=("calibrate",)),
+    Option("rep_sd", "--rep-sd", float, 0.02, "simulated within-boot sd, log scale", low=0,
+           commands=("calibrate",)),
+    Option("drift_sd", "--drift-sd", float, 0.0, "simulated drift of the host shared by a round's "
+           "boots, sd, log scale", low=0, commands=("calibrate",)),
+    Option("boots", "--boots", int, 5, "boots to time (default 5)", low=1, commands=("selfbench",)),
+    Option("accel", "--accel", str, "auto", "auto, kvm or tcg (default auto)",
+           choices=("auto", "kvm", "tcg"), commands=("selfbench", "verify")),
+    Option("jobs", "--jobs", int, None, "parallel build jobs (default: all cores)", low=1, short="-j",
+           commands=("verify",)),
+    Option("mib", "--mib", int, 1024, "memory mapped by fork-memory (default 1024)", low=1,
+           commands=("verify",)),
+    Option("cell_timeout", "--cell-timeout", int, None, "give up on a cell after S seconds",
+           metavar="S", low=1, commands=("remote",)),
+)
+
+
+def command_options(command):
+    return [o for o in COMMAND_OPTIONS if command in o.commands]
+
+
+def check_command(command, values):
+    """Every declared flag of `command` in values (a dict of dest -> value), checked."""
+    for o in command_options(command):
+        o.check(values.get(o.name))
 SECTIONS = ("build", "guest", "design")
 
 

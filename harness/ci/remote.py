@@ -148,33 +148,46 @@ def say(host, message):
         sys.stderr.flush()
 
 
+def pin_host_keys(client, files, spec):
+    """client (paramiko) knows the hosts in files (read only, never written back) and refuses
+    any other key with one error saying how to check and add it."""
+    import paramiko
+    for f in files:
+        if Path(f).exists():
+            client.load_system_host_keys(f)
+
+    class Reject(paramiko.RejectPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise InfraError(
+                f"{spec}: host key {key.get_name()} {fingerprint(key)} of {hostname} is not in "
+                f"{' or '.join(files)}; refusing to connect. Check the fingerprint with the "
+                f"host's owner, then add it (ssh-keyscan {hostname} >> ~/.ssh/known_hosts)")
+    client.set_missing_host_key_policy(Reject())
+
+
 class _Host:
     """One runner: its connection and the commands it runs for a cell."""
 
-    def __init__(self, spec, known_hosts, identity, connect_timeout):
+    def __init__(self, spec, known_hosts, identity, connect_timeout, forward_agent=False):
         from fabric import Connection
-        import paramiko
 
         user, host, port = parse_host(spec)
         self.spec = spec
         self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout,
+                               forward_agent=forward_agent,
                                connect_kwargs={"key_filename": [str(identity)]} if identity else {})
         files = [str(Path("~/.ssh/known_hosts").expanduser())] + ([str(known_hosts)] if known_hosts else [])
-        client = self.conn.client
-        for f in files:
-            if Path(f).exists():
-                client.load_system_host_keys(f)     # read only: system keys are never written back
-            elif f != files[0]:
+        for f in files[1:]:
+            if not Path(f).exists():
                 raise UserError(f"known_hosts file {f} does not exist")
-
-        class Reject(paramiko.RejectPolicy):
-            def missing_host_key(self, client, hostname, key):
-                raise InfraError(
-                    f"{spec}: host key {key.get_name()} {fingerprint(key)} of {hostname} is not in "
-                    f"{' or '.join(files)}; refusing to connect. Check the fingerprint with the "
-                    f"host's owner, then add it (ssh-keyscan{' -p ' + str(port) if port else ''} "
-                    f"{host} >> ~/.ssh/known_hosts)")
-        client.set_missing_host_key_policy(Reject())
+        # every hop (a ProxyJump host of ~/.ssh/config is a connection of its own, which fabric
+        # would let add any key it meets) is pinned to the same known hosts, its agent not forwarded
+        hop = self.conn
+        while hop is not None and not isinstance(hop, str):
+            pin_host_keys(hop.client, files, spec)
+            if hop is not self.conn:
+                hop.forward_agent = False
+            hop = hop.gateway or None
 
     def run_cell(self, cell_id, experiment, extra_args, workdir, command, out_dir, timeout):
         """Run one cell on this host; return (exit_code, run_dir or None, tail of the output)."""
@@ -386,7 +399,7 @@ def merge_parts(cells, experiment, results_dir, run_id, parts, hosts, host_error
 
 def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,
                  cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
-                 connect_timeout=20, cell_timeout=None, exp=None):
+                 connect_timeout=20, cell_timeout=None, exp=None, forward_agent=False):
     """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun. A cell is a
     group of workloads on every kernel (harness.ci.cells): one host measures all it compares.
 
@@ -402,7 +415,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
     run_id = new_run_id()
     parts = results_dir / f"{run_id}.parts"
     cell_list = [Cell(i) for i in ids]
-    runners = [_Host(spec, known_hosts, identity, connect_timeout) for spec in hosts]
+    runners = [_Host(spec, known_hosts, identity, connect_timeout, forward_agent) for spec in hosts]
     job = {"experiment": str(experiment), "extra_args": list(extra_args), "workdir": workdir,
            "command": command, "timeout": cell_timeout, "parts": parts}
     host_errors = _Dispatch(cell_list, runners, job).run()
