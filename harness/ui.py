@@ -20,8 +20,8 @@ class SafeConsole(Console):
         return safety.redact(super()._render_buffer(buffer))
 
 
-console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
-loud = SafeConsole(stderr=True, highlight=False, soft_wrap=True)     # warnings and errors, never quiet
+console = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+loud = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)     # warnings and errors, never quiet
 
 
 def set_quiet(quiet=True):

@@ -233,6 +233,8 @@ def machine(exp):
             raise UserError(f"pin = {exp.pin!r}: allowed: a CPU list such as 2-5 or 0,2")
         wanted = {c for part in exp.pin.split(",") for a, _, b in [part.partition("-")]
                   for c in range(int(a), int(b or a) + 1)}
+        if not wanted:
+            raise UserError(f"pin = {exp.pin!r}: an empty CPU set; allowed: ranges low-high with low <= high")
         missing = sorted(wanted - os.sched_getaffinity(0))
         if missing:
             raise InfraError(f"pin = {exp.pin!r}: CPUs {missing} are not available to the harness here")

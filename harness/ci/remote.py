@@ -47,8 +47,11 @@ def parse_host(spec):
         port = tail[1:] if tail.startswith(":") else None
     elif rest.count(":") == 1:
         host, port = rest.split(":")
-    if not host or (port is not None and not port.isdigit()):
-        raise UserError(f"bad host '{spec}': write user@host or user@host:port")
+    import re
+    name_ok = re.fullmatch(r"[A-Za-z0-9._-]+", host) or (rest.startswith("[") and re.fullmatch(r"[0-9A-Fa-f:.]+", host))
+    if not host or not name_ok or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)) \
+            or (user and not re.fullmatch(r"[A-Za-z0-9._-]+", user)) or host.startswith("-"):
+        raise UserError(f"bad host '{safety.redact(spec)}': write user@host or user@host:port (port 1-65535)")
     return user or None, host, int(port) if port else None
 
 
