@@ -7,10 +7,11 @@ its schema (docs/results.md) gives and naming the file, the line and the field i
   `boot` a whole number from 1, every declared metric a finite number. A last line cut short by a
   crash is skipped; a broken line before it is an error. A non-finite number (NaN, Infinity: JSON
   has none, Python writes them) in an old run is flagged once and left out of the tables.
-- calibration(path): a calibrate run's calibration.json: an object.
-- finite_json(value): the JSON text of a value about to be stored; NaN and infinities refused.
+- finite(value): a summary about to be stored (calibration.json) with NaN and infinities as null
+  (JSON has no such numbers; "not computed").
 
-A history database is checked by harness.ci.history (it is SQLite; the schema is its tables).
+A run's calibration.json is written, never read back; a history database is checked by
+harness.ci.history and harness.database (SQLite: its schema is its tables).
 """
 import json
 import math
@@ -22,13 +23,15 @@ from harness.errors import InfraError, UserError
 TEXT_FIELDS = ("run_id", "started", "finished", "accel", "timing", "command", "harness_sha")
 
 
-def _reject_constant(name):
-    raise ValueError(f"non-finite number {name}")
-
-
-def finite_json(value, **kwargs):
-    """json.dumps that refuses NaN and infinities (ValueError naming nothing: the caller says where)."""
-    return json.dumps(value, allow_nan=False, **kwargs)
+def finite(value):
+    """A JSON-like value with every NaN or infinity (numpy's too) replaced by None."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) or type(value).__name__.startswith("float"):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def non_finite(record):
@@ -97,13 +100,3 @@ def records(path, metrics=(), skip_other_types=False):
     if flagged:
         ui.warn(f"{path}: non-finite values in {', '.join(sorted(flagged))} left out of the tables")
     return out
-
-
-def calibration(path):
-    try:
-        data = json.loads(_read(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: must be a JSON object, got {type(data).__name__}")
-    return data
