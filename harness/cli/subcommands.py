@@ -217,10 +217,15 @@ def cmd_remote(args):
         run_args = args.parse(["run", "--experiment", args.experiment, *args.run_args])
     except SystemExit:
         raise errors.UserError(f"bad harness run arguments: {' '.join(args.run_args)}") from None
+    exp = experiment(run_args)
+    for spec in exp.workloads:      # what does not depend on the runner, checked before connecting
+        validate.workload(spec.name, spec.params)
+    from harness.experiment import design
+    design(exp)
     r = remote.run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,
                             cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
                             identity=args.identity, cell_timeout=args.cell_timeout,
-                            exp=experiment(run_args), forward_agent=args.forward_agent)
+                            exp=exp, forward_agent=args.forward_agent)
     if r.failed:
         ui.error(f"cells failed: {', '.join(r.failed)} ("
                  + ("attempts in the merged metadata.json, under remote)" if r.store else "no run came back)"))
