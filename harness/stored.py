@@ -3,6 +3,7 @@ its schema (docs/results.md) gives and naming the file, the line and the field i
 
 - metadata(path): a run's metadata.json: an object; run_id, started, accel, timing text; kernels
   an object of objects; experiment an object. A broken one is a UserError (exit 2).
+- json_object(path): a JSON file holding one object (<kernel>/kernel.json).
 - records(path, metrics): a <kernel>/<workload>.jsonl: one JSON object per line; `type` text,
   `boot` a whole number from 1, every declared metric a finite number. A last line cut short by a
   crash is skipped; a broken line before it is an error. A non-finite number (NaN, Infinity: JSON
@@ -46,6 +47,17 @@ def _read(path):
         raise UserError(f"{path} is a folder, not a file") from None
     except OSError as exc:
         raise InfraError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def json_object(path):
+    """A JSON file that must hold one object (a kernel's kernel.json)."""
+    try:
+        data = json.loads(_read(path))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def metadata(path):

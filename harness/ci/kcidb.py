@@ -148,7 +148,7 @@ class Document:
 
     def add_build(self, label, info, checkout_id):
         kernel_json = self.run_dir / label / "kernel.json"
-        kernel = json.loads(kernel_json.read_text()) if kernel_json.exists() else {}
+        kernel = stored.json_object(kernel_json) if kernel_json.exists() else {}
         key = info.get("build_key") or kernel.get("key")
         build_id = self.id("build", key) if key else self.id(self.run_id, label, "build")
         built = bool(key or info.get("release")) and info.get("error_type") != "BuildError"

@@ -138,6 +138,8 @@ CASES = {
     # --- stored files -----------------------------------------------------------------------------
     "export of a run whose metadata is an array": (lambda t, tree: ["export", stored(t, "array")], 2,
                                                    "metadata.json: must be a JSON object"),
+    "export of a run whose kernel.json is an array": (lambda t, tree: ["export", stored(t, "kernel-json")], 2,
+                                                     "kernel.json: must be a JSON object, got list"),
     "report of a record that is a list": (lambda t, tree: ["report", stored(t, "list-record")], 2,
                                           "fork-memory.jsonl:2: a record must be a JSON object, got list"),
     "report of a record that is a string": (lambda t, tree: ["report", stored(t, "string-record")], 2,
@@ -170,6 +172,8 @@ def runs(world):
     results = tmp_path / "results"
     write_run(results, "good")
     write_run(results, "array", meta="[1, 2]")
+    write_run(results, "kernel-json")
+    (results / "kernel-json" / "k" / "kernel.json").write_text("[]")
     write_run(results, "kernels-list", meta={"run_id": "x", "kernels": ["k"]})
     write_run(results, "list-record", lines=[json.dumps(RECORD), "[1, 2]", json.dumps(RECORD)])
     write_run(results, "string-record", lines=['"a record"', json.dumps(RECORD)])
