@@ -1,5 +1,6 @@
 """Issue #12 for real: nothing of a SIGKILLed harness is left running (a real tuxmake build), and
-`--resume` finishes its run; QEMU binds its own forwarded port, with commas in its paths; the guest image's private host key readable by its owner only.
+`--resume` finishes its run; QEMU binds its own forwarded port, with commas in its paths; the
+guest image's private host key readable by its owner only.
 
 The build test builds the kernel the real tests share (guest-base + selftests) in a private cache
 whose sources, guest images and probes are the shared cache's (linked), so the build is a real one
