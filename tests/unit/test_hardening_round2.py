@@ -160,3 +160,32 @@ def test_an_image_cache_entry_is_its_owners_only(tmp_path):
     assert os.stat(entry).st_mode & 0o777 == 0o700
     assert {os.stat(p).st_mode & 0o777 for p in entry.iterdir()} == {0o600}
 
+
+
+def test_a_stopped_qemu_binds_port_0_and_its_monitor_names_the_port(tmp_path):
+    """QEMU itself (stopped before the first instruction: nothing boots) binds the forward; the
+    port its monitor names is taken, so no other process can have it."""
+    import socket
+    import time
+    from harness import tools
+    from harness.guest import arch, machine
+    a = arch.load()
+    if not tools.which(a["qemu"]):
+        pytest.skip("no QEMU")
+    monitor = tmp_path / "monitor.sock"
+    argv = [a["qemu"], "-M", a["machine"], "-accel", "tcg", "-nodefaults", "-no-user-config",
+            "-display", "none", "-S", "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
+            "-device", f"{a['net_device']},netdev=net0", "-monitor", f"unix:{monitor},server=on,wait=off"]
+    proc = tools.start(argv, tmp_path / "qemu.log")
+    try:
+        deadline, port = time.monotonic() + 30, None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                port = machine.forwarded_port(machine.monitor_command(monitor, "info usernet"))
+            except OSError:
+                time.sleep(0.05)
+        assert port, (tmp_path / "qemu.log").read_text()
+        with socket.socket() as s, pytest.raises(OSError):
+            s.bind(("127.0.0.1", port))
+    finally:
+        tools.stop(proc, grace=0)
