@@ -19,7 +19,11 @@ LABEL = re.compile(r"[A-Za-z0-9._-]+")
 LABEL_RULE = "letters, digits, '.', '_' and '-' only (not '.' or '..')"
 # scheme://userinfo@host: the userinfo runs to the authority's last '@' (a password may hold '@'
 # or ':'; RFC 3986 wants '/', '?' and '#' in it percent-encoded, and a quoted one is kept whole)
-USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:'[^'\s]*'|\"[^\"\s]*\"|[^/?#\s'\"])*@")
+USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'\"]*@")
+# ... and a password holding a raw '/', '?' or '#' (not a URL any more, but pasted as one): user,
+# ':' and anything up to an '@', unless what follows the ':' is a port (digits, then the path)
+RAW_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s:@'\"]*:(?![0-9]+(?:[/?#\s'\"]|$))"
+                          r"[^\s@'\"]*@")
 # a secret in a query string (?token=..., &private_token=..., &password=...)
 SECRET_QUERY = re.compile(r"(?i)([?&](?:[a-z_-]*token|password|passwd|secret|sig|signature|"
                           r"auth|api[_-]?key|access[_-]?key)=)[^&#\s'\"]+")
@@ -127,7 +131,8 @@ def redact(text):
     """text with the user and password of every URL in it removed."""
     if text is None:
         return None
-    return SECRET_QUERY.sub(r"\1REDACTED", USERINFO.sub(r"\1", str(text)))
+    text = RAW_PASSWORD.sub(r"\1", USERINFO.sub(r"\1", str(text)))
+    return SECRET_QUERY.sub(r"\1REDACTED", text)
 
 
 def split_credentials(url):

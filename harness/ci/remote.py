@@ -19,6 +19,7 @@ import base64
 import collections
 import hashlib
 import math
+import re
 import shlex
 import sys
 import tarfile
@@ -47,7 +48,6 @@ def parse_host(spec):
         port = tail[1:] if tail.startswith(":") else None
     elif rest.count(":") == 1:
         host, port = rest.split(":")
-    import re
     name_ok = re.fullmatch(r"[A-Za-z0-9._-]+", host) or (rest.startswith("[") and re.fullmatch(r"[0-9A-Fa-f:.]+", host))
     if not host or not name_ok or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)) \
             or (user and not re.fullmatch(r"[A-Za-z0-9._-]+", user)) or host.startswith("-"):

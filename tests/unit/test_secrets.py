@@ -105,6 +105,9 @@ def test_a_credential_in_an_unexpected_exception_stays_out_of_the_crash_file(pla
     ("see https://u:t@h/a and https://lore.kernel.org/r/1@gmail.com", "see https://h/a and "
                                                                      "https://lore.kernel.org/r/1@gmail.com"),
     ("https://h/x?access_token=abc&x=1", "https://h/x?access_token=REDACTED&x=1"),
+    ("https://u:a/b#c?d@host/x.tar.xz", "https://host/x.tar.xz"),
+    ("https://host:8080/r/1@gmail.com", "https://host:8080/r/1@gmail.com"),
+    ("'git+https://u:p@h/l.git#v1'", "'git+https://h/l.git#v1'"),
 ])
 def test_redaction_handles_any_password(url, shown):
     assert safety.redact(url) == shown
