@@ -189,3 +189,15 @@ def test_a_stopped_qemu_binds_port_0_and_its_monitor_names_the_port(tmp_path):
             s.bind(("127.0.0.1", port))
     finally:
         tools.stop(proc, grace=0)
+
+
+def test_a_cut_line_is_left_out_of_a_merge_so_the_merged_records_stay_readable(tmp_path, capsys):
+    from harness import stored
+    from harness.ci import merge
+    first, second, merged = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "m.jsonl"
+    first.write_text('{"fork_ns": 1, "boot": 1}\n{"fork_ns": 2, "bo')           # cut short by a crash
+    second.write_text('{"fork_ns": 3, "boot": 1}\n')
+    merge.join_records(first, merged, "h1", "r1")
+    merge.join_records(second, merged, "h2", "r2")
+    assert [r["fork_ns"] for r in stored.records(merged, ["fork_ns"])] == [1, 3]
+    assert "1 line(s) that are not JSON records left out" in capsys.readouterr().err
