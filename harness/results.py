@@ -152,9 +152,11 @@ class RunStore:
             keep, drop = [], []
             for line in path.read_text().splitlines(keepends=True):
                 try:
-                    mine = json.loads(line).get("boot", 1) == boot
+                    rec = json.loads(line)
                 except json.JSONDecodeError:
-                    mine = True             # a line cut short by a crash
+                    rec = None
+                # a line cut short by a crash, or one that is no record, goes aside with the boot
+                mine = not isinstance(rec, dict) or rec.get("boot", 1) == boot
                 (drop if mine else keep).append(line)
             if drop:
                 aside = aside or self.attempt_dir(label)

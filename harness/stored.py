@@ -74,6 +74,15 @@ def metadata(path):
     kernels = data.get("kernels", {})
     if not isinstance(kernels, dict) or not all(isinstance(v, dict) for v in kernels.values()):
         raise UserError(f"{path}: field kernels: allowed: an object of label -> object")
+    for label, info in kernels.items():
+        where = f"{path}: field kernels.{label}"
+        if not isinstance(info.get("tasks", []), list) or not all(isinstance(t, dict) for t in info.get("tasks", [])):
+            raise UserError(f"{where}.tasks: allowed: a list of objects")
+        boots = info.get("boots", {})
+        if not isinstance(boots, dict) or not all(isinstance(b, dict) for b in boots.values()):
+            raise UserError(f"{where}.boots: allowed: an object of boot number -> object")
+        if info.get("status") is not None and not isinstance(info["status"], str):
+            raise UserError(f"{where}.status = {info['status']!r}: allowed: text")
     if data.get("experiment") is not None and not isinstance(data["experiment"], dict):
         raise UserError(f"{path}: field experiment: allowed: an object")
     return data

@@ -148,6 +148,8 @@ CASES = {
                                             "fork-memory.jsonl:1: field fork_ns = 'fast': allowed: a number"),
     "export of a run whose kernels are a list": (lambda t, tree: ["export", stored(t, "kernels-list")], 2,
                                                  "field kernels: allowed: an object of label -> object"),
+    "resume of a run whose tasks are not objects": (lambda t, tree: ["run", "--resume", stored(t, "tasks-text")], 2,
+                                                     "field kernels.k.tasks: allowed: a list of objects"),
     "merge of a run whose metadata is an array": (lambda t, tree: ["merge", stored(t, "array"), stored(t, "good")],
                                                   2, "must be a JSON object"),
     "resume of a run whose metadata is an array": (lambda t, tree: ["run", "--resume", stored(t, "array")], 2,
@@ -173,6 +175,7 @@ def runs(world):
     write_run(results, "good")
     write_run(results, "array", meta="[1, 2]")
     write_run(results, "kernel-json")
+    write_run(results, "tasks-text", meta={"run_id": "x", "kernels": {"k": {"tasks": ["a"]}}})
     (results / "kernel-json" / "k" / "kernel.json").write_text("[]")
     write_run(results, "kernels-list", meta={"run_id": "x", "kernels": ["k"]})
     write_run(results, "list-record", lines=[json.dumps(RECORD), "[1, 2]", json.dumps(RECORD)])
