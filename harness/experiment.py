@@ -136,13 +136,28 @@ MAX_BOOTS = 40        # with an --until-ci and no --max-boots
 
 def find(name_or_path):
     path = Path(name_or_path)
+    if path.is_dir():
+        raise UserError(f"experiment {str(name_or_path)!r} is a folder; give a TOML file or a name "
+                        f"in experiments/")
     if path.exists():
         return path
     candidate = EXPERIMENTS / f"{name_or_path}.toml"
-    if candidate.exists():
+    if "/" not in str(name_or_path) and candidate.is_file():
         return candidate
     known = ", ".join(sorted(p.stem for p in EXPERIMENTS.glob("*.toml")))
     raise UserError(f"experiment '{name_or_path}' not found (known: {known})")
+
+
+def read_toml(path):
+    """A TOML file's tables; a file that is not UTF-8 TOML is one UserError."""
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); an experiment is a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
 
 
 def expand(params):
@@ -163,31 +178,27 @@ def _beside_repo(spec):
 
 def load(name_or_path, kernel_src=None, series=None, **overrides):
     path = find(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: {exc}") from None
-    known = {"name", "description", "source", "series", "kernels", "workloads", "claims", "selftests",
-             *options.SECTIONS, *(o.name for o in options.in_section(None))}
-    unknown = set(data) - known
-    if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    data = read_toml(path)
+    top = options.FILE_KEYS[None] + tuple(options.Key(o.name, {bool: "bool", int: "int", float: "number"}
+                                                      .get(o.type, "text"), o.help)
+                                          for o in options.in_section(None))
+    options.check_table(str(path), data, top)
     source = kernel_src or data.get("source")
     series_spec = series or _beside_repo(data.get("series"))
     if not source:
         raise UserError(f"{path} names no kernel source; pass --kernel-src")
     kernels = []
-    for k in data.get("kernels", []):
-        if not isinstance(k, dict) or "label" not in k:
-            raise UserError(f"{path}: every [[kernels]] needs a label")
-        patched = bool(k.get("patched", False))
-        if patched and not series_spec:
+    for i, k in enumerate(data["kernels"], 1):
+        options.check_table(f"{path}: [[kernels]] entry {i}", k, options.FILE_KEYS["kernels"])
+        if k.get("patched", False) and not series_spec:
             raise UserError(f"{path}: kernel '{k['label']}' is patched but no series is named; "
                             f"pass --series")
         kernels.append(KernelSpec(k["label"], source, list(k.get("fragments", DEFAULT_FRAGMENTS)),
-                                  series_spec if patched else None))
+                                  series_spec if k.get("patched", False) else None))
     if not kernels:
         raise UserError(f"{path} has no [[kernels]]")
+    for i, c in enumerate(data.get("claims", []), 1):
+        options.check_table(f"{path}: [[claims]] entry {i}", c, options.FILE_KEYS["claims"])
     workloads = []
     for i, w in enumerate(data.get("workloads", []), 1):
         _check_entry(path, i, w)
@@ -198,16 +209,20 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
                      name=data.get("name", path.stem), path=path,
                      selftests=list(data.get("selftests", [])), claims=list(data.get("claims", [])),
                      **options.from_file(path, data))
-    return replace(exp, **{k: v for k, v in overrides.items() if v is not None})
+    exp = replace(exp, **{k: v for k, v in overrides.items() if v is not None})
+    design(exp, path)
+    return exp
+
+
+def design(exp, where="the request"):
+    """Contradictions between options, refused."""
+    if exp.max_boots is not None and exp.boots is not None and exp.max_boots < exp.boots:
+        raise UserError(f"{where}: max_boots = {exp.max_boots} is below boots = {exp.boots}; "
+                        f"allowed: max_boots >= boots")
 
 
 def _check_entry(path, number, w):
     """A [[workloads]] entry: a name, a table of params, a whole repeat count."""
     if not isinstance(w, dict) or not isinstance(w.get("name"), str) or not w.get("name"):
         raise UserError(f"{path}: [[workloads]] entry {number} needs a name (name = \"fork-memory\")")
-    if not isinstance(w.get("params", {}), dict):
-        raise UserError(f"{path}: workload {w['name']}: params must be a table")
-    repeat = w.get("repeat", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 1000:
-        raise UserError(f"{path}: workload {w['name']}: repeat = {repeat!r}: allowed: a whole number "
-                        f"from 1 to 1000")
+    options.check_table(f"{path}: [[workloads]] entry {number} ({w['name']})", w, options.FILE_KEYS["workloads"])

@@ -27,6 +27,8 @@ class Option:
     high: float = None      # values must stay below this (floats)
     short: str = None       # a one-letter flag besides the long one
 
+    commands: tuple = ()    # a flag of these subcommands only (COMMAND_OPTIONS), not an experiment's
+
     def check(self, value):
         """The value, or one UserError that names the option and what it takes."""
         if value is None:
@@ -43,8 +45,11 @@ class Option:
             ok = value in self.choices
         if ok and self.low is not None:
             ok = value >= self.low if self.high is None else self.low < value < self.high
+        if ok and self.type is float and value != value:
+            ok = False          # NaN compares false with everything: never a value
         if not ok:
-            raise UserError(f"{self.name} must be {self.takes()}, got {value!r}")
+            raise UserError(f"{self.flag if self.commands else self.name} must be {self.takes()}, "
+                            f"got {value!r}")
         return value
 
     def takes(self):
@@ -54,6 +59,8 @@ class Option:
             return "a whole number" + (f" of at least {self.low}" if self.low is not None else "")
         if self.type is float and self.high is not None:
             return f"a fraction between {self.low} and {self.high} (0.01: ±1%)"
+        if self.type is float and self.low is not None:
+            return f"a number of at least {self.low}"
         return {bool: "true or false", float: "a number"}.get(self.type, "text")
 
     def argv(self, value):
@@ -114,11 +121,151 @@ OPTIONS = (
            "(default 40)", "design", metavar="N", low=1),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
+
+# The number flags of single subcommands, declared the same way: the parser adds them and
+# harness.cli checks them (check_command) before the subcommand imports, builds or writes anything.
+VERDICTS = ("report", "nightly", "reproduce", "attribute")
+COMMAND_OPTIONS = (
+    Option("practical", "--practical", float, None, "smallest change called faster/slower (default "
+           "0.02, or the workload manifest's [practical] entry for a metric)", metavar="FRACTION",
+           low=0, high=1, commands=VERDICTS),
+    Option("resamples", "--resamples", int, 2000, "bootstrap resamples (default 2000)", low=100,
+           commands=("report",)),
+    Option("noisy_cv", "--noisy-cv", float, 0.05, "call a comparison noisy above this coefficient of "
+           "variation (default 0.05)", metavar="CV", low=0, high=1, commands=("report",)),
+    Option("threshold", "--threshold", float, 0.05, "a regression is worse than the previous nights' "
+           "median by more than this fraction (default 0.05)", low=0, high=1, commands=("nightly",)),
+    Option("nights", "--nights", int, 5, "previous nights to compare with (default 5)", low=1,
+           commands=("nightly",)),
+    Option("effect", "--effect", float, 0.05, "the slowdown injected into B's times for the power "
+           "check (default 0.05)", low=0, high=1, commands=("calibrate",)),
+    Option("sims", "--sims", int, 1000, "simulations (default 1000)", low=1, commands=("calibrate",)),
+    Option("reps", "--reps", int, 20, "simulated repetitions per boot (default 20)", low=1,
+           commands=("calibrate",)),
+    Option("boot_sd", "--boot-sd", float, 0.02, "simulated between-boot sd, log scale", low=0,
+           commands=("calibrate",)),
+    Option("rep_sd", "--rep-sd", float, 0.02, "simulated within-boot sd, log scale", low=0,
+           commands=("calibrate",)),
+    Option("drift_sd", "--drift-sd", float, 0.0, "simulated drift of the host shared by a round's "
+           "boots, sd, log scale", low=0, commands=("calibrate",)),
+    Option("boots", "--boots", int, 5, "boots to time (default 5)", low=1, commands=("selfbench",)),
+    Option("accel", "--accel", str, "auto", "auto, kvm or tcg (default auto)",
+           choices=("auto", "kvm", "tcg"), commands=("selfbench", "verify")),
+    Option("jobs", "--jobs", int, None, "parallel build jobs (default: all cores)", low=1, short="-j",
+           commands=("verify",)),
+    Option("mib", "--mib", int, 1024, "memory mapped by fork-memory (default 1024)", low=1,
+           commands=("verify",)),
+    Option("cell_timeout", "--cell-timeout", int, None, "give up on a cell after S seconds",
+           metavar="S", low=1, commands=("remote",)),
+)
+
+
+def command_options(command):
+    return [o for o in COMMAND_OPTIONS if command in o.commands]
+
+
+def check_command(command, values):
+    """Every declared flag of `command` in values (a dict of dest -> value), checked."""
+    for o in command_options(command):
+        o.check(values.get(o.name))
 SECTIONS = ("build", "guest", "design")
 
 
 def in_section(section):
     return [o for o in OPTIONS if o.section == section]
+
+
+# --- the experiment file's own keys (the options above sit in its [build], [guest], [design]) ---
+
+@dataclass(frozen=True)
+class Key:
+    """A key of an experiment file, declared once: its TOML type, range or choices and help."""
+    name: str
+    kind: str               # text, bool, int, number, table, texts (a list of text), tables
+    help: str
+    required: bool = False
+    low: float = None
+    high: float = None
+    choices: tuple = None
+
+    def takes(self):
+        if self.choices:
+            return "one of " + ", ".join(self.choices) + (" (a list)" if self.kind == "texts" else "")
+        span = "" if self.low is None else f" from {self.low}" + (f" to {self.high}" if self.high else "")
+        return {"text": "text", "bool": "true or false (not a string)", "int": "a whole number" + span,
+                "number": "a number" + span, "table": "a table", "texts": "a list of text",
+                "tables": "a list of tables ([[...]])"}[self.kind]
+
+    def problem(self, value):
+        """Why value does not fit this key, or None."""
+        kind = self.kind
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {"text": isinstance(value, str), "bool": isinstance(value, bool),
+              "int": number and isinstance(value, int), "number": number,
+              "table": isinstance(value, dict),
+              "texts": isinstance(value, list) and all(isinstance(v, str) and v for v in value),
+              "tables": isinstance(value, list) and all(isinstance(v, dict) for v in value)}[kind]
+        if ok and self.choices:
+            ok = all(v in self.choices for v in (value if kind == "texts" else [value]))
+        if ok and number and self.low is not None:
+            ok = value >= self.low and (self.high is None or value <= self.high)
+        if ok and kind == "number" and value != value:
+            ok = False
+        return None if ok else f"allowed: {self.takes()}"
+
+
+FILE_KEYS = {
+    None: (Key("name", "text", "the experiment's name (default: the file's)"),
+           Key("description", "text", "what it measures"),
+           Key("source", "text", "kernel source for every kernel (a --kernel-src spec)"),
+           Key("series", "text", "patch series for the kernels with patched = true"),
+           Key("kernels", "tables", "the kernels to build", required=True),
+           Key("workloads", "tables", "the workloads to run (default fork-memory)"),
+           Key("claims", "tables", "figures the series claims, checked by the report"),
+           Key("selftests", "texts", "kernel selftests to run", choices=("cow",)),
+           *(Key(s, "table", f"the [{s}] options") for s in ("build", "guest", "design"))),
+    "kernels": (Key("label", "text", "the kernel's name in results", required=True),
+                Key("patched", "bool", "apply the series (true or false)"),
+                Key("fragments", "texts", "config fragments (names in kernel-config/ or paths)")),
+    "workloads": (Key("name", "text", "a workload in workloads/", required=True),
+                  Key("params", "table", "its parameters; a list runs it once per value"),
+                  Key("repeat", "int", "how many times to run it", low=1, high=1000)),
+    "claims": (Key("workload", "text", "the workload", required=True),
+               Key("metric", "text", "its metric", required=True),
+               Key("value", "number", "the figure claimed", required=True),
+               Key("condition", "text", "the kind of fork", choices=("fork", "cow-pte")),
+               Key("unit", "text", "the claimed figure's unit"),
+               Key("params", "table", "the workload's parameters of the claim"),
+               Key("tolerance", "number", "how close counts as reproduced", low=0, high=10),
+               Key("kind", "text", "absolute or a ratio", choices=("absolute", "ratio")),
+               Key("note", "text", "a remark shown beside it")),
+}
+
+
+def unknown_key(where, key, known):
+    """The one error for a key nobody declared: the known ones, and the nearest spelled out."""
+    import difflib
+    near = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise UserError(f"{where}: unknown key '{key}'{hint} (known: {', '.join(sorted(known))})")
+
+
+def check_table(where, table, keys):
+    """A table of an experiment file against its declared keys: unknown keys, missing required
+    ones and values of the wrong type are one UserError each."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: must be a table, got {table!r}")
+    by_name = {k.name: k for k in keys}
+    for key, value in table.items():
+        if key not in by_name:
+            unknown_key(where, key, list(by_name))
+        problem = by_name[key].problem(value)
+        if problem:
+            raise UserError(f"{where}: {key} = {value!r}: {problem}")
+    for k in keys:
+        if k.required and k.name not in table:
+            raise UserError(f"{where}: {k.name} is missing ({k.help}: {k.takes()})")
+    return table
 
 
 def from_file(path, data):
@@ -127,12 +274,14 @@ def from_file(path, data):
     for section in SECTIONS:
         table = data.get(section, {})
         known = [o.name for o in in_section(section)]
-        unknown = sorted(set(table) - set(known))
-        if unknown:
-            raise UserError(f"{path}: unknown keys in [{section}] {unknown} (known: {', '.join(known)})")
+        for key in table:
+            if key not in known:
+                unknown_key(f"{path}: [{section}]", key, known)
         values.update(table)
     values.update({o.name: data[o.name] for o in in_section(None) if o.name in data})
     for name, value in values.items():
-        BY_NAME[name].check(value)
+        try:
+            BY_NAME[name].check(value)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
     return values
-

@@ -18,8 +18,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from harness import paths, safety, tools
-from harness.errors import InfraError, UserError
+from harness import paths, safety, stored, tools
+from harness.errors import GuestError, InfraError, UserError
 
 
 def new_run_id():
@@ -152,9 +152,11 @@ class RunStore:
             keep, drop = [], []
             for line in path.read_text().splitlines(keepends=True):
                 try:
-                    mine = json.loads(line).get("boot", 1) == boot
+                    rec = json.loads(line)
                 except json.JSONDecodeError:
-                    mine = True             # a line cut short by a crash
+                    rec = None
+                # a line cut short by a crash, or one that is no record, goes aside with the boot
+                mine = not isinstance(rec, dict) or rec.get("boot", 1) == boot
                 (drop if mine else keep).append(line)
             if drop:
                 aside = aside or self.attempt_dir(label)
@@ -224,6 +226,9 @@ class RunStore:
         path = self.kernel_dir(label) / f"{workload}.jsonl"
 
         def append(record):
+            bad = stored.non_finite(record)
+            if bad:                 # the workload measured nothing there: its failure, not a figure
+                raise GuestError(f"{workload}: a record with a non-finite number in {bad}; not stored")
             data = (json.dumps(record, sort_keys=True) + "\n").encode()
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -270,27 +275,14 @@ class RunStore:
 
 
 def read_metadata(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); the run cannot be read") from None
-    except OSError as exc:
-        raise InfraError(f"cannot read {path}: {exc.strerror}") from None
+    """A run's metadata.json, its shape checked (harness.stored)."""
+    return stored.metadata(path)
 
 
 def read_records(path):
-    """The records of a JSONL file; a last line cut short by a crash is skipped, a broken line
-    before it is an error."""
-    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise UserError(f"{path}:{number}: not a JSON record; the file is damaged") from None
-    return records
+    """The records of a JSONL file (harness.stored): a last line cut short by a crash is skipped,
+    a broken line before it is an error."""
+    return stored.records(path)
 
 
 def cut_line(fd, size):

@@ -73,6 +73,7 @@ def run(argv, *, cwd=None, env=None, log=None, check=True, input=None, timeout=N
                 proc = supervised(argv, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                   input=input, timeout=timeout)
             proc.stdout = proc.stderr = ""
+            _redact_log(log, argv)
         else:
             proc = supervised(argv, cwd=cwd, env=env, capture_output=True, input=input,
                               timeout=timeout, **({"text": True, "errors": "replace"} if text else {}))
@@ -82,6 +83,14 @@ def run(argv, *, cwd=None, env=None, log=None, check=True, input=None, timeout=N
         detail = f"see {log}" if log is not None else (proc.stderr or proc.stdout).strip()[-2000:]
         raise InfraError(f"{' '.join(argv[:3])} ... failed (exit {proc.returncode}): {detail}")
     return proc
+
+
+def _redact_log(log, argv):
+    """A tool given a URL with credentials may print it: its log is rewritten without them."""
+    from harness import safety
+    if any(safety.redact(a) != a for a in argv):
+        path = Path(log)
+        path.write_bytes(safety.redact(path.read_bytes().decode(errors="replace")).encode())
 
 
 def popen(argv, **kw):

@@ -9,10 +9,19 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-from harness import steplog
+from harness import safety, steplog
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-loud = Console(stderr=True, highlight=False, soft_wrap=True)     # warnings and errors, never quiet
+
+class SafeConsole(Console):
+    """A console whose every byte passes harness.safety.redact: a URL with credentials that
+    reaches a progress line, a warning or an error is printed without them."""
+
+    def _render_buffer(self, buffer):
+        return safety.redact(super()._render_buffer(buffer))
+
+
+console = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+loud = SafeConsole(stderr=True, highlight=False, soft_wrap=True, emoji=False)     # warnings and errors, never quiet
 
 
 def set_quiet(quiet=True):
@@ -70,7 +79,7 @@ def error(message):
 
 
 def out(text=""):
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(safety.redact(text) + "\n")
     sys.stdout.flush()
 
 

@@ -34,6 +34,8 @@ def request(exp):
     for spec in exp.workloads:
         workload(spec.name, spec.params)
     guest(exp)
+    from harness.experiment import design
+    design(exp)
     kernels(exp.kernels, exp)
     results_folder()
 
@@ -231,6 +233,8 @@ def machine(exp):
             raise UserError(f"pin = {exp.pin!r}: allowed: a CPU list such as 2-5 or 0,2")
         wanted = {c for part in exp.pin.split(",") for a, _, b in [part.partition("-")]
                   for c in range(int(a), int(b or a) + 1)}
+        if not wanted:
+            raise UserError(f"pin = {exp.pin!r}: an empty CPU set; allowed: ranges low-high with low <= high")
         missing = sorted(wanted - os.sched_getaffinity(0))
         if missing:
             raise InfraError(f"pin = {exp.pin!r}: CPUs {missing} are not available to the harness here")

@@ -246,7 +246,9 @@ def main(args, run_experiment):
         return 0
     run_dir, code = (stats.run_path(args.analyse), 0) if args.analyse else run_experiment()
     result = analyse(run_dir, args.effect)
-    (run_dir / "calibration.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    from harness import stored     # JSON has no NaN: a figure not computed is written as null
+    (run_dir / "calibration.json").write_text(
+        json.dumps(stored.finite(result), indent=2, default=float, allow_nan=False) + "\n")
     ui.out(render(result))
     ui.console.print(f"calibration: {run_dir / 'calibration.json'}")
     return code

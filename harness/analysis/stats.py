@@ -8,7 +8,6 @@ never taken as COW PTE results.
 
 Times are only comparable within one accelerator and timing mode: runs that differ are refused.
 """
-import json
 import tomllib
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from scipy import stats as sps
 
 from harness.measure import activity
 from harness.analysis import inference, units
-from harness import paths
+from harness import paths, stored, ui
 from harness.results import timing_mode
 from harness.results import read_metadata
 from harness.errors import UserError
@@ -66,14 +65,11 @@ def load_run(run_dir):
             continue                # e.g. <label>.attempt-1 left by an interrupted attempt
         if path.stem.startswith("selftest-"):
             continue                # selftest outcomes are tables, not measurements
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue            # a line cut short by a crash
-            if rec.get("type", "record") != "record":
-                continue
+        declared = list(manifest(path.stem).get("metrics", {}))
+        for rec in stored.records(path, declared, skip_other_types=True):
             rows.append({**rec, "kernel": path.parent.name, "workload": path.stem, "run_id": run_id})
+    if not rows and labels:
+        ui.warn(f"{run_dir}: the run has no records (no workload finished); nothing to compare")
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=["kernel", "workload", "run_id"])

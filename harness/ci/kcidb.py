@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.analysis import report, stats
-from harness import safety, ui
+from harness import safety, stored, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -148,7 +148,7 @@ class Document:
 
     def add_build(self, label, info, checkout_id):
         kernel_json = self.run_dir / label / "kernel.json"
-        kernel = json.loads(kernel_json.read_text()) if kernel_json.exists() else {}
+        kernel = stored.json_object(kernel_json) if kernel_json.exists() else {}
         key = info.get("build_key") or kernel.get("key")
         build_id = self.id("build", key) if key else self.id(self.run_id, label, "build")
         built = bool(key or info.get("release")) and info.get("error_type") != "BuildError"
@@ -228,11 +228,7 @@ class Document:
         found = self.run_dir / label
         for path in sorted(found.glob("selftest-*.jsonl")):
             name = path.stem[len("selftest-"):]
-            for line in path.read_text().splitlines():
-                try:
-                    result = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for result in stored.records(path):
                 way = result.get("way", "plain")
                 top = "kselftest" if way == "plain" else f"kselftest_{path_part(way).replace('-', '_')}"
                 tap = self.link(f"{label}/selftest-{name}-{way}.tap")

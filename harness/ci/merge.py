@@ -20,7 +20,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from harness import safety
+from harness import safety, ui
 from harness.ci import cells as cells_mod
 from harness.errors import UserError
 from harness.experiment import Experiment
@@ -154,18 +154,24 @@ def host_facts(stores):
 
 def join_records(src, dst, host, run_id):
     """Append src's lines to dst, each record with "host" and "from_run" where it has none (the
-    pipeline writes "host" itself; a record without one is an older run's); a line that is not
-    JSON (cut short by a crash) is kept as it was."""
-    lines = []
+    pipeline writes "host" itself; a record without one is an older run's). A line that is not a
+    JSON object (cut short by a crash) is left out, with a warning: appended to, it would sit in
+    the middle of the merged file, where a reader refuses it (harness.stored)."""
+    lines, dropped = [], 0
     for line in src.read_text().splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             rec = None
-        if isinstance(rec, dict) and (rec.get("host") is None or rec.get("from_run") is None):
+        if not isinstance(rec, dict):
+            dropped += bool(line.strip())
+            continue
+        if rec.get("host") is None or rec.get("from_run") is None:
             rec = {**rec, "host": rec.get("host") or host, "from_run": rec.get("from_run") or run_id}
             line = json.dumps(rec, sort_keys=True)
         lines.append(line + "\n")
+    if dropped:
+        ui.warn(f"{src}: {dropped} line(s) that are not JSON records left out of the merge")
     with open(dst, "a") as out:
         out.writelines(lines)
 

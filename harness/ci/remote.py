@@ -19,6 +19,7 @@ import base64
 import collections
 import hashlib
 import math
+import re
 import shlex
 import sys
 import tarfile
@@ -47,8 +48,10 @@ def parse_host(spec):
         port = tail[1:] if tail.startswith(":") else None
     elif rest.count(":") == 1:
         host, port = rest.split(":")
-    if not host or (port is not None and not port.isdigit()):
-        raise UserError(f"bad host '{spec}': write user@host or user@host:port")
+    name_ok = re.fullmatch(r"[A-Za-z0-9._-]+", host) or (rest.startswith("[") and re.fullmatch(r"[0-9A-Fa-f:.]+", host))
+    if not host or not name_ok or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)) \
+            or (user and not re.fullmatch(r"[A-Za-z0-9._-]+", user)) or host.startswith("-"):
+        raise UserError(f"bad host '{safety.redact(spec)}': write user@host or user@host:port (port 1-65535)")
     return user or None, host, int(port) if port else None
 
 
@@ -148,33 +151,46 @@ def say(host, message):
         sys.stderr.flush()
 
 
+def pin_host_keys(client, files, spec):
+    """client (paramiko) knows the hosts in files (read only, never written back) and refuses
+    any other key with one error saying how to check and add it."""
+    import paramiko
+    for f in files:
+        if Path(f).exists():
+            client.load_system_host_keys(f)
+
+    class Reject(paramiko.RejectPolicy):
+        def missing_host_key(self, client, hostname, key):
+            raise InfraError(
+                f"{spec}: host key {key.get_name()} {fingerprint(key)} of {hostname} is not in "
+                f"{' or '.join(files)}; refusing to connect. Check the fingerprint with the "
+                f"host's owner, then add it (ssh-keyscan {hostname} >> ~/.ssh/known_hosts)")
+    client.set_missing_host_key_policy(Reject())
+
+
 class _Host:
     """One runner: its connection and the commands it runs for a cell."""
 
-    def __init__(self, spec, known_hosts, identity, connect_timeout):
+    def __init__(self, spec, known_hosts, identity, connect_timeout, forward_agent=False):
         from fabric import Connection
-        import paramiko
 
         user, host, port = parse_host(spec)
         self.spec = spec
         self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout,
+                               forward_agent=forward_agent,
                                connect_kwargs={"key_filename": [str(identity)]} if identity else {})
         files = [str(Path("~/.ssh/known_hosts").expanduser())] + ([str(known_hosts)] if known_hosts else [])
-        client = self.conn.client
-        for f in files:
-            if Path(f).exists():
-                client.load_system_host_keys(f)     # read only: system keys are never written back
-            elif f != files[0]:
+        for f in files[1:]:
+            if not Path(f).exists():
                 raise UserError(f"known_hosts file {f} does not exist")
-
-        class Reject(paramiko.RejectPolicy):
-            def missing_host_key(self, client, hostname, key):
-                raise InfraError(
-                    f"{spec}: host key {key.get_name()} {fingerprint(key)} of {hostname} is not in "
-                    f"{' or '.join(files)}; refusing to connect. Check the fingerprint with the "
-                    f"host's owner, then add it (ssh-keyscan{' -p ' + str(port) if port else ''} "
-                    f"{host} >> ~/.ssh/known_hosts)")
-        client.set_missing_host_key_policy(Reject())
+        # every hop (a ProxyJump host of ~/.ssh/config is a connection of its own, which fabric
+        # would let add any key it meets) is pinned to the same known hosts, its agent not forwarded
+        hop = self.conn
+        while hop is not None and not isinstance(hop, str):
+            pin_host_keys(hop.client, files, spec)
+            if hop is not self.conn:
+                hop.forward_agent = False
+            hop = hop.gateway or None
 
     def run_cell(self, cell_id, experiment, extra_args, workdir, command, out_dir, timeout):
         """Run one cell on this host; return (exit_code, run_dir or None, tail of the output)."""
@@ -386,7 +402,7 @@ def merge_parts(cells, experiment, results_dir, run_id, parts, hosts, host_error
 
 def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", results_dir=None, *,
                  cells=None, command=DEFAULT_COMMAND, known_hosts=None, identity=None,
-                 connect_timeout=20, cell_timeout=None, exp=None):
+                 connect_timeout=20, cell_timeout=None, exp=None, forward_agent=False):
     """Run the experiment's cells (or the ones named) on the hosts; return a RemoteRun. A cell is a
     group of workloads on every kernel (harness.ci.cells): one host measures all it compares.
 
@@ -402,7 +418,7 @@ def run_on_hosts(experiment, hosts, extra_args=(), workdir="~/kernel-harness", r
     run_id = new_run_id()
     parts = results_dir / f"{run_id}.parts"
     cell_list = [Cell(i) for i in ids]
-    runners = [_Host(spec, known_hosts, identity, connect_timeout) for spec in hosts]
+    runners = [_Host(spec, known_hosts, identity, connect_timeout, forward_agent) for spec in hosts]
     job = {"experiment": str(experiment), "extra_args": list(extra_args), "workdir": workdir,
            "command": command, "timeout": cell_timeout, "parts": parts}
     host_errors = _Dispatch(cell_list, runners, job).run()

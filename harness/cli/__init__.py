@@ -9,7 +9,7 @@ its verdict failed.
 import signal
 import threading
 
-from harness import errors, safety, ui
+from harness import errors, options, safety, ui
 from harness.cli.flags import experiment
 from harness.cli.parser import parser
 
@@ -27,6 +27,7 @@ def main(argv=None):
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
+        options.check_command(args.cmd, vars(args))    # the declared flags, before any work
         return args.func(args) or 0
     except errors.HarnessError as exc:
         ui.error(safety.redact(str(exc)))

@@ -38,6 +38,20 @@ def add_options(p, sections):
         p.add_argument(*flags, **kwargs)
 
 
+def add_command_options(p, command):
+    """The flags harness.options declares for this subcommand (its checks run in harness.cli);
+    --practical comes with add_verdict_args."""
+    for o in options.command_options(command):
+        if o.commands != options.VERDICTS:
+            add_option(p, o)
+
+
+def add_option(p, o):
+    flags = [o.flag] + ([o.short] if o.short else [])
+    p.add_argument(*flags, dest=o.name, default=o.default, type=o.type, choices=o.choices,
+                   metavar=o.metavar, help=o.help.replace("%", "%%"))
+
+
 def parse_params(items):
     """NAME=VALUE pairs; a NAME given twice becomes a list (the workload then runs once per value)."""
     params = {}
@@ -67,9 +81,7 @@ class ParamFlag(argparse.Action):
 
 
 def add_verdict_args(p):
-    p.add_argument("--practical", type=float, default=None, metavar="FRACTION",
-                   help="smallest change called faster/slower (default 0.02, or the workload "
-                        "manifest's [practical] entry for a metric)")
+    add_option(p, next(o for o in options.COMMAND_OPTIONS if o.name == "practical"))
     p.add_argument("--multiplicity", choices=["bh", "holm", "none"], default="bh",
                    help="error control over the report's comparisons: bh (Benjamini-Hochberg, false "
                         "discovery rate; default), holm (family-wise error) or none")

@@ -2,7 +2,8 @@
 import argparse
 
 from harness.cli import subcommands as sc
-from harness.cli.flags import add_guest_args, add_kernel_args, add_verdict_args, add_workload_args
+from harness.cli.flags import (add_command_options, add_guest_args, add_kernel_args, add_verdict_args,
+                                add_workload_args)
 
 EPILOG = """kernel source specs (--kernel-src):
   PATH                          a local kernel tree (git checkout or plain folder; built out of tree)
@@ -93,8 +94,7 @@ def add_run_commands(sub):
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernel-src", required=True, metavar="SPEC", help="the tree the series applies to")
     p.add_argument("--series", required=True, metavar="SPEC", help="mbox, folder of .patch, or Message-Id")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
-    p.add_argument("--jobs", "-j", type=int)
+    add_command_options(p, "verify")          # --accel, --jobs, --mib
     p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
     p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n", metavar="LIST",
                    help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base "
@@ -105,7 +105,6 @@ def add_run_commands(sub):
     p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
     p.add_argument("--selftest-source", metavar="PATH",
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
-    p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")
     p.set_defaults(func=sc.cmd_verify)
 
 
@@ -146,17 +145,10 @@ def add_measure_commands(sub):
     add_kernel_args(p, required=False)
     add_guest_args(p)
     add_workload_args(p)
-    p.add_argument("--effect", type=float, default=0.05,
-                   help="the slowdown injected into B's times for the power check (default 0.05)")
+    add_command_options(p, "calibrate")       # --effect and the simulation's numbers
     p.add_argument("--analyse", metavar="RUN", help="analyse a finished calibration run again")
     p.add_argument("--simulate", action="store_true",
                    help="no kernel: coverage of the 95%% intervals on simulated two-level data")
-    p.add_argument("--sims", type=int, default=1000, help="simulations (default 1000)")
-    p.add_argument("--reps", type=int, default=20, help="simulated repetitions per boot (default 20)")
-    p.add_argument("--boot-sd", type=float, default=0.02, help="simulated between-boot sd, log scale")
-    p.add_argument("--rep-sd", type=float, default=0.02, help="simulated within-boot sd, log scale")
-    p.add_argument("--drift-sd", type=float, default=0.0,
-                   help="simulated drift of the host shared by a round's boots, sd, log scale")
     p.set_defaults(func=sc.cmd_calibrate)
 
 
@@ -173,9 +165,7 @@ def add_results_commands(sub):
                    help="a run folder or a run id in results/; several runs are pooled (same accelerator)")
     p.add_argument("--out", metavar="DIR", help="where to write (default: the first run's folder)")
     p.add_argument("--claims", metavar="TOML", help="a file of [[claims]] to check (default: the experiment's)")
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--noisy-cv", type=float, default=0.05, metavar="CV",
-                   help="call a comparison noisy above this coefficient of variation (default 0.05)")
+    add_command_options(p, "report")          # --resamples, --noisy-cv
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_report)
 
@@ -189,10 +179,7 @@ def add_results_commands(sub):
                    help="a finished run (folder or id), e.g. cells joined by `harness merge`, "
                         "instead of running the experiment")
     p.add_argument("--history", metavar="PATH", help="history database (default results/history.sqlite)")
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="a regression is worse than the previous nights' median by more than this "
-                        "fraction (default 0.05)")
-    p.add_argument("--nights", type=int, default=5, help="previous nights to compare with (default 5)")
+    add_command_options(p, "nightly")         # --threshold, --nights
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_nightly)
 
@@ -229,8 +216,7 @@ def add_fleet_commands(sub):
 
     p = sub.add_parser("selfbench", help="time the harness itself: builds, image, boot")
     p.add_argument("--kernel-src", default="debian:linux-source-6.1", metavar="SPEC")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("--boots", type=int, default=5, help="boots to time (default 5)")
+    add_command_options(p, "selfbench")       # --accel, --boots
     p.add_argument("--cold", action="store_true",
                    help="also time a cold build in a fresh build folder with ccache off (minutes)")
     p.set_defaults(func=sc.cmd_selfbench)
@@ -253,7 +239,9 @@ def add_remote_args(p):
                         f"(default: '{DEFAULT_COMMAND}')")
     p.add_argument("--known-hosts", metavar="FILE", help="host keys to trust besides ~/.ssh/known_hosts")
     p.add_argument("--identity", metavar="KEY", help="private key (default: your usual keys and agent)")
-    p.add_argument("--cell-timeout", type=int, metavar="S", help="give up on a cell after S seconds")
+    p.add_argument("--forward-agent", action="store_true",
+                   help="forward your SSH agent to the runners (off by default, whatever ~/.ssh/config says)")
+    add_command_options(p, "remote")          # --cell-timeout
     p.add_argument("--results", metavar="DIR", help="where to write (default results/ or $HARNESS_RESULTS)")
     p.add_argument("run_args", nargs="*", metavar="-- RUN-FLAGS",
                    help="more `harness run` flags for every cell, after --, e.g. -- --accel kvm")

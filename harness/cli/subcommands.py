@@ -1,7 +1,8 @@
 """One function per `harness` subcommand: takes the parsed flags, calls the pipeline's objects."""
+import re
 from dataclasses import replace
 
-from harness import errors, ui
+from harness import errors, ui, validate
 from harness.cli.flags import experiment, several_boots
 
 
@@ -53,6 +54,7 @@ def cmd_attribute(args):
     args.timing = args.timing or "auto"
     args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
     exp = experiment(args)
+    validate.request(exp)           # every parameter against its manifest, before any build
     command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
     return Attribution(exp, args.kernel_src, args.series, args.range, args.metric, args.practical,
                        args.multiplicity, command=command, extra=args.config).execute().exit_code
@@ -110,16 +112,25 @@ def cmd_cells(args):
 
 
 def cmd_report(args):
-    import tomllib
     from pathlib import Path
     from harness.analysis import report
     from harness.results import RunStore
+    from harness import experiment as ex, options
     claims = None
     if args.claims:
-        try:
-            claims = tomllib.loads(Path(args.claims).read_text()).get("claims", [])
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise errors.UserError(f"cannot read claims from {args.claims}: {exc}") from None
+        path = Path(args.claims)
+        if not path.is_file():
+            raise errors.UserError(f"--claims {args.claims}: not a file; give a TOML file of [[claims]]")
+        data = ex.read_toml(path)
+        for key in data:
+            if key != "claims":
+                options.unknown_key(f"--claims {args.claims}", key, ["claims"])
+        options.check_table(f"--claims {args.claims}", data, [options.Key("claims", "tables", "the claims")])
+        claims = data.get("claims", [])
+        for i, c in enumerate(claims, 1):
+            options.check_table(f"{path}: [[claims]] entry {i}", c, options.FILE_KEYS["claims"])
+    for run in args.runs:           # every run readable before anything is computed or written
+        RunStore.open(run)
     md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
                             practical=args.practical, method=args.multiplicity,
                             noisy_cv=args.noisy_cv)
@@ -143,6 +154,8 @@ def cmd_setup(args):
 
 
 def cmd_selfbench(args):
+    validate.source(args.kernel_src, "--kernel-src")
+    validate.results_folder()
     from harness import selfbench
     return selfbench.main(args)
 
@@ -151,6 +164,10 @@ def cmd_nightly(args):
     from harness.ci.nightly import Nightly
     if args.run and (args.experiment or args.kernel_src):
         raise errors.UserError("--run takes a finished run; name no experiment or kernel with it")
+    if args.run:
+        from harness.results import RunStore
+        from harness.analysis import stats
+        stats.load_run(RunStore.open(args.run).dir)     # the stored run readable, before anything is written
     if not args.run and args.timing is None:
         args.timing = "auto"          # nightly runs on TCG-only runners are deterministic by default
     exp = None if args.run else several_boots(experiment(args))
@@ -163,11 +180,29 @@ def cmd_nightly(args):
 
 
 def cmd_export(args):
+    from pathlib import Path
+    from harness import safety
+    if args.artifacts_url is not None:
+        if not re.match(r"^(https?|file)://\S+$", args.artifacts_url):
+            raise errors.UserError(f"--artifacts-url {safety.redact(args.artifacts_url)!r}: allowed: an "
+                                   f"http(s):// or file:// URL")
+        args.artifacts_url = safety.redact(args.artifacts_url)    # links are published: no secrets
+    if args.out and not Path(args.out).parent.is_dir():
+        raise errors.UserError(f"--out {args.out}: its folder does not exist")
     from harness.ci import kcidb
     return kcidb.main(args)
 
 
 def cmd_history(args):
+    from pathlib import Path
+    from harness import paths
+    if not args.metric.strip() or not re.fullmatch(r"[\w.-]+", args.metric):
+        raise errors.UserError(f"metric {args.metric!r}: allowed: a metric name such as fork_ns")
+    path = Path(args.history) if args.history else paths.results() / "history.sqlite"
+    if not path.is_file():
+        raise errors.UserError(f"--history {path}: no history database there (harness nightly writes one)")
+    if args.plot and (not args.plot.endswith(".png") or not Path(args.plot).resolve().parent.is_dir()):
+        raise errors.UserError(f"--plot {args.plot}: allowed: a .png file in a folder that exists")
     from harness.ci import history
     return history.main(args)
 
@@ -182,10 +217,15 @@ def cmd_remote(args):
         run_args = args.parse(["run", "--experiment", args.experiment, *args.run_args])
     except SystemExit:
         raise errors.UserError(f"bad harness run arguments: {' '.join(args.run_args)}") from None
+    exp = experiment(run_args)
+    for spec in exp.workloads:      # what does not depend on the runner, checked before connecting
+        validate.workload(spec.name, spec.params)
+    from harness.experiment import design
+    design(exp)
     r = remote.run_on_hosts(args.experiment, hosts, args.run_args, args.remote_workdir, args.results,
                             cells=args.cell, command=args.remote_command, known_hosts=args.known_hosts,
                             identity=args.identity, cell_timeout=args.cell_timeout,
-                            exp=experiment(run_args))
+                            exp=exp, forward_agent=args.forward_agent)
     if r.failed:
         ui.error(f"cells failed: {', '.join(r.failed)} ("
                  + ("attempts in the merged metadata.json, under remote)" if r.store else "no run came back)"))

@@ -2,7 +2,9 @@
 
 Only Debian's packages go in, through debootstrap (as root) or mmdebstrap in unshare mode (as
 any other user; harness/guest/rootfs.py) and the Debian mirror this host's apt already uses (or --mirror). The image has its own SSH host key, made when it is built; the harness pins it,
-so the guest channel never accepts an unknown host.
+so the guest channel never accepts an unknown host. That key is in the image file, so an image's
+cache entry is its owner's only (folder 0700, files 0600): nobody else on the host can read the
+key and answer as the guest.
 """
 import json
 import os
@@ -13,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import cache, paths, tools
+from harness import cache, paths, safety, tools
 from harness.guest import rootfs
 from harness.errors import BuildError, UserError
 
@@ -75,6 +77,17 @@ def set_login_shell(passwd, user, shell):
     raise BuildError(f"no user '{user}' in {passwd}")
 
 
+def private(entry):
+    """An image's cache entry made its owner's only (it holds the guest's private host key)."""
+    entry = Path(entry)
+    if entry.stat().st_uid != os.getuid():
+        return
+    entry.chmod(0o700)
+    for f in entry.iterdir():
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o600)
+
+
 class GuestImage:
     def __init__(self, name="debian-minimal", mirror=None):
         self.name = name
@@ -93,6 +106,7 @@ class GuestImage:
     def cached(self):
         found = cache.find("images", self.key, "image.json")
         if found:
+            private(found)
             return Image(found / "rootfs.ext4", json.loads((found / "image.json").read_text()))
         return None
 
@@ -146,11 +160,12 @@ class GuestImage:
             "key": self.key,
             "name": self.name,
             "recipe": self.recipe,
-            "mirror": self.mirror,
+            "mirror": safety.redact(self.mirror),
             "host_key": " ".join(host_key.split()[:2]),
             "packages": packages,
             "built_by": "debootstrap" if state is None else "mmdebstrap --mode=unshare, fakeroot",
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (out / "image.json").write_text(json.dumps(info, indent=2) + "\n")
+        private(out)
         return Image(cache.entry("images", self.key) / "rootfs.ext4", info)

@@ -22,8 +22,10 @@ READY_AFTER_INIT = 5    # port is probed anyway; or seconds from init (a kernel 
                         # the middle of the ready line hides it from the console's reader)
 
 
-PORT_TAKEN = "Could not set up host forwarding rule"
-PORT_TRIES = 5          # QEMU started again with a new port when another process took the last one
+# QEMU binds the forwarded port itself (port 0: the kernel picks a free one) and the harness asks
+# its monitor which one: no window between choosing a port and binding it for another local user
+# to take it and answer as the guest. The monitor's socket sits in a folder of this user's only.
+FORWARD = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+127\.0\.0\.1\s+(\d+)\s+\S+\s+22\b")
 
 
 def option_value(value):
@@ -31,10 +33,31 @@ def option_value(value):
     return str(value).replace(",", ",,")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def monitor_command(path, command, timeout=2.0):
+    """The text a QEMU human monitor on the unix socket `path` prints for one command."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        text = b""
+        while not text.rstrip().endswith(b"(qemu)"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            text += chunk
+        s.sendall(command.encode() + b"\n")
+        text = b""
+        while text.count(b"(qemu)") < 1:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            text += chunk
+    return text.decode(errors="replace")
+
+
+def forwarded_port(text):
+    """The host port of the SSH forward in `info usernet`'s output, or None."""
+    m = FORWARD.search(text.replace("\r", ""))
+    return int(m.group(1)) if m else None
 
 
 def qemu_version(binary):
@@ -42,7 +65,7 @@ def qemu_version(binary):
 
 
 def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=None, port=None,
-              prealloc=True):
+              prealloc=True, monitor=None):
     """The QEMU command line; pure, so tests can read it.
 
     prealloc: the guest's RAM is allocated and faulted in on the host before the guest starts.
@@ -64,10 +87,13 @@ def qemu_argv(a, accel, kernel_image, cmdline, logdir, memory_mib, cpus, disk=No
     if disk:
         argv += ["-drive", f"id=root,file={option_value(disk)},format=raw,if=none,snapshot=on",
                  "-device", f"{a['block_device']},drive=root"]
-    if port:
+    if port is not None:
         # restrict=on: the guest reaches nothing on the host or beyond; only this forward comes in.
+        # port 0: QEMU binds a free port itself (the monitor says which).
         argv += ["-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
                  "-device", f"{a['net_device']},netdev=net0"]
+    if monitor is not None:
+        argv += ["-monitor", f"unix:{option_value(monitor)},server=on,wait=off"]
     return argv
 
 
@@ -115,16 +141,15 @@ class Machine(Target):
         for log in (self.console_log, self.qemu_log):
             log.write_bytes(b"")
         self.key = new_client_key()
-        self.port_tries = 0
         self.watcher = None
         self.launch()
         return self
 
     def launch(self):
-        """Start QEMU with a port chosen now (free_port releases it before QEMU binds it, so
-        another process may take it first: check() then launches again with a new one)."""
-        self.port = free_port()
-        self.log_mark = self.qemu_log.stat().st_size
+        """Start QEMU; it binds the forwarded port itself and its monitor says which."""
+        import tempfile
+        self.private = tempfile.mkdtemp(prefix="harness-qemu-")      # 0700: this user's only
+        monitor = Path(self.private) / "monitor.sock"
         key = self.key
         acc = self.arch["accel"][self.accel]
         khz = arch.host_tsc_khz() if acc.get("host_tsc_khz") else acc.get("tsc_khz")
@@ -133,11 +158,10 @@ class Machine(Target):
                                           f"init={self.image.init}",
                                           self.extra_cmdline, authkey_arg(key)]))
         self.argv = qemu_argv(self.arch, self.accel, self.kernel.image, cmdline, self.logdir,
-                              self.memory_mib, self.cpus, disk=self.image.path, port=self.port,
-                              prealloc=self.prealloc)
+                              self.memory_mib, self.cpus, disk=self.image.path, port=0,
+                              prealloc=self.prealloc, monitor=monitor)
         if self.pin:
             self.argv = [tools.require("taskset"), "-c", self.pin, *self.argv]
-        self.channel = SSHChannel(self.port, key, self.image.host_key)
         if self.watcher is None:
             marks = dict(console.BOOT_MARKS)
             if self.image.ready_line:
@@ -145,12 +169,23 @@ class Machine(Target):
             self.watcher = console.Watcher(self.console_log, self.qemu_log, marks=marks).start()
         self.started = time.monotonic()
         self.proc = tools.start(self.argv, self.qemu_log)
+        self.port = self.learn_port(monitor)
+        self.channel = SSHChannel(self.port, key, self.image.host_key)
 
-    def port_taken(self):
-        """True when QEMU exited because another process took the port between choosing and binding."""
-        with open(self.qemu_log, "rb") as log:
-            log.seek(self.log_mark)
-            return self.port_tries < PORT_TRIES and PORT_TAKEN.encode() in log.read()
+    def learn_port(self, monitor, timeout=120):
+        """The port QEMU bound for the SSH forward, asked of its monitor once it listens."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                port = forwarded_port(monitor_command(monitor, "info usernet"))
+                if port:
+                    return port
+            except OSError:
+                pass                # the monitor is not up yet (QEMU faults the RAM in first)
+            time.sleep(0.05)
+        raise InfraError(f"QEMU's monitor did not name its forwarded port within {timeout} s "
+                         f"({self.qemu_log})")
 
     def check(self):
         """Raise if the guest has panicked or QEMU is gone; called inside every wait."""
@@ -159,12 +194,6 @@ class Machine(Target):
             self.watcher.poll()
             raise GuestPanic(f"{kind}: {line}", log_tail=self.tail())
         code = self.proc.poll()
-        if code is not None and self.boot_seconds is None and self.port_taken():
-            self.port_tries += 1
-            with open(self.qemu_log, "a") as log:
-                log.write(f"harness: port {self.port} was taken; starting QEMU again with another\n")
-            self.launch()
-            return
         if code is not None:
             self.watcher.poll()
             if self.watcher.fatal:
@@ -236,6 +265,9 @@ class Machine(Target):
         self.close()
         if self.proc:
             tools.stop(self.proc)
+        if getattr(self, "private", None):
+            import shutil
+            shutil.rmtree(self.private, ignore_errors=True)
         if self.watcher:
             self.watcher.stop()
 

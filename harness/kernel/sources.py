@@ -208,16 +208,24 @@ def _git_url(spec):
             raise UserError(safety.redact(f"cannot fetch ref '{ref}' from {url}: {proc.stderr.strip()} "
                                           f"(offline? pass a local tree instead)"))
         git(dest, "checkout", "-q", "--detach", "FETCH_HEAD")
+        (dest / ".git" / "FETCH_HEAD").unlink(missing_ok=True)     # it names the URL, credentials too
 
     return _lookup(key, spec) or _import(key, spec, fill)
 
 
 def _download(url, dest):
+    """url's file to dest; credentials in the URL go as a Basic header, never in a message."""
+    import base64
+    plain, user, password = safety.split_credentials(url)
+    request = urllib.request.Request(plain)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+        with urllib.request.urlopen(request, timeout=60) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out)
-    except (urllib.error.URLError, OSError) as exc:
-        raise UserError(safety.redact(f"cannot download {url}: {exc} (offline? pass a local tree or "
+    except (urllib.error.URLError, OSError, ValueError) as exc:     # http.client.InvalidURL too
+        raise UserError(safety.redact(f"cannot download {plain}: {exc} (offline? pass a local tree or "
                                       f"debian:linux-source-X.Y instead)")) from None
 
 

@@ -86,13 +86,13 @@ def test_experiment_errors(tmp_path):
         experiment.load("nope")
     bad = tmp_path / "bad.toml"
     bad.write_text('source = "x"\nkernal = 1\n')
-    with pytest.raises(UserError, match="unknown keys"):
+    with pytest.raises(UserError, match="unknown key 'kernal'; did you mean 'kernels'"):
         experiment.load(bad)
     bad.write_text('source = "x"\n[[kernels]]\nlabel = "p"\npatched = true\n')
     with pytest.raises(UserError, match="no series"):
         experiment.load(bad)
     bad.write_text('source = "x"\n[[kernels]]\nlabel = "p"\n[[kernels]]\npatched = true\n')
-    with pytest.raises(UserError, match="needs a label"):
+    with pytest.raises(UserError, match=r"\[\[kernels\]\] entry 2: label is missing"):
         experiment.load(bad)
 
 

@@ -148,4 +148,4 @@ def test_a_bad_design_in_an_experiment_file_is_one_clear_error(tmp_path, capsys)
     assert "boots must be a whole number" in err and "Traceback" not in err
     exp.write_text('source = "/tmp"\n[design]\nrounds = 3\n[[kernels]]\nlabel = "a"\n')
     assert cli.main(["run", "--experiment", str(exp)]) == 2
-    assert "unknown keys in [design]" in capsys.readouterr().err
+    assert "[design]: unknown key 'rounds'" in capsys.readouterr().err

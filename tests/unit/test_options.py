@@ -87,7 +87,7 @@ def test_bad_values_and_unknown_keys_are_one_error(tmp_path):
         Experiment(kernels=[], accel="xen")
     path = tmp_path / "typo.toml"
     path.write_text('source = "/src"\n[guest]\nmemroy_mib = 1\n[[kernels]]\nlabel = "a"\n')
-    with pytest.raises(UserError, match=r"unknown keys in \[guest\] \['memroy_mib'\]"):
+    with pytest.raises(UserError, match=r"\[guest\]: unknown key 'memroy_mib'; did you mean 'memory_mib'\?"):
         load(path)
 
 
