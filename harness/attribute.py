@@ -237,7 +237,8 @@ class Attribution:
                 series_mod.worktree(self.source, work / "tree", commit)
                 tree = series_mod.prefix_tree(self.source, self.series, k, work / "tree", commit) if k else \
                     sources.SourceTree(id=self.source.id, path=work / "tree", spec=self.source.spec,
-                                       version=sources.kernel_version(work / "tree"), commit=commit)
+                                       version=sources.kernel_version(work / "tree"), commit=commit,
+                                       upstream=self.source.upstream)
                 self.build_step(self.steps[k], tree, ids[:k], work)
         self.store.save()
 
