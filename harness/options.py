@@ -71,6 +71,9 @@ OPTIONS = (
            short="-j"),
     Option("insecure_download", "--insecure-download", bool, None, "allow a kernel tarball over "
            "http or without a checksum (recorded in metadata.json)", "build"),
+    Option("base", "--base", str, "tinyconfig", "the config the fragments go on: tinyconfig "
+           "(default), defconfig, a config FILE (e.g. a distribution's /boot/config-*) or target "
+           "(the running config of the --machine the kernel is for)", "build", metavar="BASE"),
     Option("accel", "--accel", str, "auto", "auto probes KVM with a real boot and falls back to TCG "
            "(default: auto)", "guest", choices=("auto", "kvm", "tcg")),
     Option("timing", "--timing", str, "real", "real: wall-clock time in the guest (KVM, or "

@@ -34,6 +34,7 @@ def request(exp):
     for spec in exp.workloads:
         workload(spec.name, spec.params)
     guest(exp)
+    kconfig.base(getattr(exp, "base", None) or "tinyconfig")
     kernels(exp.kernels, exp)
     results_folder()
 
