@@ -167,6 +167,11 @@ def cmd_export(args):
     return kcidb.main(args)
 
 
+def cmd_lava(args):
+    from harness.ci import lava
+    return lava.main(args)
+
+
 def cmd_history(args):
     from harness.ci import history
     return history.main(args)
