@@ -207,6 +207,8 @@ def records_of(cases, index):
             continue
         field, _, i = name.rpartition(".")
         value = _value(case)
+        if value is None and "." in field:            # a word: <field>.<word>.<i>
+            field, _, value = field.partition(".")
         if value is None or not i.isdigit():
             continue
         rec = grouped.setdefault((entry["kernel"], entry["workload"], suite, int(i)), {

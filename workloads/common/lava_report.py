@@ -5,8 +5,9 @@
 Every number (and every true/false, as 1/0 with the unit "bool") of record i becomes the test
 case "<field>.<i>" with --measurement and --units, through LAVA's own lava-test-case helper; the
 metrics keep their manifest's unit, the other figures (the COW PTE evidence the harness judges on
-import) take "value". An error record is a failed case "error"; no record at all is a failed
-"records". `harness lava import` turns the cases back into records.
+import) take "value". A short word (CONFIG_COW_PTE's "y", the clock source) becomes the case
+"<field>.<word>.<i>" without a measurement. An error record is a failed case "error"; no record at
+all is a failed "records". `harness lava import` turns the cases back into records.
 """
 import argparse
 import json
@@ -14,7 +15,8 @@ import re
 import subprocess
 import sys
 
-SKIP = {"rep"}                       # the record's index is in the case name already
+SKIP = {"rep", "type", "workload"}   # in the case name or the test definition's name already
+WORD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def cases(records, units):
@@ -31,6 +33,8 @@ def cases(records, units):
                 out.append((f"{field}.{i}", "pass", int(value), "bool"))
             elif isinstance(value, (int, float)):
                 out.append((f"{field}.{i}", "pass", value, units.get(field, "value")))
+            elif isinstance(value, str) and WORD.fullmatch(value):
+                out.append((f"{field}.{value}.{i}", "pass", None, None))
     if not records:
         out.append(("records", "fail", None, None))
     return out
