@@ -256,6 +256,7 @@ class Attribution:
                 "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
             objdir = objdir_for(work, names, configs)
             jobs = {"jobs": self.exp.jobs} if self.exp.jobs else {}
+            jobs["base"] = self.exp.base          # --base: every step on the same base config
             # the same .config may be cached under the fragments as asked (e.g. verify's build
             # with '# CONFIG_COW_PTE is not set' before the option exists): take that one
             build = next((b for b in (Build(tree, f, patches=list(ids), objdir=objdir, **jobs) for f in asked)

@@ -75,3 +75,14 @@ def test_the_base_is_in_the_reproducer_and_checked_before_anything_runs(tmp_path
     code = cli.main(["build", "--kernel-src", "debian:linux-source-6.1", "--base", str(tmp_path / "nope")])
     assert code == 2 and "no such file" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_kernels_of_one_experiment_may_have_their_own_base(tmp_path):
+    from harness import experiment, validate
+    exp = experiment.load("base-configs")
+    assert [(k.label, k.base) for k in exp.kernels] == [("tinyconfig", "tinyconfig"), ("defconfig", "defconfig")]
+    assert "--experiment base-configs" in exp.command_line()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "debian:linux-source-6.1"\n[[kernels]]\nlabel = "x"\nbase = "nosuchconfig"\n')
+    with pytest.raises(UserError, match="kernel 'x': base 'nosuchconfig'"):
+        validate.labels(experiment.load(str(bad)).kernels)
