@@ -197,7 +197,7 @@ def add_results_commands(sub):
     p.set_defaults(func=sc.cmd_nightly)
 
     p = sub.add_parser("export", help="a finished run in another format: kcidb (KernelCI's results "
-                       "format; pipe it into kcidb-submit)")
+                       "format; pipe it into kcidb-submit) or lava (LAVA jobs)")
     add_export_args(p)
     p.set_defaults(func=sc.cmd_export)
     add_lava_command(sub)
@@ -284,7 +284,8 @@ def add_export_args(p):
     import os
     from harness.ci.kcidb import ORIGIN
     p.add_argument("run", metavar="RUN", help="a run folder or a run id in results/")
-    p.add_argument("--format", choices=["kcidb"], default="kcidb")
+    p.add_argument("--format", choices=["kcidb", "lava"], default="kcidb",
+                   help="kcidb (default) or lava: the run's LAVA jobs into --out DIR (harness lava export)")
     p.add_argument("--origin", default=os.environ.get("HARNESS_KCIDB_ORIGIN", ORIGIN),
                    help="the CI system's KCIDB origin (the name KernelCI gave the submitter; "
                         f"default $HARNESS_KCIDB_ORIGIN or {ORIGIN})")

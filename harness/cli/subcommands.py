@@ -163,6 +163,12 @@ def cmd_nightly(args):
 
 
 def cmd_export(args):
+    if args.format == "lava":
+        from harness.ci import lava
+        if not args.out:
+            raise errors.UserError("--format lava writes a folder of jobs: give it with --out DIR")
+        args.lava_command = "export"
+        return lava.main(args)
     from harness.ci import kcidb
     return kcidb.main(args)
 

@@ -118,3 +118,15 @@ def test_results_that_are_not_lavas_are_one_clear_error(exported, tmp_path):
         lava.import_results(out, [other])
     with pytest.raises(UserError, match="harness-lava.json"):
         lava.import_results(tmp_path, [other])
+
+
+def test_export_format_lava_is_the_same_export(exported, tmp_path, capsys):
+    out, _ = exported
+    run = tmp_path / "results" / "run1"
+    again = tmp_path / "again"
+    assert cli.main(["export", "--format", "lava", str(run), "--out", str(again),
+                     "--artifacts-url", "https://artifacts.example.org/run1"]) == 0
+    assert (again / "jobs" / "stock--fork-memory.yaml").read_text() == \
+        (out / "jobs" / "stock--fork-memory.yaml").read_text()
+    assert cli.main(["export", "--format", "lava", str(run)]) == 2
+    assert "--out DIR" in capsys.readouterr().err
