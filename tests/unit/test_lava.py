@@ -52,8 +52,9 @@ def test_one_job_per_kernel_and_workload_validated_by_lavas_schema(exported):
     steps = [d["repository"]["run"]["steps"] for d in test["definitions"]]
     assert [d["name"] for d in test["definitions"]] == ["harness.cow-pte.fork-memory.p0",
                                                         "harness.cow-pte.fork-memory.p1"]
-    assert "--cow-pte 1" in steps[1][0] and "--mib 64" in steps[1][0]
-    assert "--unit child_vmpte_kb=kB" in steps[1][1] and "lava_report.py" in steps[1][1]
+    assert "mount -t proc proc /proc" in steps[1][0] and "init=/bin/sh" in deploy["images"]["kernel"]["image_arg"]
+    assert "--cow-pte 1" in steps[1][-2] and "--mib 64" in steps[1][-2]
+    assert "--unit child_vmpte_kb=kB" in steps[1][-1] and "lava_report.py" in steps[1][-1]
     with tarfile.open(out / "workloads" / "fork-memory.tar.gz") as tar:
         names = tar.getnames()
     assert {"common/guestlib.py", "common/lava_report.py", "fork-memory/driver.py",
