@@ -134,15 +134,16 @@ class Base:
 
 
 def base(spec, where="--base"):
-    """The Base a --base names, checked: tinyconfig, defconfig or a config file; 'target' is
-    resolved by the target machine (harness.guest.remote) into a file first."""
+    """The Base a --base names, checked: tinyconfig, defconfig or a config file ('target', the
+    running config of a real machine, waits for the real-machine target: README)."""
     if isinstance(spec, Base):
         return spec
     if spec in BASES:
         return Base(spec)
     if spec == "target":
-        raise UserError(f"{where} target: the running config of a real machine; give the machine "
-                        f"with --machine ssh://HOST (a QEMU guest has no config of its own)")
+        raise UserError(f"{where} target: the running config of a real machine needs the real-machine "
+                        f"target, which is not built yet; copy the machine's config and give it as a "
+                        f"file: scp HOST:/boot/config-$(ssh HOST uname -r) config && --base config")
     path = Path(str(spec)).expanduser()
     if not path.is_file():
         raise UserError(f"{where} {spec!r}: not {', '.join(BASES)}, target or a config file "

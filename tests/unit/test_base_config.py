@@ -49,7 +49,7 @@ def test_a_config_file_is_keyed_by_its_text_and_its_certificates_emptied(cache_d
 
 @pytest.mark.parametrize("spec, message", [
     ("allyesconfig", "not tinyconfig, defconfig, target or a config file"),
-    ("target", "--machine"),
+    ("target", "real-machine target, which is not built yet"),
 ])
 def test_bad_bases_are_one_clear_error(spec, message):
     with pytest.raises(UserError, match=message):
