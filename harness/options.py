@@ -73,7 +73,7 @@ OPTIONS = (
            "http or without a checksum (recorded in metadata.json)", "build"),
     Option("base", "--base", str, "tinyconfig", "the config the fragments go on: tinyconfig "
            "(default), defconfig, a config FILE (e.g. a distribution's /boot/config-*) or target "
-           "(the running config of the --machine the kernel is for)", "build", metavar="BASE"),
+           "(a real machine's running config: not available yet)", "build", metavar="BASE"),
     Option("accel", "--accel", str, "auto", "auto probes KVM with a real boot and falls back to TCG "
            "(default: auto)", "guest", choices=("auto", "kvm", "tcg")),
     Option("timing", "--timing", str, "real", "real: wall-clock time in the guest (KVM, or "
