@@ -215,8 +215,8 @@ class Run:
     def kernel(self, spec):
         tree, patches = self.tree(spec)
         self.trees[spec.label] = tree
-        build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches, base=spec.base or self.exp.base,
-                      **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
+        build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches,
+                      base=spec.base or self.exp.base, **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
         with ui.step(f"[{spec.label}] build {tree.id}") as say:
             kernel = build.run(say)

@@ -131,10 +131,13 @@ def _tree(path, spec, upstream=None):
                       commit=commit, upstream=upstream)
 
 
-def git_facts(repo, commit, url=None, dirty=False):
-    """KernelCI's identity of a git checkout: the full commit hash, what `git describe` calls it,
-    the repository's https URL when there is one, and whether the tree has uncommitted changes."""
+def git_facts(repo, commit, url=None, dirty=False, ref=None):
+    """KernelCI's identity of a git checkout: the full commit hash, what `git describe` calls it
+    (the ref a shallow fetch named, when no tag came with it), the repository's https URL when
+    there is one, and whether the tree has uncommitted changes."""
     name = git(repo, "describe", "--tags", "--always", commit, check=False).stdout.strip()
+    if ref and (not name or commit.startswith(name)) and not re.fullmatch(r"[0-9a-f]{7,40}", ref):
+        name = ref
     if url is None:
         url = git(repo, "config", "--get", "remote.origin.url", check=False).stdout.strip()
     url = safety.redact(url) if url and url.startswith("https://") else None
@@ -253,7 +256,7 @@ def _git_url(spec):
         git(dest, "checkout", "-q", "--detach", "FETCH_HEAD")
 
     def upstream(dest):
-        return git_facts(dest, git_out(dest, "rev-parse", "HEAD"), url=url)
+        return git_facts(dest, git_out(dest, "rev-parse", "HEAD"), url=url, ref=ref)
 
     return _lookup(key, spec) or _import(key, spec, fill, upstream)
 

@@ -90,6 +90,7 @@ def test_a_git_url_keeps_the_commit_its_ref_names(cache_dir, tagged):
     tree, _, commit = tagged
     source = sources.resolve(f"git+file://{tree}#v6.1.7")
     assert source.upstream["git_commit_hash"] == commit
+    assert source.upstream["git_commit_name"] == "v6.1.7"   # a shallow fetch brings no tag: the ref
     assert "git_repository_url" not in source.upstream      # KCIDB takes https:// URLs only
     again = sources.resolve(f"git+file://{tree}#v6.1.7")      # from the cache: still known
     assert again.upstream == source.upstream
