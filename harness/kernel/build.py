@@ -129,21 +129,30 @@ class Build:
             busy.unlink()
             return kernel
 
-    def _build(self, out, say):
-        started = time.monotonic()
-        say("configuring (tuxmake config)")
+    def configure(self, cfg_out):
+        """The final .config (text) of the base and the fragments, made in the object folder and
+        checked against every requested option (a UserError names what did not land); nothing
+        compiled. cfg_out receives tuxmake's config stage (config, build.log)."""
         # tuxmake keeps an existing .config in the build folder and then merges no fragment at
         # all: when the fragments are not the ones that made it, start again from them.
+        self.objdir.mkdir(parents=True, exist_ok=True)
         stamp = self.objdir / "harness-config.sha"
         wanted = cache.digest(self.base.key, [f.text for f in self.fragments])
         if not stamp.exists() or stamp.read_text() != wanted:
             (self.objdir / ".config").unlink(missing_ok=True)
-        cfg_out = out / "config-stage"
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
         if proc.returncode != 0 or not (cfg_out / "config").exists():
             raise BuildError("kernel configuration failed", log_tail=_tail(cfg_out / "build.log", proc))
-        kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
+        text = (cfg_out / "config").read_text()
+        kconfig.verify(text, self.wanted, self.source.path)
         stamp.write_text(wanted)
+        return text
+
+    def _build(self, out, say):
+        started = time.monotonic()
+        say("configuring (tuxmake config)")
+        cfg_out = out / "config-stage"
+        self.configure(cfg_out)
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
         begun = time.time()
         ui.watch(lambda: progress_of(self.objdir, begun))

@@ -36,3 +36,13 @@ def test_a_config_file_as_base_builds_boots_and_runs_fork_memory(kernel, image, 
     # 64 MiB of 4 KiB pages: 32 PTE pages (128 kB) copied at the fork of a stock kernel
     assert record["mib"] == 64 and record["pagetables_delta_kb"] >= 128
     assert kconfig.parse(kernel.config).get("CONFIG_IKCONFIG_PROC") == "y"
+
+
+def test_defconfig_with_guest_base_configures_and_passes_the_check(source, tmp_path):
+    """--base defconfig up to the checked .config (its whole build is longer than CI can give)."""
+    from harness.kernel.build import Build
+    build = Build(source, [kconfig.fragment("guest-base")], base="defconfig", objdir=tmp_path / "objects")
+    config = kconfig.parse(build.configure(tmp_path / "config-stage"))
+    assert config["CONFIG_PVH"] == "y" and config["CONFIG_VIRTIO_MMIO"] == "y"      # guest-base landed
+    assert config["CONFIG_NUMA"] == "y" and config.get("CONFIG_IPV6", "n") == "n"   # defconfig under it
+    assert sum(v == "y" for v in config.values()) > 1000                            # not a tinyconfig
