@@ -10,9 +10,9 @@ The files the jobs fetch are put beside them (<kernel>/bzImage, workloads/<name>
 image as rootfs.ext4, a link into the cache) for publishing under URL. Every job is validated
 with LAVA's own schema (Debian's lava-common: lava_common.schemas) before it is written.
 
-`harness lava import DIR RESULTS...` reads LAVA's test-case results (the REST API's
-/api/v0.2/jobs/ID/tests/ list, or the /results/ID/yaml export: dicts with suite, name, result,
-measurement, unit) and writes a run folder (metadata.json and <kernel>/<workload>.jsonl) that
+`harness lava import DIR RESULTS...` reads LAVA's test-case results (the server's
+/results/ID/yaml export: dicts with suite, name, result, measurement, unit; a JSON list or a
+REST page's "results" with those fields is read the same way) and writes a run folder (metadata.json and <kernel>/<workload>.jsonl) that
 `harness report` reads: a test definition's name says which kernel, workload and parameter set
 it ran (harness.<kernel>.<workload>.p<N>), a case's name which field of which record.
 """
@@ -205,7 +205,8 @@ def records_of(cases, index):
             continue
         entry = index["jobs"][suite]
         name = str(case["name"])
-        if str(case.get("result")) in ("fail", "0") or "." not in name:
+        # pass/fail, or the server's result codes (0 pass, 1 fail, 2 skip, 3 unknown)
+        if str(case.get("result")) in ("fail", "1") or "." not in name:
             failures.append(f"{suite}: {name} {case.get('result')}")
             continue
         field, _, i = name.rpartition(".")
@@ -232,6 +233,9 @@ def import_results(export_dir, results, store=None):
     index = json.loads(index_path.read_text())
     cases = [c for path in results for c in read_results(path)]
     grouped, failures = records_of(cases, index)
+    if not grouped and failures:
+        raise UserError("the harness's test cases in these results failed, none gave a record: "
+                        + "; ".join(failures[:5]))
     if not grouped:
         raise UserError("no case of the harness's test definitions in these results "
                         f"({len(cases)} cases read)")

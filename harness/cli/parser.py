@@ -217,8 +217,8 @@ def add_lava_command(sub):
                    help="where DIR is published for the dispatcher (default: file:// URLs of DIR)")
     i = lava.add_parser("import", help="LAVA's results of the exported jobs as a run folder")
     i.add_argument("export_dir", metavar="DIR", help="the folder harness lava export wrote")
-    i.add_argument("results", metavar="RESULTS", nargs="+", help="LAVA results files: the REST "
-                   "API's /api/v0.2/jobs/ID/tests/ list or the /results/ID/yaml export")
+    i.add_argument("results", metavar="RESULTS", nargs="+", help="LAVA results files: the "
+                   "server's /results/JOB/yaml export (or a JSON list of its test cases)")
     p.set_defaults(func=sc.cmd_lava)
 
 

@@ -117,6 +117,10 @@ def test_results_that_are_not_lavas_are_one_clear_error(exported, tmp_path):
     other.write_text(yaml.safe_dump([{"suite": "lava", "name": "job", "result": "pass"}]))
     with pytest.raises(UserError, match="no case of the harness's test definitions"):
         lava.import_results(out, [other])
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps([{"suite": "1_harness.stock.fork-memory.p0", "name": "error", "result": "1"}]))
+    with pytest.raises(UserError, match="harness.stock.fork-memory.p0: error 1"):
+        lava.import_results(out, [failed])
     with pytest.raises(UserError, match="harness-lava.json"):
         lava.import_results(tmp_path, [other])
 
