@@ -157,6 +157,9 @@ def export(run_dir, out, base_url=None):
             for i, params in params_sets:
                 index["jobs"][f"harness.{label}.{name}.p{i}"] = {"kernel": label, "workload": name,
                                                                  "params": params}
+    if not written:
+        raise UserError(f"{run_dir}: none of its kernels is in this machine's cache (built "
+                        f"elsewhere, or not built): build them here first (harness build)")
     for name in sets:
         bundle(Workload.load(name), out / "workloads" / f"{name}.tar.gz")
     img = image_mod.GuestImage(exp.image, exp.mirror).cached()
@@ -171,8 +174,8 @@ def export(run_dir, out, base_url=None):
 # --- results back -------------------------------------------------------------------------------
 
 def read_results(path):
-    """LAVA's test cases from a results file: a YAML or JSON list (or the REST API's page with
-    'results'), each a dict with suite, name, result and, for a measurement, measurement and unit."""
+    """LAVA's test cases from a results file: a YAML or JSON list (or a page with 'results'), each
+    a dict with suite, name, result and, for a measurement, measurement and unit."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:

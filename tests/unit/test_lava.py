@@ -135,3 +135,10 @@ def test_export_format_lava_is_the_same_export(exported, tmp_path, capsys):
         (out / "jobs" / "stock--fork-memory.yaml").read_text()
     assert cli.main(["export", "--format", "lava", str(run)]) == 2
     assert "--out DIR" in capsys.readouterr().err
+
+
+def test_a_run_whose_kernels_are_not_here_is_one_clear_error(exported, tmp_path, cache_dir):
+    import shutil
+    shutil.rmtree(cache_dir / "builds")
+    with pytest.raises(UserError, match="none of its kernels is in this machine's cache"):
+        lava.export(tmp_path / "results" / "run1", tmp_path / "nowhere")
