@@ -66,7 +66,10 @@ def test_the_jobs_steps_run_in_the_guest_and_their_figures_come_back(kernel, ima
     for a, b in zip(via_lava, direct):
         assert a["mib"] == b["mib"] == 64 and a["pages_touched"] == b["pages_touched"] == 16384
         assert a["config_cow_pte"] == b["config_cow_pte"] and a["clocksource"] == b["clocksource"]
-        # another boot: the page-table figures agree to a few pages, the times do not need to
-        assert abs(a["pagetables_delta_kb"] - b["pagetables_delta_kb"]) <= 32
-        assert a["fork_ns"] > 0
+        # another boot: the processes' page tables agree to a few pages (PageTables' growth at fork
+        # moves in 100 kB steps between boots here, so it is only checked to be there), the times
+        # do not need to agree
+        for field in ("parent_vmpte_kb", "child_vmpte_kb"):
+            assert abs(a[field] - b[field]) <= 16, field
+        assert a["pagetables_delta_kb"] >= 64 and a["fork_ns"] > 0
     assert cli.main(["report", str(imported.dir)]) == 0
