@@ -20,8 +20,8 @@ from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
 
-# what LAVA's own lava-test-case helper prints for the dispatcher to record
-FAKE_HELPER = r"""#!/bin/sh
+# what LAVA's own lava-test-case script prints for the dispatcher to record
+FAKE_TEST_CASE = r"""#!/bin/sh
 name=$1; shift; result=; measurement=; units=
 while [ $# -gt 0 ]; do
   case $1 in --result) result=$2;; --measurement) measurement=$2;; --units) units=$2;; esac; shift 2
@@ -42,14 +42,14 @@ def test_the_jobs_steps_run_in_the_guest_and_their_figures_come_back(kernel, ima
     bundle = tmp_path / "bundle"
     with tarfile.open(tmp_path / "lava" / "workloads" / "fork-memory.tar.gz") as tar:
         tar.extractall(bundle)
-    helper = tmp_path / "helper"
-    helper.mkdir()
-    (helper / "lava-test-case").write_text(FAKE_HELPER)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "lava-test-case").write_text(FAKE_TEST_CASE)
     cases = []
     with Machine(kernel, image, tmp_path / "boot", accel="tcg") as m:
         m.wait_ready(180)
         m.put(bundle, lava.GUEST)
-        m.put(helper, "/usr/local/bin")
+        m.put(shim, "/usr/local/bin")
         assert m.run(["chmod", "755", "/usr/local/bin/lava-test-case"])[0] == 0
         for i, d in enumerate(definitions, 1):
             script = " && ".join(d["repository"]["run"]["steps"])

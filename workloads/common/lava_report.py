@@ -3,7 +3,7 @@
     python3 lava_report.py --unit fork_ns=ns ... RECORDS.jsonl
 
 Every number (and every true/false, as 1/0 with the unit "bool") of record i becomes the test
-case "<field>.<i>" with --measurement and --units, through LAVA's own lava-test-case helper; the
+case "<field>.<i>" with --measurement and --units, through LAVA's own lava-test-case script; the
 metrics keep their manifest's unit, the other figures (the COW PTE evidence the harness judges on
 import) take "value". A short word (CONFIG_COW_PTE's "y", the clock source) becomes the case
 "<field>.<word>.<i>" without a measurement. An error record is a failed case "error"; no record at
