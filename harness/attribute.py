@@ -237,7 +237,8 @@ class Attribution:
                 series_mod.worktree(self.source, work / "tree", commit)
                 tree = series_mod.prefix_tree(self.source, self.series, k, work / "tree", commit) if k else \
                     sources.SourceTree(id=self.source.id, path=work / "tree", spec=self.source.spec,
-                                       version=sources.kernel_version(work / "tree"), commit=commit)
+                                       version=sources.kernel_version(work / "tree"), commit=commit,
+                                       upstream=self.source.upstream)
                 self.build_step(self.steps[k], tree, ids[:k], work)
         self.store.save()
 
@@ -255,6 +256,7 @@ class Attribution:
                 "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
             objdir = objdir_for(work, names, configs)
             jobs = {"jobs": self.exp.jobs} if self.exp.jobs else {}
+            jobs["base"] = self.exp.base          # --base: every step on the same base config
             # the same .config may be cached under the fragments as asked (e.g. verify's build
             # with '# CONFIG_COW_PTE is not set' before the option exists): take that one
             build = next((b for b in (Build(tree, f, patches=list(ids), objdir=objdir, **jobs) for f in asked)

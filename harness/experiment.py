@@ -4,7 +4,8 @@
   series = "SPEC"                  patch series for the kernels with patched = true (harness.kernel.series)
   [build], [guest], [design]  the options of harness.options, by their field names (e.g. [guest]
                    memory_mib = 2048; [design] boots = 5, order = "random", seed = 3)
-  [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths)
+  [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths), base
+                (this kernel's base config: tinyconfig, defconfig or a file; default [build] base)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
   [[claims]]    figures the series claims, checked by the report (see harness/analysis/report.py)
@@ -30,6 +31,7 @@ class KernelSpec:
     source: str
     fragments: list = field(default_factory=lambda: list(DEFAULT_FRAGMENTS))
     series: str = None          # a series spec when this kernel is patched
+    base: str = None            # this kernel's base config (--base's values); None: the experiment's
 
 
 @dataclass
@@ -194,7 +196,7 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
             raise UserError(f"{path}: kernel '{k['label']}' is patched but no series is named; "
                             f"pass --series")
         kernels.append(KernelSpec(k["label"], source, list(k.get("fragments", DEFAULT_FRAGMENTS)),
-                                  series_spec if k.get("patched", False) else None))
+                                  series_spec if k.get("patched", False) else None, k.get("base")))
     if not kernels:
         raise UserError(f"{path} has no [[kernels]]")
     for i, c in enumerate(data.get("claims", []), 1):

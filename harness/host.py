@@ -44,6 +44,8 @@ NEEDED = {
     # a tarball's signed checksum file is checked with gpgv; the tests sign one with gpg
     "gpgv": "gpgv",
     "gpg": "gpg",
+    # harness lava validates its jobs with LAVA's own schema (lava_common.schemas)
+    "/usr/lib/python3/dist-packages/lava_common/schemas/__init__.py": "lava-common",
 }
 
 

@@ -78,6 +78,9 @@ OPTIONS = (
            short="-j"),
     Option("insecure_download", "--insecure-download", bool, None, "allow a kernel tarball over "
            "http or without a checksum (recorded in metadata.json)", "build"),
+    Option("base", "--base", str, "tinyconfig", "the config the fragments go on: tinyconfig "
+           "(default), defconfig, a config FILE (e.g. a distribution's /boot/config-*) or target "
+           "(a real machine's running config: not available yet)", "build", metavar="BASE"),
     Option("accel", "--accel", str, "auto", "auto probes KVM with a real boot and falls back to TCG "
            "(default: auto)", "guest", choices=("auto", "kvm", "tcg")),
     Option("timing", "--timing", str, "real", "real: wall-clock time in the guest (KVM, or "
@@ -226,7 +229,8 @@ FILE_KEYS = {
            *(Key(s, "table", f"the [{s}] options") for s in ("build", "guest", "design"))),
     "kernels": (Key("label", "text", "the kernel's name in results", required=True),
                 Key("patched", "bool", "apply the series (true or false)"),
-                Key("fragments", "texts", "config fragments (names in kernel-config/ or paths)")),
+                Key("fragments", "texts", "config fragments (names in kernel-config/ or paths)"),
+                Key("base", "text", "the config the fragments go on (tinyconfig, defconfig or a file)")),
     "workloads": (Key("name", "text", "a workload in workloads/", required=True),
                   Key("params", "table", "its parameters; a list runs it once per value"),
                   Key("repeat", "int", "how many times to run it", low=1, high=1000)),

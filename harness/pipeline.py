@@ -216,7 +216,7 @@ class Run:
         tree, patches = self.tree(spec)
         self.trees[spec.label] = tree
         build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches,
-                      **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
+                      base=spec.base or self.exp.base, **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
         with ui.step(f"[{spec.label}] build {tree.id}") as say:
             kernel = build.run(say)
@@ -229,6 +229,7 @@ class Run:
         self.store.update_kernel(label, release=kernel.info["release"],
                                  config_sha=kernel.info["config_sha"], toolchain=kernel.info["toolchain"],
                                  fragments=kernel.info["fragments"], patches=kernel.info["patches"],
+                                 base=kernel.info.get("base", {"name": kernel.info.get("base_config")}),
                                  config_cow_pte=kconfig.parse(kernel.config).get("CONFIG_COW_PTE", "n"),
                                  cached_build=kernel.info.get("cached", False))
 

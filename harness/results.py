@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from harness import paths, safety, stored, tools
+from harness.guest import fingerprint
 from harness.errors import GuestError, InfraError, UserError
 
 
@@ -47,7 +48,7 @@ def host_facts():
         pass
     return {"hostname": platform.node(), "kernel": platform.release(), "cpu": cpu,
             "cpus": os.cpu_count(), "python": platform.python_version(),
-            "loadavg": list(os.getloadavg())}
+            "loadavg": list(os.getloadavg()), "fingerprint": fingerprint.fingerprint()}
 
 
 def timing_mode(meta):

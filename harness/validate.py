@@ -36,6 +36,7 @@ def request(exp):
     guest(exp)
     from harness.experiment import design
     design(exp)
+    kconfig.base(getattr(exp, "base", None) or "tinyconfig")
     kernels(exp.kernels, exp)
     results_folder()
 
@@ -56,6 +57,8 @@ def labels(specs):
             raise UserError(f"kernel {k.label!r}: fragments must be a list of names or paths")
         for f in k.fragments:
             kconfig.fragment(f)
+        if getattr(k, "base", None) is not None:
+            kconfig.base(k.base, f"kernel {k.label!r}: base")
 
 
 def kernels(specs, exp=None):

@@ -18,6 +18,7 @@ from scipy import stats as sps
 from harness.measure import activity
 from harness.analysis import inference, units
 from harness import paths, stored, ui
+from harness.guest import fingerprint
 from harness.results import timing_mode
 from harness.results import read_metadata
 from harness.errors import UserError
@@ -122,6 +123,8 @@ def load_runs(run_dirs):
         raise UserError("these runs used different accelerators or timing modes, so their times "
                         f"cannot be compared ({desc}); report them separately")
     metas = [m for m, _ in loaded]
+    for message in fingerprint.between_runs(metas):
+        ui.warn(message)
     df = pd.concat([df for _, df in loaded], ignore_index=True)
     return metas, in_order(df, metas)
 

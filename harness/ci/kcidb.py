@@ -125,12 +125,18 @@ class Document:
             "id": checkout_id, "origin": self.origin, "comment": comment,
             "start_time": self.meta.get("started"),
             "message_id": series.get("message_id"),
+            # KernelCI joins checkouts of one commit + patchset across labs on these two
+            "git_commit_hash": None if source.get("dirty") else source.get("git_commit_hash"),
+            "git_commit_name": None if source.get("dirty") else source.get("git_commit_name"),
+            "git_repository_url": source.get("git_repository_url"),
+            "patchset_hash": series.get("patchset_hash", "") if series else "",
             "valid": not failed,
             "log_excerpt": (info.get("error") or "")[:EXCERPT] if failed else None,
             "misc": drop_empty({
                 "source_id": source.get("id"), "source_spec": source.get("spec"),
                 "version": source.get("version"),
                 "harness_commit": source.get("commit"),     # the cache's import of the tree
+                "uncommitted_changes_on": source.get("git_commit_hash") if source.get("dirty") else None,
                 "series": drop_empty({
                     "spec": series.get("spec"), "title": series.get("title"),
                     "version": series.get("version"), "based_on": series.get("base"),

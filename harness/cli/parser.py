@@ -184,9 +184,29 @@ def add_results_commands(sub):
     p.set_defaults(func=sc.cmd_nightly)
 
     p = sub.add_parser("export", help="a finished run in another format: kcidb (KernelCI's results "
-                       "format; pipe it into kcidb-submit)")
+                       "format; pipe it into kcidb-submit) or lava (LAVA jobs)")
     add_export_args(p)
     p.set_defaults(func=sc.cmd_export)
+    add_lava_command(sub)
+
+
+def add_lava_command(sub):
+    """`harness lava export` and `harness lava import`."""
+    p = sub.add_parser("lava", help="a run's kernels and workloads as LAVA jobs (validated with "
+                       "LAVA's schema), and LAVA's results back as a run that report reads")
+    lava = p.add_subparsers(dest="lava_command", required=True)
+    e = lava.add_parser("export", help="one LAVA job per kernel and workload of a run")
+    e.add_argument("run", metavar="RUN", help="a run folder or a run id in results/ (its kernels "
+                   "must be in this machine's cache)")
+    e.add_argument("--out", "-o", metavar="DIR", required=True,
+                   help="where the jobs (jobs/*.yaml) and the files they fetch are written")
+    e.add_argument("--artifacts-url", metavar="URL",
+                   help="where DIR is published for the dispatcher (default: file:// URLs of DIR)")
+    i = lava.add_parser("import", help="LAVA's results of the exported jobs as a run folder")
+    i.add_argument("export_dir", metavar="DIR", help="the folder harness lava export wrote")
+    i.add_argument("results", metavar="RESULTS", nargs="+", help="LAVA results files: the "
+                   "server's /results/JOB/yaml export (or a JSON list of its test cases)")
+    p.set_defaults(func=sc.cmd_lava)
 
 
 def add_fleet_commands(sub):
@@ -252,7 +272,8 @@ def add_export_args(p):
     import os
     from harness.ci.kcidb import ORIGIN
     p.add_argument("run", metavar="RUN", help="a run folder or a run id in results/")
-    p.add_argument("--format", choices=["kcidb"], default="kcidb")
+    p.add_argument("--format", choices=["kcidb", "lava"], default="kcidb",
+                   help="kcidb (default) or lava: the run's LAVA jobs into --out DIR (harness lava export)")
     p.add_argument("--origin", default=os.environ.get("HARNESS_KCIDB_ORIGIN", ORIGIN),
                    help="the CI system's KCIDB origin (the name KernelCI gave the submitter; "
                         f"default $HARNESS_KCIDB_ORIGIN or {ORIGIN})")

@@ -189,8 +189,19 @@ def cmd_export(args):
         args.artifacts_url = safety.redact(args.artifacts_url)    # links are published: no secrets
     if args.out and not Path(args.out).parent.is_dir():
         raise errors.UserError(f"--out {args.out}: its folder does not exist")
+    if args.format == "lava":
+        from harness.ci import lava
+        if not args.out:
+            raise errors.UserError("--format lava writes a folder of jobs: give it with --out DIR")
+        args.lava_command = "export"
+        return lava.main(args)
     from harness.ci import kcidb
     return kcidb.main(args)
+
+
+def cmd_lava(args):
+    from harness.ci import lava
+    return lava.main(args)
 
 
 def cmd_history(args):

@@ -64,7 +64,7 @@ class Kernel:
 class Build:
     source: object                       # sources.SourceTree (or a patched tree)
     fragments: list                      # kconfig.Fragment, in merge order
-    base: str = BASE_CONFIG
+    base: object = BASE_CONFIG           # kconfig.Base, or what --base names
     patches: list = field(default_factory=list)   # ids of applied patches, in order
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     force: bool = False                  # rebuild in the existing build dir even when cached
@@ -73,7 +73,8 @@ class Build:
     def __post_init__(self):
         self.wanted = kconfig.requested(self.fragments)
         self.tools = toolchain()
-        self.key = cache.digest(self.source.id, self.patches, self.base,
+        self.base = kconfig.base(self.base)
+        self.key = cache.digest(self.source.id, self.patches, self.base.key,
                                 [f.text for f in self.fragments], self.tools)
         self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
 
@@ -85,12 +86,23 @@ class Build:
 
     def tuxmake(self, outdir, *targets):
         argv = ["tuxmake", "--runtime", "null", "--target-arch", "x86_64", "--toolchain", "gcc",
-                "--kconfig", self.base, "--wrapper", "ccache", "--jobs", str(self.jobs),
+                "--kconfig", self.base_file() or self.base.name,
+                "--wrapper", "ccache", "--jobs", str(self.jobs),
                 "-C", str(self.source.path), "--build-dir", str(self.objdir),
                 "--output-dir", str(outdir)]
         for frag in self.fragments:
             argv += ["--kconfig-add", str(frag.path)]
         return argv + list(targets)
+
+    def base_file(self):
+        """A config file base as the build uses it, written beside the objects (None for a target)."""
+        if self.base.text is None:
+            return None
+        path = self.objdir / "harness-base.config"
+        if not path.exists() or path.read_text() != self.base.text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.base.text)
+        return str(path)
 
     def run(self, progress=None):
         say = progress or (lambda msg: None)
@@ -117,21 +129,30 @@ class Build:
             busy.unlink()
             return kernel
 
-    def _build(self, out, say):
-        started = time.monotonic()
-        say("configuring (tuxmake config)")
+    def configure(self, cfg_out):
+        """The final .config (text) of the base and the fragments, made in the object folder and
+        checked against every requested option (a UserError names what did not land); nothing
+        compiled. cfg_out receives tuxmake's config stage (config, build.log)."""
         # tuxmake keeps an existing .config in the build folder and then merges no fragment at
         # all: when the fragments are not the ones that made it, start again from them.
+        self.objdir.mkdir(parents=True, exist_ok=True)
         stamp = self.objdir / "harness-config.sha"
-        wanted = cache.digest(self.base, [f.text for f in self.fragments])
+        wanted = cache.digest(self.base.key, [f.text for f in self.fragments])
         if not stamp.exists() or stamp.read_text() != wanted:
             (self.objdir / ".config").unlink(missing_ok=True)
-        cfg_out = out / "config-stage"
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
         if proc.returncode != 0 or not (cfg_out / "config").exists():
             raise BuildError("kernel configuration failed", log_tail=_tail(cfg_out / "build.log", proc))
-        kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
+        text = (cfg_out / "config").read_text()
+        kconfig.verify(text, self.wanted, self.source.path)
         stamp.write_text(wanted)
+        return text
+
+    def _build(self, out, say):
+        started = time.monotonic()
+        say("configuring (tuxmake config)")
+        cfg_out = out / "config-stage"
+        self.configure(cfg_out)
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
         begun = time.time()
         ui.watch(lambda: progress_of(self.objdir, begun))
@@ -152,7 +173,8 @@ class Build:
             "key": self.key,
             "source": self.source.as_dict(),
             "patches": self.patches,
-            "base_config": self.base,
+            "base_config": self.base.name,
+            "base": self.base.as_dict(),
             "fragments": [{"name": f.name, "path": str(f.path)} for f in self.fragments],
             "config_sha": cache.digest((out / "config").read_text()),
             "release": release,

@@ -100,3 +100,65 @@ def verify(config_text, wanted, srctree):
     if problems:
         raise UserError("config fragments asked for options that the final .config does not have:\n  "
                         + "\n  ".join(problems))
+
+
+# --- the base config the fragments go on ------------------------------------------------------
+
+BASES = ("tinyconfig", "defconfig")
+# Distribution configs name signing certificates kept in the distribution's own tree (Debian:
+# debian/certs/...); a kernel.org tree has none, so the build would stop. They are emptied.
+CERTIFICATES = ("CONFIG_SYSTEM_TRUSTED_KEYS", "CONFIG_SYSTEM_REVOCATION_KEYS")
+
+
+@dataclass(frozen=True)
+class Base:
+    """The config a build starts from: one of the kernel's make targets, or a config file."""
+    name: str                    # tinyconfig, defconfig, or the file's name
+    path: Path = None            # the file, when it is one
+    text: str = None             # the file's text as the build uses it (certificates emptied)
+    emptied: tuple = ()          # the certificate options emptied
+
+    @property
+    def key(self):
+        """What the build's cache key holds: the target's name (as before there were bases) or
+        the digest of the file's text, so a file renamed is the same base and a file edited is not."""
+        if self.text is None:
+            return self.name
+        from harness import cache
+        return "file:" + cache.digest(self.text)
+
+    def as_dict(self):
+        if self.text is None:
+            return {"name": self.name}
+        return {"name": self.name, "path": str(self.path), "key": self.key, "emptied": list(self.emptied)}
+
+
+def base(spec, where="--base"):
+    """The Base a --base names, checked: tinyconfig, defconfig or a config file ('target', the
+    running config of a real machine, waits for the real-machine target: README)."""
+    if isinstance(spec, Base):
+        return spec
+    if spec in BASES:
+        return Base(spec)
+    if spec == "target":
+        raise UserError(f"{where} target: the running config of a real machine needs the real-machine "
+                        f"target, which is not built yet; copy the machine's config and give it as a "
+                        f"file: scp HOST:/boot/config-$(ssh HOST uname -r) config && --base config")
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        raise UserError(f"{where} {spec!r}: not {', '.join(BASES)}, target or a config file "
+                        f"({'a directory' if path.exists() else 'no such file'})")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where} {spec!r}: cannot be read: {exc}") from None
+    if not parse(text, str(path)):
+        raise UserError(f"{where} {spec!r}: no CONFIG_ line in it; not a kernel config")
+    lines, emptied = [], []
+    for line in text.splitlines():
+        m = SET.match(line.strip())
+        if m and m[1] in CERTIFICATES and m[2] not in ('""', "n"):
+            line = f'{m[1]}=""'
+            emptied.append(m[1])
+        lines.append(line)
+    return Base(path.name, path.resolve(), "\n".join(lines) + "\n", tuple(emptied))

@@ -62,9 +62,17 @@ class Series:
     def id(self):
         return cache.digest("series", patch_ids(self))
 
+    @property
+    def patchset_hash(self):
+        """KCIDB's patchset hash: the sha256 of the patches' sha256s, each a line, in order (for a
+        folder of .patch files: `sha256sum *.patch | cut -c-64 | sha256sum`). A patch is its text
+        as git am takes it: the file's, or for an mbox the mail as b4 (or the mbox) gives it."""
+        lines = "".join(hashlib.sha256(p.text.encode()).hexdigest() + "\n" for p in self.patches)
+        return hashlib.sha256(lines.encode()).hexdigest() if self.patches else ""
+
     def as_dict(self):
         return {"spec": self.spec, "id": self.id, "version": self.version, "title": self.title,
-                "base": self.base, "message_id": self.message_id,
+                "base": self.base, "message_id": self.message_id, "patchset_hash": self.patchset_hash,
                 "patches": [{"index": p.index, "title": p.title, "id": p.id,
                              "message_id": p.message_id} for p in self.patches]}
 
@@ -395,7 +403,7 @@ def prefix_tree(source, series, k, tree, commit):
     whole = k == len(series.patches)
     return sources.SourceTree(id=f"{source.id}+{cache.digest('series', ids)[:8]}", path=tree,
                               spec=f"{source.spec} + {series.spec}" + ("" if whole else f" (patches 1-{k})"),
-                              version=sources.kernel_version(tree), commit=commit)
+                              version=sources.kernel_version(tree), commit=commit, upstream=source.upstream)
 
 
 def _patched(tree, source, series, commit):

@@ -11,13 +11,14 @@ the id is content-based (the git tree hash): the same tree reached two ways gets
 use O= and never write into it.
 """
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import cache, safety, tools, ui
@@ -39,9 +40,14 @@ class SourceTree:
     spec: str        # what the user asked for
     version: str     # kernel version from the Makefile
     commit: str      # the commit in `path` that holds the tree
+    # where the tree came from in git, when it did (KernelCI's identity of a checkout):
+    # git_commit_hash, git_commit_name (git describe), git_repository_url, dirty (a local tree
+    # with uncommitted changes on top of that commit)
+    upstream: dict = None
 
     def as_dict(self):
-        return {"id": self.id, "spec": self.spec, "version": self.version, "commit": self.commit}
+        return {"id": self.id, "spec": self.spec, "version": self.version, "commit": self.commit,
+                **(self.upstream or {})}
 
 
 def kernel_version(tree):
@@ -104,20 +110,45 @@ def _lookup(request_key, spec):
         if idx.exists():
             path = base / "sources" / idx.read_text().strip()
             if (path / ".git").exists():
-                return _tree(path, spec)
+                return _tree(path, spec, _upstream_of(idx))
     return None
 
 
-def _tree(path, spec):
+def _upstream_of(idx):
+    """What the request's import recorded of the tree's git origin (None: not a git source)."""
+    facts = idx.with_name(idx.name + ".upstream.json")
+    try:
+        return json.loads(facts.read_text()) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _tree(path, spec, upstream=None):
     commit = git_out(path, "rev-parse", "HEAD")
     tree = git_out(path, "rev-parse", "HEAD^{tree}")
     version = kernel_version(path)
     return SourceTree(id=f"{version}-{tree[:12]}", path=path, spec=safety.redact(spec), version=version,
-                      commit=commit)
+                      commit=commit, upstream=upstream)
 
 
-def _import(request_key, spec, fill):
-    """fill(dir) puts a kernel tree into dir; commit it and file it under its tree hash."""
+def git_facts(repo, commit, url=None, dirty=False, ref=None):
+    """KernelCI's identity of a git checkout: the full commit hash, what `git describe` calls it
+    (the ref a shallow fetch named, when no tag came with it), the repository's https URL when
+    there is one, and whether the tree has uncommitted changes."""
+    name = git(repo, "describe", "--tags", "--always", commit, check=False).stdout.strip()
+    if ref and (not name or commit.startswith(name)) and not re.fullmatch(r"[0-9a-f]{7,40}", ref):
+        name = ref
+    if url is None:
+        url = git(repo, "config", "--get", "remote.origin.url", check=False).stdout.strip()
+    url = safety.redact(url) if url and url.startswith("https://") else None
+    return {k: v for k, v in {"git_commit_hash": commit, "git_commit_name": name or None,
+                              "git_repository_url": url, "dirty": dirty or None}.items() if v}
+
+
+def _import(request_key, spec, fill, upstream=None):
+    """fill(dir) puts a kernel tree into dir; commit it and file it under its tree hash.
+    upstream(dir), called after fill, gives the tree's git origin (git_facts), kept beside the
+    request's index entry: trees are shared by content, their origins are per request."""
     with cache.locked("source", request_key):
         found = _lookup(request_key, spec)
         if found:
@@ -126,6 +157,7 @@ def _import(request_key, spec, fill):
         with cache.scratch(base / f"import-{request_key}.partial") as work:
             fill(work)
             kernel_version(work)
+            facts = upstream(work) if upstream else None
             if not (work / ".git").exists():
                 git(work, "init", "-q")
                 # -f: the tree as given, whatever its .gitignore says (Debian's ignores everything).
@@ -139,8 +171,10 @@ def _import(request_key, spec, fill):
             cache.move_into_place(work, final)
         idx = _index_path(request_key)
         idx.parent.mkdir(parents=True, exist_ok=True)
+        if facts:
+            idx.with_name(idx.name + ".upstream.json").write_text(json.dumps(facts) + "\n")
         idx.write_text(tree + "\n")
-        return _tree(final, spec)
+        return _tree(final, spec, facts)
 
 
 def _extract(tarball, dest):
@@ -170,12 +204,17 @@ def _local(spec):
             snap = None   # e.g. a partial clone missing blobs: take the files as they are
     else:
         snap = None
+    upstream = None
     if snap:
         key = cache.digest("local-git", str(path), snap)
 
         def fill(dest):
             if not tools.pipe(["git", "-C", str(path), "archive", snap], ["tar", "-x", "-C", str(dest)]):
                 raise InfraError(f"git archive of {path} failed")
+
+        def upstream(dest):
+            head = git_out(path, "rev-parse", "HEAD")
+            return git_facts(path, head, dirty=head != snap)
     else:
         listing = []
         for dirpath, dirnames, filenames in os.walk(path):
@@ -190,7 +229,14 @@ def _local(spec):
             if not tools.pipe(["tar", "-C", str(path), "--exclude=./.git", "-cf", "-", "."],
                               ["tar", "-x", "-C", str(dest)]):
                 raise InfraError(f"copying {path} into the cache failed")
-    return _lookup(key, spec) or _import(key, spec, fill)
+    found = _lookup(key, spec)
+    if found and upstream and found.upstream is None:      # imported before origins were kept
+        facts = upstream(None)
+        idx = _index_path(key)
+        if idx.exists():
+            idx.with_name(idx.name + ".upstream.json").write_text(json.dumps(facts) + "\n")
+        found = replace(found, upstream=facts)
+    return found or _import(key, spec, fill, upstream)
 
 
 def _git_url(spec):
@@ -210,7 +256,10 @@ def _git_url(spec):
         git(dest, "checkout", "-q", "--detach", "FETCH_HEAD")
         (dest / ".git" / "FETCH_HEAD").unlink(missing_ok=True)     # it names the URL, credentials too
 
-    return _lookup(key, spec) or _import(key, spec, fill)
+    def upstream(dest):
+        return git_facts(dest, git_out(dest, "rev-parse", "HEAD"), url=url, ref=ref)
+
+    return _lookup(key, spec) or _import(key, spec, fill, upstream)
 
 
 def _download(url, dest):
