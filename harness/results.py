@@ -21,6 +21,12 @@ from pathlib import Path
 from harness import paths, safety, tools
 from harness.errors import InfraError, UserError
 
+# record fields that are never parameters: bookkeeping, the verdict (it is the condition),
+# repetition counters (here, not in analysis.stats: `harness cells` needs them without pandas)
+NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
+              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
+              "condition", "boot", "host", "timing", "from_run"}
+
 
 def new_run_id():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")

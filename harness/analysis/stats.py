@@ -19,17 +19,13 @@ from scipy import stats as sps
 from harness.measure import activity
 from harness.analysis import inference, units
 from harness import paths
-from harness.results import timing_mode
+from harness.results import NOT_PARAMS, timing_mode
 from harness.results import read_metadata
 from harness.errors import UserError
 
 KINDS = activity.KINDS
 PLAIN, COW = KINDS["off"], KINDS["active"]
 
-# never parameters: bookkeeping, the verdict (it is the condition), repetition counters
-NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
-              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing", "from_run"}
 # what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
 BOOT_UNIT = ("run_id", "from_run", "kernel", "host", "boot")
 # record fields that are an axis of a workload even when the manifest names its parameter otherwise
