@@ -9,12 +9,12 @@ never taken as COW PTE results.
 Times are only comparable within one accelerator and timing mode: runs that differ are refused.
 """
 import json
+import functools
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from harness.measure import activity
 from harness.analysis import inference, units
@@ -38,7 +38,17 @@ SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB
 
 def manifest(workload):
     path = paths.WORKLOADS / workload / "manifest.toml"
-    return tomllib.loads(path.read_text()) if path.exists() else {}
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _manifest(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(path, stamp):
+    """A manifest read once per version of its file (a report asks for it hundreds of times)."""
+    return tomllib.loads(Path(path).read_text())
 
 
 def run_path(run):
@@ -84,7 +94,14 @@ def own_verdict(rec):
 def verdicts(df):
     """Every record's verdict; a record without evidence takes the one verdict of the evidence in
     its scope (run, kernel, task and parameters, e.g. one size of fork-latency), else "unproven"."""
-    own = pd.Series([own_verdict(r) for r in df.to_dict("records")], index=df.index, dtype=object)
+    # a record labelled already (activity.label, as the pipeline writes them) is its own verdict
+    labelled = df["cow_pte"].isin(list(KINDS)) if "cow_pte" in df else pd.Series(False, index=df.index)
+    own = pd.Series(df["cow_pte"].where(labelled) if "cow_pte" in df else None, index=df.index,
+                    dtype=object)
+    rest = df[~labelled]
+    if len(rest):
+        own[rest.index] = [own_verdict(r) for r in rest.to_dict("records")]
+    own = own.where(own.notna(), None)
     if not own.isna().any():
         return own
     for workload, sub in df[own.isna()].groupby("workload"):
@@ -231,27 +248,54 @@ def boot_values(recs, metric, rounds=False):
     """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
     unchanged in every round of a task (the evidence fork that fault-latency and fork-server copy
     into each round's record) was measured once: once. rounds: {round: array} instead, a round
-    being the boots of one run, host and boot index (every kernel's boot number k of a run)."""
-    x = recs.dropna(subset=[metric])
-    if x.empty:
+    being the boots of one run, host and boot index (every kernel's boot number k of a run).
+
+    Grouped in plain Python over the few rows of one group (pandas' groupby costs milliseconds a
+    call, and a report makes thousands), in pandas' order (groupby sort=True, dropna=False)."""
+    values = recs[metric].to_numpy(dtype=float, na_value=np.nan) if metric in recs else np.array([])
+    keep = np.flatnonzero(~np.isnan(values))
+    if not len(keep):
         return {} if rounds else []
+    values = values[keep]
+    columns = {c: _keys(recs[c], keep) for c in (*BOOT_UNIT, "task", "round") if c in recs}
     if rounds:
-        key = [c for c in BOOT_UNIT if c in x and c != "kernel"]
-        if "boot" not in key or ("kernel" in x and x["kernel"].nunique() > 1):
+        key = [c for c in BOOT_UNIT if c in columns and c != "kernel"]
+        if "boot" not in key or ("kernel" in columns and len(set(columns["kernel"])) > 1):
             return {}
         out = {}
-        for k, part in x.groupby(key, sort=True, dropna=False):
-            (out[k if isinstance(k, tuple) else (k,)],) = boot_values(part, metric)
+        for k, rows in _grouped(columns, key, len(values)).items():
+            (out[k],) = _per_boot(values[rows], {c: [col[i] for i in rows] for c, col in columns.items()})
         return out
-    unit = [c for c in BOOT_UNIT if c in x]
-    scope = unit + (["task"] if "task" in x else [])
-    if "round" in x and scope and len(x) > 1:
-        per_task = x.groupby(scope, dropna=False)[metric]
-        if (per_task.nunique() == 1).all():
-            x = x.drop_duplicates(scope)
+    return _per_boot(values, columns)
+
+
+def _per_boot(values, columns):
+    unit = [c for c in BOOT_UNIT if c in columns]
+    scope = unit + (["task"] if "task" in columns else [])
+    if "round" in columns and scope and len(values) > 1:
+        per_task = _grouped(columns, scope, len(values))
+        if all(len(set(values[rows])) == 1 for rows in per_task.values()):
+            first = sorted(rows[0] for rows in per_task.values())       # drop_duplicates: the first
+            values = values[first]
+            columns = {c: [col[i] for i in first] for c, col in columns.items()}
     if not unit:
-        return [x[metric].to_numpy(float)]
-    return [part[metric].to_numpy(float) for _, part in x.groupby(unit, sort=True, dropna=False)]
+        return [values]
+    return [values[rows] for rows in _grouped(columns, unit, len(values)).values()]
+
+
+def _keys(column, rows):
+    """A column's values at rows, NaN as numpy's one nan (pandas' group key for a missing value)."""
+    return [np.nan if v is None or (isinstance(v, float) and v != v) else v
+            for v in column.to_numpy(dtype=object)[rows].tolist()]
+
+
+def _grouped(columns, key, n):
+    """{key tuple: row positions}, keys sorted with missing values last."""
+    out = {}
+    for i, k in enumerate(zip(*(columns[c] for c in key)) if key else [()] * n):
+        out.setdefault(k, []).append(i)
+    order = sorted(out, key=lambda k: tuple((1, 0) if v is np.nan else (0, v) for v in k))
+    return {k: out[k] for k in order}
 
 
 def describe(df, workload):
@@ -348,6 +392,7 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
         row["unit_of_replication"] = f"boot (paired in {len(pairs)} rounds)" if rounds else "boot"
         row["rounds"] = len(pairs) if rounds else 0
     else:
+        from scipy import stats as sps      # one boot per kernel only: its import is slow
         row["ci_low"], row["ci_high"] = inference.sample_bootstrap(base, cand, resamples, seed)
         row["p_value"] = (1.0 if np.ptp(np.concatenate([b, c])) == 0 else
                           float(sps.mannwhitneyu(c, b, alternative="two-sided").pvalue))
