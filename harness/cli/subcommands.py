@@ -143,6 +143,9 @@ def cmd_setup(args):
 
 
 def cmd_selfbench(args):
+    if args.speed:
+        from harness import speedbench
+        return speedbench.main(args)
     from harness import selfbench
     return selfbench.main(args)
 
