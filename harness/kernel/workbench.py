@@ -151,28 +151,35 @@ def record(bench, slot, want, status):
 
 def recover(folder, say):
     """A build killed half-way (SIGKILL, a reboot) leaves half-written files that make would take
-    for finished: remove everything written after the in-progress marker; what is older is from a
-    build that finished (or stopped on its own), and make rebuilds what is missing."""
+    for finished. Of the files written after the in-progress marker, an object whose kbuild
+    command file (.NAME.cmd, written after the object succeeded) is as new as it is complete and
+    kept; every other one is removed and made again. What is older is from a build that finished."""
     marker = folder / MARKER
     if not marker.exists():
         return
     since = marker.stat().st_mtime
-    removed = 0
+    removed = kept = 0
     for dirpath, _, files in os.walk(folder):
         for name in files:
             path = os.path.join(dirpath, name)
-            if path == str(marker):
+            if path == str(marker) or name.endswith(".cmd"):
                 continue
             try:
-                if os.lstat(path).st_mtime >= since:
-                    os.unlink(path)
-                    removed += 1
+                mtime = os.lstat(path).st_mtime
+                if mtime < since:
+                    continue
+                cmd = os.path.join(dirpath, f".{name}.cmd")
+                if os.path.exists(cmd) and os.lstat(cmd).st_mtime >= mtime:
+                    kept += 1
+                    continue
+                os.unlink(path)
+                removed += 1
             except OSError:
                 continue
     (folder / "harness-config.sha").unlink(missing_ok=True)
     marker.unlink(missing_ok=True)
-    say(f"the last build in this folder was interrupted: removed the {removed} files it wrote, "
-        f"kept the older objects")
+    say(f"the last build in this folder was interrupted: removed the {removed} files it may have "
+        f"left half-written, kept {kept} finished objects")
 
 
 def compiled_since(folder, since):

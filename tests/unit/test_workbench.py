@@ -122,13 +122,19 @@ def test_an_interrupted_build_loses_only_what_it_wrote(tmp_path):
     os.utime(folder / "harness-config.sha", (past, past))
     (folder / workbench.MARKER).write_text("key\n")
     os.utime(folder / workbench.MARKER, (past + 50, past + 50))
-    half = folder / "mm" / "b.o"
+    done = folder / "mm" / "c.o"                             # finished: its .cmd came after it
+    done.write_text("finished in the killed build")
+    (folder / "mm" / ".c.o.cmd").write_text("savedcmd_mm/c.o := gcc ...")
+    half = folder / "mm" / "b.o"                             # its .cmd is the last build's
+    (folder / "mm" / ".b.o.cmd").write_text("savedcmd_mm/b.o := gcc ...")
+    os.utime(folder / "mm" / ".b.o.cmd", (past, past))
     half.write_text("half writ")
     said = []
     workbench.recover(folder, said.append)
-    assert old.exists() and not half.exists() and not (folder / workbench.MARKER).exists()
+    assert old.exists() and done.exists() and not half.exists()
+    assert not (folder / workbench.MARKER).exists()
     assert not (folder / "harness-config.sha").exists()      # the config is made again
-    assert "removed the 1 files it wrote" in said[0]
+    assert "removed the 1 files it may have left half-written, kept 1 finished" in said[0]
     workbench.recover(folder, said.append)                   # no marker: nothing to do
     assert old.exists() and len(said) == 1
 
