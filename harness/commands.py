@@ -13,6 +13,10 @@ def build(exp):
     run = Run(exp, store=NullStore())
     kernel = run.kernel(exp.kernels[0])
     ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
+    if not kernel.info.get("cached") and "objects_compiled" in kernel.info:
+        base = kernel.info.get("built_from") or {}
+        ui.out(f"  compiled {kernel.info['objects_compiled']} objects in {kernel.info['build_seconds']} s; "
+               f"base: {base.get('reason', 'its own folder')}")
     for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
         if (kernel.path / name).exists():
             ui.out(f"  {kernel.path / name}")

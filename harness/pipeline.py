@@ -14,7 +14,7 @@ from harness.guest import accel as accel_mod
 from harness.measure import activity, dmesg, selftests
 from harness.kernel import kconfig, series as series_mod, sources
 from harness import safety, schedule, ui, validate
-from harness.analysis import stats, tables
+from harness.analysis import tables          # its pandas loads only when a table is made
 from harness.guest import image as image_mod
 from harness.kernel.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
@@ -121,6 +121,7 @@ class Run:
         two kernels are left to compare); where it stopped is recorded."""
         if not plan.until:
             return False
+        from harness.analysis import stats      # the analysis stack loads where it is used
         widest = stats.widest_interval(self.store.dir, kernels=list(built))
         why = None
         if widest <= plan.until:
@@ -431,8 +432,8 @@ class Run:
     def show(self, label, workload, records):
         """The table the workload's manifest names (`table`), printed and saved per kernel."""
         kind = workload.manifest.get("table")
-        if not kind or not records:
-            return
+        if kind not in tables.KERNEL_TABLES or not records:
+            return                              # "headline": one table at the end (compare)
         ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records)}"))
         ui.out()
         name = f"{workload.name}-cow-pte" if records[0].get("cow_pte_requested") else workload.name
@@ -449,11 +450,13 @@ class Run:
             if (stock, "plain") in table.columns:
                 self.selftest_new_failures = selftests.new_failures(table, stock)
             self.store.update(selftest_new_failures=self.selftest_new_failures)
+        from harness.analysis import summary
+        summary.show(self.store.dir, list(dict.fromkeys(w.name for w, _ in self.tasks)), ui.out)
         if len(self.exp.kernels) < 2 and len(self.tasks) < 2:
             return
         shown = {}
         for workload, _ in self.tasks:
-            if workload.manifest.get("table"):
+            if workload.manifest.get("table") in tables.COMPARISONS:
                 shown[workload.name] = workload.manifest["table"]
         for name, kind in shown.items():
             rows = [r for spec in self.exp.kernels for r in self.store.records(spec.label, name)]

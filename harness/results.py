@@ -22,6 +22,12 @@ from harness import paths, safety, stored, tools
 from harness.guest import fingerprint
 from harness.errors import GuestError, InfraError, UserError
 
+# record fields that are never parameters: bookkeeping, the verdict (it is the condition),
+# repetition counters (here, not in analysis.stats: `harness cells` needs them without pandas)
+NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
+              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
+              "condition", "boot", "host", "timing", "from_run"}
+
 
 def new_run_id():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -380,7 +380,7 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
     the experiment's own claims (metadata experiment.claims). Returns (md_path, html_path)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
-    metas, df = stats.load_runs(run_dirs)
+    metas, df = _load(run_dirs)
     out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
@@ -411,10 +411,25 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     return md_path, html_path
 
 
+_LOADED = {}
+
+
+def _load(run_dirs):
+    """stats.load_runs, once for write() and cv_summary() of the same unchanged runs."""
+    files = [f for d in run_dirs for f in Path(stats.run_path(d)).glob("**/*.json*")]
+    key = (tuple(map(str, run_dirs)), tuple(sorted((str(f), f.stat().st_mtime_ns) for f in files
+                                                   if f.name != "kcidb.json")))
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = stats.load_runs(run_dirs)
+    metas, df = _LOADED[key]
+    return metas, df.copy()
+
+
 def cv_summary(run_dirs, limit=None):
     """Plain text: the coefficient of variation of every measured metric, per group and condition."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
-    _, df = stats.load_runs(run_dirs)
+    _, df = _load(run_dirs)
     lines = ["coefficient of variation per metric (n, median, CV):"]
     for workload in dict.fromkeys(df["workload"]) if len(df) else []:
         table = stats.describe(df, workload)

@@ -8,30 +8,25 @@ never taken as COW PTE results.
 
 Times are only comparable within one accelerator and timing mode: runs that differ are refused.
 """
+import functools
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from harness.measure import activity
 from harness.analysis import inference, units
 from harness import paths, stored, ui
 from harness.guest import fingerprint
-from harness.results import timing_mode
+from harness.results import NOT_PARAMS, timing_mode
+from harness.analysis.samples import BOOT_UNIT, boot_values  # noqa: F401 (stats.boot_values)
 from harness.results import read_metadata
 from harness.errors import UserError
 
 KINDS = activity.KINDS
 PLAIN, COW = KINDS["off"], KINDS["active"]
 
-# never parameters: bookkeeping, the verdict (it is the condition), repetition counters
-NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
-              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing", "from_run"}
-# what tells the boots of a kernel apart: a record's replication unit (no "boot" field: boot 1)
-BOOT_UNIT = ("run_id", "from_run", "kernel", "host", "boot")
 # record fields that are an axis of a workload even when the manifest names its parameter otherwise
 AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
 SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB", "_per_s": "/s"}
@@ -42,7 +37,17 @@ SUFFIX_UNITS = {"_ns": "ns", "_us": "us", "_ms": "ms", "_kb": "kB", "_mib": "MiB
 
 def manifest(workload):
     path = paths.WORKLOADS / workload / "manifest.toml"
-    return tomllib.loads(path.read_text()) if path.exists() else {}
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _manifest(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(path, stamp):
+    """A manifest read once per version of its file (a report asks for it hundreds of times)."""
+    return tomllib.loads(Path(path).read_text())
 
 
 def run_path(run):
@@ -85,7 +90,14 @@ def own_verdict(rec):
 def verdicts(df):
     """Every record's verdict; a record without evidence takes the one verdict of the evidence in
     its scope (run, kernel, task and parameters, e.g. one size of fork-latency), else "unproven"."""
-    own = pd.Series([own_verdict(r) for r in df.to_dict("records")], index=df.index, dtype=object)
+    # a record labelled already (activity.label, as the pipeline writes them) is its own verdict
+    labelled = df["cow_pte"].isin(list(KINDS)) if "cow_pte" in df else pd.Series(False, index=df.index)
+    own = pd.Series(df["cow_pte"].where(labelled) if "cow_pte" in df else None, index=df.index,
+                    dtype=object)
+    rest = df[~labelled]
+    if len(rest):
+        own[rest.index] = [own_verdict(r) for r in rest.to_dict("records")]
+    own = own.where(own.notna(), None)
     if not own.isna().any():
         return own
     for workload, sub in df[own.isna()].groupby("workload"):
@@ -230,33 +242,6 @@ def values(recs, metric):
     return np.concatenate(boots) if boots else np.array([])
 
 
-def boot_values(recs, metric, rounds=False):
-    """A metric's samples as one array per boot (run, kernel, host, boot). A value repeated
-    unchanged in every round of a task (the evidence fork that fault-latency and fork-server copy
-    into each round's record) was measured once: once. rounds: {round: array} instead, a round
-    being the boots of one run, host and boot index (every kernel's boot number k of a run)."""
-    x = recs.dropna(subset=[metric])
-    if x.empty:
-        return {} if rounds else []
-    if rounds:
-        key = [c for c in BOOT_UNIT if c in x and c != "kernel"]
-        if "boot" not in key or ("kernel" in x and x["kernel"].nunique() > 1):
-            return {}
-        out = {}
-        for k, part in x.groupby(key, sort=True, dropna=False):
-            (out[k if isinstance(k, tuple) else (k,)],) = boot_values(part, metric)
-        return out
-    unit = [c for c in BOOT_UNIT if c in x]
-    scope = unit + (["task"] if "task" in x else [])
-    if "round" in x and scope and len(x) > 1:
-        per_task = x.groupby(scope, dropna=False)[metric]
-        if (per_task.nunique() == 1).all():
-            x = x.drop_duplicates(scope)
-    if not unit:
-        return [x[metric].to_numpy(float)]
-    return [part[metric].to_numpy(float) for _, part in x.groupby(unit, sort=True, dropna=False)]
-
-
 def describe(df, workload):
     """One row per group, condition and metric: n, boots, median, IQR, mean, std, CV, min, max,
     unit, and boot_share: the share of the (log) variance that lies between boots."""
@@ -351,6 +336,7 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
         row["unit_of_replication"] = f"boot (paired in {len(pairs)} rounds)" if rounds else "boot"
         row["rounds"] = len(pairs) if rounds else 0
     else:
+        from scipy import stats as sps      # one boot per kernel only: its import is slow
         row["ci_low"], row["ci_high"] = inference.sample_bootstrap(base, cand, resamples, seed)
         row["p_value"] = (1.0 if np.ptp(np.concatenate([b, c])) == 0 else
                           float(sps.mannwhitneyu(c, b, alternative="two-sided").pvalue))

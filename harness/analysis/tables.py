@@ -1,12 +1,14 @@
-"""Tables of results (pandas): what a run prints and saves as Markdown and CSV."""
-import pandas as pd
+"""Tables of results (pandas): what a run prints and saves as Markdown and CSV.
 
+pandas loads when a table is made, not when a manifest's table is checked (harness run's flags
+and refusals stay quick)."""
 from harness.errors import InfraError, UserError
 from harness.measure import activity
 
 
 def fork_memory(records):
     """Parent/child VmRSS and VmPTE (medians over repetitions) and the PageTables delta at fork."""
+    import pandas as pd
     df = pd.DataFrame(records)
     med = df.median(numeric_only=True)
     table = pd.DataFrame(
@@ -34,6 +36,7 @@ def render_fork_memory(table, extra, title=""):
 
 def save_fork_memory(table, extra, folder, name="fork-memory"):
     """NAME.csv and NAME.md: one row a metric, with its unit."""
+    import pandas as pd
     rows = [{"metric": name, "parent": int(row["parent"]), "child": int(row["child"]), "unit": "kB"}
             for name, row in table.iterrows()]
     rows.append({"metric": "PageTables delta at fork", "parent": extra["PageTables delta at fork"],
@@ -50,6 +53,7 @@ COLUMNS = {"parent_vmrss_kb": "parent VmRSS kB", "child_vmrss_kb": "child VmRSS 
 
 def fork_memory_comparison(records):
     """One row per kernel and kind of fork, with the COW PTE verdict on every row."""
+    import pandas as pd
     df = pd.DataFrame(records)
     df["kind"] = [activity.KINDS.get(r.get("cow_pte", activity.OFF), r.get("cow_pte")) for r in records]
     df["cow_pte"] = df.get("cow_pte", "off")
@@ -73,11 +77,14 @@ def save(table, folder, name):
 # one kernel's records of it, and how it sets the kernels side by side.
 KERNEL_TABLES = {"fork-memory": (fork_memory, render_fork_memory, save_fork_memory)}
 COMPARISONS = {"fork-memory": fork_memory_comparison}
+HEADLINE = "headline"       # the run's closing summary (analysis/summary.py), for any workload
 
 
 def known(kind):
+    if kind == HEADLINE:
+        return None
     if kind not in KERNEL_TABLES:
-        raise UserError(f"unknown table '{kind}' (known: {', '.join(sorted(KERNEL_TABLES))})")
+        raise UserError(f"unknown table '{kind}' (known: {', '.join(sorted([*KERNEL_TABLES, HEADLINE]))})")
     return KERNEL_TABLES[kind]
 
 

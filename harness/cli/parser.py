@@ -239,6 +239,12 @@ def add_fleet_commands(sub):
     add_command_options(p, "selfbench")       # --accel, --boots
     p.add_argument("--cold", action="store_true",
                    help="also time a cold build in a fresh build folder with ccache off (minutes)")
+    p.add_argument("--speed", action="store_true",
+                   help="only where users wait: --help, run --help and report on a 3x6 run (seconds)")
+    p.add_argument("--builds", action="store_true",
+                   help="with --speed: a kernel from cold, then --series on it, in a scratch workbench")
+    p.add_argument("--series", metavar="SPEC", help="with --builds (default: the test series)")
+    p.add_argument("--times", type=int, default=10, help="with --speed: runs of each command (default 10)")
     p.set_defaults(func=sc.cmd_selfbench)
 
 

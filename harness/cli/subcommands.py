@@ -156,6 +156,9 @@ def cmd_setup(args):
 def cmd_selfbench(args):
     validate.source(args.kernel_src, "--kernel-src")
     validate.results_folder()
+    if args.speed:
+        from harness import speedbench
+        return speedbench.main(args)
     from harness import selfbench
     return selfbench.main(args)
 

@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from harness import cache, paths, tools
 from harness.kernel import sources as sources_mod
 from harness.errors import BuildError, GuestError, UserError
@@ -334,6 +332,7 @@ def table(results):
             rows.setdefault(c["case"], None)
     data = {col: [("inactive" if vals is None else vals.get(case, "missing")) for case in rows]
             for col, vals in columns.items()}
+    import pandas as pd                 # loaded where used: the CLI's refusals stay quick
     df = pd.DataFrame(data, index=pd.Index(list(rows), name="case"))
     df.columns = pd.MultiIndex.from_tuples(list(columns), names=["kernel", "way"])
     return df

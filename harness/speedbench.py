@@ -1,0 +1,118 @@
+"""`harness selfbench --speed`: where users wait (#22), measured side by side in one session.
+
+- `harness --help` and `harness run --help`: the median wall time of several runs, each a new
+  Python process as a user starts it.
+- `harness report` on a 3-kernel x 6-boot run of the shape `harness reproduce` writes (generated:
+  fork-latency at 12 sizes, fork-memory, fault-latency and fork-server, plain and COW PTE forks).
+- with --builds: a kernel (guest-base + selftests) built in a scratch cache's workbench (the
+  sources and images of the usual cache shared), then a series on top of it (default: the test
+  series, a few lines in init/main.c and kernel/sysctl.c): seconds and objects compiled each.
+  ccache is off (CCACHE_DISABLE), so the second figure is the workbench's alone.
+Figures only: nothing is asserted.
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import cache, paths, tools, ui
+
+KERNELS = ("stock", "cow-pte", "patched-nocow")
+SIZES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def sample_run(folder, boots=6):
+    """A run folder of recorded shape: 3 kernels x `boots` boots, four workloads."""
+    import numpy as np
+    rng = np.random.default_rng(3)
+    run = Path(folder) / "sample-3x6"
+    meta = {"run_id": run.name, "accel": "tcg", "timing": "real",
+            "kernels": {k: {"status": "ok", "patches": [] if k == "stock" else ["p"] * 14,
+                            "config_cow_pte": "y" if k == "cow-pte" else "n"} for k in KERNELS}}
+    for kernel in KERNELS:
+        out = {"fork-latency": [], "fork-memory": [], "fault-latency": [], "fork-server": []}
+        for boot in range(1, boots + 1):
+            for cow in (0, 1):
+                common = {"boot": boot, "cow_pte_requested": bool(cow), "thp": "nohuge",
+                          "cow_pte": "active" if cow and kernel == "cow-pte" else "off"}
+                out["fork-latency"] += [{**common, "size_mib": s, "rep": r, "warmup": r < 0,
+                                         "fork_ns": float((s + 1) * 5e4 * rng.lognormal(0, .05))}
+                                        for s in SIZES for r in range(-2, 10)]
+                out["fork-memory"] += [{**common, "mib": 1024, "rep": r, "fork_ns": float(3e7 * rng.lognormal(0, .05)),
+                                        "parent_vmrss_kb": 1049000, "child_vmrss_kb": 1049000,
+                                        "parent_vmpte_kb": 2096, "child_vmpte_kb": 2096,
+                                        "pagetables_delta_kb": 2100} for r in range(3)]
+                out["fault-latency"] += [{**common, "mib": 512, "pattern": "seq", "side": "child", "round": r,
+                                          "mean_ns": float(900 * rng.lognormal(0, .05)),
+                                          "median_ns": float(850 * rng.lognormal(0, .05))} for r in range(5)]
+                out["fork-server"] += [{**common, "heap_mib": 256, "round": r,
+                                        "forks_per_s": float(300 * rng.lognormal(0, .05))} for r in range(5)]
+        (run / kernel).mkdir(parents=True, exist_ok=True)
+        for name, recs in out.items():
+            (run / kernel / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "metadata.json").write_text(json.dumps(meta))
+    return run
+
+
+def wall(argv, times):
+    """Median seconds of `times` runs of argv (a new process each)."""
+    seconds = []
+    for _ in range(times):
+        started = time.monotonic()
+        tools.run(argv, check=False)
+        seconds.append(time.monotonic() - started)
+    return statistics.median(seconds), min(seconds), max(seconds)
+
+
+def cli_rows(times):
+    harness = [sys.executable, "-m", "harness"]
+    rows = []
+    for args in (["--help"], ["run", "--help"]):
+        med, lo, hi = wall(harness + args, times)
+        rows.append((f"harness {' '.join(args)}", f"median {med:.2f} s", f"min {lo:.2f}, max {hi:.2f}, {times} runs"))
+    with tempfile.TemporaryDirectory(prefix="harness-speed-") as tmp:
+        run = sample_run(tmp)
+        med, lo, hi = wall(harness + ["report", str(run)], 3)
+        rows.append(("harness report, 3 kernels x 6 boots", f"median {med:.2f} s", f"min {lo:.2f}, max {hi:.2f}, 3 runs"))
+    return rows
+
+
+def build_rows(kernel_src, series_spec):
+    """The kernel, then the series on it, in a scratch cache's workbench; ccache off."""
+    from harness.kernel import kconfig, series as series_mod, sources
+    from harness.kernel.build import Build
+    from harness.selfbench import environ
+    shared = cache.root()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="harness-speed-cache-") as tmp:
+        for name in ("sources", "images", "downloads"):
+            if (shared / name).exists():
+                (Path(tmp) / name).symlink_to(shared / name)
+        with environ(HARNESS_CACHE=tmp, CCACHE_DISABLE="1"):
+            source = sources.resolve(kernel_src)
+            frags = [kconfig.fragment(f) for f in ("guest-base", "selftests")]
+            series = series_mod.load(series_spec)
+            patched, _ = series_mod.apply(series, source)
+            for label, tree, ids in (("kernel from cold", source, []),
+                                     (f"+ series ({len(series.patches)} patches)", patched,
+                                      series_mod.patch_ids(series))):
+                with ui.step(f"build: {label}"):
+                    kernel = Build(tree, frags, patches=ids).run()
+                rows.append((f"build {label}", f"{kernel.info['build_seconds']:.0f} s",
+                             f"{kernel.info['objects_compiled']} objects compiled"))
+    return rows
+
+
+def main(args):
+    rows = cli_rows(args.times)
+    if args.builds:
+        rows += build_rows(args.kernel_src, args.series or str(paths.ROOT / "tests" / "data" / "test-series"))
+    ui.out(f"selfbench --speed {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}: "
+           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        ui.out(f"  {name:<{width}}  {value:>14}  {note}")
+    return 0

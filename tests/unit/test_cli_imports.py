@@ -1,0 +1,46 @@
+"""The CLI answers at once (#22): parsing flags, --help, bad-input refusals and `harness cells`
+load nothing of the analysis stack (pandas, scipy, matplotlib, numpy: seconds of imports)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("pandas", "scipy", "matplotlib", "numpy")
+PROBE = """
+import json, sys
+from harness.cli import main, parser
+parser()
+code = None
+if {argv!r}:
+    try:
+        code = main({argv!r})
+    except SystemExit as exc:
+        code = exc.code
+print(json.dumps([code, sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))]))
+"""
+
+
+def loaded(argv, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HARNESS_CACHE": str(tmp_path / "cache"),
+           "HARNESS_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [
+    [],                                                    # building the parser
+    ["--help"], ["run", "--help"], ["report", "--help"], ["export", "--help"],
+    ["run", "--kernel-src", "/nonexistent"],
+    ["run", "--workload", "no-such-workload"],
+    ["run", "--param", "x"],
+    ["build", "--kernel-src", "/nonexistent"],
+    ["verify", "--kernel-src", "/nonexistent", "--series", "/nonexistent"],
+    ["cells", "--experiment", "test-series"],
+])
+def test_the_cli_loads_no_analysis_stack(argv, tmp_path):
+    code, heavy = loaded(argv, tmp_path)
+    assert heavy == [], f"harness {' '.join(argv)} imported {heavy}"
+    if argv and argv[-1] != "--help" and argv[0] != "cells":
+        assert code == 2                                   # refused, with one clear error
