@@ -1,0 +1,126 @@
+"""Layout variants: the pads, the variant commits, and the statistics with the variant on top."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import stats, variants
+from harness.kernel import layout, sources
+
+
+def test_pads_move_code_by_other_offsets_in_a_cache_line_and_a_page():
+    pads = [layout.pad(i) for i in range(1, 4)]
+    assert layout.pad(0) == 0
+    assert len({p % 64 for p in pads}) == 3 and 0 not in {p % 64 for p in pads}
+    assert len({p % 4096 for p in pads}) == 3 and all(p % 16 == 0 for p in pads)
+    text = layout.pad_source(pads[0])
+    assert f".fill {pads[0]}, 1, 0xcc" in text and ".pushsection .text" in text
+
+
+def test_variants_take_turns_over_the_boots():
+    assert [layout.of_boot(b, 3) for b in range(1, 8)] == [0, 1, 2, 0, 1, 2, 0]
+    assert layout.indices(4, 3) == [4, 5, 6] and layout.indices(0, None) == [0]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    repo = tmp_path / "src"
+    (repo / "init").mkdir(parents=True)
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n")
+    (repo / "init" / "Makefile").write_text("obj-y := main.o\n")
+    sources.git(repo, "init", "-q")
+    sources.git(repo, "add", "-A")
+    sources.git(repo, "commit", "-q", "-m", "tree")
+    commit = sources.git_out(repo, "rev-parse", "HEAD")
+    return sources.SourceTree("6.1-abc", repo, "src", "6.1", commit)
+
+
+def test_a_variant_is_one_commit_adding_the_pad_and_the_same_pad_is_the_same_commit(tree, tmp_path):
+    work = tmp_path / "work" / "tree"
+    one = layout.variant_tree(tree, work, 1)
+    assert one.id == "6.1-abc+layout4176" and one.path == work
+    assert (work / layout.PAD_FILE).read_text() == layout.pad_source(4176)
+    assert (work / "init" / "Makefile").read_text().endswith(layout.MAKE_LINE)
+    changed = sources.git_out(work, "diff", "--name-only", tree.commit, one.commit).split()
+    assert sorted(changed) == ["init/Makefile", layout.PAD_FILE]
+    base = layout.variant_tree(tree, work, 0)
+    assert base.commit == tree.commit and not (work / layout.PAD_FILE).exists()
+    assert layout.variant_tree(tree, work, 1).commit == one.commit       # fixed dates: reproducible
+    assert layout.variant_tree(tree, work, 2).commit != one.commit
+    assert sources.git_out(tree.path, "status", "--porcelain") == ""     # the source is untouched
+
+
+def records(effects, layout_sd, boots=2, reps=5, seed=3, boot_sd=0.01, rep_sd=0.01, timing="real"):
+    """Kernels A and B, each len(effects[k]) variants; every variant's placement effect drawn with
+    layout_sd; boots in rounds over the variants."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kernel, effect in effects.items():
+        n = 4
+        lays = rng.normal(0, layout_sd, n)
+        for b in range(1, n * boots + 1):
+            v = layout.of_boot(b, n)
+            level = 1e6 * (1 + effect) * np.exp(lays[v] + rng.normal(0, boot_sd))
+            rows += [{"kernel": kernel, "workload": "fork-latency", "run_id": "r", "host": "h", "boot": b,
+                      "variant": v, "timing": timing, "rep": i, "size_mib": 64,
+                      "fork_ns": float(level * np.exp(rng.normal(0, rep_sd)))} for i in range(reps)]
+    return stats.add_conditions(pd.DataFrame(rows))
+
+
+META = [{"kernels": {"A": {"build_key": "a", "variants": [{"build_key": "a0"}, {"build_key": "a1"}]},
+                     "B": {"build_key": "b", "variants": [{"build_key": "b0"}, {"build_key": "b1"}]}}}]
+
+
+def test_two_binaries_are_compared_over_their_variants():
+    df = records({"A": 0.0, "B": 0.0}, layout_sd=0.08)
+    row = stats.compare(df, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
+    assert row["unit_of_replication"] == "layout variant (4+4, df 6)" and row["variants"] == "4/4"
+    assert row["ci_high"] / row["ci_low"] > 1.08            # the placement spread is in the interval
+    # the same data judged as before (boots paired in rounds, placement ignored) calls a difference
+    old = stats.compare(df, "fork-latency", base="A: fork", metas=META, only=["fork_ns"], layouts=False).iloc[0]
+    assert old["unit_of_replication"].startswith("boot (paired")
+    assert old["ci_high"] / old["ci_low"] < row["ci_high"] / row["ci_low"]
+    desc = stats.describe(df, "fork-latency")
+    assert desc["layout_share"].dropna().between(0.5, 1).all()
+
+
+def test_the_pooled_t_over_variants_holds_its_false_call_rate():
+    rng = np.random.default_rng(5)
+    calls = 0
+    for _ in range(400):
+        side = lambda: {v: [rng.normal(np.exp(rng.normal(0, 0.1)), 0.01, 5)] for v in range(3)}
+        ratio, low, high, p, dof = variants.interval(side(), side())
+        calls += p < 0.05
+        assert dof == 4 and low < ratio < high
+    assert calls / 400 < 0.09
+
+
+def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
+    df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
+    one = df[df["variant"] == 0]
+    row = stats.compare(one, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
+    assert row["verdict"].startswith("not judged [1 layout]: ratio 1.1")
+    assert "slower" not in row["verdict"] and "--variants" in row["verdict"]
+    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]     # one binary, two labels
+    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"] == "slower"
+    icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
+    icount = icount[icount["variant"] == 0]
+    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"] == "slower"
+
+
+def test_one_boot_per_kernel_in_real_time_gets_no_direction():
+    df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
+    one = df[df["boot"] == 1]
+    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]
+    row = stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]
+    assert row["verdict"].startswith("not judged [1 boot]: ratio 1.1") and "--boots" in row["verdict"]
+    icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
+    row = stats.compare(icount[icount["boot"] == 1], "fork-latency", base="A: fork", metas=same).iloc[0]
+    assert row["verdict"] == "slower [1 boot]"          # icount: deterministic, repetitions suffice
+
+
+def test_layout_spread_and_the_variants_it_needs():
+    by = {v: [np.full(5, np.exp(x)), np.full(5, np.exp(x + 0.01))] for v, x in enumerate([0, 0.1, -0.1, 0.05])}
+    got = variants.split(by)
+    assert 0.005 < got["layout"] < 0.01 and got["layout_share"] > 0.9
+    assert variants.variants_needed(0.0, 0.0001, 0.05) == 3       # df 2 at two: t is 4.3
+    assert variants.variants_needed(0.1 ** 2, 0.0, 0.05) > 50
