@@ -377,8 +377,8 @@ def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
         bound = bound_of(row)
         verdict = "no significant difference" + ("" if np.isnan(bound) else f" (none > {bound:.1%})")
     if row.get("spread") in variants.UNJUDGED:    # a level's spread not measured: no direction
-        return variants.unjudged(row, row["spread"])
-    if row.get("unit_of_replication", "").startswith("repetition"):
+        verdict = variants.unjudged(row, row["spread"])
+    elif row.get("unit_of_replication", "").startswith("repetition"):
         verdict += " [1 boot]"          # boot-to-boot variation not measured
     if row["cv_max"] > noisy_cv:
         verdict += f" (noisy: CV {row['cv_max']:.0%})"
@@ -425,7 +425,8 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
     # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
     in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
-    real = layouts and ("timing" not in df or not df["timing"].eq("icount").any())
+    real = layouts and not (any(timing_mode(m) == "icount" for m in metas)
+                            or ("timing" in df and df["timing"].eq("icount").any()))
     rows = []
     for params, part in groups(df, workload):
         present = list(dict.fromkeys(part["condition"]))

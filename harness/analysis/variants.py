@@ -138,6 +138,14 @@ def different_binaries(metas, base, cand):
     return keys[base] != keys[cand]
 
 
+METHOD_TEXT = ("Between two binaries measured in real time as several layout variants each "
+               "(boots: \"layout variant (a+b, df)\"), the ratio, interval and p come from a pooled t "
+               "over the variants' mean log boot medians instead; layout: the share of the variance of "
+               "the boot medians that lies between variants. A time compared without its boot-to-boot "
+               "spread (one boot per kernel) or, between two binaries, without its layout spread (one "
+               "variant per kernel) is \"not judged\": its ratio and the design that would judge it.")
+
+
 UNJUDGED = {
     "1 boot": "boot-to-boot spread not measured; judge it with --boots 5 or more (or harness reproduce)",
     "1 layout": "layout spread not measured between two binaries; judge it with --variants 3 or more "

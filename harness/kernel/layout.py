@@ -1,102 +1,47 @@
 """Layout variants: one kernel's source and config, its code placed differently.
 
-A variant adds one harness-owned object to the tree, `init/harness_layout.c`, that holds nothing
-but `pad(v)` bytes of int3 in `.text`, never called and never jumped to. `init/` is linked ahead of
-kernel/, mm/, fs/, ... (only the boot-entry objects come before it), so every function linked after
-it moves by the pad: the instructions stay the same (calls and RIP-relative operands are
-relocated), their addresses, cache-line offsets and page offsets change. The pad steps by
-4096 + 64 + 16 bytes, so successive variants differ in their placement modulo 64 (cache lines),
-modulo 4096 (pages) and in which functions share a page. int3 is what the linker pads gaps with on
-x86, and objtool takes it as a trap, not as unreachable code.
+A variant is the kernel's own object files linked with `pad(v)` bytes of never-executed space
+ahead of the kernel's main text: the linker script that make generated for the build
+(`arch/x86/kernel/vmlinux.lds`, in the object folder) gets `. = . + N;` right after the boot-entry
+code (`.head.text`), so `.text` proper, and with it every function of kernel/, mm/, fs/, ..., the
+sections after it and their symbols start N bytes later. Nothing is compiled again: make sees the
+script newer than vmlinux and links again (with kallsyms' passes), so every object file is
+byte for byte the base build's, and the instructions that run are the same; only the addresses
+change: calls and RIP-relative operands are relocated by the linker as for any other link, and
+the space is never jumped to (no symbol lies in it). The pad steps by 4096 + 64 + 16 bytes, so
+successive variants differ in every function's offset in its cache line (mod 64), in its page
+(mod 4096) and in which functions share a page; a multiple of 16 keeps the 16-byte alignment of
+.S entry points.
 
-A variant is a commit the harness makes on top of the tree it was given, in one scratch worktree
-per tree (under the cache), checked out to each variant in turn and built in one object folder per
-config: from one variant to the next only `init/harness_layout.o` is compiled again and vmlinux
-relinked (as harness/kernel/bisect.py does per patch). Variant 0 is the tree as given, no pad.
+Variants of a kernel are built one after the other in one object folder, a copy of the base
+build's (harness/kernel/build.py keeps it under the cache): each costs a relink, not a build.
+Variant 0 is the kernel as built. The variant's kernel.json records the pad, and `check` proves
+the move on the System.map: every text symbol after the head code moved by exactly the pad.
 """
 import re
-from pathlib import Path
+import shutil
 
 from harness import cache
-from harness.kernel import series as series_mod
+from harness.errors import InfraError
 from harness.kernel import sources
 from harness.kernel.build import Build
 
 STEP = 4096 + 64 + 16
-PAD_FILE = "init/harness_layout.c"
-MAKE_LINE = "obj-y += harness_layout.o   # kernel-harness: a layout variant\n"
-# fixed dates: the same variant of the same tree is the same commit
-DATES = {"GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"}
+SCRIPT = "arch/x86/kernel/vmlinux.lds"
+ANCHOR = "KEEP(*(.head.text))"
+MOVED = ("copy_page_range", "do_fork", "kernel_clone", "schedule", "memcpy")   # checked when present
 
 
 def pad(index):
-    """The bytes of never-executed code variant `index` puts ahead of kernel/, mm/, ..."""
+    """The bytes of never-executed space variant `index` puts ahead of the kernel's main text."""
     return index * STEP
 
 
-def pad_source(size):
-    return ("// SPDX-License-Identifier: GPL-2.0\n"
-            "/* kernel-harness layout variant: never executed. Moves every function linked after it\n"
-            f" * by {size} bytes without changing an instruction. */\n"
-            f'asm(".pushsection .text, \\"ax\\"\\n\\t.fill {size}, 1, 0xcc\\n\\t.popsection");\n')
-
-
-def _commit(tree, base_commit, size):
-    """The commit of the variant with `size` bytes of pad on base_commit, made in `tree`."""
-    sources.git(tree, "checkout", "-q", "-f", "--detach", base_commit)
-    (tree / PAD_FILE).write_text(pad_source(size))
-    makefile = tree / "init" / "Makefile"
-    makefile.write_text(makefile.read_text() + MAKE_LINE)
-    sources.git(tree, "add", "-f", PAD_FILE, "init/Makefile")
-    sources.git(tree, "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m",
-                f"kernel-harness: layout variant, {size} bytes ahead of the kernel's code", env=DATES)
-    return sources.git_out(tree, "rev-parse", "HEAD")
-
-
-def variant_tree(base, tree, index):
-    """A SourceTree for variant `index` of `base`, checked out at `tree` (a worktree of base's
-    repository, made when missing)."""
-    series_mod.worktree(_repo(base), tree, base.commit)
-    commit = base.commit if index == 0 else _commit(tree, base.commit, pad(index))
-    if index:
-        sources.git(tree, "checkout", "-q", "-f", "--detach", commit)
-    ident = base.id if index == 0 else f"{base.id}+layout{pad(index)}"
-    return sources.SourceTree(id=ident, path=tree, spec=base.spec + (f" (layout +{pad(index)})" if index else ""),
-                              version=base.version, commit=commit)
-
-
-def _repo(base):
-    """What owns base's git worktrees: the source itself, or for a patched tree the repository
-    it is a worktree of (its main work tree)."""
-    common = sources.git_out(base.path, "rev-parse", "--path-format=absolute", "--git-common-dir")
-    return sources.SourceTree(base.id, Path(common).parent, base.spec, base.version, base.commit)
-
-
-def work_of(base, fragments):
-    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", base.id)[:60]
-    return cache.root() / "layout" / name, cache.digest([f.text for f in fragments], length=8)
-
-
-def build_variants(base, fragments, patches, indices, jobs=None, progress=None):
-    """{index: Kernel} of the layout variants `indices` of base, built in turn (cached ones are
-    not built). Index 0 of a tree built elsewhere is taken from the build cache as it is."""
-    say = progress or (lambda msg: None)
-    work, config = work_of(base, fragments)
-    kernels = {}
-    with cache.locked("layout", work.name):
-        for index in indices:
-            if index == 0:
-                found = Build(base, list(fragments), patches=patches).cached()
-                if found:
-                    kernels[index] = found
-                    continue
-            tree = variant_tree(base, work / "tree", index)
-            build = Build(tree, list(fragments), patches=patches, objdir=work / f"obj-{config}",
-                          **({"jobs": jobs} if jobs else {}))
-            kernel = build.run(lambda msg, i=index: say(f"layout +{pad(i)}: {msg}"))
-            kernel.info["layout"] = {"index": index, "pad": pad(index)}
-            kernels[index] = kernel
-    return kernels
+def padded(script, size):
+    """The linker script with `size` bytes of space after the head code."""
+    if script.count(ANCHOR) < 1:
+        raise InfraError(f"{SCRIPT} has no '{ANCHOR}': this architecture's link cannot take a layout pad")
+    return script.replace(ANCHOR, f"{ANCHOR} . = . + {size}; /* kernel-harness layout variant */", 1)
 
 
 def indices(first, variants):
@@ -108,3 +53,78 @@ def of_boot(boot, count):
     """Which of a kernel's `count` variants boot number `boot` runs: they take turns, so every
     round of the design boots the same variant position of every kernel."""
     return (boot - 1) % count
+
+
+def symbols(system_map):
+    """{name: address} of the text symbols (t/T) of a System.map."""
+    out = {}
+    for line in system_map.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tT":
+            out.setdefault(parts[2], int(parts[0], 16))
+    return out
+
+
+def check(base, variant, size):
+    """The text symbols that moved by exactly `size` between two System.maps, of MOVED's present
+    ones; an InfraError when one did not (the pad did not take)."""
+    a, b = symbols(base), symbols(variant)
+    looked = [s for s in MOVED if s in a and s in b]
+    wrong = [s for s in looked if b[s] - a[s] != size]
+    if wrong or not looked:
+        raise InfraError(f"layout variant +{size}: {', '.join(wrong) or 'no known symbol'} did not "
+                         f"move by {size} bytes ({variant})")
+    return looked
+
+
+def _tree(base, index):
+    """The source as variant `index`: the same tree at the same path (the object folder's .cmd
+    files name it), under its own id (so its own cache entry)."""
+    return sources.SourceTree(id=f"{base.id}+layout{pad(index)}", path=base.path,
+                              spec=f"{base.spec} (layout +{pad(index)})", version=base.version,
+                              commit=base.commit)
+
+
+def _folder(plain, work, say):
+    """The variants' object folder: a copy of the base build's (made once); the linker script as
+    make wrote it is kept beside it."""
+    objdir, kept = work / "obj", work / "vmlinux.lds.orig"
+    if (objdir / SCRIPT).exists() and kept.exists():
+        return objdir, kept
+    shutil.rmtree(objdir, ignore_errors=True)
+    if not (plain.objdir / SCRIPT).exists() or not (plain.objdir / "vmlinux.o").exists():
+        # (a kernel found in a shared cache, or built in another folder): built once more here,
+        # under an entry of its own, so that the shared one is not written
+        say("the base build's object folder is not here: building it once for the variants")
+        Build(_tree(plain.source, 0), plain.fragments, patches=plain.patches, objdir=plain.objdir,
+              jobs=plain.jobs).run(say)
+    say("copying the base build's object folder")
+    shutil.copytree(plain.objdir, work / "obj.partial", symlinks=True, dirs_exist_ok=True)
+    (work / "obj.partial").rename(objdir)
+    shutil.copy(objdir / SCRIPT, kept)
+    return objdir, kept
+
+
+def build_variants(base, fragments, patches, wanted, jobs=None, progress=None):
+    """{index: Kernel} of the layout variants `wanted` of base (index 0: base itself), the padded
+    ones relinked one after the other in one object folder (cached ones are not built)."""
+    say = progress or (lambda msg: None)
+    opts = {"jobs": jobs} if jobs else {}
+    plain = Build(base, list(fragments), patches=patches, **opts)
+    kernels = {}
+    if 0 in wanted or not all(Build(_tree(base, i), list(fragments), patches=patches).cached()
+                              for i in wanted if i):
+        kernels[0] = plain.run(say)
+    work = cache.root() / "layout" / plain.key
+    with cache.locked("layout", plain.key):
+        for index in [i for i in wanted if i]:
+            build = Build(_tree(base, index), list(fragments), patches=patches, **opts)
+            if not build.cached():
+                objdir, kept = _folder(plain, work, say)
+                (objdir / SCRIPT).write_text(padded(kept.read_text(), pad(index)))
+                build = Build(_tree(base, index), list(fragments), patches=patches, objdir=objdir, **opts)
+            kernel = build.run(lambda msg, i=index: say(f"layout +{pad(i)}: {msg}"))
+            check(kernels[0].path / "System.map", kernel.path / "System.map", pad(index)) \
+                if 0 in kernels else None
+            kernels[index] = kernel
+    return {i: kernels[i] for i in wanted}

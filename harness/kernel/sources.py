@@ -62,13 +62,11 @@ def kernel_version(tree):
     return version + fields.get("EXTRAVERSION", "")
 
 
-def git(repo, *args, input=None, check=True, env=None):
+def git(repo, *args, input=None, check=True):
     """git in repo, as the harness's own identity and never steered by the caller's GIT_DIR,
-    GIT_WORK_TREE or author variables (`env`: the harness's own, e.g. fixed commit dates); the
-    CompletedProcess (harness.tools.run)."""
-    extra, env = env, {k: v for k, v in os.environ.items()
+    GIT_WORK_TREE or author variables; the CompletedProcess (harness.tools.run)."""
+    env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_DIR", "GIT_WORK_TREE"))}
-    env.update(extra or {})
     return tools.run(["git", "-C", str(repo), *GIT_ID, *NO_AUTO_GC, *args], input=input, check=check,
                      env=env)
 

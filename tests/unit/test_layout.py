@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from harness.analysis import stats, variants
-from harness.kernel import layout, sources
+from harness.errors import InfraError
+from harness.kernel import layout
 
 
 def test_pads_move_code_by_other_offsets_in_a_cache_line_and_a_page():
@@ -12,8 +13,6 @@ def test_pads_move_code_by_other_offsets_in_a_cache_line_and_a_page():
     assert layout.pad(0) == 0
     assert len({p % 64 for p in pads}) == 3 and 0 not in {p % 64 for p in pads}
     assert len({p % 4096 for p in pads}) == 3 and all(p % 16 == 0 for p in pads)
-    text = layout.pad_source(pads[0])
-    assert f".fill {pads[0]}, 1, 0xcc" in text and ".pushsection .text" in text
 
 
 def test_variants_take_turns_over_the_boots():
@@ -21,32 +20,37 @@ def test_variants_take_turns_over_the_boots():
     assert layout.indices(4, 3) == [4, 5, 6] and layout.indices(0, None) == [0]
 
 
-@pytest.fixture
-def tree(tmp_path):
-    repo = tmp_path / "src"
-    (repo / "init").mkdir(parents=True)
-    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n")
-    (repo / "init" / "Makefile").write_text("obj-y := main.o\n")
-    sources.git(repo, "init", "-q")
-    sources.git(repo, "add", "-A")
-    sources.git(repo, "commit", "-q", "-m", "tree")
-    commit = sources.git_out(repo, "rev-parse", "HEAD")
-    return sources.SourceTree("6.1-abc", repo, "src", "6.1", commit)
+SCRIPT = """ .text : AT(ADDR(.text) - 0xffffffff80000000) {
+  _text = .;
+  _stext = .;
+  KEEP(*(.head.text))
+  . = ALIGN(8); *(.text.hot .text.hot.*) *(.text .text.fixup)
+"""
 
 
-def test_a_variant_is_one_commit_adding_the_pad_and_the_same_pad_is_the_same_commit(tree, tmp_path):
-    work = tmp_path / "work" / "tree"
-    one = layout.variant_tree(tree, work, 1)
-    assert one.id == "6.1-abc+layout4176" and one.path == work
-    assert (work / layout.PAD_FILE).read_text() == layout.pad_source(4176)
-    assert (work / "init" / "Makefile").read_text().endswith(layout.MAKE_LINE)
-    changed = sources.git_out(work, "diff", "--name-only", tree.commit, one.commit).split()
-    assert sorted(changed) == ["init/Makefile", layout.PAD_FILE]
-    base = layout.variant_tree(tree, work, 0)
-    assert base.commit == tree.commit and not (work / layout.PAD_FILE).exists()
-    assert layout.variant_tree(tree, work, 1).commit == one.commit       # fixed dates: reproducible
-    assert layout.variant_tree(tree, work, 2).commit != one.commit
-    assert sources.git_out(tree.path, "status", "--porcelain") == ""     # the source is untouched
+def test_the_pad_goes_after_the_head_code_and_nowhere_else():
+    out = layout.padded(SCRIPT, 4176)
+    assert out.replace(" . = . + 4176; /* kernel-harness layout variant */", "") == SCRIPT
+    assert out.index("4176") > out.index("KEEP(*(.head.text))") and out.count(". + 4176") == 1
+    with pytest.raises(InfraError, match="cannot take a layout pad"):
+        layout.padded("SECTIONS { }", 16)
+
+
+def write_map(path, shift, moved=("copy_page_range", "schedule")):
+    rows = [("ffffffff81000000", "T", "startup_64")]
+    rows += [(f"{0xffffffff81001000 + i * 0x100 + shift:016x}", "T", name) for i, name in enumerate(moved)]
+    rows += [("ffffffff82000000", "D", "some_data")]
+    path.write_text("".join(f"{a} {t} {n}\n" for a, t, n in rows))
+    return path
+
+
+def test_the_move_is_checked_on_the_system_map(tmp_path):
+    base = write_map(tmp_path / "a.map", 0)
+    assert layout.check(base, write_map(tmp_path / "b.map", 4176), 4176) == ["copy_page_range", "schedule"]
+    with pytest.raises(InfraError, match="did not move by 4176"):
+        layout.check(base, write_map(tmp_path / "c.map", 0), 4176)
+    with pytest.raises(InfraError, match="no known symbol"):
+        layout.check(base, write_map(tmp_path / "d.map", 4176, moved=("other",)), 4176)
 
 
 def records(effects, layout_sd, boots=2, reps=5, seed=3, boot_sd=0.01, rep_sd=0.01, timing="real"):
