@@ -128,3 +128,34 @@ def test_layout_spread_and_the_variants_it_needs():
     assert 0.005 < got["layout"] < 0.01 and got["layout_share"] > 0.9
     assert variants.variants_needed(0.0, 0.0001, 0.05) == 3       # df 2 at two: t is 4.3
     assert variants.variants_needed(0.1 ** 2, 0.0, 0.05) > 50
+
+
+def test_calibrate_layout_counts_both_designs_and_the_spread(tmp_path, monkeypatch):
+    """A/A′ on synthetic data with a 10% layout spread: the design over variants is judged as A/A
+    verdicts are, every pair of single variants as before, and the spread is found."""
+    import json
+    from harness.analysis import calibrate
+    df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
+    df.loc[df["kernel"] == "B", "variant"] += 4                    # B's pads are other than A's
+    run = tmp_path / "r"
+    meta = {"run_id": "r", "accel": "tcg", "timing": "real", "design": {"variants": 4},
+            "kernels": {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"} for v in range(4)]}
+                        for label in ("A", "B")}}
+    for label, part in df.groupby("kernel"):
+        (run / label).mkdir(parents=True)
+        keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
+        (run / label / "fork-latency.jsonl").write_text(
+            "".join(json.dumps({k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
+                                for k, v in r.items()}) + "\n" for r in part[keep].to_dict("records")))
+    (run / "metadata.json").write_text(json.dumps(meta))
+    result = calibrate.analyse(run, effect=0.05)
+    lay = result["layout"]
+    assert lay["variants"] == {"A": [0, 1, 2, 3], "B": [4, 5, 6, 7]}
+    assert len(lay["one_variant_each"]["pairs"]) == 16 and lay["one_variant_each"]["verdicts"] == 16
+    assert result["aa"]["verdicts"] == 1 and result["aa"]["rows"][0]["verdict"]
+    (spread,) = lay["spread"]
+    assert spread["variants"] == 8 and 0.04 < spread["layout_sd"] < 0.2 and spread["variants_needed"] > 10
+    assert [p["variants"] for p in result["power"]] == [1, 2, 3, 4, 4, 4, 4, 4]
+    text = calibrate.render(result)
+    assert "one variant per label, judged as before (16 pairs of variants)" in text
+    assert "new design, over variants: " in text and "layout share" in text
