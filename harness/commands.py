@@ -15,6 +15,10 @@ def build(exp):
     for index, kernel in run.kernel(exp.kernels[0]):
         ui.out(f"kernel {kernel.info['release']}  key {kernel.key}"
                + (f"  layout variant {index} (+{layout.pad(index)} bytes)" if exp.variants else ""))
+        if not kernel.info.get("cached") and "objects_compiled" in kernel.info:
+            base = kernel.info.get("base") or {}
+            ui.out(f"  compiled {kernel.info['objects_compiled']} objects in {kernel.info['build_seconds']} s; "
+                   f"base: {base.get('reason', 'its own folder')}")
         for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
             if (kernel.path / name).exists():
                 ui.out(f"  {kernel.path / name}")

@@ -13,12 +13,11 @@ The document is validated against the kcidb-io package's schema in the tests, no
 harness does not depend on it); `kcidb-submit` reads it from standard input.
 """
 import json
+import math
+import numbers
 import re
 from pathlib import Path
 
-import numpy as np
-
-from harness.analysis import report, stats
 from harness import safety, ui
 from harness.errors import UserError
 
@@ -69,15 +68,17 @@ def plain(value):
 
 
 def _plain_leaf(value):
-    if isinstance(value, (np.floating, float)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
+    # numpy's scalars register as numbers.Integral / numbers.Real: no numpy import for the CLI
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
         return int(value)
-    return value
+    return None if math.isnan(value) else float(value)
 
 
 def params_text(row, cols):
     """A group's parameters as text, alike from the describe and the compare tables (16.0 is 16)."""
+    from harness.analysis import stats      # the analysis stack loads where it is used (#22)
     return ", ".join(f"{c}={stats.plain(row[c])}" for c in cols) or "–"
 
 
@@ -87,6 +88,7 @@ def drop_empty(obj):
 
 class Document:
     def __init__(self, run_dir, origin=ORIGIN, artifacts_url=None):
+        from harness.analysis import stats
         self.run_dir = Path(stats.run_path(run_dir))
         self.origin = check_origin(origin)
         self.meta, self.df = stats.load_run(self.run_dir)
@@ -257,6 +259,7 @@ class Document:
 
     def verdicts(self):
         """{(candidate condition, workload, params text, metric): comparison row} against stock."""
+        from harness.analysis import report, stats
         out = {}
         if self.df.empty:
             return out
@@ -270,6 +273,7 @@ class Document:
         return out
 
     def add_figures(self):
+        from harness.analysis import stats
         if self.df.empty:
             return
         measured = stats.measured(self.df)
@@ -313,6 +317,7 @@ def document(run_dir, origin=ORIGIN, artifacts_url=None):
 
 def write(run_dir, path=None, origin=ORIGIN, artifacts_url=None):
     """Write the run's KCIDB report (default <run>/kcidb.json); returns its path."""
+    from harness.analysis import stats
     doc = document(run_dir, origin, artifacts_url)
     path = Path(path or Path(stats.run_path(run_dir)) / "kcidb.json")
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -4,7 +4,9 @@ tuxmake (runtime null) does the work: it merges the fragments with the kernel's 
 builds out of tree, and writes metadata.json with a reproducer command line. The harness adds what
 tuxmake does not do: it reads the final .config back and fails when a requested option was dropped,
 and it caches the result under hash(source id, patches, fragments, toolchain), so the same request
-twice builds nothing the second time.
+twice builds nothing the second time. Kernels of one source are built in its workbench
+(workbench.py): one tree moved commit by commit and a small pool of object folders, so a kernel that
+differs from a built one by patches or options recompiles only what that changes.
 """
 import functools
 import json
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache, tools, ui
-from harness.kernel import kconfig
+from harness.kernel import kconfig, workbench
 from harness.errors import BuildError, HarnessError
 
 BASE_CONFIG = "tinyconfig"
@@ -68,14 +70,17 @@ class Build:
     patches: list = field(default_factory=list)   # ids of applied patches, in order
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     force: bool = False                  # rebuild in the existing build dir even when cached
-    objdir: Path = None                  # where make's objects go (default: in the cache, by key)
+    objdir: Path = None                  # where make's objects go (default: a workbench slot)
+    into: Path = None                    # write the kernel here instead of the cache (built anyway)
 
     def __post_init__(self):
         self.wanted = kconfig.requested(self.fragments)
         self.tools = toolchain()
         self.key = cache.digest(self.source.id, self.patches, self.base,
                                 [f.text for f in self.fragments], self.tools)
-        self.objdir = Path(self.objdir or cache.root() / "objects" / self.key)
+        self.objdir = Path(self.objdir) if self.objdir else None
+        self.tree = self.source.path         # where make reads the source (the workbench's tree)
+        self.base_kernel = None              # {"slot", "kernel", "reason"}: whose objects it starts from
 
     def cached(self):
         found = cache.find("builds", self.key, "kernel.json")
@@ -86,7 +91,10 @@ class Build:
     def tuxmake(self, outdir, *targets):
         argv = ["tuxmake", "--runtime", "null", "--target-arch", "x86_64", "--toolchain", "gcc",
                 "--kconfig", self.base, "--wrapper", "ccache", "--jobs", str(self.jobs),
-                "-C", str(self.source.path), "--build-dir", str(self.objdir),
+                # uname's "#N" counts builds in a folder: pinned, the same inputs give the same
+                # kernel however many builds the folder saw (tuxmake pins time, user and host)
+                "--environment", "KBUILD_BUILD_VERSION=1",
+                "-C", str(self.tree), "--build-dir", str(self.objdir),
                 "--output-dir", str(outdir)]
         for frag in self.fragments:
             argv += ["--kconfig-add", str(frag.path)]
@@ -96,26 +104,54 @@ class Build:
         say = progress or (lambda msg: None)
         with cache.locked("build", self.key):
             found = self.cached()
-            if found and not self.force:
+            if found and not self.force and not self.into:
                 say(f"kernel {self.key} is cached")
                 found.info["cached"] = True
                 return found
-            # A build killed half-way (SIGKILL, a reboot) leaves half-written objects that make
-            # then takes for finished: a folder marked busy at the start is not built in again.
-            busy = self.objdir / "harness-build-in-progress"
-            if busy.exists():
-                say("the last build in this folder was interrupted: starting it afresh")
-                shutil.rmtree(self.objdir)
-            self.objdir.mkdir(parents=True, exist_ok=True)
-            busy.touch()
-            try:
-                with cache.building("builds", self.key) as out:
-                    kernel = self._build(out, say)
-            except HarnessError:          # make stopped on its own: its folder is consistent
-                busy.unlink(missing_ok=True)
-                raise
-            busy.unlink()
+            if self.objdir:                  # the caller's own folder (bisect, attribute)
+                return self._in_folder(say)
+            bench, why = workbench.for_source(self.source)
+            if bench is None:
+                self.objdir = cache.root() / "objects" / self.key
+                self.base_kernel = {"slot": None, "kernel": None, "reason": f"built in place: {why}"}
+                say(self.base_kernel["reason"])
+                return self._in_folder(say)
+            with workbench.locked(bench):
+                return self._on_bench(bench, say)
+
+    def _on_bench(self, bench, say):
+        want = {"key": self.key, "commit": self.source.commit, "base": self.base, "options": self.wanted,
+                "source_id": self.source.id, "patches": len(self.patches)}
+        slot, rec, reason = workbench.choose(bench, want)
+        self.objdir = workbench.objdir(bench, slot)
+        self.base_kernel = {"slot": slot, "kernel": rec and rec.get("key"), "reason": reason}
+        say(f"base: {reason} (object folder {slot})")
+        workbench.checkout(bench, self.source.commit)
+        self.tree = bench.tree
+        status = "failed"
+        try:
+            kernel = self._in_folder(say)
+            status = "ok"
             return kernel
+        finally:                             # what the folder's objects are now, built or not
+            workbench.record(bench, slot, want, status)
+
+    def _in_folder(self, say):
+        # A build killed half-way (SIGKILL, a reboot) leaves half-written objects that make
+        # then takes for finished: what it wrote after its in-progress marker is removed.
+        busy = self.objdir / workbench.MARKER
+        workbench.recover(self.objdir, say)
+        self.objdir.mkdir(parents=True, exist_ok=True)
+        busy.write_text(self.key + "\n")
+        try:
+            place = cache.scratch(Path(self.into)) if self.into else cache.building("builds", self.key)
+            with place as out:
+                kernel = self._build(out, say)
+        except HarnessError:          # make stopped on its own: its folder is consistent
+            busy.unlink(missing_ok=True)
+            raise
+        busy.unlink()
+        return kernel
 
     def _build(self, out, say):
         started = time.monotonic()
@@ -123,14 +159,14 @@ class Build:
         # tuxmake keeps an existing .config in the build folder and then merges no fragment at
         # all: when the fragments are not the ones that made it, start again from them.
         stamp = self.objdir / "harness-config.sha"
-        wanted = cache.digest(self.base, [f.text for f in self.fragments])
+        wanted = cache.digest(self.base, [f.text for f in self.fragments], self.source.id)
         if not stamp.exists() or stamp.read_text() != wanted:
             (self.objdir / ".config").unlink(missing_ok=True)
         cfg_out = out / "config-stage"
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)
         if proc.returncode != 0 or not (cfg_out / "config").exists():
             raise BuildError("kernel configuration failed", log_tail=_tail(cfg_out / "build.log", proc))
-        kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.source.path)
+        kconfig.verify((cfg_out / "config").read_text(), self.wanted, self.tree)
         stamp.write_text(wanted)
         say(f"building bzImage with {self.jobs} jobs (tuxmake kernel)")
         begun = time.time()
@@ -144,9 +180,9 @@ class Build:
                              log_tail=_errors(out / "build.log") or _tail(out / "build.log", proc))
         shutil.rmtree(cfg_out)
         shutil.copy(self.objdir / "System.map", out / "System.map")
-        if kconfig.parse((out / "config").read_text()).get("CONFIG_PVH") == "y":
+        if self.into or kconfig.parse((out / "config").read_text()).get("CONFIG_PVH") == "y":
             shutil.copy(self.objdir / "vmlinux", out / "vmlinux")
-        kconfig.verify((out / "config").read_text(), self.wanted, self.source.path)
+        kconfig.verify((out / "config").read_text(), self.wanted, self.tree)
         release = (self.objdir / "include" / "config" / "kernel.release").read_text().strip()
         info = {
             "key": self.key,
@@ -158,11 +194,14 @@ class Build:
             "release": release,
             "toolchain": self.tools,
             "build_seconds": round(time.monotonic() - started, 1),
+            "objects_compiled": workbench.compiled_since(self.objdir, begun),
+            "base": self.base_kernel,
             "tuxmake": json.loads((out / "metadata.json").read_text()),
         }
         (out / "kernel.json").write_text(json.dumps(info, indent=2) + "\n")
+        say(f"compiled {info['objects_compiled']} objects in {info['build_seconds']} s")
         info["cached"] = False
-        return Kernel(cache.entry("builds", self.key), info)
+        return Kernel(Path(self.into) if self.into else cache.entry("builds", self.key), info)
 
 
 def progress_of(objdir, since):

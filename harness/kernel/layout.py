@@ -18,12 +18,14 @@ build's (harness/kernel/build.py keeps it under the cache): each costs a relink,
 Variant 0 is the kernel as built. The variant's kernel.json records the pad, and `check` proves
 the move on the System.map: every text symbol after the head code moved by exactly the pad.
 """
-import re
+import contextlib
+import json
 import shutil
+from pathlib import Path
 
 from harness import cache
 from harness.errors import InfraError
-from harness.kernel import sources
+from harness.kernel import sources, workbench
 from harness.kernel.build import Build
 
 STEP = 4096 + 64 + 16
@@ -77,32 +79,55 @@ def check(base, variant, size):
     return looked
 
 
-def _tree(base, index):
-    """The source as variant `index`: the same tree at the same path (the object folder's .cmd
-    files name it), under its own id (so its own cache entry)."""
-    return sources.SourceTree(id=f"{base.id}+layout{pad(index)}", path=base.path,
+def _tree(base, index, path=None):
+    """The source as variant `index`: the same tree at the path the base's objects were compiled
+    from (the object folder's .cmd files name it), under its own id (so its own cache entry)."""
+    return sources.SourceTree(id=f"{base.id}+layout{pad(index)}", path=path or base.path,
                               spec=f"{base.spec} (layout +{pad(index)})", version=base.version,
                               commit=base.commit)
 
 
+def _base_objects(plain):
+    """(object folder, tree it was compiled from, workbench or None) of the base build, or None:
+    a folder of its own (a kernel built in place), or the workbench slot whose last kernel it is."""
+    own = cache.root() / "objects" / plain.key
+    if (own / "vmlinux.o").exists() and (own / SCRIPT).exists():
+        return own, plain.source.path, None
+    bench, _ = workbench.for_source(plain.source)
+    if bench is None:
+        return None
+    want = {"key": plain.key, "commit": plain.source.commit, "base": plain.base, "options": plain.wanted,
+            "source_id": plain.source.id}
+    slot, rec, _ = workbench.choose(bench, want)
+    folder = workbench.objdir(bench, slot)
+    if rec and rec.get("key") == plain.key and rec.get("status") == "ok" and (folder / SCRIPT).exists():
+        return folder, bench.tree, bench
+    return None
+
+
 def _folder(plain, work, say):
-    """The variants' object folder: a copy of the base build's (made once); the linker script as
-    make wrote it is kept beside it."""
-    objdir, kept = work / "obj", work / "vmlinux.lds.orig"
-    if (objdir / SCRIPT).exists() and kept.exists():
-        return objdir, kept
+    """(object folder, linker script as make wrote it, tree, workbench or None) for the variants:
+    a copy of the base build's folder (made once), or a base built there when none is at hand."""
+    objdir, kept, where = work / "obj", work / "vmlinux.lds.orig", work / "tree.json"
+    if (objdir / SCRIPT).exists() and kept.exists() and where.exists():
+        tree, bench_path = json.loads(where.read_text())
+        bench = workbench.Bench(Path(bench_path[0]), Path(bench_path[1])) if bench_path else None
+        return objdir, kept, Path(tree), bench
     shutil.rmtree(objdir, ignore_errors=True)
-    if not (plain.objdir / SCRIPT).exists() or not (plain.objdir / "vmlinux.o").exists():
-        # (a kernel found in a shared cache, or built in another folder): built once more here,
-        # under an entry of its own, so that the shared one is not written
-        say("the base build's object folder is not here: building it once for the variants")
-        Build(_tree(plain.source, 0), plain.fragments, patches=plain.patches, objdir=plain.objdir,
+    found = _base_objects(plain)
+    if found:
+        say("copying the base build's object folder")
+        folder, tree, bench = found
+        shutil.copytree(folder, work / "obj.partial", symlinks=True, dirs_exist_ok=True)
+        (work / "obj.partial").rename(objdir)
+    else:   # a kernel from a shared cache: built once more here, under an entry of its own
+        say("the base build's objects are not here: building the base once for the variants")
+        tree, bench = plain.source.path, None
+        Build(_tree(plain.source, 0), plain.fragments, patches=plain.patches, objdir=objdir,
               jobs=plain.jobs).run(say)
-    say("copying the base build's object folder")
-    shutil.copytree(plain.objdir, work / "obj.partial", symlinks=True, dirs_exist_ok=True)
-    (work / "obj.partial").rename(objdir)
     shutil.copy(objdir / SCRIPT, kept)
-    return objdir, kept
+    where.write_text(json.dumps([str(tree), [str(bench.repo), str(bench.path)] if bench else None]))
+    return objdir, kept, Path(tree), bench
 
 
 def build_variants(base, fragments, patches, wanted, jobs=None, progress=None):
@@ -112,19 +137,27 @@ def build_variants(base, fragments, patches, wanted, jobs=None, progress=None):
     opts = {"jobs": jobs} if jobs else {}
     plain = Build(base, list(fragments), patches=patches, **opts)
     kernels = {}
-    if 0 in wanted or not all(Build(_tree(base, i), list(fragments), patches=patches).cached()
-                              for i in wanted if i):
+    missing = [i for i in wanted if i and not Build(_tree(base, i), list(fragments), patches=patches).cached()]
+    if 0 in wanted or missing:
         kernels[0] = plain.run(say)
     work = cache.root() / "layout" / plain.key
     with cache.locked("layout", plain.key):
         for index in [i for i in wanted if i]:
-            build = Build(_tree(base, index), list(fragments), patches=patches, **opts)
-            if not build.cached():
-                objdir, kept = _folder(plain, work, say)
-                (objdir / SCRIPT).write_text(padded(kept.read_text(), pad(index)))
-                build = Build(_tree(base, index), list(fragments), patches=patches, objdir=objdir, **opts)
-            kernel = build.run(lambda msg, i=index: say(f"layout +{pad(i)}: {msg}"))
-            check(kernels[0].path / "System.map", kernel.path / "System.map", pad(index)) \
-                if 0 in kernels else None
-            kernels[index] = kernel
+            if index in missing:
+                kernels[index] = _relink(plain, work, index, opts, say)
+            else:
+                kernels[index] = Build(_tree(base, index), list(fragments), patches=patches).run(say)
+            if 0 in kernels:
+                check(kernels[0].path / "System.map", kernels[index].path / "System.map", pad(index))
     return {i: kernels[i] for i in wanted}
+
+
+def _relink(plain, work, index, opts, say):
+    """The Kernel of variant `index`: the base's objects linked with the pad."""
+    objdir, kept, tree, bench = _folder(plain, work, say)
+    (objdir / SCRIPT).write_text(padded(kept.read_text(), pad(index)))
+    build = Build(_tree(plain.source, index, tree), plain.fragments, patches=plain.patches, objdir=objdir, **opts)
+    with workbench.locked(bench) if bench else contextlib.nullcontext():
+        if bench:         # the tree the objects were compiled from, at the base's commit
+            workbench.checkout(bench, plain.source.commit)
+        return build.run(lambda msg: say(f"layout +{pad(index)}: {msg}"))

@@ -48,7 +48,7 @@ def private_cache(tmp_path):
     shared, own = cache.root(), tmp_path / "cache"
     own.mkdir()
     for entry in shared.iterdir():
-        if entry.name not in ("builds", "objects", "locks"):
+        if entry.name not in ("builds", "objects", "bench", "locks"):
             (own / entry.name).symlink_to(entry)
     return own
 
@@ -65,7 +65,7 @@ def test_sigkill_during_a_real_build_leaves_nothing_and_resume_finishes(kernel, 
     harness = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:      # kill early: once the compiler runs
-        running = [cmd for _, cmd in processes_in(own / "objects")]
+        running = [cmd for _, cmd in processes_in(own / "bench")]      # the workbench's object folders
         if any(" -o " in cmd and ("cc1" in cmd or "gcc" in cmd) for cmd in running):
             break
         assert harness.poll() is None, "the harness ended before its build could be killed"
