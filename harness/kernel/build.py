@@ -82,6 +82,10 @@ class Build:
         self.tree = self.source.path         # where make reads the source (the workbench's tree)
         self.base_kernel = None              # {"slot", "kernel", "reason"}: whose objects it starts from
 
+    def config_stamp(self):
+        """What the object folder's .config was made from (kept in harness-config.sha)."""
+        return cache.digest(self.base, [f.text for f in self.fragments], self.source.id)
+
     def cached(self):
         found = cache.find("builds", self.key, "kernel.json")
         if found:
@@ -159,7 +163,7 @@ class Build:
         # tuxmake keeps an existing .config in the build folder and then merges no fragment at
         # all: when the fragments are not the ones that made it, start again from them.
         stamp = self.objdir / "harness-config.sha"
-        wanted = cache.digest(self.base, [f.text for f in self.fragments], self.source.id)
+        wanted = self.config_stamp()
         if not stamp.exists() or stamp.read_text() != wanted:
             (self.objdir / ".config").unlink(missing_ok=True)
         cfg_out = out / "config-stage"

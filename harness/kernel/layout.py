@@ -157,6 +157,9 @@ def _relink(plain, work, index, opts, say):
     objdir, kept, tree, bench = _folder(plain, work, say)
     (objdir / SCRIPT).write_text(padded(kept.read_text(), pad(index)))
     build = Build(_tree(plain.source, index, tree), plain.fragments, patches=plain.patches, objdir=objdir, **opts)
+    # the base's .config, under the variant's name: kept as it is (a new one would rewrite
+    # autoconf.h and recompile everything)
+    (objdir / "harness-config.sha").write_text(build.config_stamp())
     with workbench.locked(bench) if bench else contextlib.nullcontext():
         if bench:         # the tree the objects were compiled from, at the base's commit
             workbench.checkout(bench, plain.source.commit)
