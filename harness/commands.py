@@ -5,21 +5,23 @@ import tempfile
 from harness.guest import image as image_mod
 from harness import ui, validate
 from harness.guest.machine import Machine
+from harness.kernel import layout
 from harness.pipeline import Run
 from harness.results import NullStore, RunStore
 
 
 def build(exp):
     run = Run(exp, store=NullStore())
-    kernel = run.kernel(exp.kernels[0])
-    ui.out(f"kernel {kernel.info['release']}  key {kernel.key}")
-    if not kernel.info.get("cached") and "objects_compiled" in kernel.info:
-        base = kernel.info.get("built_from") or {}
-        ui.out(f"  compiled {kernel.info['objects_compiled']} objects in {kernel.info['build_seconds']} s; "
-               f"base: {base.get('reason', 'its own folder')}")
-    for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
-        if (kernel.path / name).exists():
-            ui.out(f"  {kernel.path / name}")
+    for index, kernel in run.kernel(exp.kernels[0]):
+        ui.out(f"kernel {kernel.info['release']}  key {kernel.key}"
+               + (f"  layout variant {index} (+{layout.pad(index)} bytes)" if exp.variants else ""))
+        if not kernel.info.get("cached") and "objects_compiled" in kernel.info:
+            base = kernel.info.get("built_from") or {}
+            ui.out(f"  compiled {kernel.info['objects_compiled']} objects in {kernel.info['build_seconds']} s; "
+                   f"base: {base.get('reason', 'its own folder')}")
+        for name in ("bzImage", "vmlinux", "config", "System.map", "build.log", "kernel.json"):
+            if (kernel.path / name).exists():
+                ui.out(f"  {kernel.path / name}")
     return 0
 
 
@@ -36,7 +38,7 @@ def boot(exp, command):
     validate.request(exp)           # before the log folder is made
     logs = tempfile.mkdtemp(prefix="harness-boot-")
     run = Run(exp, store=RunStore("boot", root=logs))
-    kernel = run.kernel(spec)
+    [(_, kernel), *_] = run.kernel(spec)
     img = run.guest_image()
     chosen = run.choose_accel(kernel)
     with Machine(kernel, img, run.store.kernel_dir(spec.label), accel=chosen,

@@ -32,6 +32,7 @@ class KernelSpec:
     fragments: list = field(default_factory=lambda: list(DEFAULT_FRAGMENTS))
     series: str = None          # a series spec when this kernel is patched
     base: str = None            # this kernel's base config (--base's values); None: the experiment's
+    layout: int = 0             # its layout variants are pads layout, layout + 1, ... (kernel/layout.py)
 
 
 @dataclass
@@ -132,6 +133,8 @@ Experiment = make_dataclass(
 # per verdict), or MAX_BOOTS have run. A host whose boots agree stops at DESIGN_BOOTS (icount's
 # agree within ~1%); a noisy TCG host boots on, and where it stopped is recorded.
 DESIGN_BOOTS = 5
+# layout variants per kernel in that design (harness/kernel/layout.py; README "Layout variants")
+DESIGN_VARIANTS = 4
 DESIGN_UNTIL = 0.025
 MAX_BOOTS = 40        # with an --until-ci and no --max-boots
 

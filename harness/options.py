@@ -113,6 +113,10 @@ OPTIONS = (
            "for run; reproduce, nightly and calibrate boot 5, then on until every headline interval "
            "is within ±2.5%, at most 40; a --boots of theirs fixes the count)", "design",
            metavar="N", low=1),
+    Option("variants", "--variants", int, None, "layout variants per kernel: the same source and "
+           "config with the code placed differently (harness/kernel/layout.py); boot k runs variant "
+           "(k - 1) mod N, and real-time times between two binaries are compared over variants "
+           "(default: 1 for run; reproduce, nightly and calibrate: 4)", "design", metavar="N", low=1),
     Option("order", "--order", str, "alternating", "order of the kernels' boots: alternating (A B, "
            "B A, ...; default), interleaved (A B, A B), random blocks, sequential", "design",
            choices=ORDERS),

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from harness.guest import accel as accel_mod
 from harness.measure import activity, dmesg, selftests
-from harness.kernel import kconfig, series as series_mod, sources
+from harness.kernel import kconfig, layout, series as series_mod, sources
 from harness import safety, schedule, ui, validate
 from harness.analysis import tables          # its pandas loads only when a table is made
 from harness.guest import image as image_mod
@@ -95,8 +95,9 @@ class Run:
         if (label, boot) in self.skip:
             ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
             return
+        self.variant, kernel = built[label][layout.of_boot(boot, len(built[label]))]
         try:
-            self.one_boot(label, built[label], boot)
+            self.one_boot(label, kernel, boot)
         except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
             self.fail(label, exc)
             built.pop(label)
@@ -214,15 +215,28 @@ class Run:
         return patched, series_mod.patch_ids(series)
 
     def kernel(self, spec):
+        """[(layout index, Kernel)]: the kernel's layout variants (one: the kernel as it is)."""
         tree, patches = self.tree(spec)
         self.trees[spec.label] = tree
-        build = Build(tree, [kconfig.fragment(f) for f in spec.fragments], patches=patches,
-                      base=spec.base or self.exp.base, **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
+        fragments = [kconfig.fragment(f) for f in spec.fragments]
+        config = spec.base or self.exp.base
+        build = Build(tree, fragments, patches=patches, base=config,
+                      **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
-        with ui.step(f"[{spec.label}] build {tree.id}") as say:
-            kernel = build.run(say)
-        self.record_kernel(spec.label, kernel)
-        return kernel
+        wanted = layout.indices(spec.layout, self.exp.variants)
+        with ui.step(f"[{spec.label}] build {tree.id}"
+                     + (f" as {len(wanted)} layout variants" if wanted != [0] else "")) as say:
+            if wanted == [0]:
+                kernels = {0: build.run(say)}
+            else:
+                kernels = layout.build_variants(tree, fragments, patches, wanted, self.exp.jobs, say, config)
+        self.record_kernel(spec.label, kernels[wanted[0]])
+        if wanted != [0]:
+            self.store.update_kernel(spec.label, variants=[
+                {"variant": i, "pad": layout.pad(i), "build_key": k.key, "release": k.info["release"],
+                 "cached_build": k.info.get("cached", False), "build_seconds": k.info.get("build_seconds")}
+                for i, k in kernels.items()])
+        return sorted(kernels.items())
 
     def record_kernel(self, label, kernel):
         """Keep a built kernel's log and facts in the run."""
@@ -339,7 +353,8 @@ class Run:
 
         def store(record):
             append({**record, "task": name, "kernel": label, "boot": boot, "host": host,
-                    "timing": self.store.metadata.get("timing")})
+                    "timing": self.store.metadata.get("timing"),
+                    **({"variant": self.variant} if self.exp.variants else {})})
 
         try:
             self._task(label, machine, workload, params, staging, store, entry)

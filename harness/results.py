@@ -26,7 +26,7 @@ from harness.errors import GuestError, InfraError, UserError
 # repetition counters (here, not in analysis.stats: `harness cells` needs them without pandas)
 NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
               "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing", "from_run"}
+              "condition", "boot", "host", "timing", "from_run", "variant"}
 
 
 def new_run_id():

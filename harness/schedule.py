@@ -33,6 +33,7 @@ class Plan:
     max_boots: int = None  # ... or this many boots per kernel
     ran: list = field(default_factory=list)     # [(boot, label)] as they ran
     stopped: str = None    # with `until`: why the rounds stopped where they did
+    variants: int = 1      # layout variants per kernel: boot k runs variant (k - 1) mod variants
 
     def batch(self, done):
         """(slots, boots done after them): the next slots to run after `done` rounds. Sequential
@@ -66,6 +67,8 @@ class Plan:
                "slots": [f"{label}#{boot}" for boot, label in (self.ran or self.slots)]}
         if self.until:
             out.update(until=self.until, max_boots=self.max_boots, stopped=self.stopped)
+        if self.variants > 1:
+            out["variants"] = self.variants
         return out
 
     def describe(self):
@@ -74,6 +77,8 @@ class Plan:
             how += f", {self.order}" + (f" (seed {self.seed})" if self.order == "random" else "")
         if self.until:
             how += f", more (up to {self.max_boots}) until every headline interval is within ±{self.until:.1%}"
+        if self.variants > 1:
+            how += f"; {self.variants} layout variants per kernel, taking turns"
         return how
 
 
@@ -91,4 +96,4 @@ def plan(exp):
     labels = [k.label for k in exp.kernels]
     until = exp.until
     return Plan(labels, exp.boots or 1, exp.order, exp.seed, until,
-                (exp.max_boots or MAX_BOOTS) if until else None)
+                (exp.max_boots or MAX_BOOTS) if until else None, variants=exp.variants or 1)

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from harness.analysis import inference, stats
+from harness.analysis import inference, layoutcal, stats
 from harness import ui
 from harness.errors import UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpec
@@ -39,9 +39,11 @@ def experiment(source, fragments, workloads=None, **design):
     return exp if exp.boots else replace(exp, boots=DESIGN_BOOTS)
 
 
-def judged(df, max_boot=None, effect=0.0):
+def judged(df, max_boot=None, effect=0.0, metas=(), layouts=True):
     """The comparisons of B's plain fork against A's, as a report makes them (one BH family over
-    the judged metrics); B's times scaled by 1 + effect; only boots up to max_boot."""
+    the judged metrics); B's times scaled by 1 + effect; only boots up to max_boot. layouts=False:
+    as the design before layout variants judged them (a comparison of two binaries from one
+    variant each was called like any other)."""
     if max_boot is not None:
         df = df[df["boot"].fillna(1) <= max_boot]
     rows = []
@@ -55,7 +57,7 @@ def judged(df, max_boot=None, effect=0.0):
                     sub[m] = sub[m].astype(float)
                     sub.loc[sub["kernel"] == "B", m] = sub.loc[sub["kernel"] == "B", m] * (1 + effect)
         comp = stats.compare(sub, workload, base=f"A: {stats.PLAIN}", candidates=[f"B: {stats.PLAIN}"],
-                             method="none", resamples=500)
+                             method="none", resamples=500, metas=metas, layouts=layouts)
         comp = comp[comp["metric"].isin(names)] if not comp.empty else comp
         rows.append(comp.assign(workload=workload))
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
@@ -86,7 +88,7 @@ def analyse(run_dir, effect=0.05):
     if "boot" not in df:
         df = df.assign(boot=1)
     boots = int(df["boot"].max()) if len(df) else 0
-    aa = judged(df)
+    aa = judged(df, metas=metas)
     old = per_repetition(df)
     result = {"run": metas[0].get("run_id"), "timing": metas[0].get("timing"),
               "accel": metas[0].get("accel"), "boots": boots, "effect": effect,
@@ -97,13 +99,17 @@ def analyse(run_dir, effect=0.05):
               "aa_per_repetition": {"verdicts": len(old), "different": called(old)},
               "power": []}
     for k in range(1, boots + 1):
-        table = judged(df, max_boot=k, effect=effect)
+        table = judged(df, max_boot=k, effect=effect, metas=metas)
         if len(table):           # a group with one value per boot has no verdict from one boot
             table = table[table["verdict"] != "not enough data"]
         seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
         result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
     result["detected_after_boots"] = steady(result["power"])
     result["needed"] = needed(df, effect)
+    if "variant" in df and df["variant"].notna().any():
+        result.update(layoutcal.analyse(df, metas, effect, judged, called))
+        for p in result["power"]:
+            p["variants"] = layoutcal.variants_by(df, p["boots"])
     return result
 
 
@@ -154,13 +160,15 @@ def render(result):
                  f"({share(aa['different'], aa['verdicts'])}); per-repetition analysis (boots pooled): "
                  f"{old['different']} of {old['verdicts']} ({share(old['different'], old['verdicts'])})")
     for p in result["power"]:
-        lines.append(f"  injected +{result['effect']:.1%} with {p['boots']} boot(s) per label: "
+        lines.append(f"  injected +{result['effect']:.1%} with {p['boots']} boot(s) per label"
+                     + (f" ({p['variants']} layout variant(s))" if p.get("variants") else "") + ": "
                      f"detected in {p['detected']} of the {p['verdicts']} verdicts that many boots give")
     first = result["detected_after_boots"]
     lines.append(f"injected +{result['effect']:.1%}: " + (
         f"detected in every verdict from {first} boot(s) per label on" if first else
         f"not detected in every verdict within {result['boots']} boots per label"))
     lines += render_needed(result.get("needed") or [], result["effect"])
+    lines += layoutcal.render(result)
     return "\n".join(lines)
 
 

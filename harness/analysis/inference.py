@@ -43,6 +43,16 @@ def as_boots(boots):
     return [b[~np.isnan(b)] for b in out if np.count_nonzero(~np.isnan(b))]
 
 
+def cliffs_delta(base, cand):
+    """P(cand > base) - P(cand < base), in [-1, 1]: also the rank-biserial correlation."""
+    return float(np.sign(np.subtract.outer(cand, base)).mean())
+
+
+def cv(x):
+    mean = np.mean(x)
+    return float(np.std(x, ddof=1) / mean) if len(x) > 1 and mean else 0.0
+
+
 def boot_medians(boots):
     return np.array([np.median(b) for b in boots])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import inference, plots, stats, units
+from harness.analysis import inference, plots, stats, units, variants
 
 TOLERANCE = 0.10
 
@@ -70,7 +70,8 @@ def describe_table(desc, cols):
                      "boots": int(r.get("boots", 1)),
                      **{k: num(r[k] / div) for k in ("median", "iqr", "mean", "std", "min", "max")},
                      "CV": "–" if pd.isna(r["cv"]) or r["n"] < 2 else f"{r['cv']:.1%}",
-                     "between boots": share_text(r.get("boot_share"))})
+                     "between boots": share_text(r.get("boot_share")),
+                     "layout": share_text(r.get("layout_share"))})
     return pd.DataFrame(rows)
 
 
@@ -92,6 +93,7 @@ def compare_table(comp, cols):
                      "q": "–" if pd.isna(r.get("q_value", np.nan)) else f"{r['q_value']:.2g}",
                      "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
                      "between boots": share_text(r.get("boot_share")),
+                     "layout": share_text(r.get("layout_share")),
                      "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
@@ -108,7 +110,7 @@ def method_text(family, method, practical):
             f"change of at least the practical threshold ({practical:.0%} unless the workload's "
             f"manifest sets one); \"none > x%\": the largest change the interval still allows. "
             f"between boots: the share of the (log) variance that lies between boots rather than "
-            f"within one. Cliff's δ > 0: candidate larger.")
+            f"within one. {variants.METHOD_TEXT} Cliff's δ > 0: candidate larger.")
 
 
 # -- claims ------------------------------------------------------------------------------------
@@ -216,6 +218,8 @@ def design_text(meta):
     text = f"{d.get('boots', 1)} boot(s) per kernel"
     if d.get("boots", 1) > 1:
         text += f", {d.get('order')}" + (f" (seed {d['seed']})" if d.get("order") == "random" else "")
+    if d.get("variants", 1) > 1:
+        text += f", {d['variants']} layout variants per kernel taking turns"
     if d.get("until"):
         text += (f", then rounds until every headline interval was within ±{d['until']:.1%} "
                  f"(at most {d.get('max_boots')}): stopped {d.get('stopped') or 'before the rule was judged'}")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.measure import activity
-from harness.analysis import inference, units
+from harness.analysis import inference, units, variants
 from harness import paths, stored, ui
 from harness.guest import fingerprint
 from harness.results import NOT_PARAMS, timing_mode
@@ -260,7 +260,8 @@ def describe(df, workload):
                              "n": len(x), "boots": len(boots), "median": med, "iqr": q3 - q1,
                              "mean": mean, "std": std, "cv": std / mean if mean else np.nan,
                              "min": x.min(), "max": x.max(),
-                             "boot_share": inference.variance_split(boots)["share"]})
+                             "boot_share": inference.variance_split(boots)["share"],
+                             "layout_share": variants.split(by_variant(recs, metric))["layout_share"]})
     return by_metric(pd.DataFrame(rows), units)
 
 
@@ -270,17 +271,6 @@ def by_metric(table, units):
         return table
     rank = table["metric"].map(list(units).index)
     return table.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
-
-
-def cliffs_delta(base, cand):
-    """P(cand > base) - P(cand < base), in [-1, 1]: also the rank-biserial correlation."""
-    diff = np.sign(np.subtract.outer(cand, base))
-    return float(diff.mean())
-
-
-def cv(x):
-    mean = np.mean(x)
-    return float(np.std(x, ddof=1) / mean) if len(x) > 1 and mean else 0.0
 
 
 PRACTICAL = 0.02      # a change smaller than this is not called faster/slower, however sure
@@ -342,8 +332,8 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
                           float(sps.mannwhitneyu(c, b, alternative="two-sided").pvalue))
         row["unit_of_replication"] = "repetition (1 boot per kernel)"
     row["q_value"] = row["p_value"]
-    row["effect"] = cliffs_delta(b, c)
-    row["cv_max"] = max(cv(x) for x in base + cand)
+    row["effect"] = inference.cliffs_delta(b, c)
+    row["cv_max"] = max(inference.cv(x) for x in base + cand)
     shares = [inference.variance_split(x)["share"] for x in (base, cand)]
     row["boot_share"] = np.nanmax(shares) if not all(np.isnan(shares)) else np.nan
     return {**row, "verdict": decide(row, unit, alpha, noisy_cv)}
@@ -371,7 +361,9 @@ def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
     else:
         bound = bound_of(row)
         verdict = "no significant difference" + ("" if np.isnan(bound) else f" (none > {bound:.1%})")
-    if row.get("unit_of_replication", "").startswith("repetition"):
+    if row.get("spread") in variants.UNJUDGED:    # a level's spread not measured: no direction
+        verdict = variants.unjudged(row, row["spread"])
+    elif row.get("unit_of_replication", "").startswith("repetition"):
         verdict += " [1 boot]"          # boot-to-boot variation not measured
     if row["cv_max"] > noisy_cv:
         verdict += f" (noisy: CV {row['cv_max']:.0%})"
@@ -395,12 +387,18 @@ def paired(b_rounds, c_rounds):
     return [(b, c_rounds[k]) for k, b in b_rounds.items() if k in c_rounds]
 
 
+def by_variant(recs, metric):
+    """{layout variant: per-boot arrays} ({} when the records have no variants)."""
+    has = "variant" in recs and recs["variant"].notna().any()
+    return {int(v): boot_values(part, metric) for v, part in recs.groupby("variant")} if has else {}
+
+
 def host_of(recs):
     return set(recs["host"].dropna()) if "host" in recs else set()
 
 
 def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, noisy_cv=0.05,
-            metas=(), practical=None, method="bh", only=None):
+            metas=(), practical=None, method="bh", only=None, layouts=True):
     """One row per group, candidate condition and metric, against the baseline condition; the
     rows' p values adjusted as one family (method: bh, holm or none).
 
@@ -412,6 +410,8 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
     # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
     in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
+    real = layouts and not (any(timing_mode(m) == "icount" for m in metas)
+                            or ("timing" in df and df["timing"].eq("icount").any()))
     rows = []
     for params, part in groups(df, workload):
         present = list(dict.fromkeys(part["condition"]))
@@ -436,6 +436,9 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
                 row = compare_samples(b, c, unit, resamples, seed, noisy_cv,
                                       practical=practical_of(workload, metric, practical),
                                       pairs=paired(br, cr) if in_rounds else None)
+                row = variants.judge(row, by_variant(b_recs, metric), by_variant(c_recs, metric), unit,
+                                     real, variants.different_binaries(metas, base, cand))
+                row["verdict"] = decide(row, unit, noisy_cv=noisy_cv)
                 if apart:
                     row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
                                verdict="not comparable: measured on different hosts "

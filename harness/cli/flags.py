@@ -131,12 +131,23 @@ def experiment(args):
 
 
 def several_boots(exp):
-    """The default design of reproduce, nightly and calibrate: DESIGN_BOOTS per kernel, then on
-    until the headline intervals are within ±DESIGN_UNTIL (at most MAX_BOOTS); a --boots of
-    their own (flag or experiment file) fixes the count unless --until-ci goes with it."""
+    """The default design of reproduce, nightly and calibrate: DESIGN_VARIANTS layout variants per
+    kernel (not with icount, which counts instructions: placement does not change them),
+    DESIGN_BOOTS per kernel (at least two per variant), then on until the headline intervals are
+    within ±DESIGN_UNTIL (at most MAX_BOOTS); a --boots of their own (flag or experiment file)
+    fixes the count unless --until-ci goes with it."""
     from harness import experiment as ex
+    if exp.variants is None and exp.timing != "icount":
+        exp = layout_design(exp)
     if exp.boots is not None:
         return exp
-    return replace(exp, boots=ex.DESIGN_BOOTS, until=ex.DESIGN_UNTIL if exp.until is None else exp.until)
+    return replace(exp, boots=max(ex.DESIGN_BOOTS, 2 * (exp.variants or 1)),
+                   until=ex.DESIGN_UNTIL if exp.until is None else exp.until)
+
+
+def layout_design(exp):
+    """The design's layout variants per kernel (DESIGN_VARIANTS unless --variants says)."""
+    from harness import experiment as ex
+    return replace(exp, variants=exp.variants or ex.DESIGN_VARIANTS)
 
 

@@ -60,6 +60,8 @@ def add_machine_commands(sub):
     p = sub.add_parser("build", help="build a kernel, with a patch series if given (cached)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p)
+    p.add_argument("--variants", type=int, metavar="N",
+                   help="build N layout variants (the same code placed differently, one after the other)")
     p.set_defaults(func=sc.cmd_build)
 
     p = sub.add_parser("image", help="build the guest image (cached)")
@@ -146,6 +148,9 @@ def add_measure_commands(sub):
     add_guest_args(p)
     add_workload_args(p)
     add_command_options(p, "calibrate")       # --effect and the simulation's numbers
+    p.add_argument("--layout", action="store_true",
+                   help="A/A′: B is built as other layout variants than A (--variants each, default "
+                        "4): false calls with one variant per label and with the design, layout spread")
     p.add_argument("--analyse", metavar="RUN", help="analyse a finished calibration run again")
     p.add_argument("--simulate", action="store_true",
                    help="no kernel: coverage of the 95%% intervals on simulated two-level data")

@@ -3,7 +3,7 @@ import re
 from dataclasses import replace
 
 from harness import errors, ui, validate
-from harness.cli.flags import experiment, several_boots
+from harness.cli.flags import experiment, layout_design, several_boots
 
 
 def cmd_build(args):
@@ -85,6 +85,9 @@ def cmd_calibrate(args):
         exp = several_boots(experiment(args))
         if not getattr(args, "workload_items", None):
             exp = replace(exp, workloads=list(calibrate.WORKLOADS))
+        if args.layout:                  # A/A′: B's variants are other pads than A's
+            exp = layout_design(exp)
+            exp = replace(exp, kernels=[exp.kernels[0], replace(exp.kernels[1], layout=exp.variants)])
         run = Run(replace(exp, name="calibrate")).execute()
         return run.store.dir, run.exit_code
 

@@ -83,6 +83,10 @@ class Build:
         self.tree = self.source.path         # where make reads the source (the workbench's tree)
         self.base_kernel = None              # {"slot", "kernel", "reason"}: whose objects it starts from
 
+    def config_stamp(self):
+        """What the object folder's .config was made from (kept in harness-config.sha)."""
+        return cache.digest(self.base.key, [f.text for f in self.fragments], self.source.id)
+
     def cached(self):
         found = cache.find("builds", self.key, "kernel.json")
         if found:
@@ -175,7 +179,7 @@ class Build:
             self.objdir = cache.root() / "objects" / self.key
         self.objdir.mkdir(parents=True, exist_ok=True)
         stamp = self.objdir / "harness-config.sha"
-        wanted = cache.digest(self.base.key, [f.text for f in self.fragments], self.source.id)
+        wanted = self.config_stamp()
         if not stamp.exists() or stamp.read_text() != wanted:
             (self.objdir / ".config").unlink(missing_ok=True)
         proc = tools.run(self.tuxmake(cfg_out, "config"), check=False)

@@ -8,22 +8,28 @@ import pytest
 from harness import paths, schedule
 from harness.analysis import stats
 from harness.cli.flags import several_boots
-from harness.experiment import DESIGN_BOOTS, DESIGN_UNTIL, MAX_BOOTS, Experiment
+from harness.experiment import DESIGN_BOOTS, DESIGN_UNTIL, DESIGN_VARIANTS, MAX_BOOTS, Experiment
 
 
 def test_the_default_design_boots_on_until_the_intervals_are_narrow():
     exp = several_boots(Experiment(kernels=[]))
-    assert (exp.boots, exp.until, exp.max_boots) == (DESIGN_BOOTS, DESIGN_UNTIL, None)
+    boots = max(DESIGN_BOOTS, 2 * DESIGN_VARIANTS)       # two boots per layout variant at least
+    assert (exp.boots, exp.until, exp.max_boots, exp.variants) == (boots, DESIGN_UNTIL, None, DESIGN_VARIANTS)
     plan = schedule.plan(exp)
-    assert (plan.boots, plan.until, plan.max_boots) == (5, 0.025, MAX_BOOTS)
+    assert (plan.boots, plan.until, plan.max_boots) == (boots, 0.025, MAX_BOOTS)
     assert "more (up to 40) until every headline interval is within ±2.5%" in plan.describe()
 
 
 def test_a_count_of_ones_own_is_fixed_and_an_until_of_ones_own_is_kept():
     fixed = several_boots(Experiment(kernels=[], boots=3))
     assert (fixed.boots, fixed.until) == (3, None) and not schedule.plan(fixed).until
-    own = several_boots(Experiment(kernels=[], until=0.01, max_boots=12))
+    own = several_boots(Experiment(kernels=[], until=0.01, max_boots=12, variants=2))
     assert (own.boots, own.until, schedule.plan(own).max_boots) == (5, 0.01, 12)
+
+
+def test_icount_gets_no_layout_variants():
+    """icount counts instructions: placement does not change them, so the design builds one."""
+    assert several_boots(Experiment(kernels=[], timing="icount")).variants is None
 
 
 @pytest.mark.parametrize("manifest", sorted(paths.WORKLOADS.glob("*/manifest.toml")), ids=lambda p: p.parent.name)

@@ -1,0 +1,161 @@
+"""Layout variants: the pads, the variant commits, and the statistics with the variant on top."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import stats, variants
+from harness.errors import InfraError
+from harness.kernel import layout
+
+
+def test_pads_move_code_by_other_offsets_in_a_cache_line_and_a_page():
+    pads = [layout.pad(i) for i in range(1, 4)]
+    assert layout.pad(0) == 0
+    assert len({p % 64 for p in pads}) == 3 and 0 not in {p % 64 for p in pads}
+    assert len({p % 4096 for p in pads}) == 3 and all(p % 16 == 0 for p in pads)
+
+
+def test_variants_take_turns_over_the_boots():
+    assert [layout.of_boot(b, 3) for b in range(1, 8)] == [0, 1, 2, 0, 1, 2, 0]
+    assert layout.indices(4, 3) == [4, 5, 6] and layout.indices(0, None) == [0]
+
+
+SCRIPT = """ .text : AT(ADDR(.text) - 0xffffffff80000000) {
+  _text = .;
+  _stext = .;
+  KEEP(*(.head.text))
+  . = ALIGN(8); *(.text.hot .text.hot.*) *(.text .text.fixup)
+"""
+
+
+def test_the_pad_goes_after_the_head_code_and_nowhere_else():
+    out = layout.padded(SCRIPT, 4176)
+    assert out.replace(" . = . + 4176; /* kernel-harness layout variant */", "") == SCRIPT
+    assert out.index("4176") > out.index("KEEP(*(.head.text))") and out.count(". + 4176") == 1
+    with pytest.raises(InfraError, match="cannot take a layout pad"):
+        layout.padded("SECTIONS { }", 16)
+
+
+def write_map(path, shift, moved=("copy_page_range", "schedule")):
+    rows = [("ffffffff81000000", "T", "startup_64")]
+    rows += [(f"{0xffffffff81001000 + i * 0x100 + shift:016x}", "T", name) for i, name in enumerate(moved)]
+    rows += [("ffffffff82000000", "D", "some_data")]
+    path.write_text("".join(f"{a} {t} {n}\n" for a, t, n in rows))
+    return path
+
+
+def test_the_move_is_checked_on_the_system_map(tmp_path):
+    base = write_map(tmp_path / "a.map", 0)
+    assert layout.check(base, write_map(tmp_path / "b.map", 4176), 4176) == ["copy_page_range", "schedule"]
+    with pytest.raises(InfraError, match="did not move by 4176"):
+        layout.check(base, write_map(tmp_path / "c.map", 0), 4176)
+    with pytest.raises(InfraError, match="no known symbol"):
+        layout.check(base, write_map(tmp_path / "d.map", 4176, moved=("other",)), 4176)
+
+
+def records(effects, layout_sd, boots=2, reps=5, seed=3, boot_sd=0.01, rep_sd=0.01, timing="real"):
+    """Kernels A and B, each len(effects[k]) variants; every variant's placement effect drawn with
+    layout_sd; boots in rounds over the variants."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kernel, effect in effects.items():
+        n = 4
+        lays = rng.normal(0, layout_sd, n)
+        for b in range(1, n * boots + 1):
+            v = layout.of_boot(b, n)
+            level = 1e6 * (1 + effect) * np.exp(lays[v] + rng.normal(0, boot_sd))
+            rows += [{"kernel": kernel, "workload": "fork-latency", "run_id": "r", "host": "h", "boot": b,
+                      "variant": v, "timing": timing, "rep": i, "size_mib": 64,
+                      "fork_ns": float(level * np.exp(rng.normal(0, rep_sd)))} for i in range(reps)]
+    return stats.add_conditions(pd.DataFrame(rows))
+
+
+META = [{"kernels": {"A": {"build_key": "a", "variants": [{"build_key": "a0"}, {"build_key": "a1"}]},
+                     "B": {"build_key": "b", "variants": [{"build_key": "b0"}, {"build_key": "b1"}]}}}]
+
+
+def test_two_binaries_are_compared_over_their_variants():
+    df = records({"A": 0.0, "B": 0.0}, layout_sd=0.08)
+    row = stats.compare(df, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
+    assert row["unit_of_replication"] == "layout variant (4+4, df 6)" and row["variants"] == "4/4"
+    assert row["ci_high"] / row["ci_low"] > 1.08            # the placement spread is in the interval
+    # the same data judged as before (boots paired in rounds, placement ignored) calls a difference
+    old = stats.compare(df, "fork-latency", base="A: fork", metas=META, only=["fork_ns"], layouts=False).iloc[0]
+    assert old["unit_of_replication"].startswith("boot (paired")
+    assert old["ci_high"] / old["ci_low"] < row["ci_high"] / row["ci_low"]
+    desc = stats.describe(df, "fork-latency")
+    assert desc["layout_share"].dropna().between(0.5, 1).all()
+
+
+def test_the_pooled_t_over_variants_holds_its_false_call_rate():
+    rng = np.random.default_rng(5)
+    calls = 0
+    for _ in range(400):
+        side = lambda: {v: [rng.normal(np.exp(rng.normal(0, 0.1)), 0.01, 5)] for v in range(3)}
+        ratio, low, high, p, dof = variants.interval(side(), side())
+        calls += p < 0.05
+        assert dof == 4 and low < ratio < high
+    assert calls / 400 < 0.09
+
+
+def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
+    df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
+    one = df[df["variant"] == 0]
+    row = stats.compare(one, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
+    assert row["verdict"].startswith("not judged [1 layout]: ratio 1.1")
+    assert "slower" not in row["verdict"] and "--variants" in row["verdict"]
+    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]     # one binary, two labels
+    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"] == "slower"
+    icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
+    icount = icount[icount["variant"] == 0]
+    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"] == "slower"
+
+
+def test_one_boot_per_kernel_in_real_time_gets_no_direction():
+    df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
+    one = df[df["boot"] == 1]
+    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]
+    row = stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]
+    assert row["verdict"].startswith("not judged [1 boot]: ratio 1.1") and "--boots" in row["verdict"]
+    icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
+    row = stats.compare(icount[icount["boot"] == 1], "fork-latency", base="A: fork", metas=same).iloc[0]
+    assert row["verdict"] == "slower [1 boot]"          # icount: deterministic, repetitions suffice
+
+
+def test_layout_spread_and_the_variants_it_needs():
+    by = {v: [np.full(5, np.exp(x)), np.full(5, np.exp(x + 0.01))] for v, x in enumerate([0, 0.1, -0.1, 0.05])}
+    got = variants.split(by)
+    assert 0.005 < got["layout"] < 0.01 and got["layout_share"] > 0.9
+    assert variants.variants_needed(0.0, 0.0001, 0.05) == 3       # df 2 at two: t is 4.3
+    assert variants.variants_needed(0.1 ** 2, 0.0, 0.05) > 50
+
+
+def test_calibrate_layout_counts_both_designs_and_the_spread(tmp_path, monkeypatch):
+    """A/A′ on synthetic data with a 10% layout spread: the design over variants is judged as A/A
+    verdicts are, every pair of single variants as before, and the spread is found."""
+    import json
+    from harness.analysis import calibrate
+    df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
+    df.loc[df["kernel"] == "B", "variant"] += 4                    # B's pads are other than A's
+    run = tmp_path / "r"
+    meta = {"run_id": "r", "accel": "tcg", "timing": "real", "design": {"variants": 4},
+            "kernels": {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"} for v in range(4)]}
+                        for label in ("A", "B")}}
+    for label, part in df.groupby("kernel"):
+        (run / label).mkdir(parents=True)
+        keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
+        (run / label / "fork-latency.jsonl").write_text(
+            "".join(json.dumps({k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
+                                for k, v in r.items()}) + "\n" for r in part[keep].to_dict("records")))
+    (run / "metadata.json").write_text(json.dumps(meta))
+    result = calibrate.analyse(run, effect=0.05)
+    lay = result["layout"]
+    assert lay["variants"] == {"A": [0, 1, 2, 3], "B": [4, 5, 6, 7]}
+    assert len(lay["one_variant_each"]["pairs"]) == 16 and lay["one_variant_each"]["verdicts"] == 16
+    assert result["aa"]["verdicts"] == 1 and result["aa"]["rows"][0]["verdict"]
+    (spread,) = lay["spread"]
+    assert spread["variants"] == 8 and 0.04 < spread["layout_sd"] < 0.2 and spread["variants_needed"] > 10
+    assert [p["variants"] for p in result["power"]] == [1, 2, 3, 4, 4, 4, 4, 4]
+    text = calibrate.render(result)
+    assert "one variant per label, judged as before (16 pairs of variants)" in text
+    assert "new design, over variants: " in text and "layout share" in text
