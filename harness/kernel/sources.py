@@ -209,8 +209,27 @@ def _local(spec):
         key = cache.digest("local-git", str(path), snap)
 
         def fill(dest):
-            if not tools.pipe(["git", "-C", str(path), "archive", snap], ["tar", "-x", "-C", str(dest)]):
-                raise InfraError(f"git archive of {path} failed")
+            if tools.pipe(["git", "-C", str(path), "archive", snap], ["tar", "-x", "-C", str(dest)]):
+                return
+            # A partial or sparse clone lacks some blobs (a mirror that leaves out large files):
+            # the tracked files as the work tree has them, which is what snap holds where they exist.
+            tracked = [f for f in git_out(path, "ls-files", "-z").split("\0") if f]
+            present = [f for f in tracked if os.path.lexists(path / f)]
+            if not present:
+                raise InfraError(f"git archive of {path} failed and its work tree has no tracked file")
+            ui.warn(f"{path}: git cannot read every object (a partial or sparse clone?): importing the "
+                    f"tracked files of its work tree; {len(tracked) - len(present)} tracked files are "
+                    f"not there and are left out")
+            for old in dest.iterdir():
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            listing = Path(tempfile.mkstemp(prefix="harness-files-")[1])
+            try:
+                listing.write_bytes("\0".join(present).encode() + b"\0")
+                if not tools.pipe(["tar", "-C", str(path), "--null", "-T", str(listing), "-cf", "-"],
+                                  ["tar", "-x", "-C", str(dest)]):
+                    raise InfraError(f"copying the tracked files of {path} into the cache failed")
+            finally:
+                listing.unlink()
 
         def upstream(dest):
             head = git_out(path, "rev-parse", "HEAD")

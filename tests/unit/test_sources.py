@@ -57,6 +57,27 @@ def test_git_checkout_includes_uncommitted_changes(cache_dir, fake_tree):
     assert (dirty.path / "init" / "main.c").read_text() == "int dirty;\n"
 
 
+def test_git_checkout_missing_objects_imports_its_work_tree(cache_dir, fake_tree, capsys):
+    """A clone that lacks some blobs (a mirror leaving out large files, a sparse checkout): git
+    archive fails, so the tracked files of the work tree are imported, and the missing ones named."""
+    big = fake_tree / "drivers" / "big.h"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    big.write_text("#define LARGE 1\n")
+    git(fake_tree, "init", "-q")
+    git(fake_tree, "add", "-A")
+    git(fake_tree, "commit", "-qm", "base")
+    blob = git(fake_tree, "rev-parse", "HEAD:drivers/big.h")
+    (fake_tree / ".git" / "objects" / blob[:2] / blob[2:]).unlink()   # the blob never arrived
+    big.unlink()
+    git(fake_tree, "update-index", "--skip-worktree", "drivers/big.h")
+    (fake_tree / "untracked.c").write_text("int not_imported;\n")
+    tree = sources.resolve(str(fake_tree))
+    assert (tree.path / "init" / "main.c").read_text() == "int main_init;\n"
+    assert not (tree.path / "drivers" / "big.h").exists()
+    assert not (tree.path / "untracked.c").exists()          # tracked files only, as git archive
+    assert "1 tracked files are not there" in capsys.readouterr().err
+
+
 def test_git_url_with_ref(cache_dir, fake_tree):
     git(fake_tree, "init", "-q")
     git(fake_tree, "add", "-A")
