@@ -107,10 +107,10 @@ class Build:
         return argv + list(targets)
 
     def base_file(self):
-        """A config file base as the build uses it, written beside the objects (None for a target)."""
+        """A config file base as the build uses it, kept in the cache by its content (None otherwise)."""
         if self.base.text is None:
             return None
-        path = self.objdir / "harness-base.config"
+        path = cache.root() / "bases" / f"{cache.digest(self.base.text)}.config"   # by its content
         if not path.exists() or path.read_text() != self.base.text:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(self.base.text)
