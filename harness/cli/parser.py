@@ -96,9 +96,10 @@ def add_run_commands(sub):
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default=None)
     p.add_argument("--jobs", "-j", type=int)
     p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
-    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n", metavar="LIST",
-                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base "
-                        "(default: COW_PTE=y,COW_PTE=n)")
+    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n,coverage", metavar="LIST",
+                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base, coverage "
+                        "(the options gating the series' code, derived from it) "
+                        "(default: COW_PTE=y,COW_PTE=n,coverage)")
     p.add_argument("--kernels", default="stock,cow-pte,debug", metavar="LIST",
                    help="kernels to boot and measure: stock, cow-pte, debug, patched, patched-debug "
                         "(default: stock,cow-pte,debug)")
