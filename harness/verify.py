@@ -13,6 +13,7 @@
 Every section runs even when an earlier one found problems (a series that does not apply still gets
 checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
+import re
 from dataclasses import dataclass, field
 
 from pathlib import Path
@@ -78,6 +79,7 @@ class Verify:
     boot: bool = True
     selftest_source: str = None      # a tree to take the cow selftest from (6.1 has none)
     mib: int = 1024
+    objects_only: bool = False       # bisect compiles only the series' objects, no kernels
 
     def __post_init__(self):
         unknown = [c for c in self.configs if c not in CONFIGS]
@@ -185,6 +187,16 @@ class Verify:
         self.derivation, self.coverage_fragment = derivation, path
         return derivation, kconfig.fragment(path)
 
+    def objects_of(self, derivation):
+        """--objects-only: the series' .c files' objects (None: build whole kernels)."""
+        if not self.objects_only:
+            return None
+        def built(config_text):         # the objects the .config puts in the kernel
+            config = kconfig.parse(config_text)
+            return sorted(re.sub(r"\.[cS]$", ".o", p) for p in derivation.makefile
+                          if reach.file_compiled(p, config, derivation.makefile)[0])
+        return built
+
     def build_each(self, series, source):
         derivation, frag = self.derive(series, source)
         sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] + ([frag] if label == COVERAGE else [])
@@ -194,13 +206,14 @@ class Verify:
             def finished(outcome):          # one line per finished build
                 ui.console.print(f"  {bisect.describe(outcome)}", markup=False)
                 if outcome["status"] == "ok":       # read the object folder before the next build
-                    config = (Path(outcome["kernel"]) / "config").read_text()
+                    config = outcome.get("config_text") or (Path(outcome["kernel"]) / "config").read_text()
                     reached[(outcome["index"], outcome["config"])] = reach.reached(
-                        derivation, outcome["index"], config, outcome["objdir"])
+                        derivation, outcome["index"], config, outcome["objdir"], outcome.get("objects"))
             # the coverage config builds from patch 1 on: without cow-pte until the option exists
             results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say,
                                               on_outcome=finished,
-                                              optional=("cow-pte",) if COVERAGE in sets else ())
+                                              optional=("cow-pte",) if COVERAGE in sets else (),
+                                              objects=self.objects_of(derivation))
         ui.out(bisect.table(results))
         ui.out("changed code compiled, per patch and config (files and hunks of patches 1..k):")
         ui.out(reach.table(series.patches, reached))

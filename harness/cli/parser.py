@@ -104,6 +104,10 @@ def add_run_commands(sub):
                    help="kernels to boot and measure: stock, cow-pte, debug, patched, patched-debug "
                         "(default: stock,cow-pte,debug)")
     p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
+    p.add_argument("--objects-only", action="store_true",
+                   help="build every patch by compiling only the objects of the files the series "
+                        "changes (make path/f.o), not whole kernels: the per-patch compile and "
+                        "coverage tables in minutes")
     p.add_argument("--selftest-source", metavar="PATH",
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")

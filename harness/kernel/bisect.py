@@ -9,7 +9,9 @@ A build (patch k, config) is "ok", "error" (the build failed: first error lines 
 (a requested option is not in the final .config, e.g. an option the series adds in a later patch).
 """
 import re
+import tempfile
 import time
+from pathlib import Path
 
 from harness import cache
 from harness.kernel import kconfig, sources
@@ -44,8 +46,21 @@ def defined(fragments, tree, optional):
             or any(kconfig.kconfig_entry(tree, s) is not None for s in f.values)]
 
 
+def _step(build, objects, objdir, outcome, say):
+    """One build into outcome: a kernel, or with objects only those objects compiled."""
+    if objects is not None:
+        with tempfile.TemporaryDirectory(prefix="objects-") as scratch:
+            outcome["config_text"], outcome["objects"] = build.compile_objects(objects, Path(scratch), say)
+        outcome["objdir"] = str(objdir)
+        return
+    kernel = build.run(say)
+    cached = kernel.info.get("cached", False)
+    # the object folder shows what this build compiled only when it just ran there
+    outcome.update(cached=cached, kernel=str(kernel.path), objdir=None if cached else str(objdir))
+
+
 def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on_outcome=None,
-                     optional=()):
+                     optional=(), objects=None):
     """Build patches 1..k for every k and every config set; one dict per (patch, config), each
     also given to on_outcome as soon as it is known (progress gets free-text messages).
 
@@ -53,6 +68,8 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on
     result, not an exception; only a broken machine (InfraError) or a series that does not apply
     (UserError from series.apply) stops it. optional: names of fragments left out of a step
     whose tree defines none of their options (else such a step is a "config" refusal).
+    objects: objects(config text) names the tree-relative .o paths to compile instead of building
+    kernels; each outcome then carries its final .config ("config_text") and "objects", no kernel.
     """
     say = progress or (lambda msg: None)
     patched, _ = series_mod.apply(series, source)
@@ -82,11 +99,8 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on
                         "lines": [], "seconds": None, "cached": False, "kernel": None, "objdir": None}
                 started = time.monotonic()
                 try:
-                    kernel = build.run(lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
-                    cached = kernel.info.get("cached", False)
-                    # the object folder shows what this build compiled only when it just ran there
-                    outcome.update(cached=cached, kernel=str(kernel.path),
-                                   objdir=None if cached else str(objdir))
+                    _step(build, objects, objdir, outcome,
+                          lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
                 except BuildError as exc:
                     outcome.update(status="error", lines=_first_lines(exc))
                 except UserError as exc:

@@ -102,10 +102,13 @@ def _headers_in_cmds(objdir, headers):
     return found
 
 
-def file_compiled(path, config, makefile, objdir=None, headers_seen=()):
-    """(compiled True/False/None, how) of one changed file under one build."""
+def file_compiled(path, config, makefile, objdir=None, headers_seen=(), objects=None):
+    """(compiled True/False/None, how) of one changed file under one build (objects: the .o
+    files an objects-only build compiled)."""
     if path.endswith((".c", ".S")):
         obj = re.sub(r"\.[cS]$", ".o", path)
+        if objects is not None:
+            return obj in objects, "object"
         if objdir and Path(objdir).is_dir():
             p = Path(objdir) / obj
             cmd = p.parent / f".{p.name}.cmd"
@@ -119,14 +122,14 @@ def file_compiled(path, config, makefile, objdir=None, headers_seen=()):
     return None, "not code"
 
 
-def reached(derivation, k, config_text, objdir=None):
+def reached(derivation, k, config_text, objdir=None, objects=None):
     """{"files": {path: (compiled, how)}, "hunks": [(Hunk, compiled)]} for the build of patches
     1..k under a final .config (objdir: the object folder that build just used, if it did)."""
     config = kconfig.parse(config_text, ".config")
     files = [p for p, first in derivation.files.items() if first <= k]
     headers = [p for p in files if p.endswith(".h")]
     seen = _headers_in_cmds(objdir, headers) if objdir and headers else set()
-    out = {p: file_compiled(p, config, derivation.makefile, objdir, seen) for p in files}
+    out = {p: file_compiled(p, config, derivation.makefile, objdir, seen, objects) for p in files}
     hunks = []
     for h in derivation.hunks:
         if h.patch > k:
