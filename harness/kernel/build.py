@@ -128,8 +128,9 @@ class Build:
             config = self._configure(out, say)
             objects = objects(config)
             say(f"compiling {len(objects)} objects with {self.jobs} jobs")
+            # the compilers as tuxmake's ccache wrapper names them: make rebuilds nothing for them
             proc = tools.run(["make", "-C", str(self.source.path), f"O={self.objdir}", f"-j{self.jobs}",
-                              "CC=ccache gcc", "ARCH=x86_64", *objects], check=False)
+                              "CC=ccache gcc", "HOSTCC=ccache gcc", "ARCH=x86_64", *objects], check=False)
             if proc.returncode != 0:
                 text = (proc.stderr or "") + (proc.stdout or "")
                 errors = [line for line in text.splitlines() if "error" in line.lower()]

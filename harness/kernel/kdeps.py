@@ -171,9 +171,10 @@ def _selector(entries, symbol):
 
 
 def closure(entries, symbols):
-    """(chosen {symbol: why}, unknown [symbols]) starting from symbols (without CONFIG_)."""
+    """(chosen {symbol: why}, unknown [symbols]) starting from symbols (without CONFIG_; or
+    (symbol, why) pairs)."""
     chosen, unknown = {}, []
-    queue = [(s, "gates the series' code") for s in symbols]
+    queue = [(s, "gates the series' code") if isinstance(s, str) else tuple(s) for s in symbols]
     while queue and len(chosen) < MAX_SYMBOLS:
         symbol, why = queue.pop(0)
         if symbol in chosen:

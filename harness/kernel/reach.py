@@ -79,10 +79,11 @@ def derive(patches, tree, commits, kconfig_texts=None, extra_for=None):
             d.makefile[path] = (symbols, why)
             wanted += sorted(symbols)
     if extra_for:
-        wanted += list(extra_for(list(d.files)))
+        wanted += [(s, "the touched areas' selftests need it") for s in extra_for(list(d.files))]
     texts = kconfig_texts if kconfig_texts is not None else kdeps.tree_texts(tree)
     entries = kdeps.index(texts)
     d.chosen, d.unknown = kdeps.closure(entries, list(dict.fromkeys(wanted)))
+    d.unknown = [u for u in dict.fromkeys(d.unknown)]
     return d
 
 

@@ -143,3 +143,34 @@ def test_reached_from_config_and_object_folder(tmp_path):
     ok, text = reach.verdict(builds)
     assert not ok and "mm/ksm.c (patches 2)" in text
     assert reach.never({(1, "lean"): reach.reached(d, 1, off)}) == ({"mm/ksm.c": [1]}, [hunk])
+
+
+def test_derive_from_a_patched_git_tree(tmp_path):
+    """derive() on a tiny tree: one commit per patch, the diffs taken as the commits applied."""
+    import subprocess
+    from types import SimpleNamespace
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "Makefile").write_text((DATA / "mm.Makefile").read_text())
+    (tree / "mm" / "Kconfig").write_text((DATA / "mm.Kconfig").read_text())
+    (tree / "mm" / "ksm.c").write_text((DATA / "example.c").read_text())
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t",
+                               *args], check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    text = (tree / "mm" / "ksm.c").read_text().replace("\treturn 1;", "\tint merged = 1;\n\treturn merged;")
+    (tree / "mm" / "ksm.c").write_text(text)
+    git("commit", "-qam", "ksm: a change under CONFIG_KSM")
+    commit = git("rev-parse", "HEAD")
+    d = reach.derive([SimpleNamespace(index=1, title="ksm: a change")], tree, [commit],
+                     extra_for=lambda files: ["MIGRATION"] if "mm/ksm.c" in files else [])
+    assert d.files == {"mm/ksm.c": 1}
+    assert d.makefile["mm/ksm.c"][0] == {"KSM"}
+    (hunk,) = d.hunks
+    assert (hunk.path, hunk.first, hunk.last) == ("mm/ksm.c", 10, 11)
+    assert "defined(CONFIG_KSM)" in hunk.conditions
+    assert {"KSM", "MIGRATION"} <= set(d.chosen)      # the Makefile gate, the #ifdef, the extra
+    assert "CONFIG_KSM=y" in d.fragment("t")
