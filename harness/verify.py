@@ -129,11 +129,10 @@ class Verify:
             self.verdict()
             raise
         self.checkpatch(series, source)
+        frag = self.derive(series, source)      # what gates the series' code: for every section
         if self.bisect:
-            self.build_each(series, source)
+            self.build_each(series, source, frag)
         if self.boot:
-            if self.derivation is None and any(COVERAGE in KERNELS[k][1] for k in self.kernels):
-                self.derive(series, source)
             self.run_kernels(source)
         self.verdict()
         return self
@@ -185,7 +184,7 @@ class Verify:
         if derivation.unknown:
             ui.out(f"  gating symbols no Kconfig defines: {', '.join(derivation.unknown)}")
         self.derivation, self.coverage_fragment = derivation, path
-        return derivation, kconfig.fragment(path)
+        return kconfig.fragment(path)
 
     def objects_of(self, derivation):
         """--objects-only: the series' .c files' objects (None: build whole kernels)."""
@@ -197,8 +196,8 @@ class Verify:
                           if reach.file_compiled(p, config, derivation.makefile)[0])
         return built
 
-    def build_each(self, series, source):
-        derivation, frag = self.derive(series, source)
+    def build_each(self, series, source, frag):
+        derivation = self.derivation
         sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] + ([frag] if label == COVERAGE else [])
                 for label in self.configs}
         reached = {}
@@ -229,8 +228,6 @@ class Verify:
     def code_in(self, run):
         """What of the series' code the booted patched kernels compiled (changed lines executed
         are not measured: say so rather than let "clean" stand for it)."""
-        if self.derivation is None:
-            return "; series code compiled in them: not derived (--no-bisect)"
         k = max(self.derivation.files.values(), default=0)
         parts = []
         for label in self.kernels:

@@ -270,8 +270,15 @@ def _num(value):
 
 
 def evaluate(cond, config):
-    """True/False for a condition from regions() against {CONFIG_X: value}; None when it names
-    a macro .config does not decide (a header guard counts as not yet defined)."""
+    """True/False for a condition from regions() against {CONFIG_X: value}; None when its value
+    depends on a macro .config does not decide (a header guard counts as not yet defined):
+    the condition is worked out with every such macro 0 and again with it 1, and only a result
+    both agree on is given (so `!defined(GUARD_H) || defined(OTHER)` is True)."""
+    results = {_evaluate(cond, config, unknown) for unknown in ("0", "1")}
+    return results.pop() if len(results) == 1 else None
+
+
+def _evaluate(cond, config, unknown):
     out = []
     for tok in TOKEN.findall(cond):
         tok = tok.strip()
@@ -279,8 +286,8 @@ def evaluate(cond, config):
         if m and (m[1] == "defined" or m[2]):
             value = _value(m[3], config, guard=True)
             if value is None:
-                return None
-            if m[2] == "MODULE":
+                out.append(unknown)
+            elif m[2] == "MODULE":
                 out.append("1" if value == "m" else "0")
             elif m[2] == "BUILTIN":
                 out.append("1" if value == "y" else "0")
@@ -288,9 +295,7 @@ def evaluate(cond, config):
                 out.append("0" if value in ("n", "0", "guard") else "1")
         elif re.fullmatch(r"[A-Za-z_]\w*", tok):
             number = _num(_value(tok, config, guard=False))
-            if number is None:
-                return None
-            out.append(number)
+            out.append(unknown if number is None else number)
         else:
             out.append({"&&": " and ", "||": " or ", "!": " not "}.get(tok, tok))
     try:

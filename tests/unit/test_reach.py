@@ -174,3 +174,9 @@ def test_derive_from_a_patched_git_tree(tmp_path):
     assert "defined(CONFIG_KSM)" in hunk.conditions
     assert {"KSM", "MIGRATION"} <= set(d.chosen)      # the Makefile gate, the #ifdef, the extra
     assert "CONFIG_KSM=y" in d.fragment("t")
+
+
+def test_a_macro_config_does_not_decide_matters_only_when_it_changes_the_result():
+    assert gates.evaluate("(!defined(__HUGE_MEMORY_H) || defined(TRACE_HEADER_MULTI_READ))", {}) is True
+    assert gates.evaluate("(defined(CONFIG_KSM) && SOME_MACRO)", {}) is False
+    assert gates.evaluate("(defined(CONFIG_KSM) && SOME_MACRO)", {"CONFIG_KSM": "y"}) is None
