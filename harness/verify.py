@@ -80,6 +80,7 @@ class Verify:
     selftest_source: str = None      # a tree to take the cow selftest from (6.1 has none)
     mib: int = 1024
     objects_only: bool = False       # bisect compiles only the series' objects, no kernels
+    selftests: str = "auto"          # auto (the touched areas'), all, or a comma list (+ cow always)
 
     def __post_init__(self):
         unknown = [c for c in self.configs if c not in CONFIGS]
@@ -93,6 +94,11 @@ class Verify:
         if self.selftest_source:
             validate.source(self.selftest_source, "--selftest-source")
         validate.workload("fork-memory", {"mib": self.mib})
+        if self.selftests not in ("auto", "all"):
+            unknown = [t for t in self.selftests.split(",") if t not in validate.selftest_names()]
+            if unknown:
+                raise UserError(f"--selftests: unknown {unknown} (known: auto, all, "
+                                f"{', '.join(validate.selftest_names())})")
         validate.results_folder()
         self.problems = []
         self.sections = {}
@@ -246,8 +252,9 @@ class Verify:
         tree = selftests.test_tree(self.selftest_source) if self.selftest_source else source.path
         tests = ["cow"]
         folder = selftests.selftest_dir(tree)
-        if self.derivation and folder:        # and the selftests of the areas the series touches
-            chosen = selftests.for_paths(self.derivation.files)
+        if folder:          # and the selftests of the areas the series touches, or those asked for
+            chosen = (selftests.for_paths(self.derivation.files) if self.selftests == "auto"
+                      else list(selftests.catalog()) if self.selftests == "all" else self.selftests.split(","))
             tests += [t for t in chosen if t != "cow" and (folder / selftests.spec(t)["sources"][0]).exists()]
             missing = [t for t in chosen if t not in tests]
             if missing:

@@ -108,6 +108,9 @@ def add_run_commands(sub):
                    help="build every patch by compiling only the objects of the files the series "
                         "changes (make path/f.o), not whole kernels: the per-patch compile and "
                         "coverage tables in minutes")
+    p.add_argument("--selftests", default="auto", metavar="LIST",
+                   help="mm selftests beside cow: auto (those of the areas the series touches, from "
+                        "workloads/selftests/mm-selftests.toml), all, or a comma list (default: auto)")
     p.add_argument("--selftest-source", metavar="PATH",
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.add_argument("--mib", type=int, default=1024, help="memory mapped by fork-memory (default 1024)")

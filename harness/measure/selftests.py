@@ -136,19 +136,31 @@ def build_test(name, source_path, out_dir=None, test_source=None):
     return Path(shutil.copy2(binary, Path(out_dir) / name))
 
 
+def _uapi_headers(tree):
+    """The tree's UAPI headers installed once into the cache (make headers_install through a
+    throwaway O= folder, so the source tree stays pristine); returns the include folder."""
+    key = cache.digest("uapi", _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]))
+    usr = cache.entry("selftest-headers", key) / "usr"
+    with cache.locked("selftest-headers", key):
+        if not usr.exists():
+            with cache.building("selftest-headers", key) as out, \
+                    tempfile.TemporaryDirectory(prefix="selftest-headers-") as scratch:
+                proc = tools.run(["make", "-s", "-C", str(tree), f"O={Path(scratch) / 'obj'}",
+                                  f"INSTALL_HDR_PATH={out / 'usr'}", "headers_install"], check=False)
+                if proc.returncode != 0:
+                    raise BuildError(f"make headers_install failed in {tree}",
+                                     log_tail=((proc.stderr or "") + (proc.stdout or ""))[-2000:])
+    return usr / "include"
+
+
 def _build_test(name, tree, sources, selftests, out):
-    with tempfile.TemporaryDirectory(prefix="selftest-headers-") as scratch:
+    include = _uapi_headers(tree)
+    with tempfile.TemporaryDirectory(prefix="selftest-config-") as scratch:
         scratch = Path(scratch)
-        # O= keeps every generated file in scratch: the source tree stays pristine.
-        proc = tools.run(["make", "-s", "-C", str(tree), f"O={scratch / 'obj'}",
-                          f"INSTALL_HDR_PATH={scratch / 'usr'}", "headers_install"], check=False)
-        if proc.returncode != 0:
-            raise BuildError(f"make headers_install failed in {tree}",
-                             log_tail=((proc.stderr or "") + (proc.stdout or ""))[-2000:])
         # check_config.sh would write local_config.h into the tree; liburing is absent here.
         (scratch / "local_config.h").write_text("// No liburing support found\n")
         _compile(["gcc", *CFLAGS, "-I", str(scratch), "-I", str(selftests), "-I", str(sources[0].parent),
-                  "-isystem", str(scratch / "usr" / "include"), "-o", str(out / name),
+                  "-isystem", str(include), "-o", str(out / name),
                   *map(str, sources), "-lrt", "-lpthread", "-lm"], f"the {name} selftest")
 
 
