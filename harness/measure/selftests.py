@@ -123,7 +123,7 @@ def build_test(name, source_path, out_dir=None, test_source=None):
     inputs = sources + sorted(folder.glob("*.h")) + [selftests / "kselftest.h",
                                                     selftests / "kselftest_harness.h", tree / "mm" / "gup_test.h"]
     gcc = tools.first_line(["gcc", "--version"])
-    key = cache.digest(name, [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
+    key = cache.digest(name, spec(name).get("cflags", []), [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
                        _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]), CFLAGS, gcc)
     binary = cache.entry("selftests", key) / name
     with cache.locked("selftest", key):
@@ -154,13 +154,17 @@ def _uapi_headers(tree):
 
 
 def _build_test(name, tree, sources, selftests, out):
+    """gcc as the selftests' Makefile runs it: -I the tree's top (hmm-tests' lib/test_hmm_uapi.h),
+    the installed UAPI headers and tools/include/uapi; a test's own cflags from the catalog."""
     include = _uapi_headers(tree)
     with tempfile.TemporaryDirectory(prefix="selftest-config-") as scratch:
         scratch = Path(scratch)
         # check_config.sh would write local_config.h into the tree; liburing is absent here.
         (scratch / "local_config.h").write_text("// No liburing support found\n")
         _compile(["gcc", *CFLAGS, "-I", str(scratch), "-I", str(selftests), "-I", str(sources[0].parent),
-                  "-isystem", str(include), "-o", str(out / name),
+                  "-I", str(tree), "-isystem", str(include),
+                  "-isystem", str(tree / "tools" / "include" / "uapi"), *spec(name).get("cflags", []),
+                  "-o", str(out / name),
                   *map(str, sources), "-lrt", "-lpthread", "-lm"], f"the {name} selftest")
 
 
