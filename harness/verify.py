@@ -6,8 +6,10 @@
      config (the options gating the series' files and #if blocks, derived from the series: reach),
      incrementally; per patch and config, the changed files and hunks each build compiled
   4. kernels: stock, patched with COW PTE, and the debug variant (DEBUG_VM, PAGE_TABLE_CHECK,
-     lockdep, ...), each booted and run through the workloads with the kernel log checked after
-     every one, and the kernel's own vm selftest `cow` run plainly and under the COW PTE launcher
+     lockdep, ...) -- or the coverage config on stock and patched -- each booted and run through
+     the workloads with the kernel log checked after every one, and the kernel's own mm
+     selftests (cow, and those of the areas the series touches: workloads/selftests/
+     mm-selftests.toml) run plainly and under the COW PTE launcher
   5. the tables, the selftest diff against stock, and a verdict line per section
 
 Every section runs even when an earlier one found problems (a series that does not apply still gets

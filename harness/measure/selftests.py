@@ -264,14 +264,18 @@ def parse_plain(text):
     """Cases of the mm selftests that print no TAP: khugepaged ('<case> ... OK' in green, red
     Fail, yellow Skip) and uffd-unit-tests ('Testing <case>... done|skipped [..]|failed [..]')."""
     cases, names = [], {}
-    for raw in text.replace("\r", "").splitlines():
-        m = COLOURED.match(raw)
-        u = UFFD.match(raw) if not m else None
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        # progress counters rewrite the line with \r: the last piece holds the result
+        pieces = [p for p in raw.split("\r") if p.strip()] or [""]
+        m = COLOURED.match(pieces[-1])
+        u = UFFD.match(pieces[-1]) if not m else None
         if m:
             desc, result = m[1].strip(" ."), {"2": "pass", "1": "fail", "3": "skip"}[m[2]]
-            reason = m[3]
+            if not desc and len(pieces) > 1:
+                desc = pieces[-2].strip(" .")
+            desc, reason = re.sub(r"\s+\d+/\d+\.*$", "", desc)[:200], m[3]
         elif u:
-            desc, result = u[1].strip(), {"done": "pass", "skipped": "skip", "failed": "fail"}[u[2]]
+            desc, result = u[1].strip()[:200], {"done": "pass", "skipped": "skip", "failed": "fail"}[u[2]]
             reason = u[3].strip()
         else:
             continue
@@ -369,7 +373,7 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name="cow"
     code, out, err = machine.run(["python3", "-c", PTY_RUN, "timeout", "-k", "10", str(timeout), *argv],
                                  timeout=timeout + 60)
     seconds = round(time.monotonic() - started, 1)
-    output = out.replace("\r", "")
+    output = out.replace("\r\n", "\n")      # the pty's line ends; a lone \r (progress) stays
     line = _launcher_line(output) if launcher else None
     active = None
     if launcher:

@@ -227,3 +227,12 @@ def test_several_tests_share_one_column_per_kernel_and_way():
         {"case": "ksm: b", "kernel": "patched", "way": "plain", "result": "fail"}]
     with pytest.raises(UserError, match="two results"):
         selftests.table([res("cow", "a", "pass"), res("cow", "a", "pass")])
+
+
+def test_progress_counters_rewritten_with_cr_give_one_short_case():
+    text = ("Run test: collapse_full_of_compound (khugepaged:anon)\r\n"
+            "Construct PTE page table full of compound pages   1/512...\r"
+            "Construct PTE page table full of compound pages   2/512...\r"
+            "Construct PTE page table full of compound pages 512/512... \x1b[32mOK\x1b[0m\r\n")
+    (case,) = selftests.parse_plain(text)
+    assert case["case"] == "Construct PTE page table full of compound pages" and case["result"] == "pass"
