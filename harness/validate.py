@@ -16,6 +16,7 @@ A manifest's [allowed] table has one entry per parameter:
 import mailbox
 import os
 import re
+import tomllib
 from pathlib import Path
 
 from harness import paths, safety
@@ -24,7 +25,12 @@ from harness.errors import InfraError, UserError
 
 ACCELS = ("auto", "kvm", "tcg")
 TIMINGS = ("real", "icount", "auto")
-SELFTESTS = ("cow",)
+SELFTESTS = ("cow",)            # the first; the others: workloads/selftests/mm-selftests.toml
+
+
+def selftest_names():
+    """The mm selftests the harness can build and run (the catalog's names)."""
+    return list(tomllib.loads((paths.WORKLOADS / "selftests" / "mm-selftests.toml").read_text()))
 CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 
@@ -223,9 +229,10 @@ def guest(exp):
         raise UserError(f"image = {exp.image!r}: allowed: a recipe in vm-images/ ({known})")
     if exp.mirror is not None and not re.match(r"^(https?|file)://\S+$", str(exp.mirror)):
         raise UserError(f"mirror = {exp.mirror!r}: allowed: an http(s):// or file:// URL")
-    unknown = [s for s in exp.selftests if s not in SELFTESTS]
+    known = selftest_names()
+    unknown = [s for s in exp.selftests if s not in known]
     if unknown:
-        raise UserError(f"selftests = {unknown}: allowed: {', '.join(SELFTESTS)}")
+        raise UserError(f"selftests = {unknown}: allowed: {', '.join(known)}")
     machine(exp)
 
 

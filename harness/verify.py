@@ -2,18 +2,26 @@
 
   1. apply: the series on the source, a table of patch -> applied / offset / fuzz / failed
   2. checkpatch: the tree's scripts/checkpatch.pl on every patch (errors, warnings, checks)
-  3. bisect: every prefix of the series built with CONFIG_COW_PTE=y and =n, incrementally
+  3. bisect: every prefix of the series built with CONFIG_COW_PTE=y and =n, and with the coverage
+     config (the options gating the series' files and #if blocks, derived from the series: reach),
+     incrementally; per patch and config, the changed files and hunks each build compiled
   4. kernels: stock, patched with COW PTE, and the debug variant (DEBUG_VM, PAGE_TABLE_CHECK,
-     lockdep, ...), each booted and run through the workloads with the kernel log checked after
-     every one, and the kernel's own vm selftest `cow` run plainly and under the COW PTE launcher
+     lockdep, ...) -- or the coverage config on stock and patched -- each booted and run through
+     the workloads with the kernel log checked after every one, and the kernel's own mm
+     selftests (cow, and those of the areas the series touches: workloads/selftests/
+     mm-selftests.toml) run plainly and under the COW PTE launcher
   5. the tables, the selftest diff against stock, and a verdict line per section
 
 Every section runs even when an earlier one found problems (a series that does not apply still gets
 checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
+import re
 from dataclasses import dataclass, field
 
-from harness.kernel import bisect, checkpatch, kconfig, series as series_mod, sources
+from pathlib import Path
+
+from harness import cache
+from harness.kernel import bisect, checkpatch, kconfig, reach, series as series_mod, sources
 from harness.measure import activity, selftests
 from harness import ui, validate
 from harness.errors import HarnessError, UserError
@@ -22,11 +30,16 @@ from harness.pipeline import Run
 
 BASE = ["guest-base", "selftests"]
 # configs every patch is built with (--bisect-configs)
-CONFIGS = {"COW_PTE=y": BASE + ["cow-pte"], "COW_PTE=n": BASE + ["no-cow-pte"], "base": BASE}
+# "coverage" adds the fragment derived from the series (reach.derive) to BASE + cow-pte
+COVERAGE = "coverage"
+CONFIGS = {"COW_PTE=y": BASE + ["cow-pte"], "COW_PTE=n": BASE + ["no-cow-pte"], "base": BASE,
+           COVERAGE: BASE + ["cow-pte"]}
 # kernels booted and measured (--kernels): label -> (patched?, fragments)
+# COVERAGE in a kernel's fragments stands for the derived fragment
 KERNELS = {"stock": (False, BASE), "cow-pte": (True, BASE + ["cow-pte"]),
            "debug": (True, BASE + ["cow-pte", "debug"]), "patched": (True, BASE),
-           "patched-debug": (True, BASE + ["debug"])}
+           "patched-debug": (True, BASE + ["debug"]),
+           "stock-coverage": (False, BASE + [COVERAGE]), "coverage": (True, BASE + ["cow-pte", COVERAGE])}
 
 
 def bisect_verdict(results):
@@ -63,11 +76,13 @@ class Verify:
     accel: str = "auto"
     jobs: int = None
     bisect: bool = True
-    configs: list = field(default_factory=lambda: ["COW_PTE=y", "COW_PTE=n"])
+    configs: list = field(default_factory=lambda: ["COW_PTE=y", "COW_PTE=n", COVERAGE])
     kernels: list = field(default_factory=lambda: ["stock", "cow-pte", "debug"])
     boot: bool = True
     selftest_source: str = None      # a tree to take the cow selftest from (6.1 has none)
     mib: int = 1024
+    objects_only: bool = False       # bisect compiles only the series' objects, no kernels
+    selftests: str = "auto"          # auto (the touched areas'), all, or a comma list (+ cow always)
 
     def __post_init__(self):
         unknown = [c for c in self.configs if c not in CONFIGS]
@@ -81,13 +96,23 @@ class Verify:
         if self.selftest_source:
             validate.source(self.selftest_source, "--selftest-source")
         validate.workload("fork-memory", {"mib": self.mib})
+        if self.selftests not in ("auto", "all"):
+            unknown = [t for t in self.selftests.split(",") if t not in validate.selftest_names()]
+            if unknown:
+                raise UserError(f"--selftests: unknown {unknown} (known: auto, all, "
+                                f"{', '.join(validate.selftest_names())})")
         validate.results_folder()
         self.problems = []
         self.sections = {}
+        self.derivation = None
+        self.coverage_fragment = None
+        self.reached = {}
 
     def section(self, name, ok, summary):
+        """ok: True, False (a failure: exit code 1) or None (partial: the evidence did not reach
+        all of the series' code; printed PART, never "ok")."""
         self.sections[name] = (ok, summary)
-        if not ok:
+        if ok is False:
             self.problems.append(name)
 
     def execute(self):
@@ -112,8 +137,9 @@ class Verify:
             self.verdict()
             raise
         self.checkpatch(series, source)
+        frag = self.derive(series, source)      # what gates the series' code: for every section
         if self.bisect:
-            self.build_each(series, source)
+            self.build_each(series, source, frag)
         if self.boot:
             self.run_kernels(source)
         self.verdict()
@@ -122,7 +148,7 @@ class Verify:
     def verdict(self):
         ui.out("verdict:")
         for name, (ok, summary) in self.sections.items():
-            ui.out(f"  {'ok  ' if ok else 'FAIL'}  {name}: {summary}")
+            ui.out(f"  {({True: 'ok  ', None: 'PART'}).get(ok, 'FAIL')}  {name}: {summary}")
 
     @property
     def exit_code(self):
@@ -148,22 +174,94 @@ class Verify:
         warnings = sum(r["warnings"] for r in results)
         self.section("checkpatch", errors == 0, f"{errors} errors, {warnings} warnings")
 
-    def build_each(self, series, source):
-        sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] for label in self.configs}
+    def derive(self, series, source):
+        """The series' Derivation (reach.derive) and its coverage fragment, written to the cache."""
+        with ui.step("which options gate the series' code") as say:
+            patched, _ = series_mod.apply(series, source)
+            commits = sources.git_out(patched.path, "rev-list", "--reverse",
+                                      f"{source.commit}..HEAD").split()
+            derivation = reach.derive(series.patches, patched.path, commits, extra_for=_test_options)
+            text = derivation.fragment(f"coverage config for series {series.id} on {source.id}")
+            path = cache.root() / "coverage" / f"coverage-{cache.digest(text, length=12)}.config"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                path.write_text(text)
+            say(derivation.summary())
+        for symbol, why in derivation.chosen.items():
+            ui.out(f"  CONFIG_{symbol}=y  ({why})")
+        if derivation.unknown:
+            ui.out(f"  gating symbols no Kconfig defines: {', '.join(derivation.unknown)}")
+        self.derivation, self.coverage_fragment = derivation, path
+        return kconfig.fragment(path)
+
+    def objects_of(self, derivation):
+        """--objects-only: the series' .c files' objects (None: build whole kernels)."""
+        if not self.objects_only:
+            return None
+        def built(config_text):         # the objects the .config puts in the kernel
+            config = kconfig.parse(config_text)
+            return sorted(re.sub(r"\.[cS]$", ".o", p) for p in derivation.makefile
+                          if reach.file_compiled(p, config, derivation.makefile)[0])
+        return built
+
+    def build_each(self, series, source, frag):
+        derivation = self.derivation
+        sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] + ([frag] if label == COVERAGE else [])
+                for label in self.configs}
+        reached = {}
         with ui.step(f"build every patch with {', '.join(sets)}") as say:
             def finished(outcome):          # one line per finished build
                 ui.console.print(f"  {bisect.describe(outcome)}", markup=False)
+                if outcome["status"] == "ok":       # read the object folder before the next build
+                    config = outcome.get("config_text") or (Path(outcome["kernel"]) / "config").read_text()
+                    reached[(outcome["index"], outcome["config"])] = reach.reached(
+                        derivation, outcome["index"], config, outcome["objdir"], outcome.get("objects"))
+            # the coverage config builds from patch 1 on: without cow-pte until the option exists
             results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say,
-                                              on_outcome=finished)
+                                              on_outcome=finished,
+                                              optional=("cow-pte",) if COVERAGE in sets else (),
+                                              objects=self.objects_of(derivation))
         ui.out(bisect.table(results))
-        self.section("bisect", *bisect_verdict(results))
+        ui.out("changed code compiled, per patch and config (files and hunks of patches 1..k):")
+        ui.out(reach.table(series.patches, reached))
+        _, hunks = reach.never(reached)
+        if hunks:
+            ui.out(f"hunks no config compiled ({len(hunks)}):")
+            ui.out("\n".join(f"  {line}" for line in reach.hunk_lines(hunks)))
+        ok, detail = bisect_verdict(results)
+        whole, reach_detail = reach.verdict(reached)
+        self.reached = reached
+        self.section("bisect", ok and (whole or None), f"{detail}; {reach_detail}")
+
+    def code_in(self, run):
+        """What of the series' code the booted patched kernels compiled (changed lines executed
+        are not measured: say so rather than let "clean" stand for it)."""
+        k = max(self.derivation.files.values(), default=0)
+        parts = []
+        for label in self.kernels:
+            key = run.store.metadata["kernels"].get(label, {}).get("build_key")
+            config = cache.entry("builds", key) / "config" if key and KERNELS[label][0] else None
+            if config and config.exists():
+                fc, fn, hc, hn = reach.counts(reach.reached(self.derivation, k, config.read_text()))
+                parts.append(f"{label} {fc}/{fn} files, {hc}/{hn} hunks")
+        return ("; series code compiled in them: " + ", ".join(parts) if parts else "")  \
+            + "; changed lines executed: not measured"
 
     def run_kernels(self, source):
-        kernels = [KernelSpec(label, self.kernel_src, KERNELS[label][1],
+        kernels = [KernelSpec(label, self.kernel_src,
+                              [str(self.coverage_fragment) if f == COVERAGE else f for f in KERNELS[label][1]],
                               self.series if KERNELS[label][0] else None) for label in self.kernels]
-        tests = ["cow"]
         tree = selftests.test_tree(self.selftest_source) if self.selftest_source else source.path
-        if not selftests.selftest_dir(tree):
+        tests = ["cow"]
+        folder = selftests.selftest_dir(tree)
+        if folder:          # and the selftests of the areas the series touches, or those asked for
+            chosen = (selftests.for_paths(self.derivation.files) if self.selftests == "auto"
+                      else list(selftests.catalog()) if self.selftests == "all" else self.selftests.split(","))
+            tests += [t for t in chosen if t != "cow" and (folder / selftests.spec(t)["sources"][0]).exists()]
+            missing = [t for t in chosen if t not in tests]
+            if missing:
+                ui.out(f"selftests {', '.join(missing)}: not in {folder}")
+        if not folder:
             tests = []
             self.section("selftests", True, f"not run: {source.id} has no cow selftest (Linux 6.2+); "
                                             f"pass --selftest-source with a 6.2+ tree (e.g. debian:linux-source-6.12)")
@@ -174,8 +272,9 @@ class Verify:
         run = Run(exp).execute()
         meta = run.store.metadata["kernels"]
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
-        self.section("kernels", not failed, "all booted, workloads and kernel logs clean" if not failed
+        self.section("kernels", not failed, ("all booted, workloads and kernel logs clean" if not failed
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
+                     + self.code_in(run))
         active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
                          if activity.ACTIVE in c.get("cow_pte", [])})
         wanted = [k for k in self.kernels if "cow-pte" in KERNELS[k][1]]
@@ -184,7 +283,15 @@ class Verify:
                          f"proven on {', '.join(active) or 'no kernel'} (expected on {', '.join(wanted)})")
         if run.selftest_results:
             new = run.selftest_new_failures
-            self.section("selftests", not new, f"{len(new)} new failures against stock" if new
+            ran = sorted({r.get("test", "cow") for r in run.selftest_results})
+            cases = sum(len(r["cases"]) for r in run.selftest_results)
+            self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
                          else "no new failures against stock")
+                         + f" ({', '.join(ran)}: {cases} case runs)")
         ui.out(f"results: {run.store.dir}")
         self.run = run
+
+
+def _test_options(files):
+    """The options the selftests of the touched areas need (workloads/selftests/mm-selftests.toml)."""
+    return [o for t in selftests.for_paths(files) for o in selftests.spec(t).get("options", [])]

@@ -98,13 +98,21 @@ def add_run_commands(sub):
     p.add_argument("--series", required=True, metavar="SPEC", help="mbox, folder of .patch, or Message-Id")
     add_command_options(p, "verify")          # --accel, --jobs, --mib
     p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
-    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n", metavar="LIST",
-                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base "
-                        "(default: COW_PTE=y,COW_PTE=n)")
+    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n,coverage", metavar="LIST",
+                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base, coverage "
+                        "(the options gating the series' code, derived from it) "
+                        "(default: COW_PTE=y,COW_PTE=n,coverage)")
     p.add_argument("--kernels", default="stock,cow-pte,debug", metavar="LIST",
                    help="kernels to boot and measure: stock, cow-pte, debug, patched, patched-debug "
                         "(default: stock,cow-pte,debug)")
     p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
+    p.add_argument("--objects-only", action="store_true",
+                   help="build every patch by compiling only the objects of the files the series "
+                        "changes (make path/f.o), not whole kernels: the per-patch compile and "
+                        "coverage tables in minutes")
+    p.add_argument("--selftests", default="auto", metavar="LIST",
+                   help="mm selftests beside cow: auto (those of the areas the series touches, from "
+                        "workloads/selftests/mm-selftests.toml), all, or a comma list (default: auto)")
     p.add_argument("--selftest-source", metavar="PATH",
                    help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
     p.set_defaults(func=sc.cmd_verify)

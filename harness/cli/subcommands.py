@@ -37,7 +37,8 @@ def cmd_verify(args):
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     v = Verify(args.kernel_src, args.series, accel=args.accel or "auto", jobs=args.jobs,
                bisect=not args.no_bisect, configs=configs, kernels=kernels, boot=not args.no_boot,
-               selftest_source=args.selftest_source, mib=args.mib).execute()
+               selftest_source=args.selftest_source, mib=args.mib,
+               objects_only=args.objects_only, selftests=args.selftests).execute()
     return v.exit_code
 
 

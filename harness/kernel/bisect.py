@@ -9,10 +9,12 @@ A build (patch k, config) is "ok", "error" (the build failed: first error lines 
 (a requested option is not in the final .config, e.g. an option the series adds in a later patch).
 """
 import re
+import tempfile
 import time
+from pathlib import Path
 
 from harness import cache
-from harness.kernel import sources
+from harness.kernel import kconfig, sources
 from harness.kernel import series as series_mod
 from harness.kernel.build import Build
 from harness.errors import BuildError, InfraError, UserError
@@ -37,13 +39,37 @@ def describe(outcome):
             f"{outcome['status']} in {outcome['seconds']} s")
 
 
-def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on_outcome=None):
+def defined(fragments, tree, optional):
+    """The fragments without the optional ones (by name) whose every option the tree's Kconfig
+    does not define yet (CONFIG_COW_PTE before the patch adding it)."""
+    return [f for f in fragments if f.name not in optional or not f.values
+            or any(kconfig.kconfig_entry(tree, s) is not None for s in f.values)]
+
+
+def _step(build, objects, objdir, outcome, say):
+    """One build into outcome: a kernel, or with objects only those objects compiled."""
+    if objects is not None:
+        with tempfile.TemporaryDirectory(prefix="objects-") as scratch:
+            outcome["config_text"], outcome["objects"] = build.compile_objects(objects, Path(scratch), say)
+        outcome["objdir"] = str(objdir)
+        return
+    kernel = build.run(say)
+    cached = kernel.info.get("cached", False)
+    # the object folder shows what this build compiled only when it just ran there
+    outcome.update(cached=cached, kernel=str(kernel.path), objdir=None if cached else str(objdir))
+
+
+def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on_outcome=None,
+                     optional=(), objects=None):
     """Build patches 1..k for every k and every config set; one dict per (patch, config), each
     also given to on_outcome as soon as it is known (progress gets free-text messages).
 
     fragment_sets: {label: [kconfig.Fragment, ...]}. A build failure or a config refusal is a
     result, not an exception; only a broken machine (InfraError) or a series that does not apply
-    (UserError from series.apply) stops it.
+    (UserError from series.apply) stops it. optional: names of fragments left out of a step
+    whose tree defines none of their options (else such a step is a "config" refusal).
+    objects: objects(config text) names the tree-relative .o paths to compile instead of building
+    kernels; each outcome then carries its final .config ("config_text") and "objects", no kernel.
     """
     say = progress or (lambda msg: None)
     patched, _ = series_mod.apply(series, source)
@@ -65,14 +91,16 @@ def build_each_patch(source, series, fragment_sets, jobs=None, progress=None, on
                 say(f"patch {k}/{n} [{label}]: building")
                 # patches 1..k, as a run that applies them records them: the same kernel is
                 # one cache entry, however it was reached
-                build = Build(step, list(fragments), patches=ids[:k], objdir=objdir_for(work, label),
+                objdir = objdir_for(work, label)
+                build = Build(step, defined(fragments, step.path, optional), patches=ids[:k],
+                              objdir=objdir,
                               **({"jobs": jobs} if jobs else {}))
                 outcome = {"index": k, "of": n, "title": patch.title, "config": label, "status": "ok",
-                        "lines": [], "seconds": None, "cached": False, "kernel": None}
+                        "lines": [], "seconds": None, "cached": False, "kernel": None, "objdir": None}
                 started = time.monotonic()
                 try:
-                    kernel = build.run(lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
-                    outcome.update(cached=kernel.info.get("cached", False), kernel=str(kernel.path))
+                    _step(build, objects, objdir, outcome,
+                          lambda msg: say(f"patch {k}/{n} [{label}]: {msg}"))
                 except BuildError as exc:
                     outcome.update(status="error", lines=_first_lines(exc))
                 except UserError as exc:

@@ -11,11 +11,13 @@ runs nothing, and the run says so instead of reporting results. The test runs un
 pseudo-terminal: its stdout is then line-buffered, so a forked child that exits never repeats the
 parent's unflushed output.
 """
+import fnmatch
 import hashlib
 import re
 import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from harness import cache, paths, tools
@@ -25,6 +27,7 @@ from harness.errors import BuildError, GuestError, UserError
 GUEST_DIR = "/tmp/harness/selftests"
 SWAPFILE = "/swapfile"
 LAUNCHER_SOURCE = paths.WORKLOADS / "selftests" / "cow_pte_launch.c"
+CATALOG = paths.WORKLOADS / "selftests" / "mm-selftests.toml"
 NOT_PROVEN = 4                     # the launcher's exit code when COW PTE is not shown to be on
 SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")   # 6.3+, 6.2
 CFLAGS = ["-O2", "-static", "-Wall"]
@@ -73,8 +76,32 @@ def _compile(argv, what):
         raise BuildError(f"{what} does not compile", log_tail="\n".join(errors[:20]) or text[-2000:])
 
 
+def catalog():
+    """{test: {"sources", "paths", "args", "timeout", "needs"}} from mm-selftests.toml."""
+    return tomllib.loads(CATALOG.read_text())
+
+
+def for_paths(changed):
+    """The catalog's tests whose paths match one of the changed files, in catalog order."""
+    return [name for name, t in catalog().items()
+            if any(fnmatch.fnmatch(path, glob) for path in changed for glob in t.get("paths", []))]
+
+
+def spec(name):
+    tests = catalog()
+    if name not in tests:
+        raise UserError(f"selftest '{name}' is not supported (supported: {', '.join(tests)})")
+    return tests[name]
+
+
 def build_cow(source_path, out_dir=None, test_source=None):
-    """Build the cow selftest statically; returns the binary's path (copied into out_dir if given).
+    """The cow selftest (build_test("cow", ...))."""
+    return build_test("cow", source_path, out_dir, test_source)
+
+
+def build_test(name, source_path, out_dir=None, test_source=None):
+    """Build one catalog selftest statically; returns the binary's path (copied into out_dir if
+    given).
 
     source_path is the kernel tree under test; test_source, when given, is the tree to take the
     test from instead (Linux 6.1 has no cow test: take it from a 6.2+ tree, a path or a source spec
@@ -88,39 +115,55 @@ def build_cow(source_path, out_dir=None, test_source=None):
                         f"Linux 6.2, selftests/mm/cow.c from 6.3); pass test_source=<a 6.2+ tree>, "
                         f"e.g. debian:linux-source-6.12")
     selftests = folder.parent
-    sources = [folder / "cow.c", folder / "vm_util.c"]
-    if (folder / "thp_settings.c").exists():
-        sources.append(folder / "thp_settings.c")
-    inputs = sources + [folder / "vm_util.h", folder / "thp_settings.h", selftests / "kselftest.h",
-                        tree / "mm" / "gup_test.h"]
+    sources = [folder / f for f in spec(name)["sources"] if (folder / f).exists()]
+    if not (folder / spec(name)["sources"][0]).exists():
+        raise UserError(f"{folder} has no {spec(name)['sources'][0]} (selftest {name})")
+    inputs = sources + sorted(folder.glob("*.h")) + [selftests / "kselftest.h",
+                                                    selftests / "kselftest_harness.h", tree / "mm" / "gup_test.h"]
     gcc = tools.first_line(["gcc", "--version"])
-    key = cache.digest("cow", [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
+    key = cache.digest(name, spec(name).get("cflags", []), [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
                        _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]), CFLAGS, gcc)
-    binary = cache.entry("selftests", key) / "cow"
+    binary = cache.entry("selftests", key) / name
     with cache.locked("selftest", key):
         if not binary.exists():
             with cache.building("selftests", key) as out:
-                _build_cow(tree, sources, selftests, out)
+                _build_test(name, tree, sources, selftests, out)
     if out_dir is None:
         return binary
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(binary, Path(out_dir) / "cow"))
+    return Path(shutil.copy2(binary, Path(out_dir) / name))
 
 
-def _build_cow(tree, sources, selftests, out):
-    with tempfile.TemporaryDirectory(prefix="cow-headers-") as scratch:
+def _uapi_headers(tree):
+    """The tree's UAPI headers installed once into the cache (make headers_install through a
+    throwaway O= folder, so the source tree stays pristine); returns the include folder."""
+    key = cache.digest("uapi", _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]))
+    usr = cache.entry("selftest-headers", key) / "usr"
+    with cache.locked("selftest-headers", key):
+        if not usr.exists():
+            with cache.building("selftest-headers", key) as out, \
+                    tempfile.TemporaryDirectory(prefix="selftest-headers-") as scratch:
+                proc = tools.run(["make", "-s", "-C", str(tree), f"O={Path(scratch) / 'obj'}",
+                                  f"INSTALL_HDR_PATH={out / 'usr'}", "headers_install"], check=False)
+                if proc.returncode != 0:
+                    raise BuildError(f"make headers_install failed in {tree}",
+                                     log_tail=((proc.stderr or "") + (proc.stdout or ""))[-2000:])
+    return usr / "include"
+
+
+def _build_test(name, tree, sources, selftests, out):
+    """gcc as the selftests' Makefile runs it: -I the tree's top (hmm-tests' lib/test_hmm_uapi.h),
+    the installed UAPI headers and tools/include/uapi; a test's own cflags from the catalog."""
+    include = _uapi_headers(tree)
+    with tempfile.TemporaryDirectory(prefix="selftest-config-") as scratch:
         scratch = Path(scratch)
-        # O= keeps every generated file in scratch: the source tree stays pristine.
-        proc = tools.run(["make", "-s", "-C", str(tree), f"O={scratch / 'obj'}",
-                          f"INSTALL_HDR_PATH={scratch / 'usr'}", "headers_install"], check=False)
-        if proc.returncode != 0:
-            raise BuildError(f"make headers_install failed in {tree}",
-                             log_tail=((proc.stderr or "") + (proc.stdout or ""))[-2000:])
         # check_config.sh would write local_config.h into the tree; liburing is absent here.
         (scratch / "local_config.h").write_text("// No liburing support found\n")
-        _compile(["gcc", *CFLAGS, "-I", str(scratch), "-I", str(selftests),
-                  "-isystem", str(scratch / "usr" / "include"), "-o", str(out / "cow"),
-                  *map(str, sources), "-lrt", "-lpthread"], "the cow selftest")
+        _compile(["gcc", *CFLAGS, "-I", str(scratch), "-I", str(selftests), "-I", str(sources[0].parent),
+                  "-I", str(tree), "-isystem", str(include),
+                  "-isystem", str(tree / "tools" / "include" / "uapi"), *spec(name).get("cflags", []),
+                  "-o", str(out / name),
+                  *map(str, sources), "-lrt", "-lpthread", "-lm"], f"the {name} selftest")
 
 
 def build_launcher(out_dir=None):
@@ -211,6 +254,36 @@ def parse_tap_report(text):
             "totals": totals, "problems": problems}
 
 
+COLOURED = re.compile(r"^(.*?)\s*\x1b\[3([123])m(\w+)\x1b\[0m\s*$")      # khugepaged
+UFFD = re.compile(r"^Testing (.*?)\.\.\. (done|skipped|failed)\b\s*(.*)$")    # uffd-unit-tests
+
+
+def parse_plain(text):
+    """Cases of the mm selftests that print no TAP: khugepaged ('<case> ... OK' in green, red
+    Fail, yellow Skip) and uffd-unit-tests ('Testing <case>... done|skipped [..]|failed [..]')."""
+    cases, names = [], {}
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        # progress counters rewrite the line with \r: the last piece holds the result
+        pieces = [p for p in raw.split("\r") if p.strip()] or [""]
+        m = COLOURED.match(pieces[-1])
+        u = UFFD.match(pieces[-1]) if not m else None
+        if m:
+            desc, result = m[1].strip(" ."), {"2": "pass", "1": "fail", "3": "skip"}[m[2]]
+            if not desc and len(pieces) > 1:
+                desc = pieces[-2].strip(" .")
+            desc, reason = re.sub(r"\s+\d+/\d+\.*$", "", desc)[:200], m[3]
+        elif u:
+            desc, result = u[1].strip()[:200], {"done": "pass", "skipped": "skip", "failed": "fail"}[u[2]]
+            reason = u[3].strip()
+        else:
+            continue
+        names[desc] = names.get(desc, 0) + 1
+        name = desc if names[desc] == 1 else f"{desc} #{names[desc]}"
+        cases.append({"case": name, "result": result, "number": len(cases) + 1, "description": desc,
+                      "directive": "SKIP" if result == "skip" else None, "reason": reason})
+    return cases
+
+
 def parse_tap(text):
     """TAP (kselftest/KTAP flavour) -> [{"case", "result": pass|fail|skip, "number", ...}]."""
     return parse_tap_report(text)["cases"]
@@ -279,26 +352,31 @@ def _launcher_line(text):
 
 
 def run_cow(machine, binary, launcher=None, timeout=900, label=None):
-    """Run the cow test in the guest, plainly or under the COW PTE launcher; returns a dict.
+    """The cow selftest (run_test)."""
+    return run_test(machine, binary, launcher, timeout=timeout, label=label)
+
+
+def run_test(machine, binary, launcher=None, timeout=900, label=None, name="cow", args=()):
+    """Run a selftest in the guest, plainly or under the COW PTE launcher; returns a dict.
 
     "active" is None for a plain run, True when the launcher proved COW PTE on, False when it did
     not: then the test did not run and "cases" is empty; that is a failure to turn COW PTE on,
     never a result. The test gets `timeout` seconds (coreutils timeout in the guest, exit 124):
     a run cut short keeps the cases it finished.
     """
-    argv = [upload(machine, binary, GUEST_DIR)]
+    argv = [upload(machine, binary, GUEST_DIR), *map(str, args)]
     if launcher:
         argv = [upload(machine, launcher, GUEST_DIR)] + argv
     started = time.monotonic()
     code, out, err = machine.run(["python3", "-c", PTY_RUN, "timeout", "-k", "10", str(timeout), *argv],
                                  timeout=timeout + 60)
     seconds = round(time.monotonic() - started, 1)
-    output = out.replace("\r", "")
+    output = out.replace("\r\n", "\n")      # the pty's line ends; a lone \r (progress) stays
     line = _launcher_line(output) if launcher else None
     active = None
     if launcher:
         active = bool(line and line.endswith(": active"))
-    result = {"kernel": label or machine.kernel.info.get("release"),
+    result = {"kernel": label or machine.kernel.info.get("release"), "test": name,
               "way": "cow-pte" if launcher else "plain", "exit_code": code, "active": active,
               "launcher": line, "seconds": seconds,
               "timed_out": code == 124 or (code == 137 and seconds >= timeout),
@@ -308,6 +386,10 @@ def run_cow(machine, binary, launcher=None, timeout=900, label=None):
         result.update(cases=[], tap=None, error=f"COW PTE not turned on: {why}")
         return result
     report = parse_tap_report(output)
+    if not report["cases"]:
+        report["cases"] = parse_plain(output)
+    if name != "cow":       # one table for all tests: their cases carry the test's name
+        report["cases"] = [{**c, "case": f"{name}: {c['case']}"} for c in report["cases"]]
     result.update(cases=report["cases"], tap={k: v for k, v in report.items() if k != "cases"},
                   error=None)
     if not report["cases"] and report["skip_all"] is None:
@@ -320,14 +402,17 @@ def run_cow(machine, binary, launcher=None, timeout=900, label=None):
 def table(results):
     """Rows: test case (in run order); columns: (kernel, way); values: pass|fail|skip, "missing"
     (the case did not run in that column) or "inactive" (COW PTE was not turned on: no run)."""
-    rows, columns = {}, {}
+    rows, columns, tests = {}, {}, set()
     for res in results:
         col = (res["kernel"], res["way"])
-        if col in columns:
+        test = res.get("test", "cow")
+        if (col, test) in tests:
             raise UserError(f"two results for kernel '{col[0]}', way '{col[1]}': label them apart")
-        columns[col] = {c["case"]: c["result"] for c in res["cases"]}
+        tests.add((col, test))
         if res.get("active") is False:
             columns[col] = None
+        elif columns.get(col, {}) is not None:     # several tests fill one column
+            columns[col] = {**columns.get(col, {}), **{c["case"]: c["result"] for c in res["cases"]}}
         for c in res["cases"]:
             rows.setdefault(c["case"], None)
     data = {col: [("inactive" if vals is None else vals.get(case, "missing")) for case in rows]

@@ -89,6 +89,9 @@ CASES = {
                                      "does not exist and is not a lore Message-Id"),
     "verify with a negative size": (lambda t, tree: ["verify", "--kernel-src", tree, "--series",
                                                      str(t / "inputs" / "series"), "--mib", "-1"], 2, "--mib must be a whole number of at least 1, got -1"),
+    "verify with an unknown selftest": (lambda t, tree: ["verify", "--kernel-src", tree, "--series",
+                                                         str(t / "inputs" / "series"), "--selftests", "cow,nope"],
+                                        2, "--selftests: unknown ['nope']"),
     # stored data that is broken
     "corrupt metadata.json": (lambda t, tree: ["report", str(t / "results" / "broken")], 2, "is not valid JSON"),
     "history file that is not a database": (lambda t, tree: ["history", "fork_ns", "--history",

@@ -20,3 +20,18 @@ def test_bisect_verdict_allows_an_option_only_before_it_exists():
     assert not bisect_verdict(cells(["config", "config", "config"]))[0]
     ok, detail = bisect_verdict(cells(["ok", "error", "ok"]))
     assert not ok and "first error at patch 2" in detail
+
+
+def test_a_section_whose_evidence_missed_code_reads_part_and_never_ok(capsys):
+    from harness.verify import Verify
+    v = Verify.__new__(Verify)           # no tree: only the verdict's bookkeeping
+    v.problems, v.sections = [], {}
+    v.section("bisect", True and (False or None), "14/14 builds ok; 21/25 changed files compiled; "
+              "not compiled: mm/ksm.c (patches 6-14)")
+    v.section("apply", True, "14 applied")
+    v.verdict()
+    out = capsys.readouterr().out
+    assert "PART  bisect: 14/14 builds ok" in out and "ok    apply" in out
+    assert v.exit_code == 0 and "ok    bisect" not in out
+    v.section("checkpatch", False, "1 errors")
+    assert v.exit_code == 1

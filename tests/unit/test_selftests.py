@@ -192,3 +192,47 @@ def test_launcher_without_proof_never_runs_the_program(cache_dir, tmp_path):
         pytest.skip("this host runs COW PTE")
     assert proc.returncode == selftests.NOT_PROVEN and "not proven" in proc.stderr
     assert not marker.exists()
+
+
+def test_the_catalog_picks_the_touched_areas_tests():
+    chosen = selftests.for_paths(["mm/ksm.c", "mm/userfaultfd.c", "kernel/fork.c", "fs/proc/task_mmu.c"])
+    assert chosen == ["cow", "ksm_functional_tests", "uffd-unit-tests", "soft-dirty"]
+    assert selftests.for_paths(["init/main.c"]) == []
+    for name, test in selftests.catalog().items():
+        assert test["sources"] and test["paths"], name
+    with pytest.raises(UserError, match="not supported"):
+        selftests.spec("no-such-test")
+
+
+def test_tests_without_tap_are_read_from_their_own_lines():
+    text = ("Testing register-ioctls on anon... done\n"
+            "Testing wp-fork on shmem... skipped [reason: feature missing]\n"
+            "Testing zeropage on anon... failed [reason: bad]\n"
+            "Basic anon THP collapse... \x1b[32mOK\x1b[0m\n"
+            "Collapse with max_ptes_none... \x1b[31mFail\x1b[0m\n")
+    cases = selftests.parse_plain(text)
+    assert [(c["case"], c["result"]) for c in cases] == [
+        ("register-ioctls on anon", "pass"), ("wp-fork on shmem", "skip"), ("zeropage on anon", "fail"),
+        ("Basic anon THP collapse", "pass"), ("Collapse with max_ptes_none", "fail")]
+
+
+def test_several_tests_share_one_column_per_kernel_and_way():
+    def res(test, case, result, kernel="stock"):
+        return {"kernel": kernel, "way": "plain", "test": test, "active": None,
+                "cases": [{"case": case, "result": result}]}
+    df = selftests.table([res("cow", "a", "pass"), res("ksm", "ksm: b", "pass"),
+                          res("cow", "a", "pass", "patched"), res("ksm", "ksm: b", "fail", "patched")])
+    assert list(df.index) == ["a", "ksm: b"]
+    assert selftests.new_failures(df, "stock") == [
+        {"case": "ksm: b", "kernel": "patched", "way": "plain", "result": "fail"}]
+    with pytest.raises(UserError, match="two results"):
+        selftests.table([res("cow", "a", "pass"), res("cow", "a", "pass")])
+
+
+def test_progress_counters_rewritten_with_cr_give_one_short_case():
+    text = ("Run test: collapse_full_of_compound (khugepaged:anon)\r\n"
+            "Construct PTE page table full of compound pages   1/512...\r"
+            "Construct PTE page table full of compound pages   2/512...\r"
+            "Construct PTE page table full of compound pages 512/512... \x1b[32mOK\x1b[0m\r\n")
+    (case,) = selftests.parse_plain(text)
+    assert case["case"] == "Construct PTE page table full of compound pages" and case["result"] == "pass"

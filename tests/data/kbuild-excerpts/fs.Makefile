@@ -1,0 +1,2 @@
+obj-y				+= nls/
+obj-$(CONFIG_PROC_FS)		+= proc/

@@ -1,0 +1,1 @@
+obj-$(CONFIG_UPROBES) += uprobes.o
