@@ -49,25 +49,20 @@ def _read(path):
         raise InfraError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def json_object(path):
-    """A JSON file that must hold one object (a kernel's kernel.json)."""
+def json_object(path, consequence="", holds=""):
+    """A JSON file that must hold one object (a kernel's kernel.json, a run's metadata.json)."""
     try:
         data = json.loads(_read(path))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from None
+        raise UserError(f"{path} is not valid JSON ({exc}){consequence}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: must be a JSON object, got {type(data).__name__}")
+        raise UserError(f"{path}: must be a JSON object{holds}, got {type(data).__name__}")
     return data
 
 
 def metadata(path):
     """A run's metadata.json, its shape checked."""
-    try:
-        data = json.loads(_read(path))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); the run cannot be read") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: must be a JSON object (the run's facts), got {type(data).__name__}")
+    data = json_object(path, "; the run cannot be read", " (the run's facts)")
     for key in TEXT_FIELDS:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise UserError(f"{path}: field {key} = {data[key]!r}: allowed: text")
