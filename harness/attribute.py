@@ -105,7 +105,7 @@ class AttributionRun(Run):
         self.trees[spec.label] = tree
         self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=kernel.key)
         self.record_kernel(spec.label, kernel)
-        return kernel
+        return [(0, kernel)]               # Run.kernel's shape: one layout, the step as built
 
     def one_boot(self, label, kernel, boot):
         self.tasks = self.tasks_of[label]
