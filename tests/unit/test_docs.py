@@ -91,3 +91,15 @@ def test_commands_page_names_every_subcommand():
     sub = next(a for a in parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     text = (DOCS / "commands.md").read_text()
     assert [name for name in sub.choices if f"`harness {name}" not in text] == []
+
+
+def test_the_readme_keeps_the_two_set_up_commands_that_ci_runs():
+    """The main job and the tests, as a newcomer types them on a fresh Debian 12; .ci/run runs the
+    second one (tox after installing tox and chromium) and ends its log with its own duration."""
+    readme = README.read_text()
+    assert "apt-get update && apt-get install -y tox && tox -e run\n" in readme
+    assert "apt-get update && apt-get install -y tox chromium && tox\n" in readme
+    ci = (paths.ROOT / ".ci" / "run").read_text()
+    assert re.search(r"apt-get install -y -q tox .*chromium", ci)
+    assert ci.rstrip().splitlines()[-1] == "tox"
+    assert re.search(r"trap '.*ci: exit code .* after .* min .* s.*' EXIT", ci)
