@@ -103,3 +103,14 @@ def test_the_readme_keeps_the_two_set_up_commands_that_ci_runs():
     assert re.search(r"apt-get install -y -q tox .*chromium", ci)
     assert ci.rstrip().splitlines()[-1] == "tox"
     assert re.search(r"trap '.*ci: exit code .* after .* min .* s.*' EXIT", ci)
+
+
+def test_every_finding_says_how_to_run_it_again():
+    """docs/findings.md: each finding (a `## ` section) names the harness command that re-runs it,
+    and every run id given anywhere in the README is one the findings page carries."""
+    text = (DOCS / "findings.md").read_text()
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert sections
+    assert [s.splitlines()[0] for s in sections if not re.search(r"Re-run: `harness ", s)] == []
+    run_id = re.compile(r"\b\d{8}-\d{6}-[0-9a-f]{6}\b")
+    assert set(run_id.findall(README.read_text())) - set(run_id.findall(text)) == set()
