@@ -133,7 +133,7 @@ Experiment = make_dataclass(
 # per verdict), or MAX_BOOTS have run. A host whose boots agree stops at DESIGN_BOOTS (icount's
 # agree within ~1%); a noisy TCG host boots on, and where it stopped is recorded.
 DESIGN_BOOTS = 5
-# layout variants per kernel in that design (harness/kernel/layout.py; README "Layout variants")
+# layout variants per kernel in that design (harness/kernel/layout.py; docs/statistics.md "Layout variants")
 DESIGN_VARIANTS = 4
 DESIGN_UNTIL = 0.025
 MAX_BOOTS = 40        # with an --until-ci and no --max-boots

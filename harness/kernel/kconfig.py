@@ -135,7 +135,7 @@ class Base:
 
 def base(spec, where="--base"):
     """The Base a --base names, checked: tinyconfig, defconfig or a config file ('target', the
-    running config of a real machine, waits for the real-machine target: README)."""
+    running config of a real machine, waits for the real-machine target: docs/roadmap.md)."""
     if isinstance(spec, Base):
         return spec
     if spec in BASES:

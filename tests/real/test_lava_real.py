@@ -3,7 +3,7 @@ boots it, the workload bundle laid where the job's overlay puts it, every defini
 in the guest with a lava-test-case that prints LAVA's test-case signals, the signals turned into
 LAVA's results format, imported, and compared with the harness's own run of the same workload.
 
-No LAVA dispatcher runs here (README: "LAVA"); what this proves is that the steps the jobs carry
+No LAVA dispatcher runs here (docs/ci.md: "LAVA"); what this proves is that the steps the jobs carry
 work in the harness's image and that their figures come back whole.
 """
 import json
