@@ -135,7 +135,7 @@ class Attribution:
         if not self.profile.configs:
             raise UserError(f"attribute builds every step with the feature's option on and off: the "
                             f"profile '{self.profile.name}' has no [configs]; name one with --feature")
-        exp = replace(exp, feature=exp.feature or self.profile.name)
+        exp = replace(exp, feature=exp.feature or feature.spec(self.profile))
         self.configs = config_names(self.profile)
         if feature.PARAM in params or any(k in params for k in feature.LEGACY_PARAMS):
             raise UserError(f"attribute runs the workload with {feature.PARAM}=0 and, where the kernel "

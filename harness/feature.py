@@ -161,6 +161,14 @@ def _load(folder, stamp):
     return profile
 
 
+def spec(profile):
+    """What names the profile in an experiment: its name when that finds it, else its folder."""
+    try:
+        return profile.name if find(profile.name).resolve() == profile.folder.resolve() else str(profile.folder)
+    except UserError:
+        return str(profile.folder)
+
+
 def default():
     """The profile that says `default = true` (verify, attribute, reproduce), else "none"."""
     for name in names():

@@ -53,7 +53,8 @@ def feature(exp):
     from harness import feature as feature_mod
     profile = feature_mod.of(exp)
     if not profile.has_switch:
-        asked = [s.name for s in exp.workloads if s.params.get(feature_mod.PARAM)]
+        asked = [s.name for s in exp.workloads
+                 if any(s.params.get(k) for k in (feature_mod.PARAM, *feature_mod.LEGACY_PARAMS))]
         if asked:
             raise UserError(f"workload {asked[0]}: {feature_mod.PARAM} = 1 asks for a feature, but the "
                             f"profile '{profile.name}' has no switch (set feature = \"NAME\" in the "

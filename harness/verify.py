@@ -293,7 +293,7 @@ class Verify:
                      for on in ((0, 1) if self.profile.has_switch else (0,))]
         exp = Experiment(kernels=kernels, workloads=workloads, name="verify", accel=self.accel,
                          jobs=self.jobs, selftests=tests, selftest_source=self.selftest_source,
-                         feature=str(self.profile.folder))
+                         feature=feature_mod.spec(self.profile))
         run = Run(exp).execute()
         meta = run.store.metadata["kernels"]
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]

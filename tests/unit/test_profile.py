@@ -80,8 +80,11 @@ def test_requests_are_checked_against_the_named_profile(toy):
         validate.feature(experiment(workloads=asked))
     with pytest.raises(UserError, match="condition = 'cow-pte': allowed: fork, toy"):
         validate.feature(experiment(workloads=asked, feature="toy", claims=[{**claim[0], "condition": "cow-pte"}]))
+    with pytest.raises(UserError, match="the profile 'none' has no switch"):      # an old name too
+        validate.feature(experiment(workloads=[WorkloadSpec("fork-memory", {"mib": 16, "cow_pte": 1})]))
     with pytest.raises(UserError, match="unknown feature profile 'toyy'"):
         feature.load("toyy")
+    assert feature.spec(toy) == "toy" and feature.spec(feature.load(str(toy.folder))) == "toy"
 
 
 def test_the_guest_is_told_the_toy_switch(toy):
