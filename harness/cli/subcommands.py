@@ -53,7 +53,10 @@ def cmd_attribute(args):
     if not args.kernel_src:
         raise errors.UserError("name the tree with --kernel-src (or --resume RUN)")
     args.timing = args.timing or "auto"
-    args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
+    from harness import feature
+    profile = feature.load(args.feature) if getattr(args, "feature", None) else feature.default()
+    default = profile.workloads.get("attribute", "fork-latency")      # the profile's, else this
+    args.workload_items = getattr(args, "workload_items", None) or [(default, [])]
     exp = experiment(args)
     validate.request(exp)           # every parameter against its manifest, before any build
     command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
