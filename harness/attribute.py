@@ -4,15 +4,16 @@
   harness attribute --kernel-src GIT-TREE --range A..B --workload fork-latency --param sizes_mib=512
   harness attribute --resume RUN
 
-1. Builds: stock, then every prefix of the series (patches 1..k), with CONFIG_COW_PTE=y and =n,
+1. Builds: stock, then every prefix of the series (patches 1..k), with the feature profile's option
+   =y and =n (features/<name>/profile.toml [configs]; --feature, default: the default profile),
    in the scratch worktree and object folders `harness verify` builds in (harness.kernel.bisect) and
    through the build cache: what verify built is not built again. A fragment whose every option
-   the tree does not define yet (CONFIG_COW_PTE before the patch that adds it) resolves to nothing
+   the tree does not define yet (the option before the patch that adds it) resolves to nothing
    and is left out, so configs that resolve alike are one build, one kernel and one boot.
 2. Measurement: every kernel booted in one run (harness.pipeline) and the workload run with a plain
-   fork and, on every kernel built with CONFIG_COW_PTE=y, with cow_pte=1. Whether COW PTE was on is
-   the activity check's verdict from the kernel's own counters (harness.measure.activity), never prctl's
-   return code. Timing: icount where KVM is absent (one boot per kernel: a fork's instruction count
+   fork and, on every kernel built with the option =y, with feature=1. Whether the feature was on
+   is the activity check's state from the kernel's own counters (harness.measure.activity), never
+   the switch's return code. Timing: icount where KVM is absent (one boot per kernel: a fork's instruction count
    repeats within 0.1% and boots agree), else real time with the replication design (several
    boots per kernel in alternating order).
 3. The per-patch table, verdicts and step plot (harness.analysis.steps), kept in the run folder, which
@@ -29,7 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from harness import cache, ui, verify
+from harness import cache, feature, ui, verify
 from harness.analysis import stats, steps
 from harness.errors import BuildError, InfraError, UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec
@@ -40,7 +41,11 @@ from harness.measure.workloads import Workload
 from harness.pipeline import Run
 from harness.results import RunStore
 
-CONFIGS = {"y": "COW_PTE=y", "n": "COW_PTE=n"}     # config -> the config set of harness.verify
+
+
+def config_names(profile):
+    """config ("y", "n") -> the name of its config set in harness.verify (the profile's)."""
+    return {"y": profile.configs["on_name"], "n": profile.configs["off_name"]}
 ICOUNT_WHY = ("icount timing: the guest's clock counts instructions (1 ns each), so a fork repeats "
               "within 0.1% and boots of one kernel agree: one boot per kernel is enough, and the "
               "forks of that boot stand for it (figures are instruction counts, not hardware time)")
@@ -52,20 +57,20 @@ def effective(fragments, tree):
             if not f.values or any(kconfig.kconfig_entry(tree, s) is not None for s in f.values)]
 
 
-def objdir_label(names, config):
+def objdir_label(names, config, profile):
     """harness.verify's label of the config set made of these fragments, else the config's own."""
-    for label, fragments in verify.CONFIGS.items():
+    for label, fragments in verify.config_sets(profile).items():
         if list(fragments) == list(names):
             return label
-    return CONFIGS[config]
+    return config_names(profile)[config]
 
 
-def objdir_for(work, names, configs):
+def objdir_for(work, names, configs, profile):
     """The object folder to build in: verify's folder for these fragments or, when nothing was
     built there yet, the folder of one of the configs that was built in (e.g. stock after the
-    prefixes with CONFIG_COW_PTE=n): make then rebuilds only what differs."""
-    folders = [bisect.objdir_for(work, objdir_label(names, configs[0]))] + \
-        [bisect.objdir_for(work, CONFIGS[c]) for c in configs]
+    prefixes with the option =n): make then rebuilds only what differs."""
+    folders = [bisect.objdir_for(work, objdir_label(names, configs[0], profile))] + \
+        [bisect.objdir_for(work, config_names(profile)[c]) for c in configs]
     return next((f for f in folders if (f / "vmlinux").exists()), folders[0])
 
 
@@ -126,9 +131,15 @@ class Attribution:
         if exp.workloads is None or len(exp.workloads) != 1:
             raise UserError("attribute measures one workload: give one --workload (and its --param)")
         params = exp.workloads[0].params
-        if "cow_pte" in params:
-            raise UserError("attribute runs the workload with cow_pte=0 and, where the kernel has "
-                            "the option, cow_pte=1 itself: leave --param cow_pte out")
+        self.profile = feature.load(exp.feature) if exp.feature else feature.default()
+        if not self.profile.configs:
+            raise UserError(f"attribute builds every step with the feature's option on and off: the "
+                            f"profile '{self.profile.name}' has no [configs]; name one with --feature")
+        exp = replace(exp, feature=exp.feature or feature.spec(self.profile))
+        self.configs = config_names(self.profile)
+        if feature.PARAM in params or any(k in params for k in feature.LEGACY_PARAMS):
+            raise UserError(f"attribute runs the workload with {feature.PARAM}=0 and, where the kernel "
+                            f"has the option, {feature.PARAM}=1 itself: leave --param {feature.PARAM} out")
         if any(isinstance(v, list) for v in params.values()):
             raise UserError("attribute runs one set of parameters: give each --param once "
                             "(several sizes in one value, e.g. sizes_mib=64,512)")
@@ -213,7 +224,7 @@ class Attribution:
                         "extra": self.extra},
             "experiment": self.exp.to_dict(), "mode": "range" if self.span else "series",
             "workload": self.workload.name, "params": self.exp.workloads[0].params,
-            "metric": self.metric, "configs": list(CONFIGS), "steps": self.steps,
+            "metric": self.metric, "configs": list(self.configs), "steps": self.steps,
             "times": saved.get("times", {}), "timing": saved.get("timing"),
             "found": saved.get("found", {})})
 
@@ -245,20 +256,20 @@ class Attribution:
     def build_step(self, step, tree, ids, work):
         k = step["index"]
         groups = {}
-        for config, label in CONFIGS.items():
-            wanted = [kconfig.fragment(f) for f in verify.CONFIGS[label] + self.extra]
+        for config, label in self.configs.items():
+            wanted = [kconfig.fragment(f) for f in verify.config_sets(self.profile)[label] + self.extra]
             fragments = effective(wanted, tree.path)
             group = groups.setdefault(tuple(f.name for f in fragments), (fragments, [], []))
             group[1].append(config)
             group[2].append(wanted)
         for names, (fragments, configs, asked) in groups.items():
             label = "stock" if k == 0 else f"p{k:02d}" + (
-                "" if len(configs) == len(CONFIGS) else "-" + "".join(configs))
-            objdir = objdir_for(work, names, configs)
+                "" if len(configs) == len(self.configs) else "-" + "".join(configs))
+            objdir = objdir_for(work, names, configs, self.profile)
             jobs = {"jobs": self.exp.jobs} if self.exp.jobs else {}
             jobs["base"] = self.exp.base          # --base: every step on the same base config
             # the same .config may be cached under the fragments as asked (e.g. verify's build
-            # with '# CONFIG_COW_PTE is not set' before the option exists): take that one
+            # with '# CONFIG_X is not set' before the option exists): take that one
             build = next((b for b in (Build(tree, f, patches=list(ids), objdir=objdir, **jobs) for f in asked)
                           if b.cached()), Build(tree, fragments, patches=list(ids), objdir=objdir, **jobs))
             started = time.monotonic()
@@ -307,19 +318,19 @@ class Attribution:
         self.store.save()
 
     def tasks(self, kernel):
-        """The workload with a plain fork and, on a kernel built with the option, with COW PTE."""
-        w = self.workload
+        """The workload with a plain fork and, on a kernel built with the option, with the feature."""
+        w, on = self.workload, feature.PARAM
         params = self.exp.workloads[0].params
-        tasks = [(w, w.params({**params, "cow_pte": 0}))] if "cow_pte" in w.params() else [(w, w.params(params))]
-        if "cow_pte" in w.params() and kconfig.parse(kernel.config).get("CONFIG_COW_PTE") == "y":
-            tasks.append((w, w.params({**params, "cow_pte": 1})))
+        tasks = [(w, w.params({**params, on: 0}))] if on in w.params() else [(w, w.params(params))]
+        if on in w.params() and kconfig.parse(kernel.config).get(self.profile.proof.get("config")) == "y":
+            tasks.append((w, w.params({**params, on: 1})))
         return tasks
 
     def measure(self, indices):
         """Build and boot the kernels of these steps; the ones measured before are kept."""
         self.build(indices)
         labels = list(dict.fromkeys(self.steps[k]["kernels"][c] for k in indices
-                                    for c in CONFIGS if c in self.steps[k]["kernels"]))
+                                    for c in self.configs if c in self.steps[k]["kernels"]))
         if not labels:
             return
         self.design(self.prebuilt[labels[0]][1])
@@ -345,7 +356,7 @@ class Attribution:
         last = len(self.steps) - 1
         self.measure([0, last])
         found = self.saved["found"]
-        for config in CONFIGS:
+        for config in self.configs:
             lo, hi = 0, last
             if not steps.moves(self.records(), self.saved, config, lo, hi, self.practical):
                 found[config] = None
@@ -375,6 +386,7 @@ def show(run_dir, metric=None, practical=None, method="bh"):
     """The attribution tables of a run, written into its folder too (text, CSV, step plot)."""
     metas, df = stats.load_runs([run_dir])
     att = metas[0]["attribution"]
+    profile = feature.of_meta(metas[0])
     run_dir = Path(stats.run_path(run_dir))
     groups = steps.table(df, att, metric or att.get("metric"), practical, method)
     times = {label: (f"build {t.get('build', 0):.0f} s{' cached' if t.get('cached') else ''}"
@@ -391,16 +403,16 @@ def show(run_dir, metric=None, practical=None, method="bh"):
             lines.append(f"step {s['index']} [{config}] not measured: {why}")
     for params, frame in groups.items():
         lines += ["", ", ".join(f"{k}={v}" for k, v in params) or "(no parameters)", "",
-                  steps.render(frame, times, same), ""] + steps.summary(frame)
+                  steps.render(frame, times, same, profile), ""] + steps.summary(frame, profile)
         frame.to_csv(run_dir / f"attribution-{'-'.join(f'{k}{v}' for k, v in params)}.csv", index=False)
-    inactive = steps.not_active(df, att)
+    inactive = steps.not_active(df, att, profile)
     if inactive:
         lines.append(inactive)
     for config, index in att.get("found", {}).items():
         where = "no change between the ends" if index is None else \
             f"first moved at step {index}: {att['steps'][index]['title']}"
-        lines.append(f"binary search, {steps.CONFIG_NAMES[config]}, plain fork: {where}")
-    picture = steps.plot(groups, run_dir / "attribution.png")
+        lines.append(f"binary search, {steps.config_name(config, profile)}, plain fork: {where}")
+    picture = steps.plot(groups, run_dir / "attribution.png", profile)
     if picture:
         lines.append(f"step plot: {picture}")
     text = "\n".join(lines)

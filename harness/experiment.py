@@ -117,7 +117,7 @@ STRUCTURE = [
     ("kernels", list),
     ("workloads", list, field(default_factory=lambda: [WorkloadSpec("fork-memory")])),
     ("name", str, "ad-hoc"),
-    ("selftests", list, field(default_factory=list)),   # kernel vm selftests to run, e.g. ["cow"]
+    ("selftests", list, field(default_factory=list)),   # kernel vm selftests to run (workloads/selftests/mm-selftests.toml)
     ("claims", list, field(default_factory=list)),      # figures a series claims, for the report
     ("path", Path, None),           # the TOML file, when there is one
     ("cells", list, None),          # when this is some cells of an experiment (harness.ci.cells): their ids

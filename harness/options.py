@@ -107,6 +107,9 @@ OPTIONS = (
            "fault during a timed fork adds noise)", "guest"),
     Option("dmesg_check", "--dmesg-check", bool, True, "check the guest's kernel log after every "
            "workload: a BUG, WARNING or new taint fails it (default; --no-dmesg-check to skip)", "guest"),
+    Option("feature", "--feature", str, None, "the feature profile (features/NAME or a folder): how "
+           "the series' feature is switched on and proven (default: none, a plain series)", None,
+           metavar="NAME"),
     Option("selftest_source", "--selftest-source", str, None, "a tree to take the kernel's "
            "selftests from when the kernel's own tree has none", None, metavar="SPEC"),
     Option("boots", "--boots", int, None, "boots per kernel, the unit of replication (default: 1 "
@@ -229,7 +232,7 @@ FILE_KEYS = {
            Key("kernels", "tables", "the kernels to build", required=True),
            Key("workloads", "tables", "the workloads to run (default fork-memory)"),
            Key("claims", "tables", "figures the series claims, checked by the report"),
-           Key("selftests", "texts", "kernel selftests to run", choices=("cow",)),
+           Key("selftests", "texts", "kernel selftests to run (the feature profile's, e.g. its [selftests] always)"),
            *(Key(s, "table", f"the [{s}] options") for s in ("build", "guest", "design"))),
     "kernels": (Key("label", "text", "the kernel's name in results", required=True),
                 Key("patched", "bool", "apply the series (true or false)"),
@@ -241,7 +244,7 @@ FILE_KEYS = {
     "claims": (Key("workload", "text", "the workload", required=True),
                Key("metric", "text", "its metric", required=True),
                Key("value", "number", "the figure claimed", required=True),
-               Key("condition", "text", "the kind of fork", choices=("fork", "cow-pte")),
+               Key("condition", "text", "the state claimed: the profile's [conditions] off or on name"),
                Key("unit", "text", "the claimed figure's unit"),
                Key("params", "table", "the workload's parameters of the claim"),
                Key("tolerance", "number", "how close counts as reproduced", low=0, high=10),

@@ -13,7 +13,7 @@ from dataclasses import replace
 from harness.guest import accel as accel_mod
 from harness.measure import activity, dmesg, selftests
 from harness.kernel import kconfig, layout, series as series_mod, sources
-from harness import safety, schedule, ui, validate
+from harness import feature, safety, schedule, ui, validate
 from harness.analysis import tables          # its pandas loads only when a table is made
 from harness.guest import image as image_mod
 from harness.kernel.build import Build
@@ -32,6 +32,7 @@ class Run:
             experiment = replace(experiment, seed=schedule.new_seed())     # recorded in metadata
         validate.request(experiment)      # the whole request, before anything is built or stored
         self.exp = experiment
+        self.profile = feature.of(experiment)
         self.failures = []
         self.image = None
         self._series = {}
@@ -67,7 +68,7 @@ class Run:
     def execute(self):
         exp = self.exp
         if not self.skip:
-            self.store.update(command=exp.command_line(), experiment=exp.to_dict())
+            self.store.update(command=exp.command_line(), experiment=exp.to_dict(), feature=self.profile.name)
         plan = schedule.plan(exp)
         self.store.update(design=plan.as_dict())
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
@@ -245,8 +246,13 @@ class Run:
                                  config_sha=kernel.info["config_sha"], toolchain=kernel.info["toolchain"],
                                  fragments=kernel.info["fragments"], patches=kernel.info["patches"],
                                  base=kernel.info.get("base", {"name": kernel.info.get("base_config")}),
-                                 config_cow_pte=kconfig.parse(kernel.config).get("CONFIG_COW_PTE", "n"),
+                                 feature_config=self.profile_config(kernel),
                                  cached_build=kernel.info.get("cached", False))
+
+    def profile_config(self, kernel):
+        """The profile's kernel option in this kernel's config ("n" when unset; None: no option)."""
+        option = self.profile.proof.get("config")
+        return kconfig.parse(kernel.config).get(option, "n") if option else None
 
     def choose_accel(self, kernel):
         """The QEMU mode for this run's guests: 'kvm', 'tcg' or 'icount' (TCG counting instructions)."""
@@ -367,13 +373,13 @@ class Run:
         try:
             try:
                 with ui.step(f"[{label}] workload {workload.name} {params}"):
-                    records = workload.run(machine, params, store, staging)
+                    records = workload.run(machine, params, store, staging, self.profile)
             except WorkloadError:
                 machine.settle()               # a workload killed by a panic is the panic
                 raise
-            judged = {r["cow_pte"] for r in records if "cow_pte" in r}
+            judged = {r[feature.STATE] for r in records if feature.STATE in r}
             if judged:
-                entry["cow_pte"] = sorted(judged)
+                entry[feature.STATE] = sorted(judged)
             entry["records"] = len(records)
             entry["host_load_after"] = round(os.getloadavg()[0], 2)
             self.show(label, workload, records)
@@ -399,7 +405,7 @@ class Run:
                                                + "; ".join(f"{k}: {line}" for k, line in hits[:5])), task=name)
 
     def run_selftests(self, label, machine):
-        """The kernel's own vm selftests, plainly and under the COW PTE launcher, as tasks."""
+        """The kernel's own vm selftests, plainly and under the profile's launcher, as tasks."""
         prepared = None
         for name in self.exp.selftests:
             test = selftests.spec(name)         # a name the catalog lacks: UserError
@@ -408,12 +414,12 @@ class Run:
                 with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
                     binary = selftests.build_test(name, self.trees[label].path,
                                                   test_source=self.exp.selftest_source)
-                    launcher = selftests.build_launcher()
+                    launcher = selftests.build_launcher(self.profile)
                     entry["setup"] = prepared = prepared or selftests.prepare_guest(machine)
                     say(f"{entry['setup']['hugepages_2m']} hugetlb pages, swap {entry['setup']['swap_kib']} kB")
-                for way, launch in (("plain", None), ("cow-pte", launcher)):
+                for way, launch in selftests.ways(self.profile, launcher):
                     with ui.step(f"[{label}] selftest {name} ({way})") as say:
-                        result = selftests.run_test(machine, binary, launch, label=label, name=name,
+                        result = selftests.run_test(machine, binary, launch, label=label, name=name, way=way,
                                                     args=test.get("args", ()),
                                                     timeout=test.get("timeout", 900))
                         say(result.get("error") or result.get("launcher") or f"{len(result['cases'])} cases")
@@ -452,9 +458,9 @@ class Run:
         kind = workload.manifest.get("table")
         if kind not in tables.KERNEL_TABLES or not records:
             return                              # "headline": one table at the end (compare)
-        ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records)}"))
+        ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records, self.profile)}"))
         ui.out()
-        name = f"{workload.name}-cow-pte" if records[0].get("cow_pte_requested") else workload.name
+        name = f"{workload.name}-{self.profile.name}" if records[0].get(feature.REQUESTED) else workload.name
         tables.save_kernel_table(kind, records, self.store.kernel_dir(label), name)
 
     def compare(self):
@@ -480,8 +486,9 @@ class Run:
             rows = [r for spec in self.exp.kernels for r in self.store.records(spec.label, name)]
             if not rows:
                 continue
-            table = tables.comparison(kind, rows)
+            table = tables.comparison(kind, rows, self.profile)
             tables.save(table, self.store.dir, f"{name}-comparison")
-            ui.out(f"{name}, all kernels (medians; COW PTE judged from PageTables, not from prctl):")
+            ui.out(f"{name}, all kernels (medians; {self.profile.title or 'the feature'} judged from the "
+                   f"kernel's counters, not from the switch):")
             ui.out(table.to_string())
             ui.out()

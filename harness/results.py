@@ -18,14 +18,16 @@ import secrets
 import shutil
 from pathlib import Path
 
-from harness import paths, safety, stored, tools
+from harness import feature, paths, safety, stored, tools
 from harness.guest import fingerprint
 from harness.errors import GuestError, InfraError, UserError
 
 # record fields that are never parameters: bookkeeping, the verdict (it is the condition),
 # repetition counters (here, not in analysis.stats: `harness cells` needs them without pandas)
-NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type", "cow_pte",
-              "cow_pte_requested", "cow_pte_evidence", "repeat", "reps", "rounds", "kind",
+NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type",
+              feature.PARAM, feature.STATE, feature.REQUESTED, feature.EVIDENCE, *feature.LEGACY_PARAMS,
+              *(old for old, new in feature.LEGACY_FIELDS.items()
+                if new in (feature.STATE, feature.REQUESTED, feature.EVIDENCE)), "repeat", "reps", "rounds", "kind",
               "condition", "boot", "host", "timing", "from_run", "variant"}
 
 

@@ -3,7 +3,8 @@
 - `harness --help` and `harness run --help`: the median wall time of several runs, each a new
   Python process as a user starts it.
 - `harness report` on a 3-kernel x 6-boot run of the shape `harness reproduce` writes (generated:
-  fork-latency at 12 sizes, fork-memory, fault-latency and fork-server, plain and COW PTE forks).
+  fork-latency at 12 sizes, fork-memory, fault-latency and fork-server, plain forks and the
+  default feature profile's).
 - with --builds: a kernel (guest-base + selftests) built in a scratch cache's workbench (the
   sources and images of the usual cache shared), then a series on top of it (default: the test
   series, a few lines in init/main.c and kernel/sysctl.c): seconds and objects compiled each.
@@ -18,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import cache, paths, tools, ui
+from harness import cache, feature, paths, tools, ui
 
-KERNELS = ("stock", "cow-pte", "patched-nocow")
+KERNELS = ("stock", "feature-on", "feature-off")
 SIZES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -29,15 +30,15 @@ def sample_run(folder, boots=6):
     import numpy as np
     rng = np.random.default_rng(3)
     run = Path(folder) / "sample-3x6"
-    meta = {"run_id": run.name, "accel": "tcg", "timing": "real",
+    meta = {"run_id": run.name, "accel": "tcg", "timing": "real", "feature": feature.default().name,
             "kernels": {k: {"status": "ok", "patches": [] if k == "stock" else ["p"] * 14,
-                            "config_cow_pte": "y" if k == "cow-pte" else "n"} for k in KERNELS}}
+                            feature.CONFIG: "y" if k == "feature-on" else "n"} for k in KERNELS}}
     for kernel in KERNELS:
         out = {"fork-latency": [], "fork-memory": [], "fault-latency": [], "fork-server": []}
         for boot in range(1, boots + 1):
-            for cow in (0, 1):
-                common = {"boot": boot, "cow_pte_requested": bool(cow), "thp": "nohuge",
-                          "cow_pte": "active" if cow and kernel == "cow-pte" else "off"}
+            for on in (0, 1):
+                common = {"boot": boot, feature.REQUESTED: bool(on), "thp": "nohuge",
+                          feature.STATE: "active" if on and kernel == "feature-on" else "off"}
                 out["fork-latency"] += [{**common, "size_mib": s, "rep": r, "warmup": r < 0,
                                          "fork_ns": float((s + 1) * 5e4 * rng.lognormal(0, .05))}
                                         for s in SIZES for r in range(-2, 10)]

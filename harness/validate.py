@@ -25,7 +25,6 @@ from harness.errors import InfraError, UserError
 
 ACCELS = ("auto", "kvm", "tcg")
 TIMINGS = ("real", "icount", "auto")
-SELFTESTS = ("cow",)            # the first; the others: workloads/selftests/mm-selftests.toml
 
 
 def selftest_names():
@@ -39,12 +38,33 @@ def request(exp):
     labels(exp.kernels)
     for spec in exp.workloads:
         workload(spec.name, spec.params)
+    feature(exp)
     guest(exp)
     from harness.experiment import design
     design(exp)
     kconfig.base(getattr(exp, "base", None) or "tinyconfig")
     kernels(exp.kernels, exp)
     results_folder()
+
+
+def feature(exp):
+    """The experiment's feature profile exists; a workload asks for the feature only where the
+    profile has a switch; a claim's condition is one of the profile's condition names."""
+    from harness import feature as feature_mod
+    profile = feature_mod.of(exp)
+    if not profile.has_switch:
+        asked = [s.name for s in exp.workloads
+                 if any(s.params.get(k) for k in (feature_mod.PARAM, *feature_mod.LEGACY_PARAMS))]
+        if asked:
+            raise UserError(f"workload {asked[0]}: {feature_mod.PARAM} = 1 asks for a feature, but the "
+                            f"profile '{profile.name}' has no switch (set feature = \"NAME\" in the "
+                            f"experiment; known: {', '.join(feature_mod.names())})")
+    names = [v for k, v in profile.conditions.items() if k in ("off", "on")]
+    for i, claim in enumerate(getattr(exp, "claims", None) or [], 1):
+        if "condition" in claim and claim["condition"] not in names:
+            raise UserError(f"[[claims]] entry {i}: condition = {claim['condition']!r}: allowed: "
+                            f"{', '.join(names)} (the profile '{profile.name}')")
+    return profile
 
 
 # --- kernels ----------------------------------------------------------------------------------

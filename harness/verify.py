@@ -2,14 +2,15 @@
 
   1. apply: the series on the source, a table of patch -> applied / offset / fuzz / failed
   2. checkpatch: the tree's scripts/checkpatch.pl on every patch (errors, warnings, checks)
-  3. bisect: every prefix of the series built with CONFIG_COW_PTE=y and =n, and with the coverage
+  3. bisect: every prefix of the series built with the feature profile's option =y and =n (its
+     [configs]; features/<name>/profile.toml), and with the coverage
      config (the options gating the series' files and #if blocks, derived from the series: reach),
      incrementally; per patch and config, the changed files and hunks each build compiled
-  4. kernels: stock, patched with COW PTE, and the debug variant (DEBUG_VM, PAGE_TABLE_CHECK,
+  4. kernels: stock, patched with the option on, and the debug variant (DEBUG_VM, PAGE_TABLE_CHECK,
      lockdep, ...) -- or the coverage config on stock and patched -- each booted and run through
      the workloads with the kernel log checked after every one, and the kernel's own mm
-     selftests (cow, and those of the areas the series touches: workloads/selftests/
-     mm-selftests.toml) run plainly and under the COW PTE launcher
+     selftests (the profile's, and those of the areas the series touches: workloads/selftests/
+     mm-selftests.toml) run plainly and under the profile's launcher
   5. the tables, the selftest diff against stock, and a verdict line per section
 
 Every section runs even when an earlier one found problems (a series that does not apply still gets
@@ -23,23 +24,35 @@ from pathlib import Path
 from harness import cache
 from harness.kernel import bisect, checkpatch, kconfig, reach, series as series_mod, sources
 from harness.measure import activity, selftests
-from harness import ui, validate
+from harness import feature as feature_mod, ui, validate
 from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
 from harness.pipeline import Run
 
 BASE = ["guest-base", "selftests"]
-# configs every patch is built with (--bisect-configs)
-# "coverage" adds the fragment derived from the series (reach.derive) to BASE + cow-pte
 COVERAGE = "coverage"
-CONFIGS = {"COW_PTE=y": BASE + ["cow-pte"], "COW_PTE=n": BASE + ["no-cow-pte"], "base": BASE,
-           COVERAGE: BASE + ["cow-pte"]}
-# kernels booted and measured (--kernels): label -> (patched?, fragments)
-# COVERAGE in a kernel's fragments stands for the derived fragment
-KERNELS = {"stock": (False, BASE), "cow-pte": (True, BASE + ["cow-pte"]),
-           "debug": (True, BASE + ["cow-pte", "debug"]), "patched": (True, BASE),
-           "patched-debug": (True, BASE + ["debug"]),
-           "stock-coverage": (False, BASE + [COVERAGE]), "coverage": (True, BASE + ["cow-pte", COVERAGE])}
+PLAIN_KERNELS = {"stock": {"patched": False}, "patched": {"patched": True},
+                 "patched-debug": {"patched": True, "fragments": ["debug"]}}
+
+
+def config_sets(profile):
+    """Configs every patch is built with (--bisect-configs): the feature profile's option on and
+    off (its [configs] on_name/off_name), "base", and "coverage": the fragment derived from the
+    series (reach.derive) on BASE + the option on."""
+    return {**profile.config_sets(BASE), "base": BASE, COVERAGE: BASE + profile.fragments("on")}
+
+
+def kernel_sets(profile):
+    """Kernels booted and measured (--kernels): label -> (patched?, fragments), from the profile's
+    [verify] kernels ("on" stands for its option's fragments); COVERAGE in a kernel's fragments
+    stands for the derived fragment."""
+    on = profile.fragments("on")
+    specs = {**PLAIN_KERNELS, **profile.verify.get("kernels", {})}
+    out = {label: (spec.get("patched", False),
+                   BASE + [g for f in spec.get("fragments", []) for g in (on if f == "on" else [f])])
+           for label, spec in specs.items()}
+    out.update({"stock-coverage": (False, BASE + [COVERAGE]), "coverage": (True, BASE + on + [COVERAGE])})
+    return out
 
 
 def bisect_verdict(results):
@@ -50,7 +63,7 @@ def bisect_verdict(results):
     last = max(r["index"] for r in results)
 
     def before_the_option(r):
-        # e.g. CONFIG_COW_PTE=y before the patch that adds the option: not built, not an error.
+        # e.g. the feature's option =y before the patch that adds it: not built, not an error.
         # A refusal after that config built once, or at the last patch, is a real problem.
         return r["index"] < last and not any(
             o["config"] == r["config"] and o["index"] < r["index"] and o["status"] == "ok"
@@ -76,26 +89,31 @@ class Verify:
     accel: str = "auto"
     jobs: int = None
     bisect: bool = True
-    configs: list = field(default_factory=lambda: ["COW_PTE=y", "COW_PTE=n", COVERAGE])
-    kernels: list = field(default_factory=lambda: ["stock", "cow-pte", "debug"])
+    configs: list = None             # default: the profile's [verify] default_configs
+    kernels: list = None             # default: the profile's [verify] default_kernels
     boot: bool = True
-    selftest_source: str = None      # a tree to take the cow selftest from (6.1 has none)
+    selftest_source: str = None      # a tree to take the selftests from (too old a kernel tree)
     mib: int = 1024
     objects_only: bool = False       # bisect compiles only the series' objects, no kernels
-    selftests: str = "auto"          # auto (the touched areas'), all, or a comma list (+ cow always)
+    selftests: str = "auto"          # auto (the touched areas'), all, or a comma list (+ the profile's)
+    feature: str = None              # the feature profile (default: the default profile)
 
     def __post_init__(self):
-        unknown = [c for c in self.configs if c not in CONFIGS]
+        self.profile = feature_mod.load(self.feature) if self.feature else feature_mod.default()
+        self.CONFIGS, self.KERNELS = config_sets(self.profile), kernel_sets(self.profile)
+        self.configs = self.configs or self.profile.verify.get("default_configs", ["base", COVERAGE])
+        self.kernels = self.kernels or self.profile.verify.get("default_kernels", ["stock", "patched"])
+        unknown = [c for c in self.configs if c not in self.CONFIGS]
         if unknown:
-            raise UserError(f"unknown bisect config {unknown} (known: {', '.join(CONFIGS)})")
-        unknown = [k for k in self.kernels if k not in KERNELS]
+            raise UserError(f"unknown bisect config {unknown} (known: {', '.join(self.CONFIGS)})")
+        unknown = [k for k in self.kernels if k not in self.KERNELS]
         if unknown:
-            raise UserError(f"unknown kernel variant {unknown} (known: {', '.join(KERNELS)})")
+            raise UserError(f"unknown kernel variant {unknown} (known: {', '.join(self.KERNELS)})")
         validate.source(self.kernel_src, "--kernel-src")     # the request, before any build
         validate.series(self.series, "--series")
         if self.selftest_source:
             validate.source(self.selftest_source, "--selftest-source")
-        validate.workload("fork-memory", {"mib": self.mib})
+        validate.workload(self.profile.verify.get("workload", "fork-memory"), {"mib": self.mib})
         if self.selftests not in ("auto", "all"):
             unknown = [t for t in self.selftests.split(",") if t not in validate.selftest_names()]
             if unknown:
@@ -206,7 +224,7 @@ class Verify:
 
     def build_each(self, series, source, frag):
         derivation = self.derivation
-        sets = {label: [kconfig.fragment(f) for f in CONFIGS[label]] + ([frag] if label == COVERAGE else [])
+        sets = {label: [kconfig.fragment(f) for f in self.CONFIGS[label]] + ([frag] if label == COVERAGE else [])
                 for label in self.configs}
         reached = {}
         with ui.step(f"build every patch with {', '.join(sets)}") as say:
@@ -216,10 +234,10 @@ class Verify:
                     config = outcome.get("config_text") or (Path(outcome["kernel"]) / "config").read_text()
                     reached[(outcome["index"], outcome["config"])] = reach.reached(
                         derivation, outcome["index"], config, outcome["objdir"], outcome.get("objects"))
-            # the coverage config builds from patch 1 on: without cow-pte until the option exists
+            # the coverage config builds from patch 1 on: without the option's fragment until it exists
             results = bisect.build_each_patch(source, series, sets, jobs=self.jobs, progress=say,
                                               on_outcome=finished,
-                                              optional=("cow-pte",) if COVERAGE in sets else (),
+                                              optional=tuple(self.profile.fragments("on")) if COVERAGE in sets else (),
                                               objects=self.objects_of(derivation))
         ui.out(bisect.table(results))
         ui.out("changed code compiled, per patch and config (files and hunks of patches 1..k):")
@@ -240,35 +258,42 @@ class Verify:
         parts = []
         for label in self.kernels:
             key = run.store.metadata["kernels"].get(label, {}).get("build_key")
-            config = cache.entry("builds", key) / "config" if key and KERNELS[label][0] else None
+            config = cache.entry("builds", key) / "config" if key and self.KERNELS[label][0] else None
             if config and config.exists():
                 fc, fn, hc, hn = reach.counts(reach.reached(self.derivation, k, config.read_text()))
                 parts.append(f"{label} {fc}/{fn} files, {hc}/{hn} hunks")
         return ("; series code compiled in them: " + ", ".join(parts) if parts else "")  \
             + "; changed lines executed: not measured"
 
+    def selftests_to_run(self, source):
+        """The profile's selftests ([selftests] always), then those of the areas the series touches
+        (or those asked for) that the tree holds; [] with the section saying why when it holds none."""
+        tree = selftests.test_tree(self.selftest_source) if self.selftest_source else source.path
+        always = list(self.profile.selftests.get("always", []))
+        folder = selftests.selftest_dir(tree, always[0] if always else None)
+        if not folder:
+            self.section("selftests", True, f"not run: {source.id} has no {', '.join(always)} selftest; "
+                                            f"pass --selftest-source with a newer tree (e.g. debian:linux-source-6.12)")
+            return []
+        chosen = (selftests.for_paths(self.derivation.files) if self.selftests == "auto"
+                  else list(selftests.catalog()) if self.selftests == "all" else self.selftests.split(","))
+        tests = always + [t for t in chosen if t not in always and (folder / selftests.spec(t)["sources"][0]).exists()]
+        missing = [t for t in chosen if t not in tests]
+        if missing:
+            ui.out(f"selftests {', '.join(missing)}: not in {folder}")
+        return tests
+
     def run_kernels(self, source):
         kernels = [KernelSpec(label, self.kernel_src,
-                              [str(self.coverage_fragment) if f == COVERAGE else f for f in KERNELS[label][1]],
-                              self.series if KERNELS[label][0] else None) for label in self.kernels]
-        tree = selftests.test_tree(self.selftest_source) if self.selftest_source else source.path
-        tests = ["cow"]
-        folder = selftests.selftest_dir(tree)
-        if folder:          # and the selftests of the areas the series touches, or those asked for
-            chosen = (selftests.for_paths(self.derivation.files) if self.selftests == "auto"
-                      else list(selftests.catalog()) if self.selftests == "all" else self.selftests.split(","))
-            tests += [t for t in chosen if t != "cow" and (folder / selftests.spec(t)["sources"][0]).exists()]
-            missing = [t for t in chosen if t not in tests]
-            if missing:
-                ui.out(f"selftests {', '.join(missing)}: not in {folder}")
-        if not folder:
-            tests = []
-            self.section("selftests", True, f"not run: {source.id} has no cow selftest (Linux 6.2+); "
-                                            f"pass --selftest-source with a 6.2+ tree (e.g. debian:linux-source-6.12)")
-        workloads = [WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 0}),
-                     WorkloadSpec("fork-memory", {"mib": self.mib, "cow_pte": 1})]
+                              [str(self.coverage_fragment) if f == COVERAGE else f for f in self.KERNELS[label][1]],
+                              self.series if self.KERNELS[label][0] else None) for label in self.kernels]
+        tests = self.selftests_to_run(source)
+        name = self.profile.verify.get("workload", "fork-memory")
+        workloads = [WorkloadSpec(name, {"mib": self.mib, feature_mod.PARAM: on})
+                     for on in ((0, 1) if self.profile.has_switch else (0,))]
         exp = Experiment(kernels=kernels, workloads=workloads, name="verify", accel=self.accel,
-                         jobs=self.jobs, selftests=tests, selftest_source=self.selftest_source)
+                         jobs=self.jobs, selftests=tests, selftest_source=self.selftest_source,
+                         feature=feature_mod.spec(self.profile))
         run = Run(exp).execute()
         meta = run.store.metadata["kernels"]
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
@@ -276,14 +301,15 @@ class Verify:
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
                      + self.code_in(run))
         active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
-                         if activity.ACTIVE in c.get("cow_pte", [])})
-        wanted = [k for k in self.kernels if "cow-pte" in KERNELS[k][1]]
+                         if activity.ACTIVE in c.get(feature_mod.STATE, [])})
+        on = self.profile.fragments("on")
+        wanted = [k for k in self.kernels if on and set(on) <= set(self.KERNELS[k][1])]
         if wanted:
-            self.section("COW PTE active", set(wanted) <= set(active),
+            self.section(f"{self.profile.title or self.profile.name} active", set(wanted) <= set(active),
                          f"proven on {', '.join(active) or 'no kernel'} (expected on {', '.join(wanted)})")
         if run.selftest_results:
             new = run.selftest_new_failures
-            ran = sorted({r.get("test", "cow") for r in run.selftest_results})
+            ran = sorted({r.get("test") for r in run.selftest_results})
             cases = sum(len(r["cases"]) for r in run.selftest_results)
             self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
                          else "no new failures against stock")

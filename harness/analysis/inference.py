@@ -203,7 +203,7 @@ def boots_for(sd, effect, power=0.8, alpha=0.05, most=500, paired=False):
 
 
 def _raw_interval(mb, mc, alpha):
-    """boot_interval for values that can be zero (page-table growth with COW PTE): Welch's t on
+    """boot_interval for values that can be zero (page-table growth with a feature that shares tables): Welch's t on
     the raw per-boot medians, the interval divided by the baseline's mean."""
     base = mb.mean()
     if base == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import feature
 from harness.analysis import inference, plots, stats, units, variants
 
 TOLERANCE = 0.10
@@ -115,20 +116,33 @@ def method_text(family, method, practical):
 
 # -- claims ------------------------------------------------------------------------------------
 
+def profile_of(metas):
+    """The feature profile of the runs reported (the first run's)."""
+    return feature.of_meta(metas[0]) if metas else feature.default()
+
+
+def names_of(metas):
+    """(off, on) condition names of claims in the runs' profile ("fork" and the feature's)."""
+    conditions = profile_of(metas).conditions
+    return conditions.get("off", feature.OFF_LABEL), conditions.get("on")
+
+
 def claim_condition(claim, df, metas):
-    if claim.get("condition", "fork") == "fork":
+    off, _ = names_of(metas)
+    if claim.get("condition", off) == off:
         return stats.baseline(metas, df)
-    cows = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + stats.COW)]
+    active = profile_of(metas).label("active")
+    found = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + active)]
     order = stats.kernel_order(metas, df)
-    cows.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)
-    return cows[0] if cows else None
+    found.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)
+    return found[0] if found else None
 
 
-def plain_fork_of(cow_condition, df, metas):
-    """The plain-fork condition of the kernel a COW PTE condition belongs to: what a claimed
-    COW PTE / fork ratio compares (the same kernel, both kinds of fork); else the baseline."""
-    if cow_condition:
-        same = f"{cow_condition.split(': ')[0]}: {stats.PLAIN}"
+def plain_fork_of(on_condition, df, metas):
+    """The plain-fork condition of the kernel a feature's condition belongs to: what a claimed
+    feature / fork ratio compares (the same kernel, both kinds of fork); else the baseline."""
+    if on_condition:
+        same = f"{on_condition.split(': ')[0]}: {stats.PLAIN}"
         if same in set(df["condition"]):
             return same
     return stats.baseline(metas, df)
@@ -154,23 +168,24 @@ def judge(claimed, measured, tolerance):
 
 
 def check_claims(claims, df, metas):
-    """One row per claim (and per fork/cow-pte pair of time claims that TCG makes a ratio)."""
+    """One row per claim (and per off/on pair of time claims that TCG makes a ratio)."""
     kvm = all(m.get("accel") == "kvm" for m in metas)
+    off, on = names_of(metas)
     rows, pairs = [], {}
     for claim in claims or []:
         tol = claim.get("tolerance", TOLERANCE)
         unit = stats.unit_of(claim["workload"], claim["metric"])
         row = {"workload": claim["workload"], "metric": claim["metric"],
                "params": ", ".join(f"{k}={v}" for k, v in (claim.get("params") or {}).items()),
-               "condition": claim.get("condition", "fork"), "kind": claim.get("kind", "absolute"),
+               "condition": claim.get("condition", off), "kind": claim.get("kind", "absolute"),
                "claimed": f"{claim['value']} {claim.get('unit', '')}".strip(),
                "note": claim.get("note", "")}
         if row["kind"] == "ratio":
-            cow_condition = claim_condition({**claim, "condition": "cow-pte"}, df, metas)
-            cow = claim_median(claim, df, metas, cow_condition)
-            base = claim_median(claim, df, metas, plain_fork_of(cow_condition, df, metas))
-            got = cow / base if cow is not None and base else None
-            rows.append({**row, "condition": "cow-pte / fork",
+            on_condition = claim_condition({**claim, "condition": on}, df, metas)
+            top = claim_median(claim, df, metas, on_condition)
+            base = claim_median(claim, df, metas, plain_fork_of(on_condition, df, metas))
+            got = top / base if top is not None and base else None
+            rows.append({**row, "condition": f"{on} / {off}",
                          "measured": num(got) if got is None else f"{got:.3f}",
                          "status": judge(claim["value"], got, tol)})
             continue
@@ -185,20 +200,20 @@ def check_claims(claims, df, metas):
         else:
             rows.append({**row, "measured": shown, "status": judge(claim["value"], got, tol)})
     for (workload, metric, params), pair in pairs.items():
-        if "fork" not in pair or "cow-pte" not in pair:
+        if off not in pair or on not in pair:
             continue
-        fork, cow = pair["fork"], pair["cow-pte"]
-        claimed = (cow["value"] * units.TIME_UNITS[cow.get("unit", "ns")]
+        fork, with_on = pair[off], pair[on]
+        claimed = (with_on["value"] * units.TIME_UNITS[with_on.get("unit", "ns")]
                    / (fork["value"] * units.TIME_UNITS[fork.get("unit", "ns")]))
-        cow_condition = claim_condition(cow, df, metas)
-        a = claim_median(cow, df, metas, cow_condition)
-        b = claim_median(fork, df, metas, plain_fork_of(cow_condition, df, metas))
+        on_condition = claim_condition(with_on, df, metas)
+        a = claim_median(with_on, df, metas, on_condition)
+        b = claim_median(fork, df, metas, plain_fork_of(on_condition, df, metas))
         got = a / b if a is not None and b else None
         rows.append({"workload": workload, "metric": metric, "params": params,
-                     "condition": "cow-pte / fork", "kind": "ratio (instead of absolute times)",
+                     "condition": f"{on} / {off}", "kind": "ratio (instead of absolute times)",
                      "claimed": f"{claimed:.3f}", "measured": "–" if got is None else f"{got:.3f}",
-                     "status": judge(claimed, got, cow.get("tolerance", TOLERANCE)),
-                     "note": "; ".join(dict.fromkeys(filter(None, [fork.get("note"), cow.get("note")])))})
+                     "status": judge(claimed, got, with_on.get("tolerance", TOLERANCE)),
+                     "note": "; ".join(dict.fromkeys(filter(None, [fork.get("note"), with_on.get("note")])))})
     columns = ["workload", "metric", "params", "condition", "kind", "claimed", "measured", "status",
                "note"]
     return pd.DataFrame(rows, columns=columns).fillna("")
@@ -258,13 +273,15 @@ def header(metas):
 
 def kernels(metas):
     rows, failures = [], []
+    option = profile_of(metas).proof.get("config") or "feature option"
     for m in metas:
         for label, k in m.get("kernels", {}).items():
+            k = feature.renamed(k)
             src = k.get("source") or {}
             patches = k.get("patches") or (k.get("series") or {}).get("patches") or []
             rows.append({"run": m.get("run_id"), "kernel": label, "release": k.get("release", "–"),
                          "source": src.get("spec") or src.get("id") or "–",
-                         "patches": len(patches), "CONFIG_COW_PTE": k.get("config_cow_pte", "–"),
+                         "patches": len(patches), option: k.get(feature.CONFIG) or "–",
                          "status": k.get("status", "–"), "boot s": k.get("boot_seconds", "–"),
                          "clocksource": k.get("guest_clocksource", "–")})
             if k.get("error"):
@@ -318,10 +335,11 @@ def workload_blocks(df, metas, workload, plot, comp, method_note):
 def conditions_blocks(df, metas):
     conds = list(dict.fromkeys(df["condition"])) if len(df) else []
     return [("h2", "Conditions"),
-            ("p", f"A condition is a kernel and the kind of fork each record proves (its cow_pte "
-                  f"verdict from the kernel's page-table counters). Records where COW PTE was "
+            ("p", f"A condition is a kernel and the kind of fork each record proves (its feature "
+                  f"state, judged from the kernel's counters by the profile "
+                  f"'{profile_of(metas).name}'). Records where {profile_of(metas).title or 'the feature'} was "
                   f"requested but is inactive or unproven are their own conditions and never count "
-                  f"as COW PTE results. Baseline: {stats.baseline(metas, df)}. Warm-up records "
+                  f"as its results. Baseline: {stats.baseline(metas, df)}. Warm-up records "
                   f"({int(df['warmup'].sum()) if len(df) else 0}) are left out of the statistics."),
             ("ul", conds or ["(no records)"])]
 
@@ -402,7 +420,7 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     blocks.append(("h2", "Claims"))
     if claims:
         blocks.append(("p", "Each claim beside the median measured here, reproduced when within its "
-                            f"tolerance (default {TOLERANCE:.0%}). A COW PTE / fork ratio compares the two "
+                            f"tolerance (default {TOLERANCE:.0%}). A \"{names_of(metas)[1]} / {names_of(metas)[0]}\" ratio compares the two "
                             "kinds of fork on the same patched kernel; a time "
                             "claimed on KVM hardware is compared as such a ratio when this run is "
                             "not on KVM."))

@@ -2,9 +2,9 @@
 
 The unit of comparison is a group: one workload with the same parameters (repetition, round
 and warm-up fields aside), measured under several conditions. A condition is a kernel and a kind of
-fork, the kind being each record's own COW PTE verdict (harness.measure.activity): "off" is a plain fork,
-"active" a COW PTE fork; "inactive" and "unproven" records stay conditions of their own, shown but
-never taken as COW PTE results.
+fork, the kind being each record's own feature state (harness.measure.activity, named by the run's
+feature profile, harness.feature): "off" is a plain fork, "active" the feature's fork; "inactive"
+and "unproven" records stay conditions of their own, shown but never taken as the feature's results.
 
 Times are only comparable within one accelerator and timing mode: runs that differ are refused.
 """
@@ -17,15 +17,14 @@ import pandas as pd
 
 from harness.measure import activity
 from harness.analysis import inference, units, variants
-from harness import paths, stored, ui
+from harness import feature, paths, stored, ui
 from harness.guest import fingerprint
 from harness.results import NOT_PARAMS, timing_mode
 from harness.analysis.samples import BOOT_UNIT, boot_values  # noqa: F401 (stats.boot_values)
 from harness.results import read_metadata
 from harness.errors import UserError
 
-KINDS = activity.KINDS
-PLAIN, COW = KINDS["off"], KINDS["active"]
+PLAIN = feature.OFF_LABEL       # the plain fork's kind in every profile
 
 # record fields that are an axis of a workload even when the manifest names its parameter otherwise
 AXES = ("size_mib", "mib", "heap_mib", "pattern", "side", "thp")
@@ -73,30 +72,32 @@ def load_run(run_dir):
             continue                # selftest outcomes are tables, not measurements
         declared = list(manifest(path.stem).get("metrics", {}))
         for rec in stored.records(path, declared, skip_other_types=True):
-            rows.append({**rec, "kernel": path.parent.name, "workload": path.stem, "run_id": run_id})
+            rows.append({**feature.renamed(rec), "kernel": path.parent.name, "workload": path.stem,
+                         "run_id": run_id})
     if not rows and labels:
         ui.warn(f"{run_dir}: the run has no records (no workload finished); nothing to compare")
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=["kernel", "workload", "run_id"])
-    return meta, add_conditions(df)
+    return meta, add_conditions(df, feature.of_meta(meta))
 
 
-def own_verdict(rec):
-    """The record's COW PTE verdict (harness.measure.activity.verdict), NaN fields left out."""
-    return activity.verdict({k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))})
+def own_verdict(rec, profile):
+    """The record's feature state (harness.measure.activity.verdict), NaN fields left out."""
+    return activity.verdict({k: v for k, v in rec.items() if not (isinstance(v, float) and np.isnan(v))},
+                            profile)
 
 
-def verdicts(df):
+def verdicts(df, profile):
     """Every record's verdict; a record without evidence takes the one verdict of the evidence in
     its scope (run, kernel, task and parameters, e.g. one size of fork-latency), else "unproven"."""
     # a record labelled already (activity.label, as the pipeline writes them) is its own verdict
-    labelled = df["cow_pte"].isin(list(KINDS)) if "cow_pte" in df else pd.Series(False, index=df.index)
-    own = pd.Series(df["cow_pte"].where(labelled) if "cow_pte" in df else None, index=df.index,
-                    dtype=object)
+    state = feature.STATE
+    labelled = df[state].isin(feature.STATES) if state in df else pd.Series(False, index=df.index)
+    own = pd.Series(df[state].where(labelled) if state in df else None, index=df.index, dtype=object)
     rest = df[~labelled]
     if len(rest):
-        own[rest.index] = [own_verdict(r) for r in rest.to_dict("records")]
+        own[rest.index] = [own_verdict(r, profile) for r in rest.to_dict("records")]
     own = own.where(own.notna(), None)
     if not own.isna().any():
         return own
@@ -110,13 +111,15 @@ def verdicts(df):
     return own
 
 
-def add_conditions(df):
-    """Columns warmup (bool), cow_pte (verdict), kind ("fork", "COW PTE fork", ...) and
-    condition ("kernel: kind")."""
-    df = df.copy()
+def add_conditions(df, profile=None):
+    """Columns warmup (bool), feature_state (off/active/...), kind (the profile's name of the
+    state: "fork", ...) and condition ("kernel: kind"). profile: the run's (default: the default
+    profile, which judges records of runs stored before profiles)."""
+    profile = profile or feature.default()
+    df = df.rename(columns={k: v for k, v in feature.LEGACY_FIELDS.items() if k in df and v not in df})
     df["warmup"] = df["warmup"].eq(True) if "warmup" in df else False
-    df["cow_pte"] = verdicts(df) if len(df) else pd.Series(dtype=object)
-    df["kind"] = df["cow_pte"].map(KINDS)
+    df[feature.STATE] = verdicts(df, profile) if len(df) else pd.Series(dtype=object)
+    df["kind"] = df[feature.STATE].map(profile.label)
     df["condition"] = df["kernel"].astype(str) + ": " + df["kind"]
     return df
 
@@ -147,8 +150,9 @@ def in_order(df, metas):
         return df
     stock = stock_kernel(metas, df)
     kernels = kernel_order(metas, df)
-    rank = [(k != stock, kernels.index(k), list(KINDS.values()).index(kind))
-            for k, kind in zip(df["kernel"], df["kind"])]
+    states = list(feature.STATES)
+    rank = [(k != stock, kernels.index(k), states.index(s) if s in states else len(states))
+            for k, s in zip(df["kernel"], df[feature.STATE])]
     order = sorted(range(len(df)), key=rank.__getitem__)
     return df.iloc[order].reset_index(drop=True)
 

@@ -2,29 +2,44 @@
 
 Input: a run made by `harness attribute` (harness/attribute.py). Its metadata.json holds the
 attribution: the steps in order (0 = stock, k = patches 1..k applied, or the k-th commit of a
-range), and for each step and config ("y": CONFIG_COW_PTE=y, "n": =n) the label of the kernel
-measured there (two configs that resolve to the same .config share one kernel and one label).
+range), and for each step and config ("y": the feature profile's option =y, "n": =n) the label of
+the kernel measured there (two configs that resolve to the same .config share one kernel and one
+label).
 
 A line is one config and one kind of fork: the plain fork ("fork") and, where the kernel proves it
-active (harness.measure.activity), the COW PTE fork. Each point of a line is compared with the point before
+active (harness.measure.activity), the feature's fork. Each point of a line is compared with the point before
 it (the step) and with stock's plain fork, by harness.analysis.stats.compare_samples: over boots when a
 kernel has several (the replication design), over the forks of its one boot otherwise (icount,
 where a fork's instruction count repeats within 0.1% and boots agree). The steps' p values are
 adjusted as one family (Benjamini-Hochberg by default), and a step is called slower or faster only
 when its interval excludes no change and the change reaches the practical threshold. The first
-COW PTE point of a line is compared with the plain fork one step before: what the patch that makes
-COW PTE available changes for a process that asks for it.
+point of the feature's line is compared with the plain fork one step before: what the patch that
+makes the feature available changes for a process that asks for it.
 """
 import numpy as np
 import pandas as pd
 
+from harness import feature
 from harness.analysis import plots, stats
 
-PLAIN, COW = "off", "active"
-KIND_NAMES = {PLAIN: "plain fork", COW: "COW PTE fork"}
-CONFIG_NAMES = {"y": "CONFIG_COW_PTE=y", "n": "CONFIG_COW_PTE=n"}
+PLAIN, ACTIVE = "off", "active"
 CALLED = ("slower", "faster")
-SAME = "the tree has no CONFIG_COW_PTE there yet: both configs are one kernel, booted once"
+
+
+def kind_name(kind, profile=None):
+    """A line's kind of fork in words ("plain fork", or the profile's name of "active")."""
+    return "plain fork" if kind == PLAIN else (profile or feature.default()).label(kind)
+
+
+def config_name(config, profile=None):
+    """"y"/"n" as the profile's option (CONFIG_X=y); other configs as they are."""
+    option = (profile or feature.default()).proof.get("config")
+    return f"{option}={config}" if option and config in ("y", "n") else config
+
+
+def same_text(profile=None):
+    option = (profile or feature.default()).proof.get("config") or "the option"
+    return f"the tree has no {option} there yet: both configs are one kernel, booted once"
 
 
 def points(part, steps, config, kind, metric):
@@ -34,7 +49,7 @@ def points(part, steps, config, kind, metric):
         label = step.get("kernels", {}).get(config)
         if not label:
             continue
-        recs = part[(part["kernel"] == label) & (part["cow_pte"] == kind)]
+        recs = part[(part["kernel"] == label) & (part[feature.STATE] == kind)]
         boots = stats.boot_values(recs, metric) if len(recs) else []
         if boots:
             out.append((step, boots))
@@ -53,7 +68,7 @@ def line_rows(part, steps, config, kind, metric, unit, practical):
                "kernel": step["kernels"][config], "median": median, "unit": unit,
                "boots": len(boots), "vs_stock": median / stock_median if stock_median else np.nan,
                "practical": practical, "p_value": np.nan, "previous": None}
-        if before is None and kind == COW:
+        if before is None and kind == ACTIVE:
             earlier = [i for i in plain if i < step["index"]]
             before = (max(earlier), plain[max(earlier)]) if earlier else None
             row["first"] = True
@@ -81,7 +96,7 @@ def table(df, attribution, metric=None, practical=None, method="bh"):
     for params, part in stats.groups(df[df["workload"] == workload], workload):
         rows = []
         for config in attribution["configs"]:
-            for kind in (PLAIN, COW):
+            for kind in (PLAIN, ACTIVE):
                 thr = stats.practical_of(workload, metric, practical)
                 rows += line_rows(part, steps, config, kind, metric, units[metric], thr)
         frame = pd.DataFrame(rows)
@@ -105,16 +120,17 @@ def spans(indices):
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in out)
 
 
-def not_active(df, attribution):
-    """A line saying at which steps COW PTE was asked for but not proven on (or None)."""
-    sub = df[(df["workload"] == attribution["workload"]) & df["cow_pte"].isin(["inactive", "unproven"])]
+def not_active(df, attribution, profile=None):
+    """A line saying at which steps the feature was asked for but not proven on (or None)."""
+    title = (profile or feature.default()).title or "the feature"
+    sub = df[(df["workload"] == attribution["workload"]) & df[feature.STATE].isin(["inactive", "unproven"])]
     labels = set(sub["kernel"])
     where = [s["index"] for s in attribution["steps"] if labels & set(s.get("kernels", {}).values())]
     if not where:
         return None
-    kinds = "/".join(sorted(set(sub["cow_pte"])))
-    return (f"COW PTE asked for (cow_pte=1) but {kinds} by the kernel's counters at steps {spans(where)}: "
-            f"those forks are no point of a COW PTE line")
+    kinds = "/".join(sorted(set(sub[feature.STATE])))
+    return (f"{title} asked for ({feature.PARAM}=1) but {kinds} by the kernel's counters at steps "
+            f"{spans(where)}: those forks are no point of the {title} line")
 
 
 def show_value(value, unit):
@@ -127,18 +143,19 @@ def percent(ratio):
     return "" if ratio is None or np.isnan(ratio) else f"{(ratio - 1) * 100:+.1f}%"
 
 
-def render(frame, times=None, same=()):
+def render(frame, times=None, same=(), profile=None):
     """The per-patch table of one group as text: one block per line (config and kind of fork);
     times: {kernel label: text}, same: the labels that stand for both configs."""
+    title_of = (profile or feature.default()).title or "the feature"
     times = times or {}
     blocks = []
     for (config, kind), rows in frame.groupby(["config", "kind"], sort=False):
-        head = f"{CONFIG_NAMES.get(config, config)}, {KIND_NAMES[kind]}: {rows['metric'].iloc[0]}"
+        head = f"{config_name(config, profile)}, {kind_name(kind, profile)}: {rows['metric'].iloc[0]}"
         lines = [("#", "patch", "median", "vs prev", "95% interval", "vs stock", "step", "time")]
         for r in rows.to_dict("records"):
             title = r["title"] if len(r["title"]) <= 46 else r["title"][:43] + "..."
             if r.get("first") is True:
-                title += " [COW PTE from here; vs prev: plain fork]"
+                title += f" [{title_of} from here; vs prev: plain fork]"
             if r["kernel"] in same:
                 title += " (y = n)"
             interval = "" if np.isnan(r.get("ci_low", np.nan)) else \
@@ -149,7 +166,7 @@ def render(frame, times=None, same=()):
         widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
         text = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in lines]
         if any(k in same for k in rows["kernel"]):
-            text.append(f"(y = n): {SAME}")
+            text.append(f"(y = n): {same_text(profile)}")
         blocks.append(head + "\n" + "\n".join(text))
     return "\n\n".join(blocks)
 
@@ -161,19 +178,19 @@ def called(frame):
             for r in hits.to_dict("records")]
 
 
-def summary(frame):
+def summary(frame, profile=None):
     """One line per config and kind: where the metric moves, with each step's size."""
     out = []
     for (config, kind), rows in frame.groupby(["config", "kind"], sort=False):
         hits = called(rows)
         what = ", ".join(f"patch {i} {c * 100:+.1f}%" for _, _, i, _, c in hits) or "no step called"
         last = rows.iloc[-1]
-        out.append(f"{CONFIG_NAMES.get(config, config)}, {KIND_NAMES[kind]}: {what}; "
+        out.append(f"{config_name(config, profile)}, {kind_name(kind, profile)}: {what}; "
                    f"last step {percent(last['vs_stock'])} against stock")
     return out
 
 
-def plot(groups, path):
+def plot(groups, path, profile=None):
     """A step plot of the metric across the steps, one line per config and kind of fork."""
     if not groups:
         return None
@@ -183,7 +200,7 @@ def plot(groups, path):
         for i, ((config, kind), rows) in enumerate(frame.groupby(["config", "kind"], sort=False)):
             ax.step(rows["index"], rows["median"] / div, where="post", marker="os^D"[i % 4],
                     linestyle=plots.STYLES[i % len(plots.STYLES)],
-                    label=f"{CONFIG_NAMES.get(config, config)}, {KIND_NAMES[kind]}")
+                    label=f"{config_name(config, profile)}, {kind_name(kind, profile)}")
         steps = sorted(frame["index"].unique())
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.set_xlabel("patches applied (0 = stock)")

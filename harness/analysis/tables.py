@@ -3,7 +3,7 @@
 pandas loads when a table is made, not when a manifest's table is checked (harness run's flags
 and refusals stay quick)."""
 from harness.errors import InfraError, UserError
-from harness.measure import activity
+from harness import feature
 
 
 def fork_memory(records):
@@ -51,14 +51,16 @@ COLUMNS = {"parent_vmrss_kb": "parent VmRSS kB", "child_vmrss_kb": "child VmRSS 
            "pagetables_delta_kb": "PageTables delta kB"}
 
 
-def fork_memory_comparison(records):
-    """One row per kernel and kind of fork, with the COW PTE verdict on every row."""
+def fork_memory_comparison(records, profile=None):
+    """One row per kernel and kind of fork, with the feature's state on every row."""
     import pandas as pd
+    profile = profile or feature.load()
+    records = [feature.renamed(r) for r in records]
     df = pd.DataFrame(records)
-    df["kind"] = [activity.KINDS.get(r.get("cow_pte", activity.OFF), r.get("cow_pte")) for r in records]
-    df["cow_pte"] = df.get("cow_pte", "off")
+    df["kind"] = [profile.label(r.get(feature.STATE, "off")) for r in records]
+    df[feature.STATE] = df.get(feature.STATE, "off")
     order = list(dict.fromkeys(df["kernel"]))
-    grouped = df.groupby(["kernel", "kind", "cow_pte"], sort=False)
+    grouped = df.groupby(["kernel", "kind", feature.STATE], sort=False)
     table = grouped[list(COLUMNS)].median().round().astype(int).rename(columns=COLUMNS)
     table["fork ms"] = (grouped["fork_ns"].median() / 1e6).round(3)
     table["n"] = grouped.size()
@@ -98,5 +100,5 @@ def save_kernel_table(kind, records, folder, name):
     save_table(*make(records), folder, name)
 
 
-def comparison(kind, records):
-    return COMPARISONS[kind](records)
+def comparison(kind, records, profile=None):
+    return COMPARISONS[kind](records, profile)

@@ -2,8 +2,8 @@
 kernels by one host, so that a comparison of kernels only ever meets measurements of one host.
 
 A cell holds the workloads of one name whose parameters differ only in what a comparison group
-ignores (harness.results.NOT_PARAMS: cow_pte, repetitions, warm-ups): fork-memory with cow_pte=0 and
-cow_pte=1 is one cell (the COW PTE fork is compared with the plain fork of the same boot's host),
+ignores (harness.results.NOT_PARAMS: feature, repetitions, warm-ups): fork-memory with feature=0 and
+feature=1 is one cell (the feature's fork is compared with the plain fork of the same boot's host),
 fault-latency with pattern=seq and with pattern=random are two. The experiment's kernel selftests,
 when it has any, are one more cell, `selftests`.
 

@@ -4,7 +4,7 @@ One checkout per kernel source (tree + series: its Message-Ids, titles and apply
 build per kernel of the run (its cache key is its id: the same kernel in many runs is one build),
 and tests: a `boot` per boot, a `harness.<workload>` per task (a workload run in one boot), a `harness.<workload>.<metric>`
 per figure (status DONE, the median as its number, the verdict against the stock kernel in misc)
-and a `kselftest.<name>.<case>` per selftest case (`kselftest_cow_pte.` under the COW PTE launcher).
+and a `kselftest.<name>.<case>` per selftest case (`kselftest_<way>.` under a feature profile's launcher).
 
 Every id is "<origin>:<local id>", the origin being the CI system's name that KernelCI gives a
 submitter (lower case, digits, underscore). Logs are linked by URL: `artifacts_url` is where the
@@ -18,7 +18,7 @@ import numbers
 import re
 from pathlib import Path
 
-from harness import safety, stored, ui
+from harness import feature, safety, stored, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -180,7 +180,7 @@ class Document:
             "status": status,
             "misc": drop_empty({"labels": [label], "build_key": key, "release": info.get("release"),
                                 "config_sha": info.get("config_sha"), "fragments": fragments,
-                                "config_cow_pte": info.get("config_cow_pte"),
+                                "feature_config": feature.renamed(info).get(feature.CONFIG),
                                 "toolchain": toolchain, "cached": info.get("cached_build"),
                                 "run_id": self.run_id}),
         })

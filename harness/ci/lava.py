@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import cache, ui
+from harness import cache, feature, ui
 from harness.errors import InfraError, UserError
 from harness.experiment import Experiment
 from harness.guest import image as image_mod
@@ -64,11 +64,11 @@ def validate(job):
         raise UserError(f"LAVA job '{job.get('job_name')}' does not validate: {exc}") from None
 
 
-def definition(label, workload, index, params):
+def definition(label, workload, index, params, profile=None):
     """The inline test definition of one parameter set of a workload."""
     name = f"harness.{label}.{workload.name}.p{index}"
     driver = " ".join(["python3", f"{GUEST}/{workload.name}/{workload.manifest['driver']}",
-                       *workload.argv(params)[2:]])
+                       *workload.argv(params, profile)[2:]])
     units = " ".join(f"--unit {m}={u}" for m, u in sorted(workload.manifest.get("metrics", {}).items()))
     records = f"/tmp/{name}.jsonl"
     return {"from": "inline", "name": name, "path": f"inline/{name}.yaml",
@@ -109,7 +109,7 @@ def job(exp, label, kernel, workload, params_sets, base_url, run_id):
             {"boot": {"method": "qemu", "media": "tmpfs", "timeout": {"minutes": 5},
                       "prompts": ["# "]}},
             {"test": {"timeout": {"minutes": 10 * len(params_sets)},
-                      "definitions": [definition(label, workload, i, p) for i, p in params_sets]}},
+                      "definitions": [definition(label, workload, i, p, feature.of(exp)) for i, p in params_sets]}},
         ],
     }
 
@@ -223,8 +223,11 @@ def records_of(cases, index):
             "lava_suite": suite, "lava_job": str(case.get("job", ""))})
         rec[field] = value
     out = {}
+    profile = feature.load((index.get("experiment") or {}).get("feature"))
     for (label, workload, _, _), rec in sorted(grouped.items()):
-        out.setdefault((label, workload), []).append(activity.label(rec) if activity.has_evidence(rec) else rec)
+        rec = feature.renamed(rec)          # results of jobs exported before profiles existed
+        rec = activity.label(rec, profile) if activity.has_evidence(rec, profile) else rec
+        out.setdefault((label, workload), []).append(rec)
     return out, failures
 
 

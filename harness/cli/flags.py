@@ -92,7 +92,7 @@ def add_workload_args(p):
                    help="a workload in workloads/ (default fork-memory); repeatable")
     p.add_argument("--param", action=ParamFlag, metavar="NAME=VALUE",
                    help="a parameter of the workload named before it, e.g. mib=512; a name given "
-                        "twice runs the workload once per value (--param cow_pte=0 --param cow_pte=1)")
+                        "twice runs the workload once per value (--param feature=0 --param feature=1)")
 
 
 def workload_specs(args):

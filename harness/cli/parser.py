@@ -13,10 +13,10 @@ EPILOG = """kernel source specs (--kernel-src):
 
 examples:
   harness run --kernel-src debian:linux-source-6.1
-  harness run --experiment cow-pte-v4 --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox
+  harness run --experiment test-series --kernel-src debian:linux-source-6.1
   harness run --kernel-src ~/linux --workload fork-memory --param mib=512 --param repeat=5
   harness boot --kernel-src debian:linux-source-6.1 -- cat /proc/meminfo
-  harness build --kernel-src ~/linux --config cow-pte
+  harness build --kernel-src ~/linux --config debug
 """
 
 
@@ -98,31 +98,34 @@ def add_run_commands(sub):
     p.add_argument("--series", required=True, metavar="SPEC", help="mbox, folder of .patch, or Message-Id")
     add_command_options(p, "verify")          # --accel, --jobs, --mib
     p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
-    p.add_argument("--bisect-configs", default="COW_PTE=y,COW_PTE=n,coverage", metavar="LIST",
-                   help="configs to build every patch with: COW_PTE=y, COW_PTE=n, base, coverage "
+    p.add_argument("--feature", metavar="NAME", help="the feature profile (features/NAME or a "
+                   "folder): its option's configs, kernels and selftests (default: the default profile)")
+    p.add_argument("--bisect-configs", default=None, metavar="LIST",
+                   help="configs to build every patch with: the profile's option on and off "
+                        "(e.g. OPTION=y, OPTION=n), base, coverage "
                         "(the options gating the series' code, derived from it) "
-                        "(default: COW_PTE=y,COW_PTE=n,coverage)")
-    p.add_argument("--kernels", default="stock,cow-pte,debug", metavar="LIST",
-                   help="kernels to boot and measure: stock, cow-pte, debug, patched, patched-debug "
-                        "(default: stock,cow-pte,debug)")
+                        "(default: the profile's [verify] default_configs)")
+    p.add_argument("--kernels", default=None, metavar="LIST",
+                   help="kernels to boot and measure: stock, patched, patched-debug, the profile's "
+                        "[verify] kernels (default: its default_kernels)")
     p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
     p.add_argument("--objects-only", action="store_true",
                    help="build every patch by compiling only the objects of the files the series "
                         "changes (make path/f.o), not whole kernels: the per-patch compile and "
                         "coverage tables in minutes")
     p.add_argument("--selftests", default="auto", metavar="LIST",
-                   help="mm selftests beside cow: auto (those of the areas the series touches, from "
+                   help="mm selftests beside the profile's: auto (those of the areas the series touches, from "
                         "workloads/selftests/mm-selftests.toml), all, or a comma list (default: auto)")
     p.add_argument("--selftest-source", metavar="PATH",
-                   help="a 6.2+ tree to take the cow selftest from when the kernel's tree has none")
+                   help="a newer tree to take the selftests from when the kernel's tree lacks them")
     p.set_defaults(func=sc.cmd_verify)
 
 
 def add_attribute_command(sub):
     p = sub.add_parser("attribute", help="which patch costs what: stock and every prefix of a series "
-                       "(or a commit range, by binary search) built with CONFIG_COW_PTE=y and =n, booted "
+                       "(or a commit range, by binary search) built with the feature's option =y and =n, booted "
                        "and measured; a per-patch table with a verdict per step, and a step plot",
-                       epilog="example:\n  harness attribute --kernel-src ~/linux-6.2.1 --series cow-pte-v4.mbox "
+                       epilog="example:\n  harness attribute --kernel-src ~/linux-6.2.1 --series SERIES.mbox "
                               "--workload fork-latency --param sizes_mib=512",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p, required=False)
@@ -140,8 +143,8 @@ def add_attribute_command(sub):
 def add_measure_commands(sub):
     """The subcommands reproduce and calibrate."""
     p = experiment_command(sub, "reproduce", "run an experiment's benchmarks end to end and write the "
-                           "report (default: cow-pte-v4, the series' own evaluation)",
-                           "experiment file (default cow-pte-v4)")
+                           "report (default: the default feature profile's experiment)",
+                           "experiment file (default: the default feature profile's)")
     p.add_argument("--cell", action="append", metavar="ID",
                    help="only this cell (a group of workloads, on every kernel); repeatable")
     add_workload_args(p)
@@ -235,7 +238,7 @@ def add_fleet_commands(sub):
 
     p = sub.add_parser("remote", help="run an experiment's cells (each on every kernel) on SSH runners "
                        "(one cell per host at a time), stream their output, fetch and merge their runs",
-                       epilog="example:\n  harness remote --experiment cow-pte-v4 --host ci@kvm1 "
+                       epilog="example:\n  harness remote --experiment test-series-bench --host ci@kvm1 "
                               "--host ci@kvm2:2222 -- --kernel-src ~/linux-6.2.1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_remote_args(p)

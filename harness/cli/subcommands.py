@@ -33,12 +33,12 @@ def cmd_run(args):
 
 def cmd_verify(args):
     from harness.verify import Verify
-    configs = [c.strip() for c in args.bisect_configs.split(",") if c.strip()]
-    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    configs = [c.strip() for c in (args.bisect_configs or "").split(",") if c.strip()] or None
+    kernels = [k.strip() for k in (args.kernels or "").split(",") if k.strip()] or None
     v = Verify(args.kernel_src, args.series, accel=args.accel or "auto", jobs=args.jobs,
                bisect=not args.no_bisect, configs=configs, kernels=kernels, boot=not args.no_boot,
                selftest_source=args.selftest_source, mib=args.mib,
-               objects_only=args.objects_only, selftests=args.selftests).execute()
+               objects_only=args.objects_only, selftests=args.selftests, feature=args.feature).execute()
     return v.exit_code
 
 
@@ -53,7 +53,10 @@ def cmd_attribute(args):
     if not args.kernel_src:
         raise errors.UserError("name the tree with --kernel-src (or --resume RUN)")
     args.timing = args.timing or "auto"
-    args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
+    from harness import feature
+    profile = feature.load(args.feature) if getattr(args, "feature", None) else feature.default()
+    default = profile.workloads.get("attribute", "fork-latency")      # the profile's, else this
+    args.workload_items = getattr(args, "workload_items", None) or [(default, [])]
     exp = experiment(args)
     validate.request(exp)           # every parameter against its manifest, before any build
     command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
@@ -64,7 +67,8 @@ def cmd_attribute(args):
 def cmd_reproduce(args):
     from harness.analysis import report
     from harness.pipeline import Run
-    args.experiment = args.experiment or "cow-pte-v4"
+    from harness import feature
+    args.experiment = args.experiment or feature.default().experiment
     exp = several_boots(experiment(args))
     if args.cell:
         exp = exp.only(args.cell)

@@ -34,14 +34,14 @@ def _first_lines(exc):
 
 
 def describe(outcome):
-    """One line about a finished build: 'patch 2/3 [COW_PTE=y]: ok in 12.0 s'."""
+    """One line about a finished build: 'patch 2/3 [base]: ok in 12.0 s'."""
     return (f"patch {outcome['index']}/{outcome['of']} [{outcome['config']}]: "
             f"{outcome['status']} in {outcome['seconds']} s")
 
 
 def defined(fragments, tree, optional):
     """The fragments without the optional ones (by name) whose every option the tree's Kconfig
-    does not define yet (CONFIG_COW_PTE before the patch adding it)."""
+    does not define yet (the feature's option before the patch adding it)."""
     return [f for f in fragments if f.name not in optional or not f.values
             or any(kconfig.kconfig_entry(tree, s) is not None for s in f.values)]
 

@@ -42,12 +42,18 @@ class Fragment:
 
 
 def fragment(name_or_path):
-    """A fragment by name (kernel-config/NAME.config) or by path."""
+    """A fragment by name (kernel-config/NAME.config, or a feature profile's features/*/NAME.config)
+    or by path."""
+    from harness import feature
     candidate = Path(name_or_path)
     if not candidate.exists():
         candidate = paths.KERNEL_CONFIG / f"{name_or_path}.config"
     if not candidate.exists():
-        known = ", ".join(sorted(p.stem for p in paths.KERNEL_CONFIG.glob("*.config")))
+        candidate = next((p for d in feature.folders() for p in sorted(d.glob(f"*/{name_or_path}.config"))
+                          if "/" not in str(name_or_path)), candidate)
+    if not candidate.exists():
+        known = ", ".join(sorted({p.stem for p in paths.KERNEL_CONFIG.glob("*.config")}
+                                 | {p.stem for d in feature.folders() for p in d.glob("*/*.config")}))
         raise UserError(f"config fragment '{name_or_path}' not found (known: {known})")
     frag = Fragment(candidate.stem, candidate.resolve(), candidate.read_text())
     frag.values  # parse now, so a malformed fragment fails before any build

@@ -38,7 +38,7 @@ _AM = ["-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null",
 @dataclass(frozen=True)
 class Patch:
     index: int          # 1-based position
-    subject: str        # e.g. "[PATCH v4 01/14] mm: Allow user to control COW PTE via prctl"
+    subject: str        # e.g. "[PATCH v4 01/14] mm: ... via prctl"
     title: str          # subject without the [PATCH ...] prefix
     author: str
     message_id: str | None

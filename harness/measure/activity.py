@@ -1,76 +1,87 @@
-"""Was COW PTE really on? Judged from the kernel's own counters, never from prctl's return code.
+"""Was the feature really on? Judged from the kernel's own counters, never from the switch's return code.
 
-prctl(65) returns 0 on a patched kernel built without CONFIG_COW_PTE (and does nothing), and on
-Linux >= 6.3 option 65 is PR_SET_MDWE. What proves sharing is the page-table memory around the
-fork: a normal fork copies the parent's PTE tables, so /proc/meminfo PageTables grows by about the
-parent's VmPTE; with COW PTE the child shares them, and PageTables grows by a small fraction.
+What the switch is, which counters prove it took and the thresholds come from the experiment's
+feature profile (harness.feature, features/<name>/profile.toml [switch] and [proof]). The judge
+compares the counter read around a held fork (e.g. the growth of /proc/meminfo PageTables, read
+after the per-CPU deltas were folded) with a base (e.g. the parent's VmPTE, what a copy costs):
+at most max_fraction of the base plus margin_kb is "active", more is "inactive".
 """
+from harness import feature
 
 ACTIVE = "active"
 INACTIVE = "inactive"
 UNPROVEN = "unproven"
 OFF = "off"
 
-# how each verdict is named in tables and reports: the one labelling of a fork's kind
-KINDS = {OFF: "fork", ACTIVE: "COW PTE fork",
-         INACTIVE: "COW PTE requested, inactive", UNPROVEN: "COW PTE requested, unproven"}
 
-MIN_VMPTE_KB = 512        # below this a fork copies too few tables to tell sharing from copying
-MAX_SHARED_FRACTION = 0.25
-
-
-def judge(record):
-    """(label, evidence) for one record that carries the counters read around a fork."""
-    if not record.get("cow_pte_requested"):
-        return OFF, "COW PTE not requested"
-    if record.get("thp") == "huge":
+def judge(record, profile):
+    """(state, evidence) for one record that carries the counters read around a fork."""
+    title = profile.title or profile.name
+    if not record.get(feature.REQUESTED):
+        return OFF, f"{title} not requested"
+    if not profile.has_switch:
+        return UNPROVEN, f"the profile '{profile.name}' has no switch: nothing to prove"
+    proof = profile.proof
+    if proof.get("unprovable_thp") and record.get("thp") == proof["unprovable_thp"]:
         return UNPROVEN, ("with THP the mapping is PMD-mapped: there are no PTE tables to share, "
                           "so the counters cannot tell")
-    config = record.get("config_cow_pte")
-    if config != "y":
-        return INACTIVE, f"the running kernel has CONFIG_COW_PTE={config or 'n'} (from /proc/config.gz)"
+    option = proof.get("config")
+    config = record.get(feature.CONFIG)
+    if option and config != "y":
+        return INACTIVE, f"the running kernel has {option}={config or 'n'} (from /proc/config.gz)"
     if record.get("prctl_ret") not in (None, 0):
-        return INACTIVE, f"prctl(65) failed with errno {record.get('prctl_errno')}"
-    parent = record.get("parent_vmpte_kb") or 0
-    delta = record.get("pagetables_delta_kb")
+        return INACTIVE, f"prctl({profile.switch['prctl']}) failed with errno {record.get('prctl_errno')}"
+    base = record.get(proof["base"]) or 0
+    delta = record.get(proof["counter"])
     if delta is None:
-        return UNPROVEN, "the page-table counters around the fork were not read"
-    if parent < MIN_VMPTE_KB:
-        return UNPROVEN, f"parent VmPTE {parent} kB is too small to tell sharing from copying"
-    fraction = delta / parent
-    evidence = (f"PageTables grew by {delta} kB at fork = {fraction:.0%} of the parent's VmPTE "
-                f"({parent} kB); child VmPTE {record.get('child_vmpte_kb')} kB")
-    if record.get("prctl_again_errno") is not None:
-        evidence += f"; second prctl errno {record['prctl_again_errno']}"
-    if fraction <= MAX_SHARED_FRACTION:
+        return UNPROVEN, f"the counters around the fork were not read ({proof['counter']})"
+    if base < proof.get("min_base_kb", 0):
+        return UNPROVEN, f"{proof['base']} {base} kB is too small to tell sharing from copying"
+    margin = proof.get("margin_kb", 0)
+    limit = proof["max_fraction"] * base + margin
+    evidence = (f"{proof['counter']} {delta} kB at fork = {delta / base:.0%} of {proof['base']} "
+                f"({base} kB); shared up to {proof['max_fraction']:.0%} + {margin} kB margin "
+                f"= {limit:.0f} kB")
+    if "child_vmpte_kb" in record:
+        evidence += f"; child VmPTE {record.get('child_vmpte_kb')} kB"
+    if record.get("pagetables_refreshed") is False:
+        evidence += "; per-CPU deltas not folded (stat_refresh failed)"
+    again = proof.get("again")
+    if again and record.get(again) is not None:
+        evidence += f"; second prctl errno {record[again]}"
+    if delta <= limit:
         return ACTIVE, evidence + ": tables shared"
     return INACTIVE, evidence + ": tables copied"
 
 
-def label(record):
-    """The record with its verdict added (fields cow_pte and cow_pte_evidence)."""
-    verdict, evidence = judge(record)
-    return {**record, "cow_pte": verdict, "cow_pte_evidence": evidence}
+def label(record, profile):
+    """The record with its state added (fields feature_state and feature_evidence)."""
+    state, evidence = judge(record, profile)
+    return {**record, feature.STATE: state, feature.EVIDENCE: evidence}
 
 
-def has_evidence(record):
+def has_evidence(record, profile=None):
     """True when the record carries the counters read around a fork (the held fork of every fork
     workload): it can be judged on its own."""
-    return "pagetables_delta_kb" in record or "config_cow_pte" in record
+    counter = (profile.proof.get("counter") if profile else None) or "pagetables_delta_kb"
+    return counter in record or feature.CONFIG in record
 
 
-def verdict(record):
-    """The record's verdict: its cow_pte field when it was judged already, else judged from its own
-    evidence; None when it asked for COW PTE but carries no evidence (a timed fork beside the held
-    one: harness.analysis.stats gives it the verdict of the evidence in its scope)."""
-    if record.get("cow_pte") in KINDS:
-        return record["cow_pte"]
-    if not (record.get("cow_pte_requested") is True or record.get("cow_pte_requested") == 1):
+def verdict(record, profile):
+    """The record's state: its feature_state field when it was judged already, else judged from its
+    own evidence; None when it asked for the feature but carries no evidence (a timed fork beside
+    the held one: harness.analysis.stats gives it the state of the evidence in its scope)."""
+    record = feature.renamed(record)
+    if record.get(feature.STATE) in feature.STATES:
+        return record[feature.STATE]
+    if not (record.get(feature.REQUESTED) is True or record.get(feature.REQUESTED) == 1):
         return OFF
-    return judge(record)[0] if has_evidence(record) else None
+    return judge(record, profile)[0] if has_evidence(record, profile) else None
 
 
-def kind(records):
-    """How the forks of these records were made: one name of KINDS, or the verdicts when mixed."""
-    labels = sorted({r.get("cow_pte", OFF) for r in records})
-    return KINDS[labels[0]] if len(labels) == 1 and labels[0] in KINDS else "mixed: " + "/".join(labels)
+def kind(records, profile):
+    """How the forks of these records were made: one label of the profile, or the states when mixed."""
+    labels = sorted({feature.renamed(r).get(feature.STATE, OFF) for r in records})
+    if len(labels) == 1 and labels[0] in feature.STATES:
+        return profile.label(labels[0])
+    return "mixed: " + "/".join(labels)

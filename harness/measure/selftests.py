@@ -1,13 +1,15 @@
-"""The kernel's own `cow` vm selftest: build it from a tree, run it in a guest, tabulate its TAP.
+"""The kernel's own vm selftests: build them from a tree, run them in a guest, tabulate their TAP.
 
-The test is built statically on the host from the tree's sources (cow.c, vm_util.c and, where the
-tree has it, thp_settings.c; the tree's kselftest.h and mm/gup_test.h) against UAPI headers
+A test is built statically on the host from the tree's sources (its catalog entry's files, e.g.
+a test's .c, vm_util.c and, where the tree has it, thp_settings.c; the tree's kselftest.h and
+mm/gup_test.h) against UAPI headers
 installed from the same tree through a throwaway O= directory, so the cached source tree is never
-written. The tree may be another one than the kernel's: Linux 6.1 has no cow test, Debian 12's
-linux-source-6.12 has one (`debian:linux-source-6.12`), and the static binary runs on the older
-kernel. It runs in the guest plainly or under cow_pte_launch, which turns COW PTE on and proves it
-(a second PR_SET_COW_PTE gives EINVAL) before exec'ing the test; a launcher that cannot prove it
-runs nothing, and the run says so instead of reporting results. The test runs under a
+written. The tree may be another one than the kernel's (a test that appeared after the kernel's
+release: take it from e.g. `debian:linux-source-6.12`), and the static binary runs on the older
+kernel. It runs in the guest plainly or under the feature profile's launcher (features/<name>/,
+[selftests] launcher), which turns the feature on and proves it before exec'ing the test, printing
+"<launcher_name>: ... active"; a launcher that cannot prove it runs nothing, and the run says so
+instead of reporting results. The test runs under a
 pseudo-terminal: its stdout is then line-buffered, so a forked child that exits never repeats the
 parent's unflushed output.
 """
@@ -26,9 +28,7 @@ from harness.errors import BuildError, GuestError, UserError
 
 GUEST_DIR = "/tmp/harness/selftests"
 SWAPFILE = "/swapfile"
-LAUNCHER_SOURCE = paths.WORKLOADS / "selftests" / "cow_pte_launch.c"
 CATALOG = paths.WORKLOADS / "selftests" / "mm-selftests.toml"
-NOT_PROVEN = 4                     # the launcher's exit code when COW PTE is not shown to be on
 SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")   # 6.3+, 6.2
 CFLAGS = ["-O2", "-static", "-Wall"]
 
@@ -40,11 +40,12 @@ PTY_RUN = ("import os, pty, sys\n"
 
 # --- building ----------------------------------------------------------------------------------
 
-def selftest_dir(tree):
-    """The folder holding cow.c in a kernel tree, or None (the test appeared in Linux 6.2)."""
+def selftest_dir(tree, name=None):
+    """The tree's folder of mm selftests holding the test `name` (its first source), or None."""
     for sub in SELFTEST_DIRS:
-        if (Path(tree) / sub / "cow.c").exists():
-            return Path(tree) / sub
+        folder = Path(tree) / sub
+        if (folder / spec(name)["sources"][0]).exists() if name else folder.is_dir():
+            return folder
     return None
 
 
@@ -87,6 +88,11 @@ def for_paths(changed):
             if any(fnmatch.fnmatch(path, glob) for path in changed for glob in t.get("paths", []))]
 
 
+def first_test(name):
+    """True for the catalog's first test: its cases keep their own names in the tables."""
+    return name == next(iter(catalog()))
+
+
 def spec(name):
     tests = catalog()
     if name not in tests:
@@ -94,25 +100,20 @@ def spec(name):
     return tests[name]
 
 
-def build_cow(source_path, out_dir=None, test_source=None):
-    """The cow selftest (build_test("cow", ...))."""
-    return build_test("cow", source_path, out_dir, test_source)
-
-
 def build_test(name, source_path, out_dir=None, test_source=None):
     """Build one catalog selftest statically; returns the binary's path (copied into out_dir if
     given).
 
     source_path is the kernel tree under test; test_source, when given, is the tree to take the
-    test from instead (Linux 6.1 has no cow test: take it from a 6.2+ tree, a path or a source spec
-    such as debian:linux-source-6.12). Cached by the content of the sources and UAPI headers it is
+    test from instead (a test newer than the kernel: a newer tree, a path or a source spec such as
+    debian:linux-source-6.12). Cached by the content of the sources and UAPI headers it is
     built from.
     """
     tree = test_tree(test_source) if test_source else Path(source_path)
-    folder = selftest_dir(tree)
+    folder = selftest_dir(tree, name)
     if folder is None:
-        raise UserError(f"{tree} has no cow selftest (it is tools/testing/selftests/vm/cow.c from "
-                        f"Linux 6.2, selftests/mm/cow.c from 6.3); pass test_source=<a 6.2+ tree>, "
+        raise UserError(f"{tree} has no {name} selftest (no {spec(name)['sources'][0]} in "
+                        f"{' or '.join(SELFTEST_DIRS)}); pass test_source=<a newer tree>, "
                         f"e.g. debian:linux-source-6.12")
     selftests = folder.parent
     sources = [folder / f for f in spec(name)["sources"] if (folder / f).exists()]
@@ -166,17 +167,20 @@ def _build_test(name, tree, sources, selftests, out):
                   *map(str, sources), "-lrt", "-lpthread", "-lm"], f"the {name} selftest")
 
 
-def build_launcher(out_dir=None):
-    """Compile workloads/selftests/cow_pte_launch.c statically (cached); returns its path."""
+def build_launcher(profile, out_dir=None):
+    """Compile the profile's launcher ([selftests] launcher, a C file in its folder) statically
+    (cached); returns its path, or None when the profile has no launcher."""
+    source = profile.launcher_source()
+    if source is None:
+        return None
+    name = profile.selftests.get("launcher_name", source.stem)
     flags = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
-    key = cache.digest("cow_pte_launch", LAUNCHER_SOURCE.read_text(), flags,
-                       tools.first_line(["gcc", "--version"]))
-    binary = cache.entry("selftests", key) / "cow_pte_launch"
+    key = cache.digest(name, source.read_text(), flags, tools.first_line(["gcc", "--version"]))
+    binary = cache.entry("selftests", key) / name
     with cache.locked("selftest", key):
         if not binary.exists():
             with cache.building("selftests", key) as out:
-                _compile(["gcc", *flags, "-o", str(out / binary.name), str(LAUNCHER_SOURCE)],
-                         "cow_pte_launch.c")
+                _compile(["gcc", *flags, "-o", str(out / binary.name), str(source)], source.name)
     if out_dir is None:
         return binary
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -195,9 +199,9 @@ RUN = re.compile(r"^#\s*\[RUN\]\s*(.*)$")
 def parse_tap_report(text):
     """Everything parse_tap reads: cases, plan, bail-out, the Totals line and any inconsistencies.
 
-    A case is named by the kselftest "# [RUN] ..." line announcing it when there is one (cow's
-    result lines say only "No leak from parent into child"), else by its own description. Indented
-    lines (KTAP subtests) are not cases of this test. A number seen twice keeps its first result.
+    A case is named by the kselftest "# [RUN] ..." line announcing it when there is one (the
+    copy-on-write test's result lines say only "No leak from parent into child"), else by its own
+    description. Indented lines (KTAP subtests) are not cases of this test. A number seen twice keeps its first result.
     """
     cases, seen, names = [], set(), {}
     plan, skip_all, bail_out, totals, announced, last = None, None, None, None, None, 0
@@ -344,24 +348,28 @@ def upload(machine, local, remote_dir):
     return f"{remote_dir}/{Path(local).name}"
 
 
-def _launcher_line(text):
+def ways(profile, launcher):
+    """(way, launcher) pairs a selftest runs in: plainly, and under the profile's launcher."""
+    if launcher is None:
+        return [("plain", None)]
+    return [("plain", None), (profile.conditions.get("way", profile.name), launcher)]
+
+
+def _launcher_line(text, launcher):
+    name = Path(launcher).name + ":"
     for line in text.replace("\r", "").splitlines():
-        if line.startswith("cow_pte_launch:"):
+        if line.startswith(name):
             return line.strip()
     return None
 
 
-def run_cow(machine, binary, launcher=None, timeout=900, label=None):
-    """The cow selftest (run_test)."""
-    return run_test(machine, binary, launcher, timeout=timeout, label=label)
+def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None, args=(), way=None):
+    """Run a selftest in the guest, plainly or under a feature's launcher; returns a dict.
 
-
-def run_test(machine, binary, launcher=None, timeout=900, label=None, name="cow", args=()):
-    """Run a selftest in the guest, plainly or under the COW PTE launcher; returns a dict.
-
-    "active" is None for a plain run, True when the launcher proved COW PTE on, False when it did
-    not: then the test did not run and "cases" is empty; that is a failure to turn COW PTE on,
-    never a result. The test gets `timeout` seconds (coreutils timeout in the guest, exit 124):
+    name: the test's (default: the binary's file name); way: the column's name (default "plain",
+    or the launcher's name under one). "active" is None for a plain run, True when the launcher
+    proved the feature on ("<launcher>: ... active"), False when it did not: then the test did not
+    run and "cases" is empty; that is a failure to turn the feature on, never a result. The test gets `timeout` seconds (coreutils timeout in the guest, exit 124):
     a run cut short keeps the cases it finished.
     """
     argv = [upload(machine, binary, GUEST_DIR), *map(str, args)]
@@ -372,23 +380,24 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name="cow"
                                  timeout=timeout + 60)
     seconds = round(time.monotonic() - started, 1)
     output = out.replace("\r\n", "\n")      # the pty's line ends; a lone \r (progress) stays
-    line = _launcher_line(output) if launcher else None
+    line = _launcher_line(output, launcher) if launcher else None
     active = None
     if launcher:
         active = bool(line and line.endswith(": active"))
+    name = name or Path(binary).name
     result = {"kernel": label or machine.kernel.info.get("release"), "test": name,
-              "way": "cow-pte" if launcher else "plain", "exit_code": code, "active": active,
+              "way": way or (Path(launcher).name if launcher else "plain"), "exit_code": code, "active": active,
               "launcher": line, "seconds": seconds,
               "timed_out": code == 124 or (code == 137 and seconds >= timeout),
               "output": output, "stderr": err}
     if launcher and not active:
         why = line or f"no proof line from the launcher (exit code {code})"
-        result.update(cases=[], tap=None, error=f"COW PTE not turned on: {why}")
+        result.update(cases=[], tap=None, error=f"the feature was not turned on: {why}")
         return result
     report = parse_tap_report(output)
     if not report["cases"]:
         report["cases"] = parse_plain(output)
-    if name != "cow":       # one table for all tests: their cases carry the test's name
+    if not first_test(name):   # one table for all tests: the others' cases carry the test's name
         report["cases"] = [{**c, "case": f"{name}: {c['case']}"} for c in report["cases"]]
     result.update(cases=report["cases"], tap={k: v for k, v in report.items() if k != "cases"},
                   error=None)
@@ -401,11 +410,11 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name="cow"
 
 def table(results):
     """Rows: test case (in run order); columns: (kernel, way); values: pass|fail|skip, "missing"
-    (the case did not run in that column) or "inactive" (COW PTE was not turned on: no run)."""
+    (the case did not run in that column) or "inactive" (the feature was not turned on: no run)."""
     rows, columns, tests = {}, {}, set()
     for res in results:
         col = (res["kernel"], res["way"])
-        test = res.get("test", "cow")
+        test = res.get("test", next(iter(catalog())))
         if (col, test) in tests:
             raise UserError(f"two results for kernel '{col[0]}', way '{col[1]}': label them apart")
         tests.add((col, test))

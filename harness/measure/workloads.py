@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import cache, paths, tools
+from harness import cache, feature, paths, tools
 from harness.measure import activity
 from harness.errors import BuildError, UserError, WorkloadError
 
@@ -60,6 +60,7 @@ class Workload:
         result = dict(defaults)
         for key, value in (overrides or {}).items():
             key = key.replace("-", "_")
+            key = feature.LEGACY_PARAMS.get(key, key) if key not in defaults else key
             if key not in defaults:
                 raise UserError(f"workload {self.name} has no parameter '{key}' "
                                 f"(it has: {', '.join(sorted(defaults))})")
@@ -135,15 +136,20 @@ class Workload:
             shutil.copy(path, dest / self.name)
         return dest
 
-    def argv(self, params):
+    def argv(self, params, profile=None):
+        """The guest's command line; a workload with the feature parameter is also told the
+        profile's switch (the drivers' guestlib.params_parser takes it)."""
         args = ["python3", f"{GUEST_DIR}/{self.name}/{self.manifest['driver']}"]
         for key, value in sorted(params.items()):
             args += [f"--{key.replace('_', '-')}", str(int(value) if isinstance(value, bool) else value)]
+        if profile is not None and feature.PARAM in params:
+            args += profile.guest_args()
         return args
 
-    def run(self, machine, params, store, staging):
-        """Run in the guest; every record is stored as it arrives, with its COW PTE verdict when it
-        carries the evidence (harness.measure.activity). Returns the records."""
+    def run(self, machine, params, store, staging, profile=None):
+        """Run in the guest; every record is stored as it arrives, with its feature state when it
+        carries the evidence (harness.measure.activity, judged by the profile). Returns the records."""
+        profile = profile or feature.load()
         machine.put(self.stage(staging), GUEST_DIR)
         records, errors = [], []
 
@@ -155,12 +161,12 @@ class Workload:
             if record.get("type") == "error":
                 errors.append(record)
             else:
-                if activity.has_evidence(record):      # COW PTE judged as the record arrives
-                    record = activity.label(record)
+                if activity.has_evidence(record, profile):      # judged as the record arrives
+                    record = activity.label(record, profile)
                 records.append(record)
                 store(record)
 
-        code, out, err = machine.run(self.argv(params), timeout=self.manifest.get("timeout_s", 600),
+        code, out, err = machine.run(self.argv(params, profile), timeout=self.manifest.get("timeout_s", 600),
                                      on_line=on_line)
         if errors:
             raise WorkloadError(f"workload {self.name}: {errors[0].get('message')}",

@@ -75,7 +75,7 @@ def test_attribute_names_the_patch_with_the_known_cost(attributed, capsys):
     assert len(re.findall(r"build \d+ s( cached)?, measure \d+ s", text)) >= 4
     assert (run / "attribution.png").stat().st_size > 1000
     # no COW PTE task where the kernel has no CONFIG_COW_PTE
-    assert all(t["params"]["cow_pte"] == 0 for k in meta["kernels"].values() for t in k["tasks"])
+    assert all(t["params"]["feature"] == 0 for k in meta["kernels"].values() for t in k["tasks"])
 
 
 def test_report_shows_the_attribution_again(attributed, capsys):

@@ -34,7 +34,8 @@ SIGNAL = re.compile(r"<LAVA_SIGNAL_TESTCASE TEST_CASE_ID=(\S+) RESULT=(\S+) MEAS
 def test_the_jobs_steps_run_in_the_guest_and_their_figures_come_back(kernel, image, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "results"))
     assert cli.main(["run", "--kernel-src", SRC, *CONFIG_ARGS, "--label", "stock", "--workload",
-                     "fork-memory", "--param", "mib=64", "--param", "cow_pte=0", "--param", "cow_pte=1"]) == 0
+                     "fork-memory", "--param", "mib=64", "--param", "feature=0", "--param", "feature=1",
+                     "--feature", "cow-pte"]) == 0
     (run,) = (tmp_path / "results").iterdir()
     (job_path,) = lava.export(run, tmp_path / "lava")
     job = yaml.safe_load(job_path.read_text())
@@ -62,10 +63,10 @@ def test_the_jobs_steps_run_in_the_guest_and_their_figures_come_back(kernel, ima
     imported = lava.import_results(tmp_path / "lava", [results])
     via_lava = [json.loads(line) for line in (imported.dir / "stock" / "fork-memory.jsonl").read_text().splitlines()]
     direct = [json.loads(line) for line in (run / "stock" / "fork-memory.jsonl").read_text().splitlines()]
-    assert [r["cow_pte"] for r in via_lava] == [r["cow_pte"] for r in direct] == ["off", "inactive"]
+    assert [r["feature_state"] for r in via_lava] == [r["feature_state"] for r in direct] == ["off", "inactive"]
     for a, b in zip(via_lava, direct):
         assert a["mib"] == b["mib"] == 64 and a["pages_touched"] == b["pages_touched"] == 16384
-        assert a["config_cow_pte"] == b["config_cow_pte"] and a["clocksource"] == b["clocksource"]
+        assert a["feature_config"] == b["feature_config"] and a["clocksource"] == b["clocksource"]
         # another boot: the processes' page tables agree to a few pages (PageTables' growth at fork
         # moves in 100 kB steps between boots here, so it is only checked to be there), the times
         # do not need to agree

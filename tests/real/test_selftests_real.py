@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from harness import feature
 from harness.measure import selftests
 from harness.guest.machine import Machine
 from tests.real.kernels import SRC
@@ -29,17 +30,17 @@ COLLAPSE_SKIP = "MADV_COLLAPSE failed: Invalid argument"
 @pytest.fixture(scope="module")
 def cow_tree(source):
     """The tree the cow test is taken from: the kernel's own when it has one, else COW_SRC."""
-    if selftests.selftest_dir(source.path):
+    if selftests.selftest_dir(source.path, "cow"):
         return source.path
     tree = selftests.test_tree(COW_SRC)
-    assert selftests.selftest_dir(tree), f"{COW_SRC} ({tree}) has no cow selftest"
+    assert selftests.selftest_dir(tree, "cow"), f"{COW_SRC} ({tree}) has no cow selftest"
     return tree
 
 
 @pytest.fixture(scope="module")
 def cow_binary(source, cow_tree):
     before = _git_status(cow_tree)
-    binary = selftests.build_cow(source.path, test_source=None if cow_tree == source.path else COW_SRC)
+    binary = selftests.build_test("cow", source.path, test_source=None if cow_tree == source.path else COW_SRC)
     assert _git_status(cow_tree) == before, "building cow wrote into the tree"
     return binary
 
@@ -56,13 +57,13 @@ def guest(kernel, image, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain(guest, cow_binary):
-    return selftests.run_cow(guest, cow_binary, timeout=COW_TIMEOUT, label="stock")
+    return selftests.run_test(guest, cow_binary, timeout=COW_TIMEOUT, label="stock")
 
 
 @pytest.fixture(scope="module")
 def launched(guest, cow_binary):
-    return selftests.run_cow(guest, cow_binary, launcher=selftests.build_launcher(),
-                             timeout=COW_TIMEOUT, label="stock")
+    return selftests.run_test(guest, cow_binary, launcher=selftests.build_launcher(feature.load("cow-pte")),
+                              timeout=COW_TIMEOUT, label="stock", way="cow-pte")
 
 
 def _git_status(tree):
@@ -85,7 +86,7 @@ def test_cow_tap_table_is_in_the_log(plain, launched, capsys):
     lines = text.splitlines()
     assert lines[0].split()[1:] == ["stock/plain", "stock/cow-pte"]
     assert len(lines) >= len(plain["cases"]) + 2
-    assert "!! stock/cow-pte: COW PTE not turned on" in text
+    assert "!! stock/cow-pte: the feature was not turned on" in text
 
 
 def test_cow_runs_plainly_and_its_tap_is_parsed(plain, source):
@@ -123,6 +124,6 @@ def test_cow_runs_plainly_and_its_tap_is_parsed(plain, source):
 def test_launcher_on_a_stock_kernel_proves_nothing_and_runs_nothing(launched):
     res = launched
     assert res["way"] == "cow-pte" and res["active"] is False and res["cases"] == []
-    assert res["exit_code"] == selftests.NOT_PROVEN
+    assert res["exit_code"] == feature.load("cow-pte").selftests["not_proven_exit"]
     assert res["launcher"].startswith("cow_pte_launch: prctl=-1/EINVAL: not proven")
     assert "TAP version" not in res["output"]

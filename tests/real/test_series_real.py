@@ -9,11 +9,12 @@ import json
 
 import pytest
 
-from harness import cli, paths
+from harness import cli, feature, paths
 from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
 DATA = paths.ROOT / "tests" / "data"
+MARGIN_KB = feature.load("cow-pte").proof["margin_kb"]
 
 
 def test_stock_vs_patched_experiment(tmp_path, monkeypatch, capsys):
@@ -32,12 +33,20 @@ def test_stock_vs_patched_experiment(tmp_path, monkeypatch, capsys):
     # the patched kernel is the one that booted: its boot message is on its console only
     assert "harness-test-series: patch 1 applied" in (run / "patched" / "console.log").read_text()
     assert "harness-test-series" not in (run / "stock" / "console.log").read_text()
-    # prctl(65) on kernels without the COW PTE series: never counted as COW PTE
+    # the test series names the plain profile: no switch, every fork a plain one
+    assert meta["feature"] == "none" and meta["experiment"]["feature"] == "none"
     for label in ("stock", "patched"):
         records = [json.loads(line) for line in (run / label / "fork-memory.jsonl").read_text().splitlines()]
-        assert {r["cow_pte"] for r in records} == {"off", "inactive"}
-        asked = [r for r in records if r["cow_pte_requested"]]
-        assert asked[0]["prctl_ret"] == -1 and asked[0]["prctl_errno"] == 22
+        assert [r["mib"] for r in records] == [256, 16]
+        assert {r["feature_state"] for r in records} == {"off"}
+        assert not any(r["feature_requested"] for r in records) and {r["prctl_ret"] for r in records} == {None}
+        for r in records:
+            # PageTables read after stat_refresh folded the per-CPU deltas: a plain fork grows it
+            # by the child's page tables, within the profile's margin (not +0 kB one boot, +52 the next)
+            assert r["pagetables_refreshed"] is True
+            print(f"{label} {r['mib']} MiB: PageTables +{r['pagetables_delta_kb']} kB, "
+                  f"child VmPTE {r['child_vmpte_kb']} kB, parent VmPTE {r['parent_vmpte_kb']} kB")
+            assert abs(r["pagetables_delta_kb"] - r["child_vmpte_kb"]) <= MARGIN_KB, r
     assert "COW PTE fork" not in out
 
 

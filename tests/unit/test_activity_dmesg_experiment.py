@@ -2,37 +2,57 @@ import pytest
 
 from harness.guest import target
 from harness.measure import activity, dmesg
-from harness import experiment
+from harness import experiment, feature
 from harness.errors import UserError
 
-COPIED = {"cow_pte_requested": True, "config_cow_pte": "y", "prctl_ret": 0, "prctl_errno": 0,
+COPIED = {"feature_requested": True, "feature_config": "y", "prctl_ret": 0, "prctl_errno": 0,
           "parent_vmpte_kb": 2096, "child_vmpte_kb": 2096, "pagetables_delta_kb": 2100}
+PROFILE = feature.load("cow-pte")
+
+
+def judge(record):
+    return activity.judge(record, PROFILE)
 
 
 def test_prctl_success_alone_proves_nothing():
     # a patched kernel that copied the tables anyway (e.g. the flag was lost across execve)
-    verdict, evidence = activity.judge(COPIED)
+    verdict, evidence = judge(COPIED)
     assert verdict == "inactive" and "tables copied" in evidence
 
 
 def test_shared_tables_are_active():
     shared = dict(COPIED, child_vmpte_kb=44, pagetables_delta_kb=60, prctl_again_errno=22)
-    verdict, evidence = activity.judge(shared)
+    verdict, evidence = judge(shared)
     assert verdict == "active" and "3%" in evidence and "second prctl errno 22" in evidence
 
 
 def test_config_off_is_inactive_even_when_prctl_returns_0():
-    verdict, evidence = activity.judge(dict(COPIED, config_cow_pte="n", pagetables_delta_kb=60))
+    verdict, evidence = judge(dict(COPIED, feature_config="n", pagetables_delta_kb=60))
     assert verdict == "inactive" and "CONFIG_COW_PTE=n" in evidence
 
 
 def test_failed_prctl_and_small_mappings():
-    assert activity.judge(dict(COPIED, prctl_ret=-1, prctl_errno=22))[0] == "inactive"
-    assert activity.judge(dict(COPIED, parent_vmpte_kb=100, pagetables_delta_kb=4))[0] == "unproven"
-    assert activity.judge({"cow_pte_requested": False})[0] == "off"
-    assert activity.judge(dict(COPIED, pagetables_delta_kb=None)) == (
-        "unproven", "the page-table counters around the fork were not read")
-    assert activity.label(COPIED)["cow_pte"] == "inactive"
+    assert judge(dict(COPIED, prctl_ret=-1, prctl_errno=22))[0] == "inactive"
+    assert judge(dict(COPIED, parent_vmpte_kb=100, pagetables_delta_kb=4))[0] == "unproven"
+    assert judge({"feature_requested": False})[0] == "off"
+    assert judge(dict(COPIED, pagetables_delta_kb=None)) == (
+        "unproven", "the counters around the fork were not read (pagetables_delta_kb)")
+    assert activity.label(COPIED, PROFILE)["feature_state"] == "inactive"
+
+
+def test_the_margin_is_stated_and_is_the_edge():
+    # shared up to 25% of 2096 kB + 16 kB = 540 kB; one kB more is a copy
+    limit = 0.25 * 2096 + 16
+    state, evidence = judge(dict(COPIED, pagetables_delta_kb=limit))
+    assert state == "active" and "25% + 16 kB margin = 540 kB" in evidence
+    assert judge(dict(COPIED, pagetables_delta_kb=limit + 1))[0] == "inactive"
+
+
+def test_legacy_records_are_judged_under_their_new_names():
+    old = {"cow_pte_requested": True, "config_cow_pte": "y", "parent_vmpte_kb": 2096,
+           "pagetables_delta_kb": 60}
+    assert activity.verdict(old, PROFILE) == "active"
+    assert activity.verdict({"cow_pte": "inactive"}, PROFILE) == "inactive"
 
 
 def test_dmesg_scan_and_taint():
@@ -73,7 +93,8 @@ def test_experiment_files_load_and_override(tmp_path):
     assert [k.series for k in exp.kernels] == [None, "/s.mbox", "/s.mbox"]
     assert {k.source for k in exp.kernels} == {"/src/linux"}
     assert exp.accel == "tcg"
-    assert [w.params["cow_pte"] for w in exp.workloads if w.name == "fork-memory"] == [0, 1]
+    assert [w.params["feature"] for w in exp.workloads if w.name == "fork-memory"] == [0, 1]
+    assert exp.feature == "cow-pte" and experiment.load("test-series").feature == "none"
     assert len(exp.workloads) == 18 and len(exp.claims) == 16  # list values expand
     assert exp.command_line().startswith("harness run --experiment ")
     default = experiment.load("cow-pte-v4")
@@ -98,4 +119,4 @@ def test_experiment_errors(tmp_path):
 
 def test_thp_runs_are_unproven():
     shared = dict(COPIED, pagetables_delta_kb=60, thp="huge")
-    assert activity.judge(shared)[0] == "unproven"
+    assert judge(shared)[0] == "unproven"

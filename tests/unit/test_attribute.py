@@ -5,11 +5,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from harness import attribute, cli
+from harness import attribute, cli, feature
 from harness.analysis import stats, steps
 from harness.kernel import kconfig
 from harness.errors import UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
+
+PROFILE = feature.load("cow-pte")
 
 STEPS = [{"index": 0, "title": "stock", "kernels": {"y": "stock", "n": "stock"}, "shared": "y=n"},
          {"index": 1, "title": "add the option", "kernels": {"y": "p01-y", "n": "p01-n"}},
@@ -93,9 +95,9 @@ def test_render_summary_and_plot(tmp_path):
     assert "CONFIG_COW_PTE=n, plain fork: no step called" in text
     assert "[COW PTE from here; vs prev: plain fork]" in text
     assert "build 12 s, measure 30 s" in text                  # time per prefix
-    assert "0  stock (y = n)" in text and steps.SAME in text   # the shared stock kernel
+    assert "0  stock (y = n)" in text and steps.same_text() in text   # the shared stock kernel
     assert "one boot per kernel is enough" in text             # icount says why
-    assert "COW PTE asked for (cow_pte=1) but inactive by the kernel's counters at steps 1-2" in text
+    assert "COW PTE asked for (feature=1) but inactive by the kernel's counters at steps 1-2" in text
     assert steps.spans([2, 3, 4, 7, 9, 10]) == "2-4, 7, 9-10"
     assert (run / "attribution.png").stat().st_size > 1000
     assert (run / "attribution.txt").read_text().strip() == text.strip()
@@ -140,17 +142,17 @@ def test_fragments_the_tree_cannot_resolve_are_left_out(tmp_path):
     frags = [kconfig.fragment(str(known)), kconfig.fragment(str(unknown))]
     assert [f.path for f in attribute.effective(frags, tmp_path)] == [known]
     # so y and n resolve alike there: one build, in verify's "base" folder
-    assert attribute.objdir_label(["guest-base", "selftests"], "y") == "base"
-    assert attribute.objdir_label(["guest-base", "selftests", "cow-pte"], "y") == "COW_PTE=y"
+    assert attribute.objdir_label(["guest-base", "selftests"], "y", PROFILE) == "base"
+    assert attribute.objdir_label(["guest-base", "selftests", "cow-pte"], "y", PROFILE) == "COW_PTE=y"
 
 
 def test_stock_is_built_in_a_folder_the_prefixes_were_built_in(tmp_path):
     base = ["guest-base", "selftests"]
-    assert attribute.objdir_for(tmp_path, base, ["y", "n"]).name.startswith("base")
-    n = attribute.objdir_for(tmp_path, base + ["no-cow-pte"], ["n"])
+    assert attribute.objdir_for(tmp_path, base, ["y", "n"], PROFILE).name.startswith("base")
+    n = attribute.objdir_for(tmp_path, base + ["no-cow-pte"], ["n"], PROFILE)
     n.mkdir(parents=True)
     (n / "vmlinux").write_text("")
-    assert attribute.objdir_for(tmp_path, base, ["y", "n"]) == n
+    assert attribute.objdir_for(tmp_path, base, ["y", "n"], PROFILE) == n
 
 
 def test_a_range_becomes_a_series_on_its_first_commit(tmp_path):
@@ -194,7 +196,8 @@ def exp(**params):
 
 
 @pytest.mark.parametrize("params, kw, why", [
-    ({"cow_pte": 1}, {"series": "s"}, "leave --param cow_pte out"),
+    ({"feature": 1}, {"series": "s"}, "leave --param feature out"),
+    ({"cow_pte": 1}, {"series": "s"}, "leave --param feature out"),
     ({"sizes_mib": [64, 512]}, {"series": "s"}, "give each --param once"),
     ({"size_mib": 512}, {"series": "s"}, "has no parameter 'size_mib'"),
     ({}, {}, "either --series"),

@@ -55,10 +55,17 @@ CASES = {
                                     "params = 5: allowed: a table"),
     "claim value as text": (run_exp('[[claims]]\nworkload = "fork-memory"\nmetric = "fork_ns"\nvalue = "big"'),
                             2, "value = 'big': allowed: a number"),
-    "claim with an unknown condition": (run_exp('[[claims]]\nworkload = "w"\nmetric = "m"\nvalue = 1\n'
-                                                'condition = "cowpte"'), 2,
-                                        "condition = 'cowpte': allowed: one of fork, cow-pte"),
-    "selftests as a string": (run_exp('selftests = "cow"'), 2, "selftests = 'cow': allowed: one of cow (a list)"),
+    "claim with an unknown condition": (run_exp('feature = "cow-pte"\n[[claims]]\nworkload = "fork-memory"\n'
+                                                'metric = "m"\nvalue = 1\ncondition = "cowpte"'), 2,
+                                        "condition = 'cowpte': allowed: fork, cow-pte (the profile 'cow-pte')"),
+    "a claim of the feature under the plain profile": (
+        run_exp('[[claims]]\nworkload = "fork-memory"\nmetric = "m"\nvalue = 1\ncondition = "cow-pte"'), 2,
+        "condition = 'cow-pte': allowed: fork (the profile 'none')"),
+    "an unknown feature profile": (run_exp('feature = "cow-ptee"'), 2, "unknown feature profile 'cow-ptee'"),
+    "the feature asked for under the plain profile": (
+        run_exp('[[workloads]]\nname = "fork-memory"\nparams = { mib = 16, feature = 1 }'), 2,
+        "feature = 1 asks for a feature, but the profile 'none' has no switch"),
+    "selftests as a string": (run_exp('selftests = "cow"'), 2, "selftests = 'cow': allowed: a list of text"),
     "source as a number": (lambda t, tree: ["run", "--experiment", raw_file(t, 'source = 5\n[[kernels]]\n'
                                                                            'label = "a"\n')], 2,
                            "source = 5: allowed: text"),

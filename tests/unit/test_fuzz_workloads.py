@@ -116,10 +116,10 @@ def test_manifests_load(name, metrics):
     w = workloads.Workload.load(name)
     assert w.name == name and (w.dir / w.manifest["driver"]).exists()
     assert metrics <= set(w.manifest["metrics"])
-    assert w.params()["cow_pte"] == 0
-    argv = w.argv(w.params({"cow-pte": "1", "seconds": "3"}))
+    assert w.params()["feature"] == 0
+    argv = w.argv(w.params({"feature": "1", "seconds": "3"}))
     assert argv[:2] == ["python3", f"/tmp/harness/workloads/{name}/driver.py"]
-    assert argv[argv.index("--cow-pte") + 1] == "1" and argv[argv.index("--seconds") + 1] == "3"
+    assert argv[argv.index("--feature") + 1] == "1" and argv[argv.index("--seconds") + 1] == "3"
     with pytest.raises(UserError, match="no parameter 'bogus'"):
         w.params({"bogus": "1"})
 
@@ -128,14 +128,14 @@ def test_manifests_load(name, metrics):
 def test_seconds_is_a_group_axis_not_a_metric(name, rate):
     import pandas as pd
     from harness.analysis import stats
-    df = pd.DataFrame([{"seconds": 10, "elapsed_s": 10.02, rate: 500.0, "cow_pte": "off"},
-                       {"seconds": 60, "elapsed_s": 60.1, rate: 480.0, "cow_pte": "off"}])
+    df = pd.DataFrame([{"seconds": 10, "elapsed_s": 10.02, rate: 500.0, "feature_state": "off"},
+                       {"seconds": 60, "elapsed_s": 60.1, rate: 480.0, "feature_state": "off"}])
     assert "seconds" in stats.param_columns(df, name) and "elapsed_s" in stats.metrics(df, name)
 
 
 def test_params_typed():
     sf = workloads.Workload.load("stress-fork").params({"workers": "2", "seconds": "5"})
-    assert sf == {"seconds": 5, "workers": 2, "cow_pte": 0}
+    assert sf == {"seconds": 5, "workers": 2, "feature": 0}
     afl = workloads.Workload.load("afl").params({"heap_mib": "8", "emulate": "all"})
     assert afl["heap_mib"] == 8 and afl["emulate"] == "all" and afl["seconds"] == 30
     with pytest.raises(UserError, match="not a int"):
@@ -197,19 +197,19 @@ def test_fuzzer_stats():
 
 def test_afl_proof_lines():
     d = driver("afl")
-    assert d.proof_fields(False, [])["cow_pte_proof"] is None
-    assert d.proof_fields(True, [])["cow_pte_proof"] == "not proven"
+    assert d.proof_fields(False, [])["feature_proof"] is None
+    assert d.proof_fields(True, [])["feature_proof"] == "not proven"
     on = {"pid": 7, "prctl_ret": 0, "prctl_errno": 0, "prctl_again_ret": -1,
           "prctl_again_errno": errno.EINVAL}
     f = d.proof_fields(True, [on])
-    assert f["cow_pte_proof"] == "active" and f["forkserver_pid"] == 7 and f["forkservers_proved"] == 1
+    assert f["feature_proof"] == "active" and f["forkserver_pid"] == 7 and f["forkservers_proved"] == 1
     refused = {"pid": 8, "prctl_ret": -1, "prctl_errno": errno.EINVAL, "prctl_again_ret": None,
                "prctl_again_errno": None}
     f = d.proof_fields(True, [refused])
-    assert f["cow_pte_proof"] == "not proven" and f["prctl_errno"] == errno.EINVAL
+    assert f["feature_proof"] == "not proven" and f["prctl_errno"] == errno.EINVAL
     # a restarted fork server that did not get COW PTE spoils the proof
     assert d.proof_fields(True, [on, {**on, "prctl_again_ret": 0, "prctl_again_errno": 0}])[
-        "cow_pte_proof"] == "not proven"
+        "feature_proof"] == "not proven"
 
 
 def test_afl_fork_counters():
@@ -277,15 +277,15 @@ needs_afl = pytest.mark.skipif(not (shutil.which("afl-cc") and shutil.which("afl
 @needs_stress_ng
 @pytest.mark.parametrize("cow_pte", [0, 1])
 def test_stress_fork_runs_on_the_host(cache_dir, tmp_path, cow_pte):
-    r = run(tmp_path, "stress-fork", "--seconds", "1", "--workers", "1", "--cow-pte", str(cow_pte))
+    r = run(tmp_path, "stress-fork", "--seconds", "1", "--workers", "1", "--feature", str(cow_pte))
     assert r["ops"] > 0 and r["ops_per_s"] > 0 and r["elapsed_s"] > 0.5 and r["seconds"] == 1
     assert r["metrics_source"] == "yaml" and r["stress_ng_version"]
-    assert r["cow_pte_requested"] is bool(cow_pte)
+    assert r["feature_requested"] is bool(cow_pte)
     if cow_pte:
         # On Linux >= 6.3 (this host) 65 is PR_SET_MDWE: never proof of COW PTE.
-        assert r["prctl_ret"] is not None and r["cow_pte_proof"] in ("active", "not proven")
+        assert r["prctl_ret"] is not None and r["feature_proof"] in ("active", "not proven")
     else:
-        assert r["prctl_ret"] is None and r["cow_pte_proof"] is None
+        assert r["prctl_ret"] is None and r["feature_proof"] is None
 
 
 def test_stress_fork_bad_params(tmp_path):
@@ -298,7 +298,7 @@ def test_stress_fork_bad_params(tmp_path):
 @needs_afl
 @pytest.mark.parametrize("cow_pte,emulate", [(0, "auto"), (1, "all")])
 def test_afl_runs_on_the_host(cache_dir, tmp_path, cow_pte, emulate):
-    r = run(tmp_path, "afl", "--seconds", "3", "--heap-mib", "8", "--cow-pte", str(cow_pte),
+    r = run(tmp_path, "afl", "--seconds", "3", "--heap-mib", "8", "--feature", str(cow_pte),
             "--emulate", emulate)
     assert r["execs_done"] > 0 and r["execs_per_sec"] > 0 and r["forkserver"] is True
     assert r["afl_version"] and r["work_fs"]
@@ -310,6 +310,6 @@ def test_afl_runs_on_the_host(cache_dir, tmp_path, cow_pte, emulate):
     assert r["pagetables_delta_kb"] is not None
     if cow_pte:
         assert r["forkservers_proved"] >= 1 and r["forkserver_pid"] > 0
-        assert r["cow_pte_proof"] in ("active", "not proven")
+        assert r["feature_proof"] in ("active", "not proven")
     else:
-        assert r["cow_pte_proof"] is None and r["forkservers_proved"] is None
+        assert r["feature_proof"] is None and r["forkservers_proved"] is None

@@ -23,7 +23,8 @@ def exported(tmp_path, cache_dir):
     stand-in bzImage), exported as LAVA jobs."""
     exp = Experiment(kernels=[KernelSpec(label, "debian:linux-source-6.1", ["guest-base"])
                               for label in KEYS],
-                     workloads=[WorkloadSpec("fork-memory", {"mib": 64, "cow_pte": c}) for c in (0, 1)])
+                     workloads=[WorkloadSpec("fork-memory", {"mib": 64, "feature": c}) for c in (0, 1)],
+                     feature="cow-pte")
     run = tmp_path / "results" / "run1"
     run.mkdir(parents=True)
     kernels = {}
@@ -32,7 +33,7 @@ def exported(tmp_path, cache_dir):
         build.mkdir(parents=True)
         (build / "bzImage").write_bytes(b"not a kernel, a stand-in")
         (build / "kernel.json").write_text(json.dumps({"key": key}))
-        kernels[label] = {"build_key": key, "release": "6.1.192", "config_cow_pte": "y"}
+        kernels[label] = {"build_key": key, "release": "6.1.192", "feature_config": "y"}
     (run / "metadata.json").write_text(json.dumps({"run_id": "run1", "experiment": exp.to_dict(),
                                                    "kernels": kernels, "accel": "tcg"}))
     out = tmp_path / "lava"
@@ -53,7 +54,8 @@ def test_one_job_per_kernel_and_workload_validated_by_lavas_schema(exported):
     assert [d["name"] for d in test["definitions"]] == ["harness.cow-pte.fork-memory.p0",
                                                         "harness.cow-pte.fork-memory.p1"]
     assert "mount -t proc proc /proc" in steps[1][0] and "init=/bin/sh" in deploy["images"]["kernel"]["image_arg"]
-    assert "--cow-pte 1" in steps[1][-2] and "--mib 64" in steps[1][-2]
+    assert "--feature 1" in steps[1][-2] and "--mib 64" in steps[1][-2]
+    assert "--feature-prctl 65" in steps[1][-2]            # the switch, from the profile
     assert "--unit child_vmpte_kb=kB" in steps[1][-1] and "lava_report.py" in steps[1][-1]
     with tarfile.open(out / "workloads" / "fork-memory.tar.gz") as tar:
         names = tar.getnames()
@@ -94,8 +96,8 @@ def test_recorded_lava_results_become_a_run_that_report_reads(exported, tmp_path
     assert meta["lava"]["failed_cases"] == []
     records = [json.loads(line) for line in (run / "stock" / "fork-memory.jsonl").read_text().splitlines()]
     # stock 6.1 refuses prctl(65): the COW PTE fork is judged again from the evidence, "inactive"
-    assert [(r["cow_pte_requested"], r["cow_pte"]) for r in records] == [(False, "off"), (True, "inactive")]
-    assert all(r["mib"] == 64 and r["config_cow_pte"] == "n" and r["pagetables_delta_kb"] >= 128
+    assert [(r["feature_requested"], r["feature_state"]) for r in records] == [(False, "off"), (True, "inactive")]
+    assert all(r["mib"] == 64 and r["feature_config"] == "n" and r["pagetables_delta_kb"] >= 128
                for r in records)
     assert records[1]["prctl_errno"] == 22 and records[0]["thp"] == "nohuge"
     capsys.readouterr()

@@ -3,6 +3,7 @@ import subprocess
 
 import pytest
 
+from harness import feature
 from harness.measure import selftests
 from harness.errors import UserError
 
@@ -141,7 +142,8 @@ def no_upload(monkeypatch):
 
 def test_run_cow_under_a_launcher_that_cannot_prove_it_reports_no_cases(tmp_path):
     m = FakeMachine(4, "cow_pte_launch: prctl=-1/EINVAL: not proven (no COW PTE series?)\r\n")
-    res = selftests.run_cow(m, tmp_path / "cow", launcher=tmp_path / "cow_pte_launch", timeout=30)
+    res = selftests.run_test(m, tmp_path / "cow", launcher=tmp_path / "cow_pte_launch", timeout=30,
+                             way="cow-pte")
     assert res["way"] == "cow-pte" and res["active"] is False and res["cases"] == []
     assert "not proven" in res["error"] and res["kernel"] == "6.2.1+"
     assert m.argv[-2:] == [f"{selftests.GUEST_DIR}/cow_pte_launch", f"{selftests.GUEST_DIR}/cow"]
@@ -150,17 +152,19 @@ def test_run_cow_under_a_launcher_that_cannot_prove_it_reports_no_cases(tmp_path
 
 def test_run_cow_active_and_plain(tmp_path):
     out = "cow_pte_launch: prctl=0 again=-1/EINVAL: active\r\n" + COW_OUTPUT.replace("\n", "\r\n")
-    res = selftests.run_cow(FakeMachine(1, out), tmp_path / "cow", launcher=tmp_path / "l", label="p")
+    res = selftests.run_test(FakeMachine(1, out), tmp_path / "cow", launcher=tmp_path / "cow_pte_launch",
+                             label="p")
+    assert res["way"] == "cow_pte_launch" and res["test"] == "cow"     # named by its files
     assert res["active"] is True and len(res["cases"]) == 5 and res["kernel"] == "p"
     assert res["launcher"] == "cow_pte_launch: prctl=0 again=-1/EINVAL: active"
-    plain = selftests.run_cow(FakeMachine(1, COW_OUTPUT), tmp_path / "cow")
+    plain = selftests.run_test(FakeMachine(1, COW_OUTPUT), tmp_path / "cow")
     assert plain["way"] == "plain" and plain["active"] is None and plain["launcher"] is None
     assert len(plain["cases"]) == 5 and plain["error"] is None
 
 
 def test_build_cow_names_a_tree_without_the_test(fake_tree):
     with pytest.raises(UserError) as err:
-        selftests.build_cow(fake_tree)
+        selftests.build_test("cow", fake_tree)
     assert "has no cow selftest" in str(err.value) and "test_source" in str(err.value)
 
 
@@ -179,18 +183,20 @@ def test_test_source_is_a_path_or_a_source_spec(fake_tree, monkeypatch):
                         "https://example.org/linux-6.12.tar.xz"]
     # a spec is resolved, then its tree is checked like a path: this one has no cow test
     with pytest.raises(UserError, match="has no cow selftest.*debian:linux-source-6.12"):
-        selftests.build_cow(fake_tree, test_source="debian:linux-source-6.12")
+        selftests.build_test("cow", fake_tree, test_source="debian:linux-source-6.12")
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
 def test_launcher_without_proof_never_runs_the_program(cache_dir, tmp_path):
-    launcher = selftests.build_launcher(tmp_path)
+    profile = feature.load("cow-pte")
+    launcher = selftests.build_launcher(profile, tmp_path)
+    assert selftests.build_launcher(feature.load("none")) is None       # no switch, no launcher
     marker = tmp_path / "ran"
     proc = subprocess.run([str(launcher), "touch", str(marker)], capture_output=True, text=True)
     # Unless this host runs a COW PTE kernel, prctl(65) cannot be proven here.
     if proc.returncode == 0 and "active" in proc.stderr:
         pytest.skip("this host runs COW PTE")
-    assert proc.returncode == selftests.NOT_PROVEN and "not proven" in proc.stderr
+    assert proc.returncode == profile.selftests["not_proven_exit"] and "not proven" in proc.stderr
     assert not marker.exists()
 
 

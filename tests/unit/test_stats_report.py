@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.measure import activity
-from harness import paths
+from harness import feature, paths
 from harness.analysis import plots, report, stats, units
 from harness.errors import UserError
 
@@ -47,7 +47,7 @@ def memory_record(kernel, requested, rep):
            "pagetables_delta_kb": 2100 if not (requested and patched) else 8,
            "cow_pte_requested": requested, "config_cow_pte": "y" if patched else "n",
            "prctl_ret": 0 if patched else -1, "prctl_errno": None if patched else 22}
-    return activity.label(rec)
+    return activity.label(feature.renamed(rec), feature.load("cow-pte"))
 
 
 def make_run(root, run_id, accel="tcg"):
@@ -143,8 +143,8 @@ def test_verdicts_ci_and_conditions(run):
     assert set(df["condition"]) >= {"stock: fork", "patched: fork", "patched: COW PTE fork",
                                     "patched: COW PTE requested, inactive"}
     # inactive records never become a COW PTE condition, even though they are "faster"
-    inactive = df[df["cow_pte"] == "inactive"]
-    assert (inactive["kind"] != stats.COW).all()
+    inactive = df[df["feature_state"] == "inactive"]
+    assert (inactive["kind"] != feature.load("cow-pte").label("active")).all()
     assert len(comp) == 3 * len(SIZES)
     # one boot per kernel, real time: the ratios and intervals, and no direction word (the
     # boot-to-boot spread was not measured)
@@ -253,7 +253,7 @@ def test_verdict_from_the_held_fork_covers_its_size():
             rec("stock", 1024, 1), rec("stock", 64, 1),
             dict(rec("stock", 64, 2), cow_pte_requested=False)]
     df = stats.add_conditions(pd.DataFrame(rows))
-    assert list(df["cow_pte"]) == ["unproven", "unproven", "active", "active", "inactive",
+    assert list(df["feature_state"]) == ["unproven", "unproven", "active", "active", "inactive",
                                    "inactive", "unproven", "off"]
     assert list(df["condition"])[3] == "patched: COW PTE fork"
 

@@ -5,10 +5,11 @@ import subprocess
 
 import pytest
 
+from harness import feature
 from harness.measure import activity, workloads
 
-EVIDENCE = ["parent_vmpte_kb", "child_vmpte_kb", "pagetables_delta_kb", "config_cow_pte",
-            "prctl_ret", "prctl_errno", "cow_pte_requested"]
+EVIDENCE = ["parent_vmpte_kb", "child_vmpte_kb", "pagetables_delta_kb", "feature_config",
+            "prctl_ret", "prctl_errno", "feature_requested"]
 NEW = ["fork-latency", "fault-latency", "fork-server"]
 
 
@@ -31,11 +32,11 @@ def test_manifest_params_and_metrics(name):
     w = workloads.Workload.load(name)
     assert name in workloads.names()
     assert w.manifest["metrics"] and all(isinstance(u, str) for u in w.manifest["metrics"].values())
-    p = w.params({"cow-pte": "1", "thp": "huge"})
-    assert p["cow_pte"] == 1 and p["thp"] == "huge"
+    p = w.params({"feature": "1", "thp": "huge"})
+    assert p["feature"] == 1 and p["thp"] == "huge"
     argv = w.argv(p)
     assert argv[1] == f"/tmp/harness/workloads/{name}/driver.py"
-    assert "--cow-pte" in argv and "--thp" in argv
+    assert "--feature" in argv and "--thp" in argv
 
 
 def test_param_types():
@@ -55,7 +56,7 @@ def test_fork_latency_runs_on_the_host(cache_dir, tmp_path):
         assert len(held) == 1 and held[0]["rep"] == 0 and not held[0]["warmup"]
         assert all(k in held[0] for k in EVIDENCE) and held[0]["child_exit_status"] == 0
         assert held[0]["prctl_ret"] is None          # not asked for
-        assert activity.judge(held[0])[0] == activity.OFF
+        assert activity.judge(held[0], feature.load("cow-pte"))[0] == activity.OFF
         assert not any("pagetables_delta_kb" in r for r in mine if not r["held_child"])
     assert next(r for r in records if r["held_child"] and r["size_mib"] == 8)["parent_vmrss_kb"] >= 8 * 1024
 
@@ -63,8 +64,8 @@ def test_fork_latency_runs_on_the_host(cache_dir, tmp_path):
 def test_fork_latency_prctl_once(cache_dir, tmp_path):
     """prctl is called once; every evidence record carries its result, the recheck only the first."""
     records = ok(tmp_path, "fork-latency", "--sizes-mib", "1,2", "--reps", "1", "--warmup", "0",
-                 "--cow-pte", "1")
-    assert len(records) == 2 and all(r["cow_pte_requested"] for r in records)
+                 "--feature", "1")
+    assert len(records) == 2 and all(r["feature_requested"] for r in records)
     assert all(isinstance(r["prctl_ret"], int) for r in records)
     assert "prctl_again_ret" in records[0] and "prctl_again_ret" not in records[1]
 
@@ -78,7 +79,7 @@ def test_fault_latency_seq_child(cache_dir, tmp_path):
     assert r["minor_faults"] >= r["accesses"]         # every first write after fork is a COW fault
     assert 0 < r["min_ns"] <= r["median_ns"] <= r["max_ns"] and r["min_ns"] <= r["mean_ns"] <= r["max_ns"]
     assert r["std_ns"] >= 0 and r["fork_ns"] > 0 and r["child_exit_status"] == 0
-    assert all(k in r for k in EVIDENCE) and activity.judge(r)[0] == activity.OFF
+    assert all(k in r for k in EVIDENCE) and activity.judge(r, feature.load("cow-pte"))[0] == activity.OFF
 
 
 def test_fault_latency_random_parent(cache_dir, tmp_path):

@@ -10,10 +10,10 @@ from harness.errors import BuildError, UserError
 def test_registry_and_params():
     assert "fork-memory" in workloads.names()
     w = workloads.Workload.load("fork-memory")
-    p = w.params({"mib": "64", "cow-pte": "1"})
-    assert p["mib"] == 64 and p["cow_pte"] == 1 and p["repeat"] == 1
+    p = w.params({"mib": "64", "feature": "1"})
+    assert p["mib"] == 64 and p["feature"] == 1 and p["repeat"] == 1
     assert w.argv(p)[:2] == ["python3", "/tmp/harness/workloads/fork-memory/driver.py"]
-    assert "--cow-pte" in w.argv(p)
+    assert "--feature" in w.argv(p)
 
 
 def test_unknown_workload_and_parameter():

@@ -6,9 +6,9 @@ core_pattern is recorded, never changed). Halfway through, the fork server's VmP
 /proc/meminfo PageTables are read. The record's figures come from AFL's fuzzer_stats; its
 `seconds` is the parameter (a group axis), AFL's measured run_time is `elapsed_s`.
 
-cow_pte=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
+feature=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
 in the fork server, forks one throwaway child and calls the prctl again; it writes those facts to
-a file read here. cow_pte_proof is "active" only when every fork server saw prctl return 0 and the
+a file read here. feature_proof is "active" only when every fork server saw prctl return 0 and the
 second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's own
 counters around the fork server's first fork (PageTables, VmPTE of server and child; read by the
 same library, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
@@ -92,7 +92,7 @@ def proof_fields(requested, lines):
     The first fork server's prctl facts go in the record; the proof needs every one of them."""
     if not requested:
         return {"prctl_ret": None, "prctl_errno": None, "prctl_again_ret": None,
-                "prctl_again_errno": None, "cow_pte_proof": None, "forkservers_proved": None,
+                "prctl_again_errno": None, "feature_proof": None, "forkservers_proved": None,
                 "forkserver_pid": None}
     first = lines[0] if lines else {}
     active = bool(lines) and all(
@@ -101,7 +101,7 @@ def proof_fields(requested, lines):
     return {"prctl_ret": first.get("prctl_ret"), "prctl_errno": first.get("prctl_errno"),
             "prctl_again_ret": first.get("prctl_again_ret"),
             "prctl_again_errno": first.get("prctl_again_errno"),
-            "cow_pte_proof": "active" if active else "not proven",
+            "feature_proof": "active" if active else "not proven",
             "forkservers_proved": len(lines), "forkserver_pid": first.get("pid")}
 
 
@@ -233,7 +233,7 @@ def fuzz_env(args, library, files, emulate_shm, emulate_flock):
     if emulate_flock:
         env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
     env.update(HARNESS_FORK_COUNTERS=files["counters"], AFL_PRELOAD=library)
-    if args.cow_pte:
+    if args.feature:
         env.update(HARNESS_COW_PTE_PROOF=files["proof"])
     return env
 
@@ -277,7 +277,7 @@ def main():
 
     work = work_dir()
     files = {name: os.path.join(work, leaf) for name, leaf in (
-        ("seeds", "in"), ("out", "out"), ("shm", "shm"), ("proof", "cow_pte_proof"),
+        ("seeds", "in"), ("out", "out"), ("shm", "shm"), ("proof", "feature_proof"),
         ("counters", "fork_counters"), ("log", "afl-fuzz.log"))}
     for d in (files["seeds"], files["shm"]):
         os.makedirs(d)
@@ -302,7 +302,7 @@ def main():
         fail_run(f"afl-fuzz exited with {proc.returncode}"
                  + ("" if stats_text else " and wrote no fuzzer_stats"), log_text)
     proofs, counters = json_lines(files["proof"]), json_lines(files["counters"])
-    if args.cow_pte and not proofs:
+    if args.feature and not proofs:
         print(f"afl driver: no COW PTE proof line from the fork server; log:\n{log_text}",
               file=sys.stderr)
 
@@ -311,9 +311,9 @@ def main():
         "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(parse_fuzzer_stats(stats_text)),
         **sample, "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
         "core_pattern": (core_pattern or "").strip() or None,
-        "cow_pte_requested": bool(args.cow_pte), **proof_fields(args.cow_pte, proofs),
+        "feature_requested": bool(args.feature), **proof_fields(args.feature, proofs),
         **counter_fields(counters),
-        "config_cow_pte": guestlib.config_cow_pte(config), **guestlib.clock_fields(clock),
+        "feature_config": guestlib.feature_config(config, args), **guestlib.clock_fields(clock),
     })
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -43,7 +43,22 @@ def status(pid="self"):
     return values
 
 
-def meminfo():
+def stat_refresh():
+    """Fold the per-CPU vmstat deltas into the global counters (root): without it /proc/meminfo
+    PageTables lags by up to a per-CPU threshold on every CPU (a plain 16 MiB fork read +0 kB in
+    one boot, +52 kB in others). True when it was done."""
+    try:
+        with open("/proc/sys/vm/stat_refresh", "w") as fh:
+            fh.write("1")
+        return True
+    except OSError:
+        return False
+
+
+def meminfo(refresh=False):
+    """/proc/meminfo in kB; refresh: fold the per-CPU deltas first (stat_refresh)."""
+    if refresh:
+        stat_refresh()
     values = {}
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -146,11 +161,16 @@ class _Parser(argparse.ArgumentParser):
         bad(message)
 
 
-def params_parser(cow_pte_choices=(0, 1)):
+def params_parser(feature_choices=(0, 1)):
     """An argument parser whose errors are an error record and exit 2, with the options every
-    fork workload has: --cow-pte (int; limited to cow_pte_choices unless None) and --thp."""
+    fork workload has: --feature (int; limited to feature_choices unless None; non-zero asks for
+    the feature), the switch the harness passes from the feature profile (--feature-prctl,
+    --feature-arg, --feature-config; the defaults are the COW PTE series') and --thp."""
     ap = _Parser()
-    ap.add_argument("--cow-pte", type=int, choices=cow_pte_choices, default=0)
+    ap.add_argument("--feature", type=int, choices=feature_choices, default=0)
+    ap.add_argument("--feature-prctl", type=int, default=PR_SET_COW_PTE)
+    ap.add_argument("--feature-arg", type=int, default=0)
+    ap.add_argument("--feature-config", default="CONFIG_COW_PTE")
     ap.add_argument("--thp", choices=sorted(THP), default="nohuge")
     return ap
 
@@ -197,12 +217,13 @@ def held_fork_evidence(lib, hold=None, while_held=None):
     while_held() runs after the reads, before the child is released and reaped.
     Returns (fork_ns, evidence); a failed fork is fail() (exit 4)."""
     parent_before = status()
+    refreshed = stat_refresh()
     mem_before = meminfo()
     child = Child()
     rc = (hold or (lambda c: lib.fu_fork_hold(c, None, None)))(ctypes.byref(child))
     if rc != 0:
         fail("fork", "fork failed", -rc)
-    mem_after = meminfo()
+    mem_after = meminfo(refresh=refreshed)
     parent = status()
     kid = status(child.pid)
     if while_held:
@@ -215,29 +236,33 @@ def held_fork_evidence(lib, hold=None, while_held=None):
         "pagetables_before_kb": mem_before["PageTables"],
         "pagetables_after_kb": mem_after["PageTables"],
         "pagetables_delta_kb": mem_after["PageTables"] - mem_before["PageTables"],
+        "pagetables_refreshed": refreshed,       # per-CPU vmstat deltas folded before both reads
         "anon_huge_kb": mem_before.get("AnonHugePages"),   # system-wide THP in use (meminfo)
         "child_exit_status": wait_status,
     }
 
 
-def cow_pte_prctl(asked):
-    """prctl(PR_SET_COW_PTE) when asked: prctl_ret and prctl_errno, both None when not asked."""
-    ret, errno = prctl(PR_SET_COW_PTE) if asked else (None, None)
+def switch_on(args, asked):
+    """The feature's prctl (args.feature_prctl, args.feature_arg) when asked: prctl_ret and
+    prctl_errno, both None when not asked. Its return code proves nothing (the counters do)."""
+    ret, errno = prctl(args.feature_prctl, args.feature_arg) if asked else (None, None)
     return {"prctl_ret": ret, "prctl_errno": errno}
 
 
-def cow_pte_prctl_again(asked):
-    """The same prctl again after the first COW PTE fork, when asked: prctl_again_ret and
-    prctl_again_errno (None when not asked). The series answers EINVAL only once COW PTE is on for
-    this process (6.2-based)."""
-    ret, errno = prctl(PR_SET_COW_PTE) if asked else (None, None)
+def switch_again(args, asked):
+    """The same prctl again after the first fork with the feature, when asked: prctl_again_ret and
+    prctl_again_errno (None when not asked). The COW PTE series answers EINVAL only once the
+    feature is on for this process (6.2-based)."""
+    ret, errno = prctl(args.feature_prctl, args.feature_arg) if asked else (None, None)
     return {"prctl_again_ret": ret, "prctl_again_errno": errno}
 
 
-def config_cow_pte(config):
-    """The record's config_cow_pte: CONFIG_COW_PTE of kernel_config() ("n" when unset), or None
-    when the kernel's config cannot be read."""
-    return config.get("CONFIG_COW_PTE", "n") if config else None
+def feature_config(config, args):
+    """The record's feature_config: the option args.feature_config of kernel_config() ("n" when
+    unset), or None when the kernel's config cannot be read or no option is named."""
+    if not config or not args.feature_config:
+        return None
+    return config.get(args.feature_config, "n")
 
 
 def clock_fields(clock):

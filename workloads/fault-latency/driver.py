@@ -84,11 +84,11 @@ def main():
     buf, size, pages = guestlib.map_touched(lib, args.mib, args.thp)
     cfg = Config(buf, size, PATTERN[args.pattern], args.random_writes, rounds, SEED)
 
-    prctl = guestlib.cow_pte_prctl(args.cow_pte)
+    prctl = guestlib.switch_on(args, args.feature)
     again = {}
 
     def while_held():
-        again.update(guestlib.cow_pte_prctl_again(args.cow_pte))
+        again.update(guestlib.switch_again(args, args.feature))
         if args.side == "parent":
             lib.fl_write(ctypes.byref(cfg), shared)   # the child stays alive, sharing the memory
 
@@ -107,8 +107,8 @@ def main():
         "type": "record", "workload": "fault-latency", "mib": args.mib, "thp": args.thp,
         "pattern": args.pattern, "side": args.side, "rounds": rounds, "seed": SEED,
         "pages_touched": pages, "fork_ns": fork_ns,
-        "cow_pte_requested": bool(args.cow_pte), **prctl, **again,
-        "config_cow_pte": guestlib.config_cow_pte(config),
+        "feature_requested": bool(args.feature), **prctl, **again,
+        "feature_config": guestlib.feature_config(config, args),
         **evidence, **guestlib.clock_fields(clock),
     }
     for number, r in enumerate(results):

@@ -5,7 +5,7 @@ For each size: map N MiB anonymous private memory, touch every page, then `warmu
 outside the timed region. The first timed fork of each size holds its child alive while the
 driver reads the parent's and the child's VmPTE and /proc/meminfo PageTables before and after
 it: the COW PTE evidence that harness/measure/activity.py judges (same field names as fork-memory).
-With cow_pte=1, prctl(PR_SET_COW_PTE) is called once, just before the process's first fork
+With feature=1, prctl(PR_SET_COW_PTE) is called once, just before the process's first fork
 (a warmup fork of the first size when warmup > 0); COW PTE then stays on for every later fork.
 
 One JSON record per fork. Bad parameters: an error record and exit code 2; a failed mmap,
@@ -60,26 +60,26 @@ def main():
     clock = guestlib.refuse_unless_clock_ok()
     lib = load()
     config = guestlib.kernel_config()
-    prctl = guestlib.cow_pte_prctl(False)
+    prctl = guestlib.switch_on(args, False)
     prctl_again_done = False    # a second prctl after the first COW PTE fork, recorded once
     first_fork = True
 
     for size_mib in sizes:
         buf, size, pages = guestlib.map_touched(lib, size_mib, args.thp)
-        if args.cow_pte and first_fork:
-            prctl = guestlib.cow_pte_prctl(True)
+        if args.feature and first_fork:
+            prctl = guestlib.switch_on(args, True)
 
         common = {
             "type": "record", "workload": "fork-latency", "size_mib": size_mib, "thp": args.thp,
-            "pages_touched": pages, "cow_pte_requested": bool(args.cow_pte),
+            "pages_touched": pages, "feature_requested": bool(args.feature),
             **guestlib.clock_fields(clock),
         }
         warm = forks(lib, args.warmup)
         first_fork = first_fork and not warm
         held_ns, evidence = guestlib.held_fork_evidence(lib)
-        evidence.update({"config_cow_pte": guestlib.config_cow_pte(config), **prctl})
-        if args.cow_pte and not prctl_again_done:
-            evidence.update(guestlib.cow_pte_prctl_again(True))
+        evidence.update({"feature_config": guestlib.feature_config(config, args), **prctl})
+        if args.feature and not prctl_again_done:
+            evidence.update(guestlib.switch_again(args, True))
             prctl_again_done = True
         first_fork = False
         rest = forks(lib, args.reps - 1)

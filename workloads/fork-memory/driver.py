@@ -14,7 +14,7 @@ import guestlib  # noqa: E402
 
 
 def main():
-    ap = guestlib.params_parser(cow_pte_choices=None)   # any integer; non-zero turns COW PTE on
+    ap = guestlib.params_parser(feature_choices=None)   # any integer; non-zero turns COW PTE on
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
@@ -25,18 +25,18 @@ def main():
 
     for rep in range(args.repeat):
         buf, size, pages = guestlib.map_touched(lib, args.mib, args.thp)
-        first = bool(args.cow_pte) and rep == 0
-        prctl = guestlib.cow_pte_prctl(first)
+        first = bool(args.feature) and rep == 0
+        prctl = guestlib.switch_on(args, first)
         fork_ns, evidence = guestlib.held_fork_evidence(lib)
         del evidence["anon_huge_kb"]                      # not part of fork-memory's records
-        again = guestlib.cow_pte_prctl_again(first)
+        again = guestlib.switch_again(args, first)
         if size:
             lib.fu_unmap(buf, size)
         guestlib.emit({
             "type": "record", "workload": "fork-memory", "rep": rep,
             "mib": args.mib, "thp": args.thp, "pages_touched": pages,
-            "cow_pte_requested": bool(args.cow_pte), **prctl, **again,
-            "config_cow_pte": guestlib.config_cow_pte(config),
+            "feature_requested": bool(args.feature), **prctl, **again,
+            "feature_config": guestlib.feature_config(config, args),
             "fork_ns": fork_ns, **evidence, **guestlib.clock_fields(clock),
         })
 

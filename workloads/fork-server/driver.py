@@ -54,15 +54,15 @@ def main():
     config = guestlib.kernel_config()
     heap, size, pages = guestlib.map_touched(lib, args.heap_mib, args.thp)
 
-    prctl = guestlib.cow_pte_prctl(args.cow_pte)
+    prctl = guestlib.switch_on(args, args.feature)
     fork_ns, evidence = guestlib.held_fork_evidence(lib)
-    again = guestlib.cow_pte_prctl_again(args.cow_pte)
+    again = guestlib.switch_again(args, args.feature)
 
     common = {
         "type": "record", "workload": "fork-server", "heap_mib": args.heap_mib, "thp": args.thp,
         "child_pages": args.child_pages, "pages_touched": pages,
-        "cow_pte_requested": bool(args.cow_pte), **prctl, **again,
-        "config_cow_pte": guestlib.config_cow_pte(config),
+        "feature_requested": bool(args.feature), **prctl, **again,
+        "feature_config": guestlib.feature_config(config, args),
         "evidence_fork_ns": fork_ns, **evidence, **guestlib.clock_fields(clock),
     }
     for number in range(args.rounds):

@@ -6,11 +6,11 @@ as the --metrics-brief table in its log; the YAML is parsed, the table is the fa
 measured wall-clock time is `elapsed_s`.
 
 stress-ng is started by a launcher: a child forked from this driver that execs stress-ng, its
-output going to a log file (never to this driver's stdout, the record channel). With cow_pte=1
+output going to a log file (never to this driver's stdout, the record channel). With feature=1
 the launcher first calls prctl(PR_SET_COW_PTE), forks one throwaway child that exits at once (the
 fork that turns COW PTE on: the prctl only marks the process READY, and READY does not survive
 exec), calls the prctl again, and writes those facts to a pipe before the exec; COW PTE, once on,
-survives exec and is inherited by stress-ng's workers and their children. cow_pte_proof is
+survives exec and is inherited by stress-ng's workers and their children. feature_proof is
 "active" only when the first prctl returned 0 and the second failed with EINVAL (the 6.2-based
 series' answer once COW PTE is on). stress-ng runs either way; the facts are recorded.
 
@@ -83,7 +83,7 @@ def metric_fields(values):
 
 
 def proof(requested, facts):
-    """cow_pte_proof from the launcher's facts: None when not requested."""
+    """feature_proof from the launcher's facts: None when not requested."""
     if not requested:
         return None
     if facts.get("prctl_ret") == 0 and facts.get("prctl_again_ret") == -1 \
@@ -92,9 +92,9 @@ def proof(requested, facts):
     return "not proven"
 
 
-def launch(argv, log_path, cow_pte):
+def launch(argv, log_path, switch):
     """Fork the launcher, which execs argv with its output in log_path (after the COW PTE steps
-    when asked). Returns (facts, wait status): the prctl facts the launcher wrote to the pipe."""
+    when switch, the feature's (prctl option, arg), is given). Returns (facts, wait status): the prctl facts the launcher wrote to the pipe."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:   # the launcher
@@ -102,15 +102,15 @@ def launch(argv, log_path, cow_pte):
             os.close(rfd)
             facts = {"prctl_ret": None, "prctl_errno": None, "prctl_again_ret": None,
                      "prctl_again_errno": None, "throwaway_status": None}
-            if cow_pte:
-                ret, err = guestlib.prctl(guestlib.PR_SET_COW_PTE)
+            if switch:
+                ret, err = guestlib.prctl(switch[0], switch[1])
                 facts.update(prctl_ret=ret, prctl_errno=err)
                 if ret == 0:   # the fork that consumes READY; nothing is timed here
                     child = os.fork()
                     if child == 0:
                         os._exit(0)
                     facts["throwaway_status"] = os.waitpid(child, 0)[1]
-                    again, again_err = guestlib.prctl(guestlib.PR_SET_COW_PTE)
+                    again, again_err = guestlib.prctl(switch[0], switch[1])
                     facts.update(prctl_again_ret=again, prctl_again_errno=again_err)
             os.write(wfd, json.dumps(facts).encode())
             os.close(wfd)
@@ -160,7 +160,7 @@ def main():
     yaml_path, log_path = os.path.join(work, "metrics.yaml"), os.path.join(work, "stress-ng.log")
     argv = [stress_ng, "--fork", str(args.workers), "--timeout", f"{args.seconds}s",
             "--metrics-brief", "--yaml", yaml_path, "--temp-path", work]
-    facts, status = launch(argv, log_path, args.cow_pte)
+    facts, status = launch(argv, log_path, (args.feature_prctl, args.feature_arg) if args.feature else None)
     code = os.waitstatus_to_exitcode(status)
     with open(log_path, errors="replace") as fh:
         log = fh.read()
@@ -184,12 +184,12 @@ def main():
         "type": "record", "workload": "stress-fork", "stressor": "fork", "workers": args.workers,
         "seconds": args.seconds, **metric_fields(metrics["fork"]),
         "metrics_source": source, "stress_ng_version": version.group(1) if version else None,
-        "cow_pte_requested": bool(args.cow_pte), "prctl_ret": facts.get("prctl_ret"),
+        "feature_requested": bool(args.feature), "prctl_ret": facts.get("prctl_ret"),
         "prctl_errno": facts.get("prctl_errno"), "prctl_again_ret": facts.get("prctl_again_ret"),
         "prctl_again_errno": facts.get("prctl_again_errno"),
         "throwaway_status": facts.get("throwaway_status"),
-        "cow_pte_proof": proof(args.cow_pte, facts),
-        "config_cow_pte": guestlib.config_cow_pte(config), **guestlib.clock_fields(clock),
+        "feature_proof": proof(args.feature, facts),
+        "feature_config": guestlib.feature_config(config, args), **guestlib.clock_fields(clock),
     })
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
