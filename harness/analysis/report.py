@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import inference, plots, stats, units, variants
+from harness.analysis import inference, plots, stats, units, variants, verdict
 
 TOLERANCE = 0.10
 
@@ -94,7 +94,7 @@ def compare_table(comp, cols):
                      "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
                      "between boots": share_text(r.get("boot_share")),
                      "layout": share_text(r.get("layout_share")),
-                     "verdict": r["verdict"]})
+                     "verdict": verdict.prose(r["verdict"])})
     return pd.DataFrame(rows)
 
 

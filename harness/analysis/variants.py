@@ -19,6 +19,8 @@ no measured boot-to-boot spread.
 import numpy as np
 from scipy import stats as sps
 
+from harness.analysis import verdict
+
 TIME_UNITS = ("ns", "us", "ms", "s")
 
 
@@ -146,16 +148,12 @@ METHOD_TEXT = ("Between two binaries measured in real time as several layout var
                "variant per kernel) is \"not judged\": its ratio and the design that would judge it.")
 
 
-UNJUDGED = {
-    "1 boot": "boot-to-boot spread not measured; judge it with --boots 5 or more (or harness reproduce)",
-    "1 layout": "layout spread not measured between two binaries; judge it with --variants 3 or more "
-                "(or harness reproduce)",
-}
+UNJUDGED = verdict.UNJUDGED
 
 
 def unjudged(row, why):
     """The verdict of a comparison whose spread at one level was not measured: its ratio, no
     direction word, and the design that would judge it."""
     ratio = row.get("ratio", np.nan)
-    shown = "no ratio" if ratio is None or np.isnan(ratio) else f"ratio {ratio:.3f}"
-    return f"not judged [{why}]: {shown}; {UNJUDGED[why]}"
+    return verdict.Verdict(verdict.NOT_JUDGED, ratio=float("nan") if ratio is None else float(ratio),
+                           level=why)

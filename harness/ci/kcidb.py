@@ -299,7 +299,7 @@ class Document:
                         "boot_share": r["boot_share"], "min": r["min"], "max": r["max"],
                         "timing": self.meta.get("timing")}
                 if v:
-                    misc.update(baseline=v["baseline"], verdict=v["verdict"], ratio=v["ratio"],
+                    misc.update(baseline=v["baseline"], verdict=str(v["verdict"]), ratio=v["ratio"],
                                 ci_low=v["ci_low"], ci_high=v["ci_high"], p_value=v.get("p_value"),
                                 q_value=v.get("q_value"))
                 self.add_test(build_id, [label, workload, params, kind, r["metric"]],

@@ -102,13 +102,13 @@ def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
     df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
     one = df[df["variant"] == 0]
     row = stats.compare(one, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
-    assert row["verdict"].startswith("not judged [1 layout]: ratio 1.1")
-    assert "slower" not in row["verdict"] and "--variants" in row["verdict"]
+    assert str(row["verdict"]).startswith("not judged [1 layout]: ratio 1.1")
+    assert row["verdict"].direction == "not judged" and "--variants" in str(row["verdict"])
     same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]     # one binary, two labels
-    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"] == "slower"
+    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"].direction == "slower"
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
     icount = icount[icount["variant"] == 0]
-    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"] == "slower"
+    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"].direction == "slower"
 
 
 def test_one_boot_per_kernel_in_real_time_gets_no_direction():
@@ -116,10 +116,10 @@ def test_one_boot_per_kernel_in_real_time_gets_no_direction():
     one = df[df["boot"] == 1]
     same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]
     row = stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]
-    assert row["verdict"].startswith("not judged [1 boot]: ratio 1.1") and "--boots" in row["verdict"]
+    assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 1.1") and "--boots" in str(row["verdict"])
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
     row = stats.compare(icount[icount["boot"] == 1], "fork-latency", base="A: fork", metas=same).iloc[0]
-    assert row["verdict"] == "slower [1 boot]"          # icount: deterministic, repetitions suffice
+    assert row["verdict"].direction == "slower" and row["verdict"].repetitions          # icount: deterministic, repetitions suffice
 
 
 def test_layout_spread_and_the_variants_it_needs():

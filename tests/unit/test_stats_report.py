@@ -150,14 +150,14 @@ def test_verdicts_ci_and_conditions(run):
     # boot-to-boot spread was not measured)
     for _, row in comp.iterrows():
         if row["candidate"] == "patched: COW PTE fork":
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 2.000; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 2.000; ")
             assert row["ci_low"] > 1 and row["ratio"] == pytest.approx(2.0)
             assert row["p_value"] < 0.05 and row["effect"] == 1.0
         elif row["candidate"] == "patched: fork":
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 1.000; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 1.000; ")
             assert row["ci_low"] <= 1 <= row["ci_high"]
         else:
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 0.500; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 0.500; ")
 
 
 def test_direction_words_follow_units():
@@ -165,18 +165,18 @@ def test_direction_words_follow_units():
     assert units.direction_words("kB") == ("larger", "smaller")
     assert units.direction_words("/s") == ("higher", "lower")
     small = stats.compare_samples([1, 2], [3, 4, 5], "ns")
-    assert small["verdict"] == "not enough data"
+    assert small["verdict"].direction == "not enough data"
     mem = stats.compare_samples([100] * 5, [10] * 5, "kB", resamples=200)
-    assert mem["verdict"].startswith("smaller")
+    assert mem["verdict"].direction == "smaller" and mem["verdict"].repetitions
 
 
 def test_noisy_flag(run):
     metas, df = stats.load_runs([run])
     comp = stats.compare(df, "fork-server", resamples=200, metas=metas)
     assert len(comp) == 1 and comp.loc[0, "unit"] == "/s"
-    assert re.search(r"\(noisy: CV \d+%\)$", comp.loc[0, "verdict"])
+    assert re.search(r"\(noisy: CV \d+%\)$", str(comp.loc[0, "verdict"]))
     quiet = stats.compare(df, "fork-server", resamples=200, metas=metas, noisy_cv=5.0)
-    assert "noisy" not in quiet.loc[0, "verdict"]
+    assert "noisy" not in str(quiet.loc[0, "verdict"])
 
 
 def test_mixed_accelerators_refused(tmp_path, run):
