@@ -271,6 +271,16 @@ class RunStore:
                     raise InfraError(f"cannot keep {f} in {self.dir}: {exc.strerror} "
                                      f"(results disk full?)") from None
 
+    def save_experiment(self, text):
+        """experiment.toml: the experiment as run, resolved (harness.experiment.resolved): what
+        `harness run --experiment <run>/experiment.toml` runs again."""
+        path = self.dir / "experiment.toml"
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise InfraError(f"cannot write {path}: {exc.strerror} (results disk full?)") from None
+        return path
+
     def write(self, label, name, text):
         """A log or table beside a kernel's records."""
         path = self.kernel_dir(label) / name
@@ -309,6 +319,9 @@ class NullStore:
 
     def update(self, **fields):
         self.metadata.update(fields)
+
+    def save_experiment(self, text):
+        pass
 
     def update_kernel(self, label, **fields):
         self.metadata["kernels"].setdefault(label, {}).update(fields)
