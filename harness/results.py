@@ -29,6 +29,19 @@ NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "r
               "condition", "boot", "host", "timing", "from_run", "variant"}
 
 
+def plain(value):
+    """A numpy scalar as a Python one; 16.0 as 16 (numeric columns turn float beside NaN)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def params_text(params, cols=None):
+    """A group's parameters as text ("size_mib=16, thp=nohuge"; "–" for none), alike in the
+    report, the summary, junit, kcidb and nightly. params: a dict, or a row with `cols` its keys."""
+    keys = list(params) if cols is None else cols
+    return ", ".join(f"{k}={plain(params[k])}" for k in keys) or "–"
+
+
 def new_run_id():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -57,10 +70,6 @@ def host_facts():
             "loadavg": list(os.getloadavg()), "fingerprint": fingerprint.fingerprint()}
 
 
-def timing_mode(meta):
-    """A run's timing mode: metadata["timing"], or "real" for a run from before the harness wrote
-    it down (every run was real-time then). merge and stats both judge runs by this."""
-    return meta.get("timing") or "real"
 
 
 _HELD = {}          # run folder -> the open file that holds its lock, in this process

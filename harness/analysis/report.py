@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import inference, stats, units, variants, verdict
+from harness import results, stored
 
 TOLERANCE = 0.10
 
@@ -46,8 +47,7 @@ def display_unit(unit, values):
     return 1.0, unit
 
 
-def params_text(row, cols):
-    return ", ".join(f"{c}={row[c]}" for c in cols) or "–"
+params_text = results.params_text
 
 
 def units_by_metric(table, column):
@@ -244,7 +244,7 @@ def header(metas):
                           "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
                          for m in metas])
     blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
-    if any(m.get("timing") == "icount" for m in metas):
+    if any(stored.timing(m) == "icount" for m in metas):
         blocks.append(("warn", ICOUNT_TEXT))
     elif accels != {"kvm"}:
         blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
@@ -390,7 +390,7 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
         claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
-    TIME_NOTE["suffix"] = " (icount)" if any(m.get("timing") == "icount" for m in metas) else ""
+    TIME_NOTE["suffix"] = " (icount)" if any(stored.timing(m) == "icount" for m in metas) else ""
     pngs = draw(df, out_dir) if plots else {}
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []

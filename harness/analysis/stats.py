@@ -19,7 +19,8 @@ from harness.measure import activity
 from harness.analysis import inference, units, variants, verdict
 from harness import paths, stored, ui
 from harness.guest import fingerprint
-from harness.results import NOT_PARAMS, timing_mode
+from harness import results
+from harness.results import NOT_PARAMS
 from harness.analysis.samples import BOOT_UNIT, boot_values  # noqa: F401 (stats.boot_values)
 from harness.results import read_metadata
 from harness.errors import UserError
@@ -122,7 +123,7 @@ def add_conditions(df):
 
 
 def accel_mode(meta):
-    return meta.get("accel", "unknown"), timing_mode(meta)
+    return meta.get("accel", "unknown"), stored.timing(meta)
 
 
 def load_runs(run_dirs):
@@ -204,10 +205,7 @@ def groups(df, workload):
     return out
 
 
-def plain(value):
-    """A numpy scalar as a Python one; 16.0 as 16 (numeric columns turn float beside NaN)."""
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+plain = results.plain
 
 
 def kernel_order(metas, df):
@@ -418,7 +416,7 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
     # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
     in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
-    real = layouts and not (any(timing_mode(m) == "icount" for m in metas)
+    real = layouts and not (any(stored.timing(m) == "icount" for m in metas)
                             or ("timing" in df and df["timing"].eq("icount").any()))
     rows = []
     for params, part in groups(df, workload):

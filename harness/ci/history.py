@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import database, paths, results
+from harness import database, paths, stored
 from harness.analysis import plots, report, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
@@ -80,7 +80,7 @@ def rows_of(run_dir):
     run_id = meta.get("run_id", Path(run_dir).name)
     run = {"run_id": run_id, "date": run_date(meta, run_id),
            "experiment": (meta.get("experiment") or {}).get("name"), "accel": meta.get("accel"),
-           "timing": results.timing_mode(meta), "harness_sha": meta.get("harness_sha"),
+           "timing": stored.timing(meta), "harness_sha": meta.get("harness_sha"),
            "path": str(Path(stats.run_path(run_dir)).resolve()),
            "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     rows = []

@@ -18,7 +18,7 @@ import numbers
 import re
 from pathlib import Path
 
-from harness import safety, stored, ui
+from harness import results, safety, stored, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -76,10 +76,7 @@ def _plain_leaf(value):
     return None if math.isnan(value) else float(value)
 
 
-def params_text(row, cols):
-    """A group's parameters as text, alike from the describe and the compare tables (16.0 is 16)."""
-    from harness.analysis import stats      # the analysis stack loads where it is used (#22)
-    return ", ".join(f"{c}={stats.plain(row[c])}" for c in cols) or "–"
+params_text = results.params_text
 
 
 def drop_empty(obj):
