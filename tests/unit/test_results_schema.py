@@ -55,3 +55,26 @@ def test_compare_samples_gives_the_evidence_with_the_verdict():
     assert v.direction == "slower" and v.boots == 3 and not v.repetitions and v.layouts == 0
     assert v.ratio == pytest.approx(row["ratio"]) and v.low == row["ci_low"] and v.high == row["ci_high"]
     assert v.low < v.ratio < v.high and not math.isnan(v.low)
+
+
+def test_the_doc_check_catches_a_field_written_and_not_documented_and_one_missing(tmp_path):
+    from harness import stored
+    from tests import results_doc
+    from tests.unit import runs
+    rec = {"type": "record", "boot": 1, "task": "1:fork-memory", "kernel": "stock", "workload": "fork-memory",
+           "host": "h", "timing": "real", "mib": 64, "fork_ns": 1000, "child_vmpte_kb": 4}
+    run = runs.build(tmp_path, "r1", {"stock": {"boots": {"1": {"status": "ok"}}}},
+                     {("stock", "fork-memory"): [rec, {**rec, "surprise_kb": 3}]})
+    problems = results_doc.gaps(run)
+    assert "stock/fork-memory.jsonl:2: field surprise_kb is written but not documented" in problems
+    assert not any(p.startswith("stock/fork-memory.jsonl:1") for p in problems)
+    # documented as always written, and not there: the fake run has no design, image, qemu, ...
+    assert "metadata.json: field design is documented as always written but missing" in problems
+    assert "kernels.stock.boots.1: field boot_seconds is documented as always written but missing" in problems
+    (run / "stock" / "notes.txt").write_text("?")
+    assert "stock/notes.txt: a file the doc does not describe" in results_doc.gaps(run)
+    # the typed reader: its mode computed in one place
+    meta = stored.run(run)
+    assert meta.run_id == "r1" and meta.mode == ("tcg", "real") and stored.mode(meta.data) == meta.mode
+    assert meta.kernels["stock"].ok and meta.kernels["stock"].boots == {1: {"status": "ok"}}
+    assert stored.mode({"timing": "icount"}) == (None, None) and stored.timing({}) == "real"
