@@ -122,14 +122,10 @@ def add_conditions(df):
     return df
 
 
-def accel_mode(meta):
-    return meta.get("accel", "unknown"), stored.timing(meta)
-
-
 def load_runs(run_dirs):
     """(list of metadata, concatenated records); runs of different accelerator or timing refused."""
     loaded = [load_run(d) for d in run_dirs]
-    modes = {accel_mode(m) for m, _ in loaded}
+    modes = {stored.mode(m) for m, _ in loaded} - {(None, None)}    # (None, None): never booted
     if len(modes) > 1:
         desc = ", ".join(f"{m.get('run_id')}: accel={m.get('accel')}"
                          + (f" timing={m['timing']}" if m.get("timing") else "") for m, _ in loaded)
