@@ -437,7 +437,7 @@ def _load(run_dirs):
         _LOADED[key] = stats.load_runs(run_dirs)
     metas, df = _LOADED[key]
     df = df.copy()
-    _DESCRIBED["frame"] = df.attrs["loaded"] = (key, len(df))
+    _DESCRIBED.setdefault("frames", []).append(df)     # held: their ids stay theirs
     return metas, df
 
 
@@ -447,12 +447,11 @@ _DESCRIBED = {}
 def described(df, workload):
     """stats.describe, once per workload of the runs _load gave (the text summary and the report
     both show it)."""
-    key = df.attrs.get("loaded")
-    if key is None or key != _DESCRIBED.get("frame") or key[1] != len(df):
+    if not any(df is frame for frame in _DESCRIBED.get("frames", [])):
         return stats.describe(df, workload)
-    if workload not in _DESCRIBED:
-        _DESCRIBED[workload] = stats.describe(df, workload)
-    return _DESCRIBED[workload].copy()
+    if ("describe", workload) not in _DESCRIBED:
+        _DESCRIBED[("describe", workload)] = stats.describe(df, workload)
+    return _DESCRIBED[("describe", workload)].copy()
 
 
 def cv_summary(run_dirs, limit=None):
