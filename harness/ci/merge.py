@@ -23,7 +23,7 @@ from pathlib import Path
 from harness import safety, stored, ui
 from harness.ci import cells as cells_mod
 from harness.errors import UserError
-from harness.experiment import Experiment
+from harness.experiment import Experiment, resolved
 from harness.results import RunStore
 
 # kept from the first run that has them
@@ -255,8 +255,10 @@ def merge(run_dirs, out=None):
         for path in sorted(s.dir.iterdir()):
             if path.is_dir() and path.name in labels:
                 join_folder(path, safety.inside(store.dir, path.name, "kernel folder"), host, s.id)
-            elif path.is_file() and not path.is_symlink() and not path.name.startswith(("metadata.json", ".lock")):
+            elif path.is_file() and not path.is_symlink() and not path.name.startswith(
+                    ("metadata.json", ".lock", "experiment.toml")):
                 join_file(path, store.dir / path.name, host, s.id)
     store.metadata = meta
     store.save()
+    store.save_experiment(resolved(Experiment.from_dict(meta["experiment"])))   # the whole, not a cell
     return store

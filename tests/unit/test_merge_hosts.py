@@ -75,6 +75,10 @@ def test_same_kernels_from_two_hosts_are_joined_and_keep_their_host(root):
     a, b = partial(root, "run-a"), partial(root, "run-b", failed=("patched",))
     merged = merge.merge([a, b], out=root / "merged").dir
     meta = json.loads((merged / "metadata.json").read_text())
+    # the merged run's reproducer is the whole experiment, not one cell's
+    again = experiment.load(merged / "experiment.toml")
+    assert sorted(w.params["mib"] for w in again.workloads) == [16, 16, 32, 32] and again.cells is None
+    assert [(k.label, k.series) for k in again.kernels] == [("stock", None), ("patched", "s.mbox")]
     # records of one file from two runs are appended, each with its run's host
     for label in ("stock", "patched"):
         recs = lines(merged, label)
