@@ -180,7 +180,8 @@ def param_columns(df, workload):
     """The fields that tell groups apart: manifest parameters and known axes present here."""
     wanted = list(AXES) + list(manifest(workload).get("params", {}))
     found = [c for c in dict.fromkeys(wanted) if c in df and c not in NOT_PARAMS]
-    return [c for c in found if c not in metrics(df, workload) and df[c].notna().any()]
+    measured = metrics(df, workload)            # once, not once per column
+    return [c for c in found if c not in measured and df[c].notna().any()]
 
 
 def measured(df):
