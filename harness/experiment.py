@@ -5,7 +5,9 @@
   [build], [guest], [design]  the options of harness.options, by their field names (e.g. [guest]
                    memory_mib = 2048; [design] boots = 5, order = "random", seed = 3)
   [[kernels]]   label, patched (bool), fragments (names in kernel-config/ or paths), base
-                (this kernel's base config: tinyconfig, defconfig or a file; default [build] base)
+                (this kernel's base config: tinyconfig, defconfig or a file; default [build] base);
+                source and series: this kernel's own (a resolved file, `resolved()`, names them for
+                every kernel; a kernel with a series is patched)
   [[workloads]] name, params (table; a list value runs the workload once per value),
                 repeat (how many times to run the workload, default 1)
   [[claims]]    figures the series claims, checked by the report (see harness/analysis/report.py)
@@ -190,16 +192,20 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     options.check_table(str(path), data, top)
     source = kernel_src or data.get("source")
     series_spec = series or _beside_repo(data.get("series"))
-    if not source:
+    if not source and not all(isinstance(k, dict) and k.get("source") for k in data["kernels"]):
         raise UserError(f"{path} names no kernel source; pass --kernel-src")
     kernels = []
     for i, k in enumerate(data["kernels"], 1):
         options.check_table(f"{path}: [[kernels]] entry {i}", k, options.FILE_KEYS["kernels"])
-        if k.get("patched", False) and not series_spec:
+        own = _beside_repo(k.get("series"))
+        if own is None and k.get("patched", False) and not series_spec:
             raise UserError(f"{path}: kernel '{k['label']}' is patched but no series is named; "
                             f"pass --series")
-        kernels.append(KernelSpec(k["label"], source, list(k.get("fragments", DEFAULT_FRAGMENTS)),
-                                  series_spec if k.get("patched", False) else None, k.get("base")))
+        kernels.append(KernelSpec(k["label"], kernel_src or k.get("source") or source,
+                                  list(k.get("fragments", DEFAULT_FRAGMENTS)),
+                                  (series or own) if own else
+                                  (series_spec if k.get("patched", False) else None),
+                                  k.get("base"), k.get("layout", 0)))
     if not kernels:
         raise UserError(f"{path} has no [[kernels]]")
     for i, c in enumerate(data.get("claims", []), 1):
@@ -217,6 +223,33 @@ def load(name_or_path, kernel_src=None, series=None, **overrides):
     exp = replace(exp, **{k: v for k, v in overrides.items() if v is not None})
     design(exp, path)
     return exp
+
+
+def resolved(exp):
+    """The experiment as run, as an experiment file's text (saved as experiment.toml in its run):
+    every kernel with its own source, series, fragments, base and layout, every workload with its
+    parameters expanded, every option set. `harness run --experiment <run>/experiment.toml` runs
+    it again; nothing of a multi-kernel experiment is lost (the command line names one series)."""
+    import tomli_w
+    from harness.safety import redact_all       # credentials in URLs are never stored
+    data = {"name": exp.name}
+    for option in options.OPTIONS:
+        value = getattr(exp, option.name)
+        if value is not None and not option.commands:
+            (data.setdefault(option.section, {}) if option.section else data)[option.name] = value
+    if exp.selftests:
+        data["selftests"] = list(exp.selftests)
+    data["kernels"] = []
+    for k in exp.kernels:
+        entry = {"label": k.label, "source": k.source, "fragments": list(k.fragments)}
+        entry.update({key: value for key, value in (("series", k.series), ("base", k.base),
+                                                     ("layout", k.layout)) if value})
+        data["kernels"].append(entry)
+    data["workloads"] = [{"name": w.name, "params": dict(w.params)} for w in exp.workloads]
+    if exp.claims:
+        data["claims"] = [dict(c) for c in exp.claims]
+    return ("# the experiment as run (harness run --experiment <this file> runs it again)\n"
+            + tomli_w.dumps(redact_all(data)))
 
 
 def design(exp, where="the request"):

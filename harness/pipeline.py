@@ -18,7 +18,7 @@ from harness.analysis import tables          # its pandas loads only when a tabl
 from harness.guest import image as image_mod
 from harness.kernel.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
-from harness.experiment import Experiment
+from harness.experiment import Experiment, resolved
 from harness.guest.machine import Machine, qemu_version
 from harness.results import RunStore
 from harness.measure.workloads import Workload
@@ -69,6 +69,7 @@ class Run:
         exp = self.exp
         if not self.skip:
             self.store.update(command=exp.command_line(), experiment=exp.to_dict(), feature=self.profile.name)
+            self.store.save_experiment(resolved(exp))
         plan = schedule.plan(exp)
         self.store.update(design=plan.as_dict())
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")

@@ -31,6 +31,19 @@ NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "r
               "condition", "boot", "host", "timing", "from_run", "variant"}
 
 
+def plain(value):
+    """A numpy scalar as a Python one; 16.0 as 16 (numeric columns turn float beside NaN)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def params_text(params, cols=None):
+    """A group's parameters as text ("size_mib=16, thp=nohuge"; "–" for none), alike in the
+    report, the summary, junit, kcidb and nightly. params: a dict, or a row with `cols` its keys."""
+    keys = list(params) if cols is None else cols
+    return ", ".join(f"{k}={plain(params[k])}" for k in keys) or "–"
+
+
 def new_run_id():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{secrets.token_hex(3)}"
@@ -59,10 +72,6 @@ def host_facts():
             "loadavg": list(os.getloadavg()), "fingerprint": fingerprint.fingerprint()}
 
 
-def timing_mode(meta):
-    """A run's timing mode: metadata["timing"], or "real" for a run from before the harness wrote
-    it down (every run was real-time then). merge and stats both judge runs by this."""
-    return meta.get("timing") or "real"
 
 
 _HELD = {}          # run folder -> the open file that holds its lock, in this process
@@ -273,6 +282,16 @@ class RunStore:
                     raise InfraError(f"cannot keep {f} in {self.dir}: {exc.strerror} "
                                      f"(results disk full?)") from None
 
+    def save_experiment(self, text):
+        """experiment.toml: the experiment as run, resolved (harness.experiment.resolved): what
+        `harness run --experiment <run>/experiment.toml` runs again."""
+        path = self.dir / "experiment.toml"
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise InfraError(f"cannot write {path}: {exc.strerror} (results disk full?)") from None
+        return path
+
     def write(self, label, name, text):
         """A log or table beside a kernel's records."""
         path = self.kernel_dir(label) / name
@@ -311,6 +330,9 @@ class NullStore:
 
     def update(self, **fields):
         self.metadata.update(fields)
+
+    def save_experiment(self, text):
+        pass
 
     def update_kernel(self, label, **fields):
         self.metadata["kernels"].setdefault(label, {}).update(fields)

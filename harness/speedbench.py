@@ -4,7 +4,8 @@
   Python process as a user starts it.
 - `harness report` on a 3-kernel x 6-boot run of the shape `harness reproduce` writes (generated:
   fork-latency at 12 sizes, fork-memory, fault-latency and fork-server, plain forks and the
-  default feature profile's).
+  default feature profile's), with its plots and with --no-plots (the text, report.md and
+  report.html; matplotlib not loaded).
 - with --builds: a kernel (guest-base + selftests) built in a scratch cache's workbench (the
   sources and images of the usual cache shared), then a series on top of it (default: the test
   series, a few lines in init/main.c and kernel/sysctl.c): seconds and objects compiled each.
@@ -76,8 +77,10 @@ def cli_rows(times):
         rows.append((f"harness {' '.join(args)}", f"median {med:.2f} s", f"min {lo:.2f}, max {hi:.2f}, {times} runs"))
     with tempfile.TemporaryDirectory(prefix="harness-speed-") as tmp:
         run = sample_run(tmp)
-        med, lo, hi = wall(harness + ["report", str(run)], 3)
-        rows.append(("harness report, 3 kernels x 6 boots", f"median {med:.2f} s", f"min {lo:.2f}, max {hi:.2f}, 3 runs"))
+        for extra, what in (([], "with plots"), (["--no-plots"], "--no-plots")):
+            med, lo, hi = wall(harness + ["report", str(run), "--out", tmp + "/out"] + extra, 3)
+            rows.append((f"harness report, 3 kernels x 6 boots, {what}", f"median {med:.2f} s",
+                         f"min {lo:.2f}, max {hi:.2f}, 3 runs"))
     return rows
 
 

@@ -3,6 +3,9 @@ its schema (docs/results.md) gives and naming the file, the line and the field i
 
 - metadata(path): a run's metadata.json: an object; run_id, started, accel, timing text; kernels
   an object of objects; experiment an object. A broken one is a UserError (exit 2).
+- run(path): the same metadata.json as a typed value (Run: its run_id, times, mode, kernels with
+  their boots and tasks); timing(meta) and mode(meta) answer for a run's dict or a Run, the one
+  place a run's timing and mode are computed.
 - json_object(path): a JSON file holding one object (<kernel>/kernel.json).
 - records(path, metrics): a <kernel>/<workload>.jsonl: one JSON object per line; `type` text,
   `boot` a whole number from 1, every declared metric a finite number. A last line cut short by a
@@ -16,6 +19,7 @@ harness.ci.history and harness.database (SQLite: its schema is its tables).
 """
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import ui
@@ -83,6 +87,71 @@ def metadata(path):
     return data
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel of a run as metadata.json holds it (docs/results.md, kernels.<label>)."""
+    label: str
+    status: str = None
+    boots: dict = field(default_factory=dict)     # boot number (int) -> its facts
+    tasks: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)     # every field as written
+
+    @property
+    def ok(self):
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's metadata.json as a typed value (docs/results.md, metadata.json)."""
+    path: Path
+    run_id: str
+    started: str = None
+    finished: str = None
+    interrupted: str = None
+    accel: str = None
+    timing: str = "real"
+    command: str = None
+    harness_sha: str = None
+    experiment: dict = None
+    design: dict = field(default_factory=dict)
+    kernels: dict = field(default_factory=dict)   # label -> Kernel
+    data: dict = field(default_factory=dict)      # every field as written
+
+    @property
+    def mode(self):
+        return mode(self.data)
+
+
+def timing(meta):
+    """A run's timing mode: its `timing`, or "real" for a run from before the harness wrote it
+    down (every run was real-time then). meta: a metadata dict or a Run."""
+    if isinstance(meta, Run):
+        return meta.timing
+    return meta.get("timing") or "real"
+
+
+def mode(meta):
+    """(accel, timing) of a run, what decides whether two runs' times compare; (None, None) when
+    no kernel got as far as booting. meta: a metadata dict or a Run."""
+    data = meta.data if isinstance(meta, Run) else meta
+    return (data["accel"], timing(data)) if data.get("accel") else (None, None)
+
+
+def run(path):
+    """A run's metadata.json (the file, or its run folder) as a Run, its shape checked."""
+    path = Path(path)
+    path = path / "metadata.json" if path.is_dir() else path
+    data = metadata(path)
+    kernels = {label: Kernel(label, info.get("status"),
+                             {int(n) if str(n).isdigit() else n: b for n, b in info.get("boots", {}).items()},
+                             list(info.get("tasks", [])), info)
+               for label, info in data.get("kernels", {}).items()}
+    return Run(path.parent, data.get("run_id") or path.parent.name, data.get("started"), data.get("finished"),
+               data.get("interrupted"), data.get("accel"), timing(data), data.get("command"),
+               data.get("harness_sha"), data.get("experiment"), data.get("design") or {}, kernels, data)
+
+
 def records(path, metrics=(), skip_other_types=False):
     """The records of a JSONL file, each checked (see the module's docstring)."""
     lines = _read(path).splitlines()
@@ -93,7 +162,8 @@ def records(path, metrics=(), skip_other_types=False):
             rec = json.loads(line)
         except json.JSONDecodeError:
             if i == len(numbered) - 1:
-                break               # a line cut short by a crash
+                ui.warn(f"{path}:{number}: a last line cut short (a crash while writing) left out")
+                break
             raise UserError(f"{path}:{number}: not a JSON record; the file is damaged") from None
         where = f"{path}:{number}"
         if not isinstance(rec, dict):

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from harness.analysis import inference, layoutcal, stats
+from harness.analysis import inference, layoutcal, stats, verdict
 from harness import ui
 from harness.errors import UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec, WorkloadSpec
@@ -78,7 +78,7 @@ def per_repetition(df):
 
 
 def called(table):
-    return int(table["verdict"].str.startswith(DIFFERENT).sum()) if len(table) else 0
+    return sum(v.direction in DIFFERENT for v in table["verdict"]) if len(table) else 0
 
 
 def analyse(run_dir, effect=0.05):
@@ -95,14 +95,15 @@ def analyse(run_dir, effect=0.05):
               "design": (metas[0].get("design") or {}).get("stopped"),
               "aa": {"verdicts": len(aa), "different": called(aa),
                      "rows": aa[["workload", "metric", "ratio", "ci_low", "ci_high", "q_value", "verdict"]
-                                + [c for c in ("size_mib", "side") if c in aa]].to_dict("records")},
+                                + [c for c in ("size_mib", "side") if c in aa]]
+                     .assign(verdict=lambda t: t["verdict"].map(verdict.prose)).to_dict("records")},
               "aa_per_repetition": {"verdicts": len(old), "different": called(old)},
               "power": []}
     for k in range(1, boots + 1):
         table = judged(df, max_boot=k, effect=effect, metas=metas)
         if len(table):           # a group with one value per boot has no verdict from one boot
-            table = table[table["verdict"] != "not enough data"]
-        seen = int(table["verdict"].str.startswith("slower").sum()) if len(table) else 0
+            table = table[[v.direction != verdict.NOT_ENOUGH for v in table["verdict"]]]
+        seen = sum(v.direction == "slower" for v in table["verdict"]) if len(table) else 0
         result["power"].append({"boots": k, "verdicts": len(table), "detected": seen})
     result["detected_after_boots"] = steady(result["power"])
     result["needed"] = needed(df, effect)

@@ -11,7 +11,7 @@ variant, and the variants per kernel that would see the injected effect with 80%
 """
 import numpy as np
 
-from harness.analysis import stats, variants
+from harness.analysis import stats, variants, verdict
 
 
 def _variants(df, label):
@@ -32,7 +32,7 @@ def one_variant_each(df, metas, judged, called):
             keep = ((df["kernel"] == "A") & (df["variant"] == a)) | ((df["kernel"] == "B") & (df["variant"] == b))
             table = judged(df[keep], metas=metas, layouts=False)
             if len(table):
-                table = table[table["verdict"] != "not enough data"]
+                table = table[[v.direction != verdict.NOT_ENOUGH for v in table["verdict"]]]
             n, hit = len(table), called(table)
             out["pairs"].append({"a": a, "b": b, "verdicts": n, "different": hit,
                                  "ratios": [round(float(r), 4) for r in table["ratio"]] if n else []})

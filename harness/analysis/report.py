@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import feature
-from harness.analysis import inference, plots, stats, units, variants
+from harness import feature, results, stored
+from harness.analysis import inference, stats, units, variants, verdict
 
 TOLERANCE = 0.10
 
@@ -47,8 +47,7 @@ def display_unit(unit, values):
     return 1.0, unit
 
 
-def params_text(row, cols):
-    return ", ".join(f"{c}={row[c]}" for c in cols) or "–"
+params_text = results.params_text
 
 
 def units_by_metric(table, column):
@@ -95,7 +94,7 @@ def compare_table(comp, cols):
                      "Cliff's δ": "–" if pd.isna(r["effect"]) else f"{r['effect']:+.2f}",
                      "between boots": share_text(r.get("boot_share")),
                      "layout": share_text(r.get("layout_share")),
-                     "verdict": r["verdict"]})
+                     "verdict": verdict.prose(r["verdict"])})
     return pd.DataFrame(rows)
 
 
@@ -259,7 +258,7 @@ def header(metas):
                           "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
                          for m in metas])
     blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
-    if any(m.get("timing") == "icount" for m in metas):
+    if any(stored.timing(m) == "icount" for m in metas):
         blocks.append(("warn", ICOUNT_TEXT))
     elif accels != {"kvm"}:
         blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
@@ -317,7 +316,7 @@ def comparisons(df, metas, resamples, noisy_cv, practical=None, method="bh"):
 def workload_blocks(df, metas, workload, plot, comp, method_note):
     blocks = [("h2", f"Workload: {workload}")]
     cols = stats.param_columns(stats.measured(df[df["workload"] == workload]), workload)
-    desc = stats.describe(df, workload)
+    desc = described(df, workload)
     if desc.empty:
         return blocks + [("p", "no measured records.")]
     blocks += [("h3", "Summary"), ("table", describe_table(desc, cols))]
@@ -396,19 +395,20 @@ def to_html(blocks, title):
 
 
 def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, practical=None,
-          method="bh"):
+          method="bh", plots=True):
     """Write report.md and report.html (in out_dir, default the first run's folder).
 
     claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
-    the experiment's own claims (metadata experiment.claims). Returns (md_path, html_path)."""
+    the experiment's own claims (metadata experiment.claims); plots: draw them (matplotlib loads
+    only then). Returns (md_path, html_path)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     metas, df = _load(run_dirs)
     out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
         claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
-    TIME_NOTE["suffix"] = " (icount)" if any(m.get("timing") == "icount" for m in metas) else ""
-    pngs = plots.write_all(df, out_dir / "plots")
+    TIME_NOTE["suffix"] = " (icount)" if any(stored.timing(m) == "icount" for m in metas) else ""
+    pngs = draw(df, out_dir) if plots else {}
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
     comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
@@ -433,6 +433,13 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     return md_path, html_path
 
 
+def draw(df, out_dir):
+    """{workload: PNG}: the plots, matplotlib imported here only (a report without plots, and
+    every importer of this module, never waits for it)."""
+    from harness.analysis import plots as plots_mod
+    return plots_mod.write_all(df, out_dir / "plots")
+
+
 _LOADED = {}
 
 
@@ -443,9 +450,25 @@ def _load(run_dirs):
                                                    if f.name != "kcidb.json")))
     if key not in _LOADED:
         _LOADED.clear()
+        _DESCRIBED.clear()
         _LOADED[key] = stats.load_runs(run_dirs)
     metas, df = _LOADED[key]
-    return metas, df.copy()
+    df = df.copy()
+    _DESCRIBED.setdefault("frames", []).append(df)     # held: their ids stay theirs
+    return metas, df
+
+
+_DESCRIBED = {}
+
+
+def described(df, workload):
+    """stats.describe, once per workload of the runs _load gave (the text summary and the report
+    both show it)."""
+    if not any(df is frame for frame in _DESCRIBED.get("frames", [])):
+        return stats.describe(df, workload)
+    if ("describe", workload) not in _DESCRIBED:
+        _DESCRIBED[("describe", workload)] = stats.describe(df, workload)
+    return _DESCRIBED[("describe", workload)].copy()
 
 
 def cv_summary(run_dirs, limit=None):
@@ -454,7 +477,7 @@ def cv_summary(run_dirs, limit=None):
     _, df = _load(run_dirs)
     lines = ["coefficient of variation per metric (n, median, CV):"]
     for workload in dict.fromkeys(df["workload"]) if len(df) else []:
-        table = stats.describe(df, workload)
+        table = described(df, workload)
         if table is None or not len(table):
             continue
         keys = [c for c in table.columns if c not in ("condition", "metric", "unit", "n", "median", "iqr",

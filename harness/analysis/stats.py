@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from harness.measure import activity
-from harness.analysis import inference, units, variants
+from harness.analysis import inference, units, variants, verdict
 from harness import feature, paths, stored, ui
 from harness.guest import fingerprint
-from harness.results import NOT_PARAMS, timing_mode
+from harness import results
+from harness.results import NOT_PARAMS
 from harness.analysis.samples import BOOT_UNIT, boot_values  # noqa: F401 (stats.boot_values)
 from harness.results import read_metadata
 from harness.errors import UserError
@@ -124,14 +125,10 @@ def add_conditions(df, profile=None):
     return df
 
 
-def accel_mode(meta):
-    return meta.get("accel", "unknown"), timing_mode(meta)
-
-
 def load_runs(run_dirs):
     """(list of metadata, concatenated records); runs of different accelerator or timing refused."""
     loaded = [load_run(d) for d in run_dirs]
-    modes = {accel_mode(m) for m, _ in loaded}
+    modes = {stored.mode(m) for m, _ in loaded} - {(None, None)}    # (None, None): never booted
     if len(modes) > 1:
         desc = ", ".join(f"{m.get('run_id')}: accel={m.get('accel')}"
                          + (f" timing={m['timing']}" if m.get("timing") else "") for m, _ in loaded)
@@ -187,7 +184,8 @@ def param_columns(df, workload):
     """The fields that tell groups apart: manifest parameters and known axes present here."""
     wanted = list(AXES) + list(manifest(workload).get("params", {}))
     found = [c for c in dict.fromkeys(wanted) if c in df and c not in NOT_PARAMS]
-    return [c for c in found if c not in metrics(df, workload) and df[c].notna().any()]
+    measured = metrics(df, workload)            # once, not once per column
+    return [c for c in found if c not in measured and df[c].notna().any()]
 
 
 def measured(df):
@@ -208,10 +206,7 @@ def groups(df, workload):
     return out
 
 
-def plain(value):
-    """A numpy scalar as a Python one; 16.0 as 16 (numeric columns turn float beside NaN)."""
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+plain = results.plain
 
 
 def kernel_order(metas, df):
@@ -318,13 +313,13 @@ def compare_samples(base, cand, unit, resamples=2000, seed=0, noisy_cv=0.05, alp
            "boot_share": np.nan, "unit_of_replication": "", "rounds": 0, "practical": practical}
     by_boots = min(len(base), len(cand)) >= 1 and max(len(base), len(cand)) >= 2
     if not by_boots and (len(b) < 3 or len(c) < 3):
-        return {**row, "verdict": "not enough data"}
+        return {**row, "verdict": verdict.Verdict(verdict.NOT_ENOUGH, **evidence(row))}
     if row["median_base"]:
         row["ratio"] = row["median_cand"] / row["median_base"]
     rounds = inference.paired_interval(pairs, alpha) if pairs else None
     boots = rounds or inference.boot_interval(base, cand, alpha)
     if boots is None and by_boots:
-        return {**row, "verdict": "no ratio (the baseline is 0)"}
+        return {**row, "verdict": verdict.Verdict(verdict.NO_RATIO, **evidence(row))}
     if boots:
         row["ratio"], row["ci_low"], row["ci_high"], row["p_value"] = boots
         row["unit_of_replication"] = f"boot (paired in {len(pairs)} rounds)" if rounds else "boot"
@@ -350,28 +345,36 @@ def bound_of(row):
     return max(abs(row["ci_low"] - 1), abs(row["ci_high"] - 1))
 
 
+def evidence(row):
+    """The evidence fields of a verdict from its comparison row: boots (the side with fewer),
+    layout variants (the side with fewer; 0 when none were measured) and whether one boot's
+    repetitions stood in for boots."""
+    boots = min(int(row.get("boots_base", 0) or 0), int(row.get("boots_cand", 0) or 0))
+    variants_text = row.get("variants")
+    layouts = (min(int(x) for x in variants_text.split("/"))
+               if isinstance(variants_text, str) and variants_text else 0)
+    return {"boots": boots, "layouts": layouts,
+            "repetitions": str(row.get("unit_of_replication", "")).startswith("repetition")}
+
+
 def decide(row, unit, alpha=ALPHA, noisy_cv=0.05):
-    """The verdict of one comparison row from its q value (its p until a family adjusts it), its
-    ratio against the practical threshold, and its interval."""
-    if row.get("verdict") == "not enough data" or np.isnan(row["ratio"]):
-        return "not enough data"
+    """The verdict (verdict.Verdict) of one comparison row from its q value (its p until a family
+    adjusts it), its ratio against the practical threshold, and its interval."""
+    if verdict.direction(row.get("verdict")) == verdict.NOT_ENOUGH or np.isnan(row["ratio"]):
+        return verdict.Verdict(verdict.NOT_ENOUGH, **evidence(row))
     practical = row.get("practical", PRACTICAL)
     change = row["ratio"] - 1
     up, down = units.direction_words(unit)
-    if row["q_value"] < alpha and abs(change) >= practical:
-        verdict = up if change > 0 else down
-    elif row["q_value"] < alpha:
-        verdict = f"no practical difference ({change:+.1%} < {practical:.0%})"
-    else:
-        bound = bound_of(row)
-        verdict = "no significant difference" + ("" if np.isnan(bound) else f" (none > {bound:.1%})")
+    size = {"ratio": float(row["ratio"]), "low": float(row["ci_low"]), "high": float(row["ci_high"]),
+            **evidence(row),
+            "noisy_cv": float(row["cv_max"]) if row["cv_max"] > noisy_cv else np.nan}
     if row.get("spread") in variants.UNJUDGED:    # a level's spread not measured: no direction
-        verdict = variants.unjudged(row, row["spread"])
-    elif row.get("unit_of_replication", "").startswith("repetition"):
-        verdict += " [1 boot]"          # boot-to-boot variation not measured
-    if row["cv_max"] > noisy_cv:
-        verdict += f" (noisy: CV {row['cv_max']:.0%})"
-    return verdict
+        return verdict.Verdict(verdict.NOT_JUDGED, level=row["spread"], **size)
+    if row["q_value"] < alpha and abs(change) >= practical:
+        return verdict.Verdict(up if change > 0 else down, **size)
+    if row["q_value"] < alpha:
+        return verdict.Verdict(verdict.NO_PRACTICAL, change=change, practical=practical, **size)
+    return verdict.Verdict(verdict.NO_SIGNIFICANT, bound=bound_of(row), **size)
 
 
 def adjust(table, method="bh", alpha=ALPHA, noisy_cv=0.05):
@@ -414,7 +417,7 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
     # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
     in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
-    real = layouts and not (any(timing_mode(m) == "icount" for m in metas)
+    real = layouts and not (any(stored.timing(m) == "icount" for m in metas)
                             or ("timing" in df and df["timing"].eq("icount").any()))
     rows = []
     for params, part in groups(df, workload):
@@ -445,9 +448,11 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
                 row["verdict"] = decide(row, unit, noisy_cv=noisy_cv)
                 if apart:
                     row.update(p_value=np.nan, q_value=np.nan, ci_low=np.nan, ci_high=np.nan,
-                               verdict="not comparable: measured on different hosts "
-                                       f"({', '.join(sorted(host_of(b_recs)))} vs "
-                                       f"{', '.join(sorted(host_of(c_recs)))})")
+                               verdict=verdict.Verdict(
+                                   verdict.NOT_COMPARABLE, ratio=float(row["ratio"]), **evidence(row),
+                                   detail="measured on different hosts "
+                                          f"({', '.join(sorted(host_of(b_recs)))} vs "
+                                          f"{', '.join(sorted(host_of(c_recs)))})"))
                 rows.append({**params, "baseline": base, "candidate": cand, "metric": metric,
                              "unit": unit, **row})
     table = by_metric(pd.DataFrame(rows), units)
@@ -468,9 +473,9 @@ def widest_interval(run_dir, kernels=None):
         watched = headline(workload) or list(metrics(df, workload))
         comp = compare(df, workload, metas=metas, method="none", resamples=200, only=watched)
         for r in comp.to_dict("records") if len(comp) else []:
-            if r["verdict"].startswith(("not enough data", "no ratio", "not comparable")):
+            if not r["verdict"].sized:
                 continue
-            if np.isnan(r["ci_low"]) or not r["ratio"] or r["unit_of_replication"].startswith("repetition"):
+            if np.isnan(r["ci_low"]) or not r["ratio"] or r["verdict"].repetitions:
                 return float("inf")
             widest = max(widest, (r["ci_high"] - r["ci_low"]) / 2 / r["ratio"])
     return widest

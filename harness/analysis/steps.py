@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 
 from harness import feature
-from harness.analysis import plots, stats
+from harness.analysis import plots, stats, verdict
 
 PLAIN, ACTIVE = "off", "active"
-CALLED = ("slower", "faster")
 
 
 def kind_name(kind, profile=None):
@@ -78,7 +77,8 @@ def line_rows(part, steps, config, kind, metric, unit, practical):
                                                "unit_of_replication", "verdict")})
             row["previous"] = before[0]
         else:
-            row["verdict"] = "baseline" if step["index"] == steps[0]["index"] else "first point"
+            row["verdict"] = verdict.Verdict(verdict.BASELINE if step["index"] == steps[0]["index"]
+                                             else verdict.FIRST_POINT, boots=len(boots))
         rows.append(row)
         before = (step["index"], boots)
     return rows
@@ -162,7 +162,7 @@ def render(frame, times=None, same=(), profile=None):
                 f"[{percent(r['ci_low'])}, {percent(r['ci_high'])}]"
             lines.append((str(r["index"]), title, show_value(r["median"], r["unit"]),
                           percent(r.get("ratio", np.nan)), interval, percent(r["vs_stock"]),
-                          r["verdict"], times.get(r["kernel"], "")))
+                          verdict.prose(r["verdict"]), times.get(r["kernel"], "")))
         widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
         text = ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in lines]
         if any(k in same for k in rows["kernel"]):
@@ -173,7 +173,7 @@ def render(frame, times=None, same=(), profile=None):
 
 def called(frame):
     """[(config, kind, index, title, change)] of the steps called slower or faster."""
-    hits = frame[frame["verdict"].astype(str).str.startswith(CALLED)]
+    hits = frame[[verdict.called(v) for v in frame["verdict"]]]
     return [(r["config"], r["kind"], int(r["index"]), r["title"], r["ratio"] - 1)
             for r in hits.to_dict("records")]
 
@@ -218,7 +218,7 @@ def moves(df, attribution, config, a, b, practical=None):
     pair = [s for s in attribution["steps"] if s["index"] in (a, b)]
     for frame in table(df, {**attribution, "steps": pair}, practical=practical, method="none").values():
         rows = frame[(frame["config"] == config) & (frame["kind"] == PLAIN) & (frame["index"] == b)]
-        if len(rows) and str(rows.iloc[0]["verdict"]).startswith(CALLED):
+        if len(rows) and verdict.called(rows.iloc[0]["verdict"]):
             return True
     return False
 

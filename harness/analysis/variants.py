@@ -17,7 +17,9 @@ measured layout spread: it gets no faster/slower (`UNJUDGED`), as one with one b
 no measured boot-to-boot spread.
 """
 import numpy as np
-from scipy import stats as sps
+from scipy import special        # not scipy.stats: its import was half of a report's time
+
+from harness.analysis import verdict
 
 TIME_UNITS = ("ns", "us", "ms", "s")
 
@@ -47,8 +49,8 @@ def interval(base, cand, alpha=0.05):
     if se <= 0:
         r = float(np.exp(diff))
         return r, r, r, 1.0 if abs(diff) < 1e-12 else 0.0, dof
-    t = sps.t.ppf(1 - alpha / 2, dof)
-    p = float(2 * sps.t.sf(abs(diff) / se, dof))
+    t = special.stdtrit(dof, 1 - alpha / 2)          # scipy.stats.t.ppf
+    p = float(2 * special.stdtr(dof, -abs(diff) / se))   # 2 * t.sf
     return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p, dof
 
 
@@ -83,8 +85,8 @@ def variants_needed(layout_var, boot_var, effect, boots_per_variant=1, power=0.8
     delta = abs(np.log1p(effect))
     for v in range(2, most + 1):
         se = np.sqrt(unit * 2 / v)
-        t = sps.t.ppf(1 - alpha / 2, 2 * v - 2)
-        if sps.norm.cdf(delta / se - t) >= power:
+        t = special.stdtrit(2 * v - 2, 1 - alpha / 2)
+        if special.ndtr(delta / se - t) >= power:      # scipy.stats.norm.cdf
             return v
     return most + 1
 
@@ -146,16 +148,12 @@ METHOD_TEXT = ("Between two binaries measured in real time as several layout var
                "variant per kernel) is \"not judged\": its ratio and the design that would judge it.")
 
 
-UNJUDGED = {
-    "1 boot": "boot-to-boot spread not measured; judge it with --boots 5 or more (or harness reproduce)",
-    "1 layout": "layout spread not measured between two binaries; judge it with --variants 3 or more "
-                "(or harness reproduce)",
-}
+UNJUDGED = verdict.UNJUDGED
 
 
 def unjudged(row, why):
     """The verdict of a comparison whose spread at one level was not measured: its ratio, no
     direction word, and the design that would judge it."""
     ratio = row.get("ratio", np.nan)
-    shown = "no ratio" if ratio is None or np.isnan(ratio) else f"ratio {ratio:.3f}"
-    return f"not judged [{why}]: {shown}; {UNJUDGED[why]}"
+    return verdict.Verdict(verdict.NOT_JUDGED, ratio=float("nan") if ratio is None else float(ratio),
+                           level=why)

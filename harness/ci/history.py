@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import database, paths, results
+from harness import database, paths, results, stored
 from harness.analysis import plots, report, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
@@ -80,7 +80,7 @@ def rows_of(run_dir):
     run_id = meta.get("run_id", Path(run_dir).name)
     run = {"run_id": run_id, "date": run_date(meta, run_id),
            "experiment": (meta.get("experiment") or {}).get("name"), "accel": meta.get("accel"),
-           "timing": results.timing_mode(meta), "harness_sha": meta.get("harness_sha"),
+           "timing": stored.timing(meta), "harness_sha": meta.get("harness_sha"),
            "path": str(Path(stats.run_path(run_dir)).resolve()),
            "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     rows = []
@@ -186,8 +186,8 @@ class History:
         div, unit = report.display_unit(table["unit"].iloc[0], table["median"].dropna().to_numpy(float))
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for (wl, cond, params), part in table.groupby(["workload", "condition", "params"], sort=False):
-            shown = ", ".join(f"{k}={v}" for k, v in json.loads(params).items())
-            label = f"{cond}" + (f" [{shown}]" if shown else "") + (f" ({wl})" if not workload else "")
+            shown = results.params_text(json.loads(params))
+            label = f"{cond}" + (f" [{shown}]" if json.loads(params) else "") + (f" ({wl})" if not workload else "")
             ax.plot(part["when"], part["median"] / div, marker="o", label=label)
             ax.fill_between(part["when"], part["min"] / div, part["max"] / div, alpha=0.15)
         ax.set_ylabel(f"{metric} ({unit}, median)")

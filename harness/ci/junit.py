@@ -64,7 +64,7 @@ def baseline_cases(rows):
             ratio += f" [95% CI {r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         cases.append({"suite": r["kernel"], "classname": f"{r['kernel']}.baseline.{r['workload']}",
                       "name": f"{r['metric']} {r['candidate']} vs {r['baseline']} {r['params']}",
-                      "output": f"{r['metric']}: ratio {ratio}, {r['verdict']}"})
+                      "output": f"{r['metric']}: ratio {ratio}, {r['verdict']!s}"})
     return cases
 
 

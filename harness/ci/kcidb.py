@@ -18,7 +18,7 @@ import numbers
 import re
 from pathlib import Path
 
-from harness import feature, safety, stored, ui
+from harness import feature, results, safety, stored, ui
 from harness.errors import UserError
 
 SCHEMA_VERSION = {"major": 5, "minor": 3}       # kcidb-io's LATEST when this was written
@@ -76,10 +76,7 @@ def _plain_leaf(value):
     return None if math.isnan(value) else float(value)
 
 
-def params_text(row, cols):
-    """A group's parameters as text, alike from the describe and the compare tables (16.0 is 16)."""
-    from harness.analysis import stats      # the analysis stack loads where it is used (#22)
-    return ", ".join(f"{c}={stats.plain(row[c])}" for c in cols) or "–"
+params_text = results.params_text
 
 
 def drop_empty(obj):
@@ -299,7 +296,7 @@ class Document:
                         "boot_share": r["boot_share"], "min": r["min"], "max": r["max"],
                         "timing": self.meta.get("timing")}
                 if v:
-                    misc.update(baseline=v["baseline"], verdict=v["verdict"], ratio=v["ratio"],
+                    misc.update(baseline=v["baseline"], verdict=str(v["verdict"]), ratio=v["ratio"],
                                 ci_low=v["ci_low"], ci_high=v["ci_high"], p_value=v.get("p_value"),
                                 q_value=v.get("q_value"))
                 self.add_test(build_id, [label, workload, params, kind, r["metric"]],

@@ -3,7 +3,7 @@ workloads on every kernel), each a run on one host, become one run that stats an
 a local run.
 
 The runs must be of one experiment, one accelerator and one timing mode (harness.results.
-timing_mode). A kernel is in every run, each with other workloads: its folders are joined. Records
+stored.mode). A kernel is in every run, each with other workloads: its folders are joined. Records
 (<workload>.jsonl) of one name from several runs are appended, never overwritten, and every record
 line carries "host" (the hostname of the run it came from, unless the record has one) and
 "from_run" (that run's id), so that kernels are only compared within one host. Other files of one
@@ -20,11 +20,11 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from harness import safety, ui
+from harness import safety, stored, ui
 from harness.ci import cells as cells_mod
 from harness.errors import UserError
-from harness.experiment import Experiment
-from harness.results import RunStore, timing_mode
+from harness.experiment import Experiment, resolved
+from harness.results import RunStore
 
 # kept from the first run that has them
 RUN_FACTS = ("accel", "accel_reason", "qemu", "timing", "image")
@@ -34,10 +34,7 @@ BOOT_FACTS = ("status", "error", "error_type", "boot_seconds", "boot_attempts", 
 STATUS_ORDER = ("failed", "interrupted")     # a kernel that failed in any run failed
 
 
-def mode(meta):
-    """(accel, timing) of a run; (None, None) when no kernel got as far as booting."""
-    accel = meta.get("accel")
-    return (accel, timing_mode(meta)) if accel else (None, None)
+mode = stored.mode         # (accel, timing): the one place a run's mode is computed
 
 
 def hostname(meta, run_id):
@@ -153,25 +150,16 @@ def host_facts(stores):
 
 
 def join_records(src, dst, host, run_id):
-    """Append src's lines to dst, each record with "host" and "from_run" where it has none (the
-    pipeline writes "host" itself; a record without one is an older run's). A line that is not a
-    JSON object (cut short by a crash) is left out, with a warning: appended to, it would sit in
-    the middle of the merged file, where a reader refuses it (harness.stored)."""
-    lines, dropped = [], 0
-    for line in src.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            rec = None
-        if not isinstance(rec, dict):
-            dropped += bool(line.strip())
-            continue
+    """Append src's records to dst, each with "host" and "from_run" where it has none (the
+    pipeline writes "host" itself; a record without one is an older run's). Read through
+    harness.stored.records, the one rule for a damaged line: a last line cut short by a crash is
+    left out with a warning (appended to, it would sit in the middle of the merged file), a broken
+    line before it is an error."""
+    lines = []
+    for rec in stored.records(src):
         if rec.get("host") is None or rec.get("from_run") is None:
             rec = {**rec, "host": rec.get("host") or host, "from_run": rec.get("from_run") or run_id}
-            line = json.dumps(rec, sort_keys=True)
-        lines.append(line + "\n")
-    if dropped:
-        ui.warn(f"{src}: {dropped} line(s) that are not JSON records left out of the merge")
+        lines.append(json.dumps(rec, sort_keys=True) + "\n")
     with open(dst, "a") as out:
         out.writelines(lines)
 
@@ -267,8 +255,10 @@ def merge(run_dirs, out=None):
         for path in sorted(s.dir.iterdir()):
             if path.is_dir() and path.name in labels:
                 join_folder(path, safety.inside(store.dir, path.name, "kernel folder"), host, s.id)
-            elif path.is_file() and not path.is_symlink() and not path.name.startswith(("metadata.json", ".lock")):
+            elif path.is_file() and not path.is_symlink() and not path.name.startswith(
+                    ("metadata.json", ".lock", "experiment.toml")):
                 join_file(path, store.dir / path.name, host, s.id)
     store.metadata = meta
     store.save()
+    store.save_experiment(resolved(Experiment.from_dict(meta["experiment"])))   # the whole, not a cell
     return store

@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness.analysis import inference, report, stats, units
 from harness.ci import junit, kcidb
-from harness import ui
+from harness import results, ui
 from harness.results import RunStore
 from harness.errors import UserError
 from harness.ci.history import History, params_key
@@ -58,8 +58,6 @@ def samples(df):
     return index
 
 
-def params_text(key):
-    return ", ".join(f"{k}={v}" for k, v in json.loads(key).items()) or "–"
 
 
 def message(r):
@@ -164,7 +162,7 @@ class Nightly:
             self.baseline_tables[workload] = report.compare_table(comp, cols)
             for r in comp.to_dict("records"):
                 rows.append({**r, "workload": workload, "kernel": owner[r["candidate"]],
-                             "params": report.params_text(r, cols)})
+                             "params": results.params_text(r, cols)})
         return rows
 
     def against_nights(self):
@@ -176,7 +174,7 @@ class Nightly:
         for r in current.to_dict("records"):
             prev = self.history.previous(r, self.baseline_nights)
             row = {"kernel": r["kernel"], "workload": r["workload"], "condition": r["condition"],
-                   "params": params_text(r["params"]), "metric": r["metric"], "unit": r["unit"],
+                   "params": results.params_text(json.loads(r["params"])), "metric": r["metric"], "unit": r["unit"],
                    "n": r["n"], "median": r["median"], "nights": len(prev), "reference": np.nan,
                    "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
                    "last_night": None, "threshold": self.threshold, "status": "no history"}

@@ -181,6 +181,8 @@ def add_results_commands(sub):
                    help="a run folder or a run id in results/; several runs are pooled (same accelerator)")
     p.add_argument("--out", metavar="DIR", help="where to write (default: the first run's folder)")
     p.add_argument("--claims", metavar="TOML", help="a file of [[claims]] to check (default: the experiment's)")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="write report.md and report.html without plots (matplotlib not loaded)")
     add_command_options(p, "report")          # --resamples, --noisy-cv
     add_verdict_args(p)
     p.set_defaults(func=sc.cmd_report)

@@ -15,6 +15,8 @@ from harness import cli
 from harness.kernel import kconfig, sources
 from harness.kernel.build import Build
 from harness.errors import BuildError, GuestPanic, GuestTimeout, UserError
+from harness import experiment
+from tests import results_doc
 from tests.real.kernels import CONFIG_ARGS, FRAGMENTS, SRC
 
 pytestmark = pytest.mark.slow
@@ -45,6 +47,11 @@ def test_run_prints_fork_memory_table_and_stores_everything(kernel, image, tmp_p
     assert (run_dir / "stock" / "console.log").read_text().count("Run /usr/sbin/harness-init") == 1
     assert (run_dir / "stock" / "build.log").exists()
     assert "VmRSS" in (run_dir / "stock" / "fork-memory.md").read_text()
+    # the run folder is what docs/results.md says, field by field, both ways
+    assert results_doc.gaps(run_dir) == []
+    # its experiment.toml runs the same experiment again
+    again = experiment.load(run_dir / "experiment.toml")
+    assert again.to_dict() | {"path": None} == meta["experiment"] | {"path": None}
 
 
 def test_same_build_twice_builds_nothing(source, kernel):

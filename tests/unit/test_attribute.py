@@ -1,5 +1,4 @@
 """Per-patch attribution: the table, the verdicts, the binary search, the inputs (no kernel)."""
-import json
 import subprocess
 
 import numpy as np
@@ -10,6 +9,7 @@ from harness.analysis import stats, steps
 from harness.kernel import kconfig
 from harness.errors import UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
+from tests.unit import runs
 
 PROFILE = feature.load("cow-pte")
 
@@ -22,25 +22,17 @@ STEPS = [{"index": 0, "title": "stock", "kernels": {"y": "stock", "n": "stock"},
 def fake_run(tmp_path, figures, boots=1, reps=6, spread=0.0005):
     """A run folder as `harness attribute` leaves it: {label: {kind: median fork_ns}}."""
     rng = np.random.default_rng(1)
-    for label, kinds in figures.items():
-        (tmp_path / label).mkdir()
-        with open(tmp_path / label / "fork-latency.jsonl", "w") as out:
-            for kind, median in kinds.items():
-                for boot in range(1, boots + 1):
-                    for rep in range(reps):
-                        value = median * (1 + rng.normal(0, spread))
-                        out.write(json.dumps({"fork_ns": value, "size_mib": 512, "thp": "nohuge",
-                                              "cow_pte": kind, "cow_pte_requested": kind != "off",
-                                              "boot": boot, "rep": rep, "warmup": False,
-                                              "cell": "1:fork-latency"}) + "\n")
-    meta = {"run_id": "fake", "timing": "icount", "accel": "tcg",
-            "kernels": {label: {} for label in figures},
-            "attribution": {"mode": "series", "workload": "fork-latency", "params": {"sizes_mib": "512"},
-                            "metric": "fork_ns", "configs": ["y", "n"], "steps": STEPS,
-                            "times": {"p02-y": {"build": 12.0, "cached": False, "measure": 30.0}},
-                            "found": {}}}
-    (tmp_path / "metadata.json").write_text(json.dumps(meta))
-    return tmp_path
+    records = {(label, "fork-latency"): [
+        {"fork_ns": median * (1 + rng.normal(0, spread)), "size_mib": 512, "thp": "nohuge",
+         "cow_pte": kind, "cow_pte_requested": kind != "off", "boot": boot, "rep": rep,
+         "warmup": False, "cell": "1:fork-latency"}
+        for kind, median in kinds.items() for boot in range(1, boots + 1) for rep in range(reps)]
+        for label, kinds in figures.items()}
+    attribution = {"mode": "series", "workload": "fork-latency", "params": {"sizes_mib": "512"},
+                   "metric": "fork_ns", "configs": ["y", "n"], "steps": STEPS,
+                   "times": {"p02-y": {"build": 12.0, "cached": False, "measure": 30.0}}, "found": {}}
+    return runs.build(tmp_path.parent, tmp_path.name, {label: {} for label in figures}, records,
+                      timing="icount", attribution=attribution)
 
 
 FIGURES = {"stock": {"off": 18.0e6}, "p01-y": {"off": 18.0e6, "inactive": 18.0e6},
@@ -71,7 +63,7 @@ def test_the_table_calls_the_patch_that_costs_and_no_other(tmp_path):
     last = frame[(frame["config"] == "y") & (frame["kind"] == "off")].iloc[-1]
     assert last["vs_stock"] == pytest.approx(22.2 / 18.0, abs=0.005)
     n_plain = frame[(frame["config"] == "n") & (frame["kind"] == "off")]
-    assert not any(str(v).startswith(steps.CALLED) for v in n_plain["verdict"])
+    assert not any(v.called for v in n_plain["verdict"])
     assert set(frame["multiplicity"]) == {"bh"}
 
 

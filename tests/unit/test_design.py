@@ -100,7 +100,7 @@ def test_a_sequential_run_is_not_paired_and_a_failed_kernel_is_not_waited_for(tm
     rounds = two_kernel_run(tmp_path / "alternating")
     metas, df = stats.load_runs([rounds])
     paired = stats.compare(df, "fork-latency", metas=metas, base="a: fork").iloc[0]
-    assert paired["rounds"] == 4 and paired["verdict"] == "slower"
+    assert paired["rounds"] == 4 and paired["verdict"].direction == "slower"
     seq = two_kernel_run(tmp_path / "sequential", order="sequential")
     metas, df = stats.load_runs([seq])
     apart = stats.compare(df, "fork-latency", metas=metas, base="a: fork").iloc[0]

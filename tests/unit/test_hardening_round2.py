@@ -200,4 +200,12 @@ def test_a_cut_line_is_left_out_of_a_merge_so_the_merged_records_stay_readable(t
     merge.join_records(first, merged, "h1", "r1")
     merge.join_records(second, merged, "h2", "r2")
     assert [r["fork_ns"] for r in stored.records(merged, ["fork_ns"])] == [1, 3]
-    assert "1 line(s) that are not JSON records left out" in capsys.readouterr().err
+    assert "a.jsonl:2: a last line cut short (a crash while writing) left out" in capsys.readouterr().err
+    # one rule in every reader: a broken line before the last is an error, in a merge as in a report
+    broken = tmp_path / "c.jsonl"
+    broken.write_text('{"fork_ns": 1, "boot": 1}\n{"fork_ns": 2, "bo\n{"fork_ns": 4, "boot": 1}\n')
+    for read in (lambda: merge.join_records(broken, tmp_path / "n.jsonl", "h", "r"),
+                 lambda: stored.records(broken)):
+        with pytest.raises(UserError, match=r"c.jsonl:2: not a JSON record; the file is damaged"):
+            read()
+    assert not (tmp_path / "n.jsonl").exists()

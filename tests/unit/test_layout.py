@@ -102,13 +102,13 @@ def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
     df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
     one = df[df["variant"] == 0]
     row = stats.compare(one, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
-    assert row["verdict"].startswith("not judged [1 layout]: ratio 1.1")
-    assert "slower" not in row["verdict"] and "--variants" in row["verdict"]
+    assert str(row["verdict"]).startswith("not judged [1 layout]: ratio 1.1")
+    assert row["verdict"].direction == "not judged" and "--variants" in str(row["verdict"])
     same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]     # one binary, two labels
-    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"] == "slower"
+    assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"].direction == "slower"
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
     icount = icount[icount["variant"] == 0]
-    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"] == "slower"
+    assert stats.compare(icount, "fork-latency", base="A: fork", metas=META).iloc[0]["verdict"].direction == "slower"
 
 
 def test_one_boot_per_kernel_in_real_time_gets_no_direction():
@@ -116,10 +116,10 @@ def test_one_boot_per_kernel_in_real_time_gets_no_direction():
     one = df[df["boot"] == 1]
     same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]
     row = stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]
-    assert row["verdict"].startswith("not judged [1 boot]: ratio 1.1") and "--boots" in row["verdict"]
+    assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 1.1") and "--boots" in str(row["verdict"])
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
     row = stats.compare(icount[icount["boot"] == 1], "fork-latency", base="A: fork", metas=same).iloc[0]
-    assert row["verdict"] == "slower [1 boot]"          # icount: deterministic, repetitions suffice
+    assert row["verdict"].direction == "slower" and row["verdict"].repetitions          # icount: deterministic, repetitions suffice
 
 
 def test_layout_spread_and_the_variants_it_needs():
@@ -133,21 +133,17 @@ def test_layout_spread_and_the_variants_it_needs():
 def test_calibrate_layout_counts_both_designs_and_the_spread(tmp_path, monkeypatch):
     """A/A′ on synthetic data with a 10% layout spread: the design over variants is judged as A/A
     verdicts are, every pair of single variants as before, and the spread is found."""
-    import json
     from harness.analysis import calibrate
+    from tests.unit import runs
     df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
     df.loc[df["kernel"] == "B", "variant"] += 4                    # B's pads are other than A's
-    run = tmp_path / "r"
-    meta = {"run_id": "r", "accel": "tcg", "timing": "real", "design": {"variants": 4},
-            "kernels": {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"} for v in range(4)]}
-                        for label in ("A", "B")}}
-    for label, part in df.groupby("kernel"):
-        (run / label).mkdir(parents=True)
-        keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
-        (run / label / "fork-latency.jsonl").write_text(
-            "".join(json.dumps({k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
-                                for k, v in r.items()}) + "\n" for r in part[keep].to_dict("records")))
-    (run / "metadata.json").write_text(json.dumps(meta))
+    keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
+    recs = {(label, "fork-latency"): [{k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
+                                       for k, v in r.items()} for r in part[keep].to_dict("records")]
+            for label, part in df.groupby("kernel")}
+    run = runs.build(tmp_path, "r", {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"}
+                                                                              for v in range(4)]}
+                                     for label in ("A", "B")}, recs, design={"variants": 4})
     result = calibrate.analyse(run, effect=0.05)
     lay = result["layout"]
     assert lay["variants"] == {"A": [0, 1, 2, 3], "B": [4, 5, 6, 7]}

@@ -8,6 +8,7 @@ from harness import experiment
 from harness.ci import merge
 from harness.analysis import stats
 from harness.errors import UserError
+from tests.unit import runs
 
 EXPERIMENT = """name = "fleet-fake"
 source = "/src/linux"
@@ -32,11 +33,10 @@ def partial(root, run_id, failed=(), **meta_extra):
     """A partial run of one cell on host HOSTS[run_id]: both kernels, fork-memory records (one
     already carrying the host the pipeline writes from now on), a console log per kernel."""
     exp = experiment.load(root / "fleet-fake.toml").only([CELLS[run_id]])
-    run = root / run_id
-    kernels = {}
+    kernels, records = {}, {}
     for k in exp.kernels:
-        (run / k.label).mkdir(parents=True)
-        tasks, lines = [], []
+        tasks, recs = [], []
+        records[(k.label, "fork-memory")] = recs
         for n, w in enumerate(exp.workloads, 1):
             tasks.append({"task": f"{n}:fork-memory", "workload": "fork-memory", "params": w.params,
                           "status": "failed" if k.label in failed else "ok", "records": 1})
@@ -45,20 +45,19 @@ def partial(root, run_id, failed=(), **meta_extra):
                    "kernel": k.label}
             if n == 2:                      # the pipeline writes the host (None: unknown)
                 rec["host"] = HOSTS[run_id] if k.label == "stock" else None
-            lines.append(json.dumps(rec) + "\n")
-        (run / k.label / "fork-memory.jsonl").write_text("".join(lines))
-        (run / k.label / "console.log").write_text(f"booted on {HOSTS[run_id]}\n")
-        (run / k.label / "kernel.json").write_text('{"release": "6.1.0"}\n')
+            recs.append(rec)
         kernels[k.label] = {"status": "failed" if k.label in failed else "ok", "release": "6.1.0",
                             "config_sha": "c0ffee", "boot_seconds": 2.0 if run_id == "run-a" else 3.0,
                             "tasks": tasks}
-    meta = {"run_id": run_id, "started": "2026-01-01T02:00:00+00:00", "finished": "2026-01-01T03:00:00+00:00",
-            "accel": "tcg", "timing": "real", "qemu": f"QEMU 7.2 on {HOSTS[run_id]}",
-            "host": {"hostname": HOSTS[run_id], "cpu": f"CPU of {HOSTS[run_id]}", "cpus": 2,
-                     "kernel": "6.1.0-host"},
-            "harness_sha": "sha", "command": exp.command_line(), "experiment": exp.to_dict(),
-            "kernels": kernels, "failed": sorted(failed), **meta_extra}
-    (run / "metadata.json").write_text(json.dumps(meta))
+    run = runs.build(root, run_id, kernels, records, started="2026-01-01T02:00:00+00:00",
+                     finished="2026-01-01T03:00:00+00:00", qemu=f"QEMU 7.2 on {HOSTS[run_id]}",
+                     host={"hostname": HOSTS[run_id], "cpu": f"CPU of {HOSTS[run_id]}", "cpus": 2,
+                           "kernel": "6.1.0-host"},
+                     harness_sha="sha", command=exp.command_line(), experiment=exp.to_dict(),
+                     failed=sorted(failed), **meta_extra)
+    for k in exp.kernels:
+        (run / k.label / "console.log").write_text(f"booted on {HOSTS[run_id]}\n")
+        (run / k.label / "kernel.json").write_text('{"release": "6.1.0"}\n')
     return run
 
 
@@ -76,6 +75,10 @@ def test_same_kernels_from_two_hosts_are_joined_and_keep_their_host(root):
     a, b = partial(root, "run-a"), partial(root, "run-b", failed=("patched",))
     merged = merge.merge([a, b], out=root / "merged").dir
     meta = json.loads((merged / "metadata.json").read_text())
+    # the merged run's reproducer is the whole experiment, not one cell's
+    again = experiment.load(merged / "experiment.toml")
+    assert sorted(w.params["mib"] for w in again.workloads) == [16, 16, 32, 32] and again.cells is None
+    assert [(k.label, k.series) for k in again.kernels] == [("stock", None), ("patched", "s.mbox")]
     # records of one file from two runs are appended, each with its run's host
     for label in ("stock", "patched"):
         recs = lines(merged, label)
@@ -131,20 +134,15 @@ def test_a_run_without_timing_is_real_time_for_merge_and_stats(root):
 
 def one_kernel_run(root, run_id, label, host, base_ns):
     """A partial run of the old kind: one kernel only, measured on `host`."""
-    run = root / run_id
-    (run / label).mkdir(parents=True)
     recs = [{"type": "record", "size_mib": 64, "rep": i, "boot": b, "fork_ns": base_ns + 10 * i + b,
              "cow_pte": "off", "task": "1:bench", "kernel": label}
             for b in (1, 2, 3) for i in range(8)]
-    (run / label / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     exp = {"name": "two-hosts", "kernels": [{"label": label, "source": "/src", "fragments": ["guest-base"],
                                              "series": None}],
            "workloads": [{"name": "bench", "params": {}}]}
-    meta = {"run_id": run_id, "started": "2026-01-01T02:00:00+00:00", "accel": "tcg", "timing": "real",
-            "host": {"hostname": host, "cpu": f"CPU of {host}"}, "experiment": exp,
-            "kernels": {label: {"status": "ok", "tasks": [], **({"patches": ["p"]} if label == "patched" else {})}}}
-    (run / "metadata.json").write_text(json.dumps(meta))
-    return run
+    return runs.build(root, run_id, {label: {"tasks": [], **({"patches": ["p"]} if label == "patched" else {})}},
+                      {(label, "bench"): recs}, started="2026-01-01T02:00:00+00:00",
+                      host={"hostname": host, "cpu": f"CPU of {host}"}, experiment=exp)
 
 
 def test_a_ratio_across_hosts_is_not_a_verdict(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from harness.ci import history, merge, nightly
 from harness.analysis import report, stats
 from harness.errors import UserError
+from tests.unit import runs
 
 SIZES = (1, 16)
 REPS = 10
@@ -40,23 +41,14 @@ def kernel_meta(label, failed=False):
 def make_night(root, run_id, day, accel="tcg", kernels=KERNELS, worse=None, failed=()):
     """A fake night: kernels x sizes x REPS records of bench (fork_ns, rss_kb, ops_per_s); worse:
     {(kernel, size, metric): factor}; failed: kernels whose build failed (no records)."""
-    run = root / run_id
-    run.mkdir(parents=True)
-    meta = {"run_id": run_id, "started": f"2026-01-{day:02d}T02:00:00+00:00",
-            "finished": f"2026-01-{day:02d}T03:00:00+00:00", "accel": accel,
-            "harness_sha": f"sha{day}", "host": {"cpu": "Fake CPU", "cpus": 2, "hostname": run_id},
-            "command": "harness run --experiment nightly-fake",
-            "experiment": {**experiment(root), "kernels": [k for k in experiment(root)["kernels"]
-                                                           if k["label"] in kernels]},
-            "kernels": {k: kernel_meta(k, k in failed) for k in kernels},
-            "failed": sorted(failed)}
-    (run / "metadata.json").write_text(json.dumps(meta))
+    root.mkdir(parents=True, exist_ok=True)
     worse = worse or {}
+    noise = np.linspace(0.98, 1.02, REPS)
+    records = {}
     for k in kernels:
         if k in failed:
             continue
-        noise = np.linspace(0.98, 1.02, REPS)
-        rows = []
+        rows = records[(k, "bench")] = []
         for s in SIZES:
             for i in range(REPS):
                 rec = {"size_mib": s, "rep": i, "cow_pte": "off", "task": "1:bench",
@@ -65,9 +57,14 @@ def make_night(root, run_id, day, accel="tcg", kernels=KERNELS, worse=None, fail
                 for metric in ("fork_ns", "rss_kb", "ops_per_s"):
                     rec[metric] *= worse.get((k, s, metric), 1.0)
                 rows.append(rec)
-        (run / k).mkdir()
-        (run / k / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return run
+    return runs.build(
+        root, run_id, {k: kernel_meta(k, k in failed) for k in kernels}, records,
+        started=f"2026-01-{day:02d}T02:00:00+00:00", finished=f"2026-01-{day:02d}T03:00:00+00:00",
+        accel=accel, harness_sha=f"sha{day}", host={"cpu": "Fake CPU", "cpus": 2, "hostname": run_id},
+        command="harness run --experiment nightly-fake",
+        experiment={**experiment(root), "kernels": [k for k in experiment(root)["kernels"]
+                                                    if k["label"] in kernels]},
+        failed=sorted(failed))
 
 
 def night(run, hist, **kw):

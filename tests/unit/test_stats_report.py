@@ -8,6 +8,7 @@ from harness.measure import activity
 from harness import feature, paths
 from harness.analysis import plots, report, stats, units
 from harness.errors import UserError
+from tests.unit import runs
 
 SIZES = (1, 16, 256)
 REPS = 20
@@ -21,22 +22,18 @@ MANIFESTS = {
 }
 
 
-def write_jsonl(path, records):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
-def metadata(run_id, accel="tcg"):
-    return {"run_id": run_id, "accel": accel, "qemu": "QEMU 7.2", "harness_sha": "abc123",
+def metadata(accel="tcg"):
+    return {"accel": accel, "qemu": "QEMU 7.2", "harness_sha": "abc123",
             "command": "harness run --experiment fake", "host": {"cpu": "Fake CPU", "cpus": 2},
-            "experiment": {"name": "fake"},
-            "kernels": {"stock": {"release": "6.1.0", "source": {"spec": "debian:linux-source-6.1"},
-                                  "patches": [], "config_cow_pte": "n", "status": "ok",
-                                  "boot_seconds": 2.5, "guest_clocksource": "tsc"},
-                        "patched": {"release": "6.1.0+", "source": {"spec": "6.1 + cow-pte"},
-                                    "patches": ["p1", "p2"], "config_cow_pte": "y",
-                                    "status": "ok", "boot_seconds": 2.6,
-                                    "guest_clocksource": "tsc"}}}
+            "experiment": {"name": "fake"}}
+
+
+KERNELS = {"stock": {"release": "6.1.0", "source": {"spec": "debian:linux-source-6.1"},
+                     "patches": [], "config_cow_pte": "n", "status": "ok",
+                     "boot_seconds": 2.5, "guest_clocksource": "tsc"},
+           "patched": {"release": "6.1.0+", "source": {"spec": "6.1 + cow-pte"},
+                       "patches": ["p1", "p2"], "config_cow_pte": "y",
+                       "status": "ok", "boot_seconds": 2.6, "guest_clocksource": "tsc"}}
 
 
 def memory_record(kernel, requested, rep):
@@ -51,9 +48,6 @@ def memory_record(kernel, requested, rep):
 
 
 def make_run(root, run_id, accel="tcg"):
-    run = root / run_id
-    run.mkdir(parents=True)
-    (run / "metadata.json").write_text(json.dumps(metadata(run_id, accel)))
     rng = np.random.default_rng(1)
     base = {s: s * 100_000 * rng.lognormal(0, 0.01, REPS) for s in SIZES}
     lat = {"stock": [], "patched": []}
@@ -70,18 +64,18 @@ def make_run(root, run_id, accel="tcg"):
         # requested but not shown active: must never count as a COW PTE fork
         lat["patched"] += [{"size_mib": s, "rep": i, "fork_ns": float(v / 2), "cow_pte": "inactive"}
                            for i, v in enumerate(base[s])]
-    for kernel, records in lat.items():
-        write_jsonl(run / kernel / "fork-latency.jsonl", records)
-        write_jsonl(run / kernel / "fork-memory.jsonl",
-                    [memory_record(kernel, req, i) for req in (False, True) for i in range(5)])
-        write_jsonl(run / kernel / "fault-latency.jsonl",
-                    [{"mib": 64, "pattern": p, "side": side, "round": r, "cow_pte": "off",
+    records = {}
+    for kernel, recs in lat.items():
+        records[(kernel, "fork-latency")] = recs
+        records[(kernel, "fork-memory")] = [memory_record(kernel, req, i) for req in (False, True)
+                                            for i in range(5)]
+        records[(kernel, "fault-latency")] = [{"mib": 64, "pattern": p, "side": side, "round": r, "cow_pte": "off",
                       "mean_ns": 500 + 10 * r, "median_ns": 480 + 10 * r, "std_ns": 50}
-                     for p in ("seq", "rand") for side in ("parent", "child") for r in range(10)])
+                     for p in ("seq", "rand") for side in ("parent", "child") for r in range(10)]
         noise = rng.normal(1, 0.3, 10)    # CV about 30%: noisy
-        write_jsonl(run / kernel / "fork-server.jsonl",
-                    [{"heap_mib": 64, "round": r, "forks_per_s": 1000 * noise[r], "cow_pte": "off"}
-                     for r in range(10)])
+        records[(kernel, "fork-server")] = [{"heap_mib": 64, "round": r, "forks_per_s": 1000 * noise[r],
+                                             "cow_pte": "off"} for r in range(10)]
+    run = runs.build(root, run_id, KERNELS, records, **metadata(accel))
     (run / "stock" / "fork-latency.jsonl").open("a").write('{"size_mib": 1, "fork_ns"')  # torn line
     return run
 
@@ -150,14 +144,14 @@ def test_verdicts_ci_and_conditions(run):
     # boot-to-boot spread was not measured)
     for _, row in comp.iterrows():
         if row["candidate"] == "patched: COW PTE fork":
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 2.000; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 2.000; ")
             assert row["ci_low"] > 1 and row["ratio"] == pytest.approx(2.0)
             assert row["p_value"] < 0.05 and row["effect"] == 1.0
         elif row["candidate"] == "patched: fork":
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 1.000; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 1.000; ")
             assert row["ci_low"] <= 1 <= row["ci_high"]
         else:
-            assert row["verdict"].startswith("not judged [1 boot]: ratio 0.500; ")
+            assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 0.500; ")
 
 
 def test_direction_words_follow_units():
@@ -165,18 +159,18 @@ def test_direction_words_follow_units():
     assert units.direction_words("kB") == ("larger", "smaller")
     assert units.direction_words("/s") == ("higher", "lower")
     small = stats.compare_samples([1, 2], [3, 4, 5], "ns")
-    assert small["verdict"] == "not enough data"
+    assert small["verdict"].direction == "not enough data"
     mem = stats.compare_samples([100] * 5, [10] * 5, "kB", resamples=200)
-    assert mem["verdict"].startswith("smaller")
+    assert mem["verdict"].direction == "smaller" and mem["verdict"].repetitions
 
 
 def test_noisy_flag(run):
     metas, df = stats.load_runs([run])
     comp = stats.compare(df, "fork-server", resamples=200, metas=metas)
     assert len(comp) == 1 and comp.loc[0, "unit"] == "/s"
-    assert re.search(r"\(noisy: CV \d+%\)$", comp.loc[0, "verdict"])
+    assert re.search(r"\(noisy: CV \d+%\)$", str(comp.loc[0, "verdict"]))
     quiet = stats.compare(df, "fork-server", resamples=200, metas=metas, noisy_cv=5.0)
-    assert "noisy" not in quiet.loc[0, "verdict"]
+    assert "noisy" not in str(quiet.loc[0, "verdict"])
 
 
 def test_mixed_accelerators_refused(tmp_path, run):

@@ -8,6 +8,7 @@ import pytest
 from harness import paths
 from harness.analysis import stats, summary, tables
 from harness.measure.workloads import Workload
+from tests.unit import runs
 
 # per workload: (the records' parameters, headline metric -> a typical value); the patched kernel
 # is 20% slower (or 20% less throughput) on the first headline metric
@@ -39,18 +40,11 @@ def records(workload, kernel, boot, rng):
 
 
 def make_run(root, kernels=KERNELS):
-    run = root / "run"
     rng = np.random.default_rng(7)
-    meta = {"run_id": "run", "accel": "tcg", "timing": "real",
-            "kernels": {k: {"status": "ok", "patches": [] if k == "stock" else ["p1"]} for k in kernels}}
-    for kernel in kernels:
-        for workload in RECORDED:
-            lines = [r for boot in range(1, BOOTS + 1) for r in records(workload, kernel, boot, rng)]
-            path = run / kernel / f"{workload}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    (run / "metadata.json").write_text(json.dumps(meta))
-    return run
+    return runs.build(root, "run", {k: {"patches": [] if k == "stock" else ["p1"]} for k in kernels},
+                      {(kernel, workload): [r for boot in range(1, BOOTS + 1)
+                                            for r in records(workload, kernel, boot, rng)]
+                       for kernel in kernels for workload in RECORDED})
 
 
 def test_every_workload_declares_a_table_that_run_prints():
