@@ -8,15 +8,16 @@ from tests.target_contract import TargetContract
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def booted(kernel, image, tmp_path_factory):
+    m = machine.Machine(kernel, image, tmp_path_factory.mktemp("contract"), accel="tcg", memory_mib=512)
+    with m:
+        m.wait_ready(timeout=180)
+        yield m
+
+
 class TestMachine(TargetContract):
     owns_kernel = True              # a guest booted for this test: its log and taints are the test's
-
-    @pytest.fixture(scope="class")
-    def booted(self, kernel, image, tmp_path_factory):
-        m = machine.Machine(kernel, image, tmp_path_factory.mktemp("contract"), accel="tcg", memory_mib=512)
-        with m:
-            m.wait_ready(timeout=180)
-            yield m
 
     @pytest.fixture
     def target(self, booted):
