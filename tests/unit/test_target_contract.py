@@ -53,17 +53,22 @@ def sshd(tmp_path_factory):
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def connected(sshd):
+    port, key, host_key = sshd
+    t = Target(stall=30)
+    t.channel = ssh.SSHChannel(port, key, host_key, user=getpass.getuser())
+    t.reconnect(timeout=60)         # attempts until the server answers (a loaded host is slow to)
+    yield t
+    t.close()
+
+
 class TestTargetOverSSH(TargetContract):
     owns_kernel = False             # this host's kernel: its log is not the test's to clear
 
     @pytest.fixture
-    def target(self, sshd):
-        port, key, host_key = sshd
-        t = Target(stall=30)
-        t.channel = ssh.SSHChannel(port, key, host_key, user=getpass.getuser())
-        assert t.channel.try_connect(timeout=5)
-        yield t
-        t.close()
+    def target(self, connected):
+        return connected
 
 
 def test_a_server_with_another_host_key_is_refused(sshd, tmp_path):
