@@ -7,9 +7,9 @@ An experiment names its profile (`feature = "..."`); without one it is "none", a
 More folders of profiles: HARNESS_FEATURES (paths separated by ':'), searched before features/.
 docs/features.md describes the keys.
 
-The one place that still spells the first feature's name: LEGACY_FIELDS below maps the record
-fields of runs stored before profiles existed (cow_pte, cow_pte_requested, cow_pte_evidence,
-config_cow_pte) to their generic names.
+Runs stored before profiles existed name their record fields and workload parameters after their
+feature: a profile's [legacy] table maps those old names to the generic ones, and LEGACY_FIELDS /
+LEGACY_PARAMS below are the union over every profile found, so old runs read like new ones.
 """
 import functools
 import os
@@ -27,10 +27,21 @@ STATE, REQUESTED, EVIDENCE, CONFIG = "feature_state", "feature_requested", "feat
 PARAM = "feature"           # the workload parameter that asks for the feature (0/1)
 OFF_LABEL = "fork"          # the off state's name in every profile (the workloads fork plainly)
 
-# stored runs' old field names -> the generic ones (the one table of aliases)
-LEGACY_FIELDS = {"cow_pte": STATE, "cow_pte_requested": REQUESTED, "cow_pte_evidence": EVIDENCE,
-                 "config_cow_pte": CONFIG, "cow_pte_proof": "feature_proof"}
-LEGACY_PARAMS = {"cow_pte": PARAM}
+GENERIC_FIELDS = (STATE, REQUESTED, EVIDENCE, CONFIG, "feature_proof")
+
+
+def _legacy():
+    """({old field: generic field}, {old parameter: PARAM}) from every profile's [legacy] table."""
+    fields, params = {}, {}
+    for folder in folders():
+        for path in sorted(folder.glob("*/profile.toml")):
+            try:
+                legacy = tomllib.loads(path.read_text()).get("legacy", {})
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue                      # refused with its reason when the profile is loaded
+            fields.update({k: v for k, v in legacy.get("fields", {}).items() if v in GENERIC_FIELDS})
+            params.update({k: PARAM for k in legacy.get("params", [])})
+    return fields, params
 
 
 def renamed(record):
@@ -61,6 +72,7 @@ class Profile:
     selftests: dict = field(default_factory=dict)    # always, launcher, launcher_name
     verify: dict = field(default_factory=dict)
     workloads: dict = field(default_factory=dict)
+    legacy: dict = field(default_factory=dict)       # fields/params of runs stored before profiles
 
     @property
     def has_switch(self):
@@ -130,6 +142,7 @@ def find(name):
 
 
 KEYS = {f for f in Profile.__dataclass_fields__} - {"folder"}
+LEGACY_FIELDS, LEGACY_PARAMS = _legacy()       # old names -> generic ones (see the docstring)
 
 
 def load(name=None):

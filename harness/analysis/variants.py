@@ -150,10 +150,3 @@ METHOD_TEXT = ("Between two binaries measured in real time as several layout var
 
 UNJUDGED = verdict.UNJUDGED
 
-
-def unjudged(row, why):
-    """The verdict of a comparison whose spread at one level was not measured: its ratio, no
-    direction word, and the design that would judge it."""
-    ratio = row.get("ratio", np.nan)
-    return verdict.Verdict(verdict.NOT_JUDGED, ratio=float("nan") if ratio is None else float(ratio),
-                           level=why)

@@ -197,7 +197,8 @@ RUN = re.compile(r"^#\s*\[RUN\]\s*(.*)$")
 
 
 def parse_tap_report(text):
-    """Everything parse_tap reads: cases, plan, bail-out, the Totals line and any inconsistencies.
+    """TAP (kselftest/KTAP flavour): its cases ([{"case", "result": pass|fail|skip, "number",
+    ...}]), plan, bail-out, the Totals line and any inconsistencies.
 
     A case is named by the kselftest "# [RUN] ..." line announcing it when there is one (the
     copy-on-write test's result lines say only "No leak from parent into child"), else by its own
@@ -286,11 +287,6 @@ def parse_plain(text):
         cases.append({"case": name, "result": result, "number": len(cases) + 1, "description": desc,
                       "directive": "SKIP" if result == "skip" else None, "reason": reason})
     return cases
-
-
-def parse_tap(text):
-    """TAP (kselftest/KTAP flavour) -> [{"case", "result": pass|fail|skip, "number", ...}]."""
-    return parse_tap_report(text)["cases"]
 
 
 # --- the guest -----------------------------------------------------------------------------------

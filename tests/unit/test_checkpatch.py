@@ -74,7 +74,7 @@ def test_style_problems_are_counted_with_their_place(source, tmp_path):
     (tmp_path / "0001-bad.patch").write_text(BAD)
     (r,) = checkpatch.run(source.path, series.load(str(tmp_path)))
     assert r["title"] == "init: a patch with style problems"
-    assert r["errors"] >= 1 and r["warnings"] >= 1
+    assert (r["errors"], r["warnings"], r["checks"]) == (1, 1, 0)
     assert any(line.startswith("ERROR: trailing whitespace") and "init/main.c:1488" in line
                for line in r["first"])
     assert any(line.startswith("WARNING: line length of") and "init/main.c:1489" in line

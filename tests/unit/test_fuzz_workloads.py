@@ -282,8 +282,8 @@ def test_stress_fork_runs_on_the_host(cache_dir, tmp_path, cow_pte):
     assert r["metrics_source"] == "yaml" and r["stress_ng_version"]
     assert r["feature_requested"] is bool(cow_pte)
     if cow_pte:
-        # On Linux >= 6.3 (this host) 65 is PR_SET_MDWE: never proof of COW PTE.
-        assert r["prctl_ret"] is not None and r["feature_proof"] in ("active", "not proven")
+        # On Linux >= 6.3 (this host) 65 is PR_SET_MDWE: never proof of COW PTE, whatever it returns
+        assert isinstance(r["prctl_ret"], int) and r["feature_proof"] == "not proven"
     else:
         assert r["prctl_ret"] is None and r["feature_proof"] is None
 

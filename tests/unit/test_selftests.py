@@ -29,7 +29,7 @@ Bail out! 1 out of 5 tests failed
 
 
 def test_cow_output_cases_are_named_by_their_run_line():
-    cases = selftests.parse_tap(COW_OUTPUT)
+    cases = selftests.parse_tap_report(COW_OUTPUT)["cases"]
     assert [(c["number"], c["case"], c["result"]) for c in cases] == [
         (1, "Basic COW after fork() ... with base page", "pass"),
         (2, "Basic COW after fork() ... with swapped out base page", "skip"),
@@ -58,7 +58,7 @@ def test_totals_and_plan_are_cross_checked():
 def test_plain_tap_descriptions_directives_and_missing_numbers():
     text = ("ok 1 - first\r\nnot ok 2 second # TODO later\r\nok third # skip no device\r\n"
             "ok 4 fourth # XFAIL known\r\nnot ok 5 # error setup failed\r\n1..5\r\n")
-    cases = selftests.parse_tap(text)
+    cases = selftests.parse_tap_report(text)["cases"]
     assert [(c["number"], c["case"], c["result"], c["directive"]) for c in cases] == [
         (1, "first", "pass", None), (2, "second", "fail", "TODO"), (3, "third", "skip", "SKIP"),
         (4, "fourth", "pass", "XFAIL"), (5, "test 5", "fail", "ERROR")]
@@ -69,12 +69,12 @@ def test_skip_all_plan_and_subtests():
     report = selftests.parse_tap_report("TAP version 13\n1..0 # SKIP no hugetlb support\n")
     assert report["cases"] == [] and report["skip_all"] == "no hugetlb support"
     nested = "KTAP version 1\n1..1\n    KTAP version 1\n    1..2\n    ok 1 a\n    not ok 2 b\nnot ok 1 suite\n"
-    assert [(c["case"], c["result"]) for c in selftests.parse_tap(nested)] == [("suite", "fail")]
+    assert [(c["case"], c["result"]) for c in selftests.parse_tap_report(nested)["cases"]] == [("suite", "fail")]
 
 
 def test_repeated_output_keeps_first_result_and_same_names_get_numbered():
     text = ("1..3\n# [RUN] x\nok 1 d\n# [RUN] x\nnot ok 2 d\n# [RUN] x\nok 1 d\nok 3 d\n")
-    cases = selftests.parse_tap(text)
+    cases = selftests.parse_tap_report(text)["cases"]
     assert [(c["number"], c["case"], c["result"]) for c in cases] == [
         (1, "x", "pass"), (2, "x #2", "fail"), (3, "d", "pass")]
 

@@ -84,7 +84,12 @@ def test_one_kernel_gets_its_medians_and_spread(tmp_path):
     printed = []
     out = summary.show(run, ["fork-latency"], printed.append, resamples=300)["fork-latency"]
     assert list(out["condition"]) == ["stock: " + stats.PLAIN]
-    assert out.iloc[0]["median"] and out.iloc[0]["CV"].endswith("%")
+    values = [json.loads(line)["fork_ns"] for line in (run / "stock" / "fork-latency.jsonl").read_text().splitlines()]
+    row = out.iloc[0]
+    assert (row["metric"], row["unit"], row["n"], row["boots"]) == ("fork_ns", "ms", 20, BOOTS)
+    assert row["median"] == f"{np.median(values) / 1e6:.3g}" == "3.19"
+    assert row["CV"] == f"{np.std(values, ddof=1) / np.mean(values):.1%}" == "0.8%"
+    assert row["IQR"] == f"{np.subtract(*np.percentile(values, [75, 25])) / 1e6:.3g}" == "0.0336"
     assert "fork_ns" in printed[1]
 
 
