@@ -8,8 +8,9 @@
   report.html; matplotlib not loaded).
 - with --builds: a kernel (guest-base + selftests) built in a scratch cache's workbench (the
   sources and images of the usual cache shared), then a series on top of it (default: the test
-  series, a few lines in init/main.c and kernel/sysctl.c): seconds and objects compiled each.
-  ccache is off (CCACHE_DISABLE), so the second figure is the workbench's alone.
+  series, a few lines in init/main.c and kernel/sysctl.c), once per config of --feature's profile
+  (for the series' feature: on and off): seconds and objects compiled each, and all of them against the one cold
+  build. ccache is off (CCACHE_DISABLE), so the figures after the first are the workbench's alone.
 Figures only: nothing is asserted.
 """
 import json
@@ -84,36 +85,48 @@ def cli_rows(times):
     return rows
 
 
-def build_rows(kernel_src, series_spec):
-    """The kernel, then the series on it, in a scratch cache's workbench; ccache off."""
+def build_rows(kernel_src, series_spec, profile=None):
+    """The kernel from cold, then the series on it (once per config of the profile: its option
+    on and off, the pair and variants a comparison needs), in a scratch cache's workbench with
+    ccache off; the last row is the whole set against the one cold build."""
     from harness.kernel import kconfig, series as series_mod, sources
     from harness.kernel.build import Build
     from harness.selfbench import environ
+    profile = profile or feature.load(feature.NONE)
     shared = cache.root()
-    rows = []
+    rows, seconds = [], []
     with tempfile.TemporaryDirectory(prefix="harness-speed-cache-") as tmp:
         for name in ("sources", "images", "downloads"):
             if (shared / name).exists():
                 (Path(tmp) / name).symlink_to(shared / name)
         with environ(HARNESS_CACHE=tmp, CCACHE_DISABLE="1"):
             source = sources.resolve(kernel_src)
-            frags = [kconfig.fragment(f) for f in ("guest-base", "selftests")]
+            base = ["guest-base", "selftests"]
             series = series_mod.load(series_spec)
             patched, _ = series_mod.apply(series, source)
-            for label, tree, ids in (("kernel from cold", source, []),
-                                     (f"+ series ({len(series.patches)} patches)", patched,
-                                      series_mod.patch_ids(series))):
+            ids = series_mod.patch_ids(series)
+            sets = profile.config_sets(base) or {"": base}
+            builds = [("kernel from cold", source, [], base)]
+            builds += [(f"+ series ({len(series.patches)} patches){' ' + name if name else ''}", patched, ids,
+                        frags) for name, frags in sets.items()]
+            for label, tree, patch_ids, names in builds:
+                frags = [kconfig.fragment(profile.fragment_path(f) or f) for f in names]
                 with ui.step(f"build: {label}"):
-                    kernel = Build(tree, frags, patches=ids).run()
-                rows.append((f"build {label}", f"{kernel.info['build_seconds']:.0f} s",
+                    kernel = Build(tree, frags, patches=patch_ids).run()
+                seconds.append(kernel.info["build_seconds"])
+                rows.append((f"build {label}", f"{seconds[-1]:.0f} s",
                              f"{kernel.info['objects_compiled']} objects compiled"))
+    rows.append((f"all {len(seconds)} kernels from cold", f"{sum(seconds):.0f} s",
+                 f"{sum(seconds) / seconds[0]:.2f} x the one cold build"))
     return rows
 
 
 def main(args):
+    profile = feature.load(args.feature) if args.feature else None     # an unknown one refused first
     rows = cli_rows(args.times)
     if args.builds:
-        rows += build_rows(args.kernel_src, args.series or str(paths.ROOT / "tests" / "data" / "test-series"))
+        rows += build_rows(args.kernel_src, args.series or str(paths.ROOT / "tests" / "data" / "test-series"),
+                           profile)
     ui.out(f"selfbench --speed {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}: "
            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     width = max(len(r[0]) for r in rows)

@@ -262,6 +262,9 @@ def add_fleet_commands(sub):
     p.add_argument("--builds", action="store_true",
                    help="with --speed: a kernel from cold, then --series on it, in a scratch workbench")
     p.add_argument("--series", metavar="SPEC", help="with --builds (default: the test series)")
+    p.add_argument("--feature", metavar="PROFILE",
+                   help="with --builds: build the series once per config of this feature profile "
+                        "(its option on and off; default: none, one build)")
     p.add_argument("--times", type=int, default=10, help="with --speed: runs of each command (default 10)")
     p.set_defaults(func=sc.cmd_selfbench)
 
