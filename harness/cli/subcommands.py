@@ -55,7 +55,6 @@ def cmd_attribute(args):
     args.timing = args.timing or "auto"
     args.workload_items = getattr(args, "workload_items", None) or [("fork-latency", [])]
     exp = experiment(args)
-    validate.request(exp)           # every parameter against its manifest, before any build
     command = shlex.join(["harness", *sys.argv[1:]]) if sys.argv[1:2] == ["attribute"] else None
     return Attribution(exp, args.kernel_src, args.series, args.range, args.metric, args.practical,
                        args.multiplicity, command=command, extra=args.config).execute().exit_code
