@@ -30,12 +30,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from harness import cache, feature, ui, verify
+from harness import cache, feature, ui, validate, verify
 from harness.analysis import stats, steps
 from harness.errors import BuildError, InfraError, UserError
 from harness.experiment import DESIGN_BOOTS, Experiment, KernelSpec
 from harness.guest import accel as accel_mod
-from harness.kernel import bisect, kconfig, series as series_mod, sources
+from harness.kernel import bisect, kconfig, prepare, series as series_mod, sources
 from harness.kernel.build import Build
 from harness.measure.workloads import Workload
 from harness.pipeline import Run
@@ -98,31 +98,22 @@ def range_inputs(tree, span, folder):
     return f"git+file://{Path(tree).resolve()}#{base}", series_mod.load(str(folder))
 
 
-class AttributionRun(Run):
-    """A run over kernels built beforehand (the steps), each with its own tasks."""
+class StepTasks:
+    """The task plan of an attribution's run: each step's kernel runs its own tasks (a plain fork
+    and, where the kernel has the option, the feature's); the seconds each boot took are added to
+    the step's times in metadata.json."""
 
-    def __init__(self, experiment, prebuilt, tasks, store, skip):
-        super().__init__(experiment, store=store)
-        self.prebuilt, self.tasks_of, self.skip = prebuilt, tasks, skip
+    def __init__(self, tasks, store):
+        self.tasks, self.store = tasks, store
 
-    def kernel(self, spec):
-        tree, kernel = self.prebuilt[spec.label]
-        self.trees[spec.label] = tree
-        self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=kernel.key)
-        self.record_kernel(spec.label, kernel)
-        return [(0, kernel)]               # Run.kernel's shape: one layout, the step as built
+    def of(self, label):
+        return self.tasks[label]
 
-    def one_boot(self, label, kernel, boot):
-        self.tasks = self.tasks_of[label]
-        started = time.monotonic()
-        try:
-            super().one_boot(label, kernel, boot)
-        finally:
-            spent = time.monotonic() - started
-            times = self.store.metadata["attribution"]["times"].setdefault(label, {})
-            times["measure"] = round(times.get("measure", 0) + spent, 1)
-            self.store.save()
-            ui.console.print(f"[{label}] boot {boot} measured in {spent:.0f} s", markup=False)
+    def done(self, label, boot, seconds):
+        times = self.store.metadata["attribution"]["times"].setdefault(label, {})
+        times["measure"] = round(times.get("measure", 0) + seconds, 1)
+        self.store.save()
+        ui.console.print(f"[{label}] boot {boot} measured in {seconds:.0f} s", markup=False)
 
 
 class Attribution:
@@ -152,8 +143,8 @@ class Attribution:
         self.extra = list(extra)                # --config: fragments added to every config
         self.prebuilt, self.skip = {}, set()   # label -> (tree, Kernel); boots done
         self.failures = []                      # (label, error) of kernels that failed to boot or run
+        validate.request(exp)                   # every parameter against its manifest, before any build
         self.workload = Workload.load(exp.workloads[0].name)
-        self.workload.params(params)            # an unknown parameter fails here, before any build
 
     @classmethod
     def resume(cls, run_dir):
@@ -174,18 +165,13 @@ class Attribution:
 
     def execute(self):
         with tempfile.TemporaryDirectory() as folder:
-            with ui.step(f"kernel source {self.kernel_src}") as say:
-                src = self.kernel_src
-                if self.span:
-                    src, self.series = range_inputs(self.kernel_src, self.span, folder)
-                self.source = sources.resolve(src)
-                say(self.source.id)
+            src = self.kernel_src
+            if self.span:
+                src, self.series = range_inputs(self.kernel_src, self.span, folder)
+            self.source = prepare.source(src)
             if not self.span:
-                with ui.step(f"series {self.series_spec}") as say:
-                    self.series = series_mod.load(self.series_spec)
-                    say(f"{len(self.series.patches)} patches, v{self.series.version}")
-            with ui.step(f"apply {len(self.series.patches)} patches"):
-                patched, report = series_mod.apply(self.series, self.source)
+                self.series = prepare.series(self.series_spec)
+            patched, report = prepare.apply(self.series, self.source, show=False)
         ui.out(report.table())
         self.store = self.store or RunStore()
         ui.console.print(f"attribution run {self.store.id} -> {self.store.dir}", markup=False)
@@ -341,9 +327,10 @@ class Attribution:
         kernels = {label: self.prebuilt[label] for label in labels}
         specs = [KernelSpec(label, self.kernel_src, [f["name"] for f in kernels[label][1].info["fragments"]],
                             self.series_spec) for label in labels]
-        run = AttributionRun(replace(self.exp, kernels=specs), kernels,
-                             {label: self.tasks(k) for label, (_, k) in kernels.items()},
-                             self.store, self.skip)
+        run = Run(replace(self.exp, kernels=specs), store=self.store, kernels=prepare.Prebuilt(kernels, self.profile),
+                  tasks=StepTasks({label: self.tasks(k) for label, (_, k) in kernels.items()}, self.store),
+                  checked=True)
+        run.skip = self.skip
         run.execute()
         self.store.update(command=self.command or self.store.metadata.get("command"))
         self.failures += run.failures

@@ -1,18 +1,19 @@
-"""The small commands behind `harness build`, `harness image` and `harness boot`."""
+"""The small commands behind `harness build`, `harness image` and `harness boot`: each validates
+its request once, then uses the shared services (harness.kernel.prepare, harness.guest.factory)."""
 import sys
 import tempfile
+from pathlib import Path
 
 from harness.guest import image as image_mod
 from harness import ui, validate
-from harness.guest.machine import Machine
-from harness.kernel import layout
-from harness.pipeline import Run
-from harness.results import NullStore, RunStore
+from harness.guest.factory import Guests
+from harness.kernel import layout, prepare
+from harness.results import NullStore
 
 
 def build(exp):
-    run = Run(exp, store=NullStore())
-    for index, kernel in run.kernel(exp.kernels[0]):
+    validate.request(exp)
+    for index, kernel in prepare.Kernels(exp).kernel(exp.kernels[0], NullStore()):
         ui.out(f"kernel {kernel.info['release']}  key {kernel.key}"
                + (f"  layout variant {index} (+{layout.pad(index)} bytes)" if exp.variants else ""))
         if not kernel.info.get("cached") and "objects_compiled" in kernel.info:
@@ -33,23 +34,18 @@ def image(name, mirror):
 
 
 def boot(exp, command):
-    """Boot the experiment's kernel; run one command (exit with its code) or open a shell."""
-    spec = exp.kernels[0]
-    validate.request(exp)           # before the log folder is made
-    logs = tempfile.mkdtemp(prefix="harness-boot-")
-    run = Run(exp, store=RunStore("boot", root=logs))
-    [(_, kernel), *_] = run.kernel(spec)
-    img = run.guest_image()
-    chosen = run.choose_accel(kernel)
-    with Machine(kernel, img, run.store.kernel_dir(spec.label), accel=chosen,
-                 memory_mib=exp.memory_mib, cpus=exp.cpus, extra_cmdline=exp.extra_cmdline,
-                 stall=exp.stall_s) as m:
-        with ui.step(f"boot {kernel.info['release']} under {chosen}") as say:
-            seconds = m.wait_ready(exp.boot_timeout)
-            say(f"first guest command after {seconds:.2f} s; serial log {m.console_log}")
+    """Boot the experiment's kernel with every guest setting the flags gave (the guest factory
+    makes the Machine); run one command (exit with its code) or open a shell."""
+    validate.request(exp)           # before anything is built or the log folder is made
+    store = NullStore()
+    [(_, kernel), *_] = prepare.Kernels(exp).kernel(exp.kernels[0], store)
+    logs = Path(tempfile.mkdtemp(prefix="harness-boot-"))
+    machine, _ = Guests(exp, store).boot(kernel, logs, "boot", attempts=1)
+    with machine:
+        ui.console.print(f"serial log {machine.console_log}", markup=False)
         if command:
-            code, out, err = m.run(command, timeout=3600)
+            code, out, err = machine.run(command, timeout=3600)
             sys.stdout.write(out + ("\n" if out else ""))
             sys.stderr.write(err)
             return code
-        return m.shell()
+        return machine.shell()

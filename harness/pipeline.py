@@ -1,58 +1,65 @@
-"""The pipeline as one object: for each kernel, source (+ series) -> build -> boot -> workloads.
+"""The pipeline as one object: for each kernel, prepare (source + series -> build) -> boot -> tasks.
 
-`Run` is what `harness run` calls and what the Python API uses. A task is one workload run on one
-kernel in one boot. A failed task (a workload that refuses its clock, a WARNING in dmesg) is
-recorded with its log and the kernel's next task runs; a failure of the kernel itself (build error, panic, hang)
-is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
+`Run` is what `harness run` calls and what the Python API uses. It puts small services together
+and keeps the order of things: the kernels come from a preparer (harness.kernel.prepare: built,
+or built beforehand), the guests from a guest factory (harness.guest.factory), the work in each
+boot from a task plan (harness.measure.session), the boots' order and the stopping rule from the
+design (harness.schedule), and the tables from the output (harness.output). A caller that needs
+another kernel source, guest or task plan passes its own; nothing subclasses Run.
+
+A failed task (a workload that refuses its clock, a WARNING in dmesg) is recorded with its log and
+the kernel's next task runs; a failure of the kernel itself (build error, panic, hang) is recorded
+for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
-import os
-import tempfile
 import time
 from dataclasses import replace
 
-from harness.guest import accel as accel_mod
-from harness.measure import activity, dmesg, selftests
-from harness.kernel import kconfig, layout, series as series_mod, sources
-from harness import feature, safety, schedule, ui, validate
-from harness.analysis import tables          # its pandas loads only when a table is made
-from harness.guest import image as image_mod
-from harness.kernel.build import Build
-from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
+from harness import feature, schedule, ui, validate
+from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, resolved
-from harness.guest.machine import Machine, qemu_version
-from harness.results import RunStore
+from harness.guest.factory import Guests
+from harness.kernel import layout, prepare
+from harness.measure import session
 from harness.measure.workloads import Workload
+from harness.output import Output
+from harness.results import RunStore
+
+
+def decided(experiment):
+    """The experiment with what a run decides itself: one boot unless asked, a seed for a random
+    order (recorded in metadata)."""
+    if experiment.boots is None:
+        experiment = replace(experiment, boots=1)
+    if experiment.order == "random" and experiment.seed is None:
+        experiment = replace(experiment, seed=schedule.new_seed())
+    return experiment
+
+
+def same_tasks(experiment):
+    """The task plan of a plain run: every kernel runs the experiment's workloads."""
+    return session.Same([(w, w.params(spec.params)) for spec in experiment.workloads
+                         for w in [Workload.load(spec.name)]])
 
 
 class Run:
-    def __init__(self, experiment, store=None):
-        if experiment.boots is None:
-            experiment = replace(experiment, boots=1)
-        if experiment.order == "random" and experiment.seed is None:
-            experiment = replace(experiment, seed=schedule.new_seed())     # recorded in metadata
-        validate.request(experiment)      # the whole request, before anything is built or stored
+    def __init__(self, experiment, store=None, kernels=None, guests=None, tasks=None, checked=False):
+        """kernels: the preparer (default: build the experiment's kernels); guests: the guest
+        factory; tasks: the task plan (default: the experiment's workloads on every kernel);
+        checked: the caller validated this request already (validate.request)."""
+        experiment = decided(experiment)
+        if not checked:
+            validate.request(experiment)      # the whole request, before anything is built or stored
         self.exp = experiment
+        self.plan = tasks or same_tasks(experiment)
+        self.store = store or RunStore()
+        self.kernels = kernels or prepare.Kernels(experiment)
+        self.guests = guests or Guests(experiment, self.store)
         self.profile = feature.of(experiment)
+        self.output = Output(self.store, self.profile)
         self.failures = []
-        self.image = None
-        self._series = {}
-        self.trees = {}
-        self.skip = set()              # kernels already done (resume)
+        self.skip = set()              # (label, boot) done already (resume)
         self.selftest_results = []
         self.selftest_new_failures = []
-        # Check every name now, so a typo fails before anything is built or stored.
-        loaded = [Workload.load(w.name) for w in experiment.workloads]
-        self.tasks = [(w, w.params(spec.params)) for w, spec in zip(loaded, experiment.workloads)]
-        for k in experiment.kernels:
-            [kconfig.fragment(f) for f in k.fragments]
-        for w in loaded:
-            if w.manifest.get("table"):
-                tables.known(w.manifest["table"])
-        if experiment.timing == "icount" and experiment.accel == "kvm":
-            raise UserError("--timing icount runs under TCG: it cannot go with --accel kvm")
-        self.store = store or RunStore()
-
-    # --- the run --------------------------------------------------------------------------------
 
     @classmethod
     def resume(cls, run_dir):
@@ -60,8 +67,7 @@ class Run:
         store = RunStore.open(run_dir)
         if "experiment" not in store.metadata:
             raise UserError(f"{store.dir} has no experiment in its metadata.json; cannot resume it")
-        exp = Experiment.from_dict(store.metadata["experiment"])
-        run = cls(exp, store=store)
+        run = cls(Experiment.from_dict(store.metadata["experiment"]), store=store)
         run.skip = store.finished_boots()
         return run
 
@@ -75,7 +81,7 @@ class Run:
         ui.console.print(f"run {self.store.id} -> {self.store.dir} ({plan.describe()})")
         built = self.build_all()
         boot = 0
-        while built and (boot < plan.boots or self.replayed(built, boot + 1)
+        while built and (boot < plan.boots or schedule.replayed(self.skip, built, boot + 1)
                          or self.more_boots(plan, boot, built)):
             slots, boot = plan.batch(boot)
             for b, label in slots:
@@ -85,7 +91,7 @@ class Run:
             self.set_kernel_status(label, boot)
         self.store.update(finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           failed=sorted({label for label, _ in self.failures}))
-        self.compare()
+        self.end()
         return self
 
     def one_slot(self, plan, built, boot, label):
@@ -97,9 +103,9 @@ class Run:
         if (label, boot) in self.skip:
             ui.console.print(f"[{label}] boot {boot} finished in an earlier attempt: kept", markup=False)
             return
-        self.variant, kernel = built[label][layout.of_boot(boot, len(built[label]))]
+        variant, kernel = built[label][layout.of_boot(boot, len(built[label]))]
         try:
-            self.one_boot(label, kernel, boot)
+            self.one_boot(label, kernel, boot, variant)
         except HarnessError as exc:      # a kernel that panics or hangs gets no more boots
             self.fail(label, exc)
             built.pop(label)
@@ -113,26 +119,14 @@ class Run:
         self.store.update_kernel(label, status="interrupted")
         self.store.update(interrupted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
-    def replayed(self, built, boot):
-        """True when round `boot` finished in an earlier attempt (resume): it is run again as a
-        skip, and the stopping rule judges only after the rounds already on disk."""
-        return bool(self.skip) and all((label, boot) in self.skip for label in built)
-
     def more_boots(self, plan, done, built):
-        """With --until-ci: True while a headline comparison's interval between the kernels still
-        booting is wider than ±until of its ratio (and fewer than max_boots rounds have run, and
-        two kernels are left to compare); where it stopped is recorded."""
+        """With --until-ci: one more round unless the design's stopping rule (schedule.stop_reason)
+        says why not; where it stopped is recorded."""
         if not plan.until:
             return False
         from harness.analysis import stats      # the analysis stack loads where it is used
         widest = stats.widest_interval(self.store.dir, kernels=list(built))
-        why = None
-        if widest <= plan.until:
-            why = f"every headline interval within ±{plan.until:.1%} (widest ±{widest:.2%})"
-        elif done >= plan.max_boots:
-            why = f"max_boots ({plan.max_boots}) reached; widest headline interval ±{widest:.2%}"
-        elif len(built) < 2 and len(self.exp.kernels) > 1:
-            why = "fewer than two kernels left to compare"
+        why = schedule.stop_reason(widest, plan.until, done, plan.max_boots, len(built), len(self.exp.kernels))
         if why:
             plan.stopped = f"after {done} boots per kernel: {why}"
             self.store.update(design=plan.as_dict())
@@ -143,22 +137,19 @@ class Run:
         return True
 
     def build_all(self):
-        """{label: Kernel} for every kernel that builds; a kernel that fails is recorded."""
+        """{label: [(layout, Kernel)]} for every kernel that builds; a kernel that fails is recorded."""
         built = {}
         for spec in self.exp.kernels:
-            if not self.skip_all(spec.label):
+            if not all((spec.label, n) in self.skip for n in range(1, self.exp.boots + 1)):
                 self.store.start_kernel(spec.label, kept={n for lb, n in self.skip if lb == spec.label})
             try:
-                built[spec.label] = self.kernel(spec)
+                built[spec.label] = self.kernels.kernel(spec, self.store)
             except HarnessError as exc:
                 self.fail(spec.label, exc)
             except KeyboardInterrupt:
                 self.interrupted(spec.label)
                 raise
         return built
-
-    def skip_all(self, label):
-        return all((label, n) in self.skip for n in range(1, self.exp.boots + 1))
 
     def set_kernel_status(self, label, boots, final=True):
         """A kernel is ok when every one of its boots is; failed when one failed (or, at the end,
@@ -186,310 +177,40 @@ class Run:
     def exit_code(self):
         return self.failures[0][1].exit_code if self.failures else 0
 
-    # --- stages ---------------------------------------------------------------------------------
-
-    def guest_image(self):
-        if self.image is None:
-            with ui.step(f"guest image {self.exp.image}") as say:
-                self.image = image_mod.GuestImage(self.exp.image, self.exp.mirror).run(say)
-            self.store.update(image={k: self.image.info[k] for k in ("key", "name", "mirror", "build_seconds")})
-        return self.image
-
-    def tree(self, spec):
-        """The source tree to build: the pristine source, or the source with the series applied."""
-        with ui.step(f"[{spec.label}] kernel source {safety.redact(spec.source)}") as say:
-            source = sources.resolve(spec.source, insecure=self.exp.insecure_download)
-            say(source.id)
-        if not spec.series:
-            return source, []
-        key = (source.id, spec.series)
-        if key not in self._series:
-            with ui.step(f"[{spec.label}] series {spec.series}") as say:
-                series = series_mod.load(spec.series)
-                say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
-            with ui.step(f"[{spec.label}] apply {len(series.patches)} patches to {source.id}"):
-                patched, report = series_mod.apply(series, source)
-            ui.console.print(report.table(), markup=False, highlight=False)
-            self._series[key] = (patched, series, report)
-        patched, series, report = self._series[key]
-        self.store.update_kernel(spec.label, series={**series.as_dict(), "apply": [
-            {"index": r.index, "status": r.status, "detail": r.detail} for r in report.results]})
-        return patched, series_mod.patch_ids(series)
-
-    def kernel(self, spec):
-        """[(layout index, Kernel)]: the kernel's layout variants (one: the kernel as it is)."""
-        tree, patches = self.tree(spec)
-        self.trees[spec.label] = tree
-        fragments = [kconfig.fragment(f) for f in spec.fragments]
-        config = spec.base or self.exp.base
-        build = Build(tree, fragments, patches=patches, base=config,
-                      **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
-        self.store.update_kernel(spec.label, source=tree.as_dict(), build_key=build.key)
-        wanted = layout.indices(spec.layout, self.exp.variants)
-        with ui.step(f"[{spec.label}] build {tree.id}"
-                     + (f" as {len(wanted)} layout variants" if wanted != [0] else "")) as say:
-            if wanted == [0]:
-                kernels = {0: build.run(say)}
-            else:
-                kernels = layout.build_variants(tree, fragments, patches, wanted, self.exp.jobs, say, config)
-        self.record_kernel(spec.label, kernels[wanted[0]])
-        if wanted != [0]:
-            self.store.update_kernel(spec.label, variants=[
-                {"variant": i, "pad": layout.pad(i), "build_key": k.key, "release": k.info["release"],
-                 "cached_build": k.info.get("cached", False), "build_seconds": k.info.get("build_seconds")}
-                for i, k in kernels.items()])
-        return sorted(kernels.items())
-
-    def record_kernel(self, label, kernel):
-        """Keep a built kernel's log and facts in the run."""
-        self.store.keep(label, kernel.path / "build.log", kernel.path / "kernel.json")
-        self.store.update_kernel(label, release=kernel.info["release"],
-                                 config_sha=kernel.info["config_sha"], toolchain=kernel.info["toolchain"],
-                                 fragments=kernel.info["fragments"], patches=kernel.info["patches"],
-                                 base=kernel.info.get("base", {"name": kernel.info.get("base_config")}),
-                                 feature_config=self.profile_config(kernel),
-                                 cached_build=kernel.info.get("cached", False))
-
-    def profile_config(self, kernel):
-        """The profile's kernel option in this kernel's config ("n" when unset; None: no option)."""
-        option = self.profile.proof.get("config")
-        return kconfig.parse(kernel.config).get(option, "n") if option else None
-
-    def choose_accel(self, kernel):
-        """The QEMU mode for this run's guests: 'kvm', 'tcg' or 'icount' (TCG counting instructions)."""
-        if "accel" not in self.store.metadata:
-            with ui.step(f"accelerator ({self.exp.accel})") as say:
-                if self.exp.timing == "icount":
-                    chosen, reason = "tcg", "icount timing runs under TCG"
-                else:
-                    chosen, reason = accel_mod.choose(self.exp.accel, kernel.image)
-                say(f"{chosen}: {reason}")
-            timing = self.exp.timing
-            if timing == "auto":
-                timing = "real" if chosen == "kvm" else "icount"
-            self.store.update(accel=chosen, accel_reason=reason, timing=timing,
-                              qemu=qemu_version("qemu-system-x86_64"))
-            if timing == "icount":
-                ui.warn("timing mode icount: the guest's clock advances with the instructions it executes "
-                        "(1 ns per instruction, one vCPU). Times are instruction counts, deterministic "
-                        "and comparable between kernels of this mode only, not memory latency or hardware time.")
-            elif chosen != "kvm":
-                ui.warn(f"guests run under {chosen.upper()} (software emulation), not KVM: {reason}. "
-                        f"Times are emulated-CPU times; compare them only with runs of the same mode.")
-        meta = self.store.metadata
-        return "icount" if meta.get("timing") == "icount" else meta["accel"]
-
-    def one_boot(self, label, kernel, boot):
-        """Boot the kernel once (boot number `boot`) and run every task in that boot."""
-        spec = next(k for k in self.exp.kernels if k.label == label)
-        image = self.guest_image()
-        chosen = self.choose_accel(kernel)
+    def one_boot(self, label, kernel, boot, variant=0):
+        """Boot the kernel once (boot number `boot`) and run the plan's tasks in that boot."""
         self.store.reset_boot(label, boot)
         info = {"status": "interrupted"}
         self.store.set_boot(label, boot, info)
+        started = time.monotonic()
+        of = f"/{self.exp.boots}" if boot <= self.exp.boots else " (one more round)"
         try:
-            with self.boot(spec, kernel, image, chosen, boot) as m:
-                self.current_machine = m
-                _, uname, _ = m.run(["uname", "-r"])
-                _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/"
-                                                  "current_clocksource"])
-                info.update(boot_seconds=round(m.boot_seconds, 3), boot_phases=m.boot_phases,
-                            clocksource=clocksource.strip(), host_load=round(os.getloadavg()[0], 2))
-                facts = {"boot_seconds": info["boot_seconds"], "boot_phases": m.boot_phases,
-                         "guest_uname": uname.strip(), "guest_clocksource": clocksource.strip(),
-                         "qemu_argv": m.argv}
-                if boot == 1 or "boot_seconds" not in self.store.kernel_info(label):
-                    self.store.update_kernel(label, **facts)
+            machine, attempts = self.guests.boot(kernel, self.store.boot_dir(label, boot),
+                                                 f"[{label}] boot {boot}{of}")
+            self.store.set_boot(label, boot, {"attempts": attempts})
+            with machine:
+                work = session.Session(self.exp, self.store, self.fail, self.output, label, machine,
+                                       boot, variant)
+                info.update(work.facts())
                 self.store.set_boot(label, boot, info)
-                # what the kernel logged while booting (a WARNING, a lockdep splat, a taint) fails
-                # the kernel; the tasks still run, each judged on what it adds
-                boot_hits = self.kernel_log(label, m, "boot", boot) if self.exp.dmesg_check else []
-                if boot_hits:
-                    self.store.update_kernel(label, boot_dmesg=boot_hits)
-                    ui.warn(f"[{label}] kernel log at boot: "
-                            + "; ".join(f"{k}: {line}" for k, line in boot_hits[:5]))
-                with tempfile.TemporaryDirectory() as staging:
-                    for number, (workload, params) in enumerate(self.tasks, 1):
-                        self.task(label, m, number, workload, params, staging, boot)
+                boot_hits = work.boot_log()
+                work.run(self.plan.of(label))
                 if self.exp.selftests and boot == 1:
-                    self.run_selftests(label, m)
+                    work.selftests(self.kernels.trees[label], self.selftest_results)
         except HarnessError:
             info["status"] = "failed"
             self.store.set_boot(label, boot, info)
             raise
+        finally:
+            self.plan.done(label, boot, time.monotonic() - started)
         tasks = self.store.tasks(label, boot)
         info["status"] = "failed" if boot_hits or any(t["status"] != "ok" for t in tasks) else "ok"
         self.store.set_boot(label, boot, info)
         self.set_kernel_status(label, self.exp.boots, final=False)
 
-    def boot(self, spec, kernel, image, chosen, boot=1, attempts=5):
-        """A booted, ready guest. A boot whose clocksource fell back to jiffies cannot time
-        anything: it is logged, set aside and booted again."""
-        logdir = self.store.boot_dir(spec.label, boot)
-        for attempt in range(1, attempts + 1):
-            m = Machine(kernel, image, logdir, accel=chosen, memory_mib=self.exp.memory_mib,
-                        cpus=self.exp.cpus, extra_cmdline=self.exp.extra_cmdline, stall=self.exp.stall_s,
-                        pin=self.exp.pin, prealloc=self.exp.prealloc)
-            m.start()
-            try:
-                of = f"/{self.exp.boots}" if boot <= self.exp.boots else " (one more round)"
-                with ui.step(f"[{spec.label}] boot {boot}{of}: "
-                             f"{kernel.info['release']} under {chosen}") as say:
-                    seconds = m.wait_ready(self.exp.boot_timeout)
-                    say(f"first guest command after {seconds:.2f} s")
-            except BaseException:
-                m.stop()
-                raise
-            trouble = m.clock_trouble()
-            if not trouble or attempt == attempts:
-                if trouble:
-                    ui.warn(f"[{spec.label}] the guest clock is coarse after {attempts} boots: {trouble[0]}")
-                self.store.set_boot(spec.label, boot, {"attempts": attempt})
-                return m
-            m.stop()
-            for log in (m.console_log, m.qemu_log):
-                log.rename(log.with_name(f"{log.stem}.attempt-{attempt}{log.suffix}"))
-            ui.warn(f"[{spec.label}] boot {attempt}: {trouble[0]}: the clock would be coarse; booting again")
-        raise AssertionError("unreachable")
-
-    def task(self, label, machine, number, workload, params, staging, boot=1):
-        name = f"{number}:{workload.name}"
-        entry = {"task": name, "boot": boot, "workload": workload.name, "params": params, "status": "ok"}
-        host = self.store.metadata["host"].get("hostname")
-        append = self.store.appender(label, workload.name)
-
-        def store(record):
-            append({**record, "task": name, "kernel": label, "boot": boot, "host": host,
-                    "timing": self.store.metadata.get("timing"),
-                    **({"variant": self.variant} if self.exp.variants else {})})
-
-        try:
-            self._task(label, machine, workload, params, staging, store, entry)
-        finally:
-            self.store.add_task(label, entry)
-
-    def _task(self, label, machine, workload, params, staging, store, entry):
-        name = entry["task"]
-        entry["host_load_before"] = round(os.getloadavg()[0], 2)   # a busy host distorts timings
-        try:
-            try:
-                with ui.step(f"[{label}] workload {workload.name} {params}"):
-                    records = workload.run(machine, params, store, staging, self.profile)
-            except WorkloadError:
-                machine.settle()               # a workload killed by a panic is the panic
-                raise
-            judged = {r[feature.STATE] for r in records if feature.STATE in r}
-            if judged:
-                entry[feature.STATE] = sorted(judged)
-            entry["records"] = len(records)
-            entry["host_load_after"] = round(os.getloadavg()[0], 2)
-            self.show(label, workload, records)
-        except WorkloadError as exc:
-            entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, task=name)
-        except ChannelLost as exc:
-            # the connection dropped, not the guest: note it, reconnect, go on with the next task
-            entry.update(status="failed", error=str(exc))
-            self.fail(label, exc, task=name)
-            machine.reconnect()
-        except GuestError as exc:              # panic, hang, QEMU gone: this kernel is done
-            entry.update(status="failed", error=str(exc))
-            raise
-        except KeyboardInterrupt:              # Ctrl-C, or SIGTERM (a CI or remote timeout)
-            entry.update(status="interrupted")
-            raise
-        if self.exp.dmesg_check:
-            hits = self.kernel_log(label, machine, name.replace(":", "-"), entry["boot"])
-            if hits:
-                entry.update(status="failed", dmesg=hits)
-                self.fail(label, WorkloadError(f"kernel log after {workload.name}: "
-                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])), task=name)
-
-    def run_selftests(self, label, machine):
-        """The kernel's own vm selftests, plainly and under the profile's launcher, as tasks."""
-        prepared = None
-        for name in self.exp.selftests:
-            test = selftests.spec(name)         # a name the catalog lacks: UserError
-            entry = {"task": f"selftest:{name}", "boot": 1, "workload": f"selftest-{name}", "status": "ok"}
-            try:
-                with ui.step(f"[{label}] selftest {name}: build and prepare the guest") as say:
-                    binary = selftests.build_test(name, self.trees[label].path,
-                                                  test_source=self.exp.selftest_source)
-                    launcher = selftests.build_launcher(self.profile)
-                    entry["setup"] = prepared = prepared or selftests.prepare_guest(machine)
-                    say(f"{entry['setup']['hugepages_2m']} hugetlb pages, swap {entry['setup']['swap_kib']} kB")
-                for way, launch in selftests.ways(self.profile, launcher):
-                    with ui.step(f"[{label}] selftest {name} ({way})") as say:
-                        result = selftests.run_test(machine, binary, launch, label=label, name=name, way=way,
-                                                    args=test.get("args", ()),
-                                                    timeout=test.get("timeout", 900))
-                        say(result.get("error") or result.get("launcher") or f"{len(result['cases'])} cases")
-                    self.store.write(label, f"selftest-{name}-{way}.tap", result["output"])
-                    self.store.appender(label, f"selftest-{name}")(
-                        {k: v for k, v in result.items() if k not in ("output", "stderr")})
-                    self.selftest_results.append(result)
-                    if way == "plain" and result.get("error"):
-                        entry.update(status="failed", error=result["error"])
-            except HarnessError as exc:
-                entry.update(status="failed", error=str(exc))
-                self.fail(label, exc, task=entry["task"])
-                if isinstance(exc, (GuestPanic, GuestTimeout)):
-                    self.store.add_task(label, entry)
-                    raise
-            hits = self.kernel_log(label, machine, f"selftest-{name}") if self.exp.dmesg_check else []
-            if hits:
-                entry.update(status="failed", dmesg=hits)
-                self.fail(label, WorkloadError(f"kernel log after selftest {name}: "
-                                               + "; ".join(f"{k}: {line}" for k, line in hits[:5])),
-                          task=entry["task"])
-            self.store.add_task(label, entry)
-
-    def kernel_log(self, label, machine, name, boot=1):
-        """Keep the guest's kernel log since the last look; return what a reviewer would flag: its
-        BUGs, WARNINGs, lockdep reports ..., and the taint flags set since the last look (a taint
-        stays for the rest of the boot: the task that set it fails, not every task after it)."""
-        log, hits = dmesg.check(machine)
-        self.store.write(label, f"{self.store.boot_prefix(boot)}dmesg-{name}.log", log)
-        return hits
-
-    # --- output ---------------------------------------------------------------------------------
-
-    def show(self, label, workload, records):
-        """The table the workload's manifest names (`table`), printed and saved per kernel."""
-        kind = workload.manifest.get("table")
-        if kind not in tables.KERNEL_TABLES or not records:
-            return                              # "headline": one table at the end (compare)
-        ui.out(tables.render(kind, records, title=f"{label}: {workload.name}, {activity.kind(records, self.profile)}"))
-        ui.out()
-        name = f"{workload.name}-{self.profile.name}" if records[0].get(feature.REQUESTED) else workload.name
-        tables.save_kernel_table(kind, records, self.store.kernel_dir(label), name)
-
-    def compare(self):
+    def end(self):
+        """The tables at the end of the run (harness.output)."""
+        labels = [spec.label for spec in self.exp.kernels]
         if self.selftest_results:
-            stock = self.exp.kernels[0].label
-            ui.out(f"kernel selftests (case x kernel/way; '!!' = fails where {stock}/plain passes):")
-            ui.out(selftests.render(self.selftest_results, stock=stock))
-            ui.out()
-            table = selftests.table(self.selftest_results)
-            table.to_csv(self.store.dir / "selftests.csv")
-            if (stock, "plain") in table.columns:
-                self.selftest_new_failures = selftests.new_failures(table, stock)
-            self.store.update(selftest_new_failures=self.selftest_new_failures)
-        from harness.analysis import summary
-        summary.show(self.store.dir, list(dict.fromkeys(w.name for w, _ in self.tasks)), ui.out)
-        if len(self.exp.kernels) < 2 and len(self.tasks) < 2:
-            return
-        shown = {}
-        for workload, _ in self.tasks:
-            if workload.manifest.get("table") in tables.COMPARISONS:
-                shown[workload.name] = workload.manifest["table"]
-        for name, kind in shown.items():
-            rows = [r for spec in self.exp.kernels for r in self.store.records(spec.label, name)]
-            if not rows:
-                continue
-            table = tables.comparison(kind, rows, self.profile)
-            tables.save(table, self.store.dir, f"{name}-comparison")
-            ui.out(f"{name}, all kernels (medians; {self.profile.title or 'the feature'} judged from the "
-                   f"kernel's counters, not from the switch):")
-            ui.out(table.to_string())
-            ui.out()
+            self.selftest_new_failures = self.output.selftest_diff(self.selftest_results, labels[0])
+        self.output.end(labels, [w for label in labels for w, _ in self.plan.of(label)])

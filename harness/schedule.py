@@ -82,6 +82,26 @@ class Plan:
         return how
 
 
+def stop_reason(widest, until, done, max_boots, left, kernels):
+    """The stopping rule of --until-ci, pure: why the rounds stop after `done` boots per kernel,
+    or None for one more round. widest: the widest headline interval (a fraction of its ratio)
+    between the kernels still booting; left: how many of the `kernels` still boot."""
+    if widest <= until:
+        return f"every headline interval within ±{until:.1%} (widest ±{widest:.2%})"
+    if done >= max_boots:
+        return f"max_boots ({max_boots}) reached; widest headline interval ±{widest:.2%}"
+    if left < 2 and kernels > 1:
+        return "fewer than two kernels left to compare"
+    return None
+
+
+def replayed(skip, labels, boot):
+    """True when round `boot` finished in an earlier attempt (resume) for every kernel in
+    `labels`: it is run again as a skip, and the stopping rule judges only after the rounds
+    already on disk. skip: {(label, boot)} done before."""
+    return bool(skip) and all((label, boot) in skip for label in labels)
+
+
 def rounds(labels, boots, order, seed):
     """The order of the slots: [(boot, label)]."""
     return Plan(list(labels), boots, order, seed).slots

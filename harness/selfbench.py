@@ -19,9 +19,9 @@ from harness import ui
 from harness.kernel.build import Build
 from harness.experiment import DEFAULT_FRAGMENTS, Experiment, KernelSpec, WorkloadSpec
 from harness.guest.image import GuestImage
-from harness.guest.machine import Machine
+from harness.guest.factory import Guests
 from harness.pipeline import Run
-from harness.results import RunStore
+from harness.results import NullStore, RunStore
 
 
 @contextlib.contextmanager
@@ -45,9 +45,11 @@ def timed(fn):
 
 
 def boots(kernel, image, mode, count, logdir):
+    """Seconds to the first guest command of `count` boots in this mode, default guest settings."""
+    guests = Guests(Experiment(kernels=[]), NullStore(), image=image, accel=mode)
     seconds = []
     for i in range(count):
-        with Machine(kernel, image, Path(logdir) / f"{mode}-{i}", accel=mode) as m:
+        with guests.machine(kernel, Path(logdir) / f"{mode}-{i}") as m:
             seconds.append(m.wait_ready(120))
     return seconds
 

@@ -175,6 +175,9 @@ def workload(name, params):
     if not isinstance(params, dict):
         raise UserError(f"workload {name}: params must be a table of NAME = VALUE")
     w = Workload.load(name)
+    if w.manifest.get("table"):
+        from harness.analysis import tables     # no pandas at import
+        tables.known(w.manifest["table"])
     values = w.params(params)
     allowed = w.manifest.get("allowed", {})
     for key, value in values.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache
-from harness.kernel import bisect, checkpatch, kconfig, reach, series as series_mod, sources
+from harness.kernel import bisect, checkpatch, kconfig, prepare, reach, series as series_mod, sources
 from harness.measure import activity, selftests
 from harness import feature as feature_mod, ui, validate
 from harness.errors import HarnessError, UserError
@@ -134,12 +134,8 @@ class Verify:
             self.problems.append(name)
 
     def execute(self):
-        with ui.step(f"kernel source {self.kernel_src}") as say:
-            source = sources.resolve(self.kernel_src)
-            say(source.id)
-        with ui.step(f"series {self.series}") as say:
-            series = series_mod.load(self.series)
-            say(f"{len(series.patches)} patches, v{series.version}, based on {series.base or '?'}")
+        source = prepare.source(self.kernel_src)
+        series = prepare.series(self.series)
         try:
             self.apply(series, source)
         except UserError:
@@ -174,8 +170,7 @@ class Verify:
 
     def apply(self, series, source):
         try:
-            with ui.step(f"apply {len(series.patches)} patches"):
-                _, report = series_mod.apply(series, source)
+            _, report = prepare.apply(series, source, show=False)
             ui.out(report.table())
             moved = sum(r.status != "applied" for r in report.results)
             self.section("apply", True, f"{len(report.results)} applied"

@@ -22,12 +22,12 @@ def add_guest_args(p):
     add_options(p, ["guest", "design", None])
 
 
-def add_options(p, sections):
-    """The flags of the options (harness.options) in these experiment-file sections. Every default
-    here is None: a flag not given leaves the experiment's value (its file's, or the option's
-    default) alone."""
+def add_options(p, sections, leave_out=()):
+    """The flags of the options (harness.options) in these experiment-file sections, but those
+    named in leave_out. Every default here is None: a flag not given leaves the experiment's value
+    (its file's, or the option's default) alone."""
     for o in options.OPTIONS:
-        if o.section not in sections:
+        if o.section not in sections or o.name in leave_out:
             continue
         flags = [o.flag] + ([o.short] if o.short else [])
         kwargs = {"dest": o.name, "default": None, "help": o.help.replace("%", "%%")}

@@ -2,8 +2,8 @@
 import argparse
 
 from harness.cli import subcommands as sc
-from harness.cli.flags import (add_command_options, add_guest_args, add_kernel_args, add_verdict_args,
-                                add_workload_args)
+from harness.cli.flags import (add_command_options, add_guest_args, add_kernel_args, add_options,
+                                add_verdict_args, add_workload_args)
 
 EPILOG = """kernel source specs (--kernel-src):
   PATH                          a local kernel tree (git checkout or plain folder; built out of tree)
@@ -72,7 +72,9 @@ def add_machine_commands(sub):
     p = sub.add_parser("boot", help="boot a kernel: a shell in the guest, or one command after --",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p)
-    add_guest_args(p)
+    # the guest's settings, each honoured (harness.guest.factory); no design flags (one boot) and
+    # no --dmesg-check (nothing is judged): boot does not take them
+    add_options(p, ["guest"], leave_out=("dmesg_check",))
     p.add_argument("command", nargs="*", help="command to run in the guest (after --)")
     p.set_defaults(func=sc.cmd_boot)
 

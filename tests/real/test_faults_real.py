@@ -16,6 +16,7 @@ import pytest
 
 from harness import experiment, paths
 from harness.errors import InfraError
+from harness.guest.factory import Guests
 from harness.pipeline import Run
 from harness.results import RunStore
 
@@ -129,15 +130,20 @@ def test_ssh_connection_dropped_mid_workload(tmp_path):
     exp = make_experiment(tmp_path, [(str(FAULTS / "hang"), {}), ("fork-memory", {"mib": 64})],
                           kernels=("a",))
     store = RunStore("faults", root=tmp_path / "results")
-    r = Run(exp, store=store)
+    made = []
+
+    class Watched(Guests):              # the run's guest factory, keeping the guests it made
+        def machine(self, kernel, logdir):
+            made.append(super().machine(kernel, logdir))
+            return made[-1]
 
     def drop():
         qemu_pid_when_busy(store, "a")
-        machine_socket = r.current_machine.channel.client.get_transport().sock
+        machine_socket = made[-1].channel.client.get_transport().sock
         machine_socket.shutdown(2)
     t = threading.Thread(target=drop)
     t.start()
-    r.execute()
+    Run(exp, store=store, guests=Watched(exp, store)).execute()
     t.join()
     k = metadata(store)["kernels"]["a"]
     assert [c["status"] for c in k["tasks"]] == ["failed", "ok"]

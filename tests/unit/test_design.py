@@ -124,39 +124,39 @@ def test_the_report_states_where_the_design_stopped():
                     "within ±2.5% (at most 40): stopped after 40 boots per kernel: max_boots (40) reached")
 
 
-class FakeStore:
-    def __init__(self, path):
-        self.dir, self.updates = path, []
-
-    def update(self, **kw):
-        self.updates.append(kw)
-
-
-def judge(run_dir, done, built, skip=(), max_boots=40, kernels=("a", "b")):
-    from harness.pipeline import Run
-    run = Run.__new__(Run)
-    run.store, run.skip = FakeStore(run_dir), set(skip)
-    run.exp = Experiment(kernels=[], until=0.025)
-    run.exp.kernels.extend(kernels)
-    plan = schedule.Plan(list(kernels), 2, "alternating", 0, until=0.025, max_boots=max_boots)
-    return run, plan, run.more_boots(plan, done, built)
+def judge(run_dir, done, left=2, max_boots=40, kernels=2, until=0.025):
+    """The stopping rule on a run folder's data: the widest interval of the kernels still booting."""
+    widest = stats.widest_interval(run_dir, kernels=["a", "b"][:left])
+    return schedule.stop_reason(widest, until, done, max_boots, left, kernels)
 
 
 def test_the_rule_stops_when_met_at_the_cap_or_with_one_kernel_left(tmp_path):
     narrow = two_kernel_run(tmp_path / "narrow")                     # paired: within ±2%
-    _, plan, more = judge(narrow, 4, {"a": 1, "b": 1})
-    assert not more and plan.stopped.startswith("after 4 boots per kernel: every headline interval")
+    assert judge(narrow, 4).startswith("every headline interval within ±2.5% (widest ±")
     wide = two_kernel_run(tmp_path / "wide", order="sequential")     # unpaired: ±10%
-    _, plan, more = judge(wide, 4, {"a": 1, "b": 1})
-    assert more and plan.stopped is None
-    _, plan, more = judge(wide, 4, {"a": 1, "b": 1}, max_boots=4)
-    assert not more and "max_boots (4) reached" in plan.stopped
-    _, plan, more = judge(wide, 4, {"a": 1})                         # b panicked: nothing to wait for
-    assert not more
+    assert judge(wide, 4) is None                                    # one more round
+    assert judge(wide, 4, max_boots=4).startswith("max_boots (4) reached; widest headline interval ±")
+    # b panicked: no comparison is left, so no interval is wide (the pure rule's own test below
+    # shows the "fewer than two kernels" reason)
+    assert judge(wide, 4, left=1) == "every headline interval within ±2.5% (widest ±0.00%)"
 
 
-def test_resume_replays_the_rounds_on_disk_before_judging(tmp_path):
-    run, _, _ = judge(two_kernel_run(tmp_path), 4, {"a": 1, "b": 1},
-                      skip={("a", n) for n in range(1, 9)} | {("b", n) for n in range(1, 8)})
-    assert run.replayed({"a": 1, "b": 1}, 7) and not run.replayed({"a": 1, "b": 1}, 8)
-    assert not judge(two_kernel_run(tmp_path / "fresh"), 4, {"a": 1, "b": 1})[0].replayed({"a": 1}, 1)
+def test_the_stopping_rule_is_a_pure_function_of_its_figures():
+    rule = schedule.stop_reason
+    assert rule(0.02, 0.025, 5, 40, 2, 2) == "every headline interval within ±2.5% (widest ±2.00%)"
+    assert rule(0.025, 0.025, 5, 40, 2, 2).startswith("every headline")      # the bound itself is met
+    assert rule(0.03, 0.025, 5, 40, 2, 2) is None
+    assert rule(0.03, 0.025, 40, 40, 2, 2) == "max_boots (40) reached; widest headline interval ±3.00%"
+    assert rule(float("inf"), 0.025, 1, 40, 2, 2) is None                   # one boot: no interval yet
+    assert rule(0.03, 0.025, 5, 40, 1, 2) == "fewer than two kernels left to compare"
+    assert rule(0.03, 0.025, 5, 40, 1, 1) is None        # a one-kernel run waits for its own interval
+    # the order of the reasons: met before capped before abandoned
+    assert rule(0.01, 0.025, 40, 40, 1, 2).startswith("every headline")
+    assert rule(0.03, 0.025, 40, 40, 1, 2).startswith("max_boots")
+
+
+def test_resume_replays_the_rounds_on_disk_before_judging():
+    skip = {("a", n) for n in range(1, 9)} | {("b", n) for n in range(1, 8)}
+    assert schedule.replayed(skip, {"a": 1, "b": 1}, 7) and not schedule.replayed(skip, {"a": 1, "b": 1}, 8)
+    assert schedule.replayed(skip, ["a"], 8)                 # b is out of the run: a's round counts
+    assert not schedule.replayed(set(), {"a": 1}, 1)         # a fresh run replays nothing

@@ -169,18 +169,8 @@ def hooks_for_tests(production, tests):
     return sorted(n for n in defined if not n.startswith("__") and n not in used and n in wanted)
 
 
-# test-only hooks another branch removes: a hook of its own is then a failure of the rule below
-HOOKS_TO_GO = {"current_machine": "pipeline"}    # pipeline.Run's, for one fault test's socket
-
-
 def test_no_production_name_exists_only_for_a_test():
-    assert set(hooks_for_tests(tuple(PYTHON_FILES), tuple(TESTS))) - set(HOOKS_TO_GO) == set()
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(
-    strict=True, reason=f"until the {branch} branch lands")) for name, branch in HOOKS_TO_GO.items()])
-def test_the_known_test_only_hooks_are_gone(name):
-    assert name not in hooks_for_tests(tuple(PYTHON_FILES), tuple(TESTS))
+    assert hooks_for_tests(tuple(PYTHON_FILES), tuple(TESTS)) == []
 
 
 def test_a_test_only_hook_is_found(tmp_path):
@@ -201,7 +191,6 @@ def subclasses_of_the_pipeline(modules):
                   and any(ast.unparse(base) in names for base in node.bases))
 
 
-@pytest.mark.xfail(strict=True, reason="until the pipeline branch lands")
 def test_nothing_subclasses_the_pipeline():
     """What a command does differently is a service it calls, not a Run with methods swapped."""
     assert subclasses_of_the_pipeline(MODULES) == []
@@ -256,7 +245,6 @@ def test_a_verdict_read_from_its_text_is_found(tmp_path):
     assert verdict_text_reads(tmp_path / "m.py") == [1, 2, 3, 4]
 
 
-@pytest.mark.xfail(strict=True, reason="until the pipeline branch lands")
 def test_the_pipeline_is_small():
     assert len(MODULES["harness.pipeline"].read_text().splitlines()) < 250
 

@@ -9,8 +9,7 @@ from kcidb_io import schema
 
 from harness.ci import kcidb
 from harness.experiment import Experiment, KernelSpec
-from harness.kernel import series as series_mod, sources
-from harness.pipeline import Run
+from harness.kernel import prepare, series as series_mod, sources
 from harness.results import RunStore
 from tests.conftest import git
 
@@ -42,8 +41,7 @@ def kcidb_of(tmp_path, tree_path, series_path=None):
     exp = Experiment(kernels=[KernelSpec("k", str(tree_path), ["guest-base"],
                                          series=str(series_path) if series_path else None)])
     store = RunStore(root=tmp_path / "results")
-    run = Run(exp, store=store)
-    tree, _ = run.tree(exp.kernels[0])
+    tree, _ = prepare.Kernels(exp).tree(exp.kernels[0], store)
     store.update_kernel("k", source=tree.as_dict())
     doc = kcidb.document(store.dir)
     schema.LATEST.validate(doc)
