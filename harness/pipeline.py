@@ -18,7 +18,7 @@ from harness.analysis import tables          # its pandas loads only when a tabl
 from harness.guest import image as image_mod
 from harness.kernel.build import Build
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, UserError, WorkloadError
-from harness.experiment import Experiment
+from harness.experiment import Experiment, kernel_needs
 from harness.guest.machine import Machine, qemu_version
 from harness.results import RunStore
 from harness.measure.workloads import Workload
@@ -218,7 +218,8 @@ class Run:
         """[(layout index, Kernel)]: the kernel's layout variants (one: the kernel as it is)."""
         tree, patches = self.tree(spec)
         self.trees[spec.label] = tree
-        fragments = [kconfig.fragment(f) for f in spec.fragments]
+        fragments = kconfig.with_needs([kconfig.fragment(f) for f in spec.fragments],
+                                       kernel_needs(self.exp), spec.label)
         config = spec.base or self.exp.base
         build = Build(tree, fragments, patches=patches, base=config,
                       **({"jobs": self.exp.jobs} if self.exp.jobs else {}))
