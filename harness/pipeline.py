@@ -147,7 +147,7 @@ class Run:
             if not self.skip_all(spec.label):
                 self.store.start_kernel(spec.label, kept={n for lb, n in self.skip if lb == spec.label})
             try:
-                built[spec.label] = self.kernel(spec)
+                built[spec.label] = kconfig.require(self.kernel(spec), kernel_needs(self.exp), spec.label)
             except HarnessError as exc:
                 self.fail(spec.label, exc)
             except KeyboardInterrupt:

@@ -143,6 +143,19 @@ def with_needs(fragments, needs, label="the kernel"):
     return list(fragments) + [Fragment("needs-" + "-".join(w.replace(" ", "-") for w in who), path, text)]
 
 
+def require(kernels, needs, label="the kernel"):
+    """kernels ([(layout index, Kernel)]), refused before they boot when one's .config lacks an
+    option of needs: a kernel the harness did not build with them (attribute's, built from its
+    own config sets) is named with what it lacks and who needs it."""
+    for _, kernel in kernels:
+        final = parse(kernel.config, "the kernel's .config")
+        lacks = [f"{s} (needed by {', '.join(needs[s])})" for s in sorted(needs) if final.get(s, "n") == "n"]
+        if lacks:
+            raise UserError(f"kernel {label!r} ({kernel.key}) was built without " + "; ".join(lacks)
+                            + ": not booted; build it with them (a fragment, or a run that adds them)")
+    return kernels
+
+
 # --- the base config the fragments go on ------------------------------------------------------
 
 BASES = ("tinyconfig", "defconfig")

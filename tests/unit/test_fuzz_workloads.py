@@ -321,6 +321,9 @@ def test_afl_runs_on_the_host(cache_dir, tmp_path, cow_pte):
     assert r["execs_done"] > 0 and r["execs_per_sec"] > 0 and r["forkserver"] is True
     assert r["afl_version"] and r["work_fs"]
     assert r["forkserver_vmrss_kb"] is None or r["forkserver_vmrss_kb"] >= 8 * 1024
+    # afl-fuzz's coverage map is the kernel's own SysV shared memory (seen when sampled)
+    assert (r["sysv_shm_segments"] is None) is (r["forkserver_vmrss_kb"] is None)
+    assert r["sysv_shm_segments"] is None or r["sysv_shm_segments"] >= 1
     # the target's measured fork of its fork server: 8 MiB of touched 4 KiB pages are 4 PTE
     # tables (16 kB) at least in the server and, copied, in the child
     assert r["parent_vmpte_kb"] >= 16 and r["child_vmpte_kb"] >= 16

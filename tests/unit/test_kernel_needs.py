@@ -125,3 +125,21 @@ def test_the_run_builds_its_kernels_with_the_needs(world, monkeypatch):   # noqa
         pipeline.Run(exp).kernel(exp.kernels[0])
     assert [name for name, _ in seen[0]] == ["guest-base", "needs-afl"]
     assert seen[0][1][1] == "CONFIG_FILE_LOCKING=y\nCONFIG_SYSVIPC=y\n"
+
+
+def test_a_kernel_built_without_the_needs_is_not_booted(world, monkeypatch):   # noqa: F811
+    """attribute boots kernels it built from its own config sets: one without what the workload
+    needs is refused before it boots, by name, and the run's other kernels go on."""
+    from harness import pipeline
+    from harness.experiment import Experiment, KernelSpec
+    _, tree = world
+    with_ipc = types.SimpleNamespace(key="k1", config="CONFIG_SYSVIPC=y\nCONFIG_FILE_LOCKING=y\n")
+    without = types.SimpleNamespace(key="k2", config="CONFIG_FILE_LOCKING=y\n# CONFIG_SYSVIPC is not set\n")
+    exp = Experiment(kernels=[KernelSpec("a", tree), KernelSpec("b", tree)], workloads=[WorkloadSpec("afl")])
+    run = pipeline.Run(exp)
+    monkeypatch.setattr(run, "kernel", lambda spec: [(0, with_ipc if spec.label == "a" else without)])
+    assert run.build_all() == {"a": [(0, with_ipc)]}
+    [(label, exc)] = run.failures[:1]
+    assert label == "b" and str(exc) == (
+        "kernel 'b' (k2) was built without CONFIG_SYSVIPC (needed by afl): not booted; build it "
+        "with them (a fragment, or a run that adds them)")

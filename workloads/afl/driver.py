@@ -157,8 +157,16 @@ def children_of(pid):
     return kids
 
 
+def sysv_segments(afl_pid):
+    """The kernel's System V shared memory segments created by afl-fuzz (/proc/sysvipc/shm's
+    cpid column): its coverage map and test case buffer."""
+    rows = (read_text("/proc/sysvipc/shm") or "").splitlines()[1:]
+    return sum(1 for row in rows if len(row.split()) > 5 and row.split()[4] == str(afl_pid))
+
+
 def sample_forkserver(afl_pid):
-    """The fork server's (afl-fuzz's child running the target) VmPTE/VmRSS and PageTables."""
+    """The fork server's (afl-fuzz's child running the target) VmPTE/VmRSS and PageTables, and
+    afl-fuzz's SysV shared memory segments."""
     for pid in children_of(afl_pid):
         if (read_text(f"/proc/{pid}/comm") or "").strip() == TARGET:
             try:
@@ -166,8 +174,13 @@ def sample_forkserver(afl_pid):
             except OSError:
                 continue
             return {"forkserver_vmpte_kb": st.get("VmPTE"), "forkserver_vmrss_kb": st.get("VmRSS"),
-                    "pagetables_kb": guestlib.meminfo().get("PageTables")}
-    return {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+                    "pagetables_kb": guestlib.meminfo().get("PageTables"),
+                    "sysv_shm_segments": sysv_segments(afl_pid)}
+    return dict(UNSAMPLED)
+
+
+UNSAMPLED = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None,
+             "sysv_shm_segments": None}
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x0e\x0f]")   # colours, charsets
@@ -244,7 +257,7 @@ def fuzz_env(args, files):
 
 def supervise(proc, seconds, started, log_path):
     """Wait for afl-fuzz, sampling its fork server once halfway; the sample."""
-    sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+    sample = dict(UNSAMPLED)
     sample_at = started + seconds / 2
     deadline = started + seconds + 300   # calibration under TCG, slow start
     # asleep in wait() while afl-fuzz is measured: awake only to take the sample and at the end
