@@ -143,3 +143,12 @@ def test_a_kernel_built_without_the_needs_is_not_booted(world, monkeypatch):   #
     assert label == "b" and str(exc) == (
         "kernel 'b' (k2) was built without CONFIG_SYSVIPC (needed by afl): not booted; build it "
         "with them (a fragment, or a run that adds them)")
+
+
+def test_a_cell_without_afl_builds_the_kernel_the_whole_experiment_does():
+    from harness.experiment import Experiment, KernelSpec
+    whole = Experiment(kernels=[KernelSpec("stock", "debian:linux-source-6.1")],
+                       workloads=[WorkloadSpec("fork-memory"), WorkloadSpec("afl")])
+    cell = Experiment(kernels=whole.kernels, workloads=[WorkloadSpec("fork-memory")], cells=["c1"],
+                      whole={"workloads": [vars(w) for w in whole.workloads], "selftests": []})
+    assert kernel_needs(cell) == kernel_needs(whole) == AFL
