@@ -141,6 +141,23 @@ DESIGN_UNTIL = 0.025
 MAX_BOOTS = 40        # with an --until-ci and no --max-boots
 
 
+def kernel_needs(exp):
+    """{CONFIG_X: [who needs it]}: the kernel options the experiment's workloads (their manifests'
+    kernel_config) and selftests (their catalog entries' options) need, which every kernel of the
+    experiment gets (harness/kernel/kconfig.py with_needs). Some cells of an experiment need what
+    the whole one does, so that every cell builds the same kernels."""
+    from harness.measure import selftests, workloads
+    exp = exp.whole_experiment() if hasattr(exp, "whole_experiment") else exp
+    needs = {}
+    for name in dict.fromkeys(w.name for w in exp.workloads):
+        for symbol in workloads.Workload.load(name).kernel_config:
+            needs.setdefault(symbol, []).append(name)
+    for name in exp.selftests:
+        for option in selftests.spec(name).get("options", []):
+            needs.setdefault(f"CONFIG_{option}", []).append(f"selftest {name}")
+    return needs
+
+
 def find(name_or_path):
     path = Path(name_or_path)
     if path.is_dir():

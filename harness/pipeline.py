@@ -16,9 +16,9 @@ from dataclasses import replace
 
 from harness import feature, schedule, ui, validate
 from harness.errors import HarnessError, UserError
-from harness.experiment import Experiment, resolved
+from harness.experiment import Experiment, kernel_needs, resolved
 from harness.guest.factory import Guests
-from harness.kernel import layout, prepare
+from harness.kernel import kconfig, layout, prepare
 from harness.measure import session
 from harness.measure.workloads import Workload
 from harness.output import Output
@@ -143,7 +143,8 @@ class Run:
             if not all((spec.label, n) in self.skip for n in range(1, self.exp.boots + 1)):
                 self.store.start_kernel(spec.label, kept={n for lb, n in self.skip if lb == spec.label})
             try:
-                built[spec.label] = self.kernels.kernel(spec, self.store)
+                built[spec.label] = kconfig.require(self.kernels.kernel(spec, self.store), kernel_needs(self.exp),
+                                                    spec.label)
             except HarnessError as exc:
                 self.fail(spec.label, exc)
             except KeyboardInterrupt:

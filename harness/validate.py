@@ -19,7 +19,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from harness import paths, safety
+from harness import options, paths, safety
 from harness.kernel import kconfig
 from harness.errors import InfraError, UserError
 
@@ -44,6 +44,7 @@ def request(exp):
     design(exp)
     kconfig.base(getattr(exp, "base", None) or "tinyconfig")
     kernels(exp.kernels, exp)
+    needs(exp)
     results_folder()
 
 
@@ -178,6 +179,7 @@ def workload(name, params):
     if w.manifest.get("table"):
         from harness.analysis import tables     # no pandas at import
         tables.known(w.manifest["table"])
+    kernel_config(w)
     values = w.params(params)
     allowed = w.manifest.get("allowed", {})
     for key, value in values.items():
@@ -186,6 +188,32 @@ def workload(name, params):
         if problem:
             raise UserError(f"workload {name}: parameter {key} = {value!r}: {problem}")
     return values
+
+
+# A manifest's keys the harness acts on beyond [params]/[allowed], declared as an experiment
+# file's keys are (harness/options.py).
+KERNEL_CONFIG = options.Key("kernel_config", "texts",
+                            "the kernel options the workload needs (CONFIG_X names, each set =y)")
+
+
+def kernel_config(w):
+    """A manifest's kernel_config: a list of CONFIG_ names."""
+    value = w.manifest.get(KERNEL_CONFIG.name, [])
+    problem = KERNEL_CONFIG.problem(value)
+    if problem is None:
+        wrong = [v for v in value if not kconfig.SYMBOL.fullmatch(v)]
+        problem = f"{', '.join(map(repr, wrong))}: allowed: CONFIG_ names (CONFIG_SYSVIPC)" if wrong else None
+    if problem:
+        raise UserError(f"workload {w.name}: manifest.toml: {KERNEL_CONFIG.name} = {value!r}: {problem}")
+
+
+def needs(exp):
+    """No kernel's fragments turn off an option its workloads or selftests need (checked before
+    anything is built; what they add is checked in the final .config, as any fragment's options)."""
+    from harness.experiment import kernel_needs
+    wanted = kernel_needs(exp)
+    for k in exp.kernels:
+        kconfig.needed([kconfig.fragment(f) for f in k.fragments], wanted, k.label)
 
 
 def value_problem(value, rule):

@@ -5,6 +5,7 @@ kernel does not know. After the merge the harness reads the final .config back a
 any requested option did not land, naming the option, why (unknown symbol or unmet dependency) and
 the 'depends on' lines from the kernel's own Kconfig.
 """
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from harness.errors import UserError
 
 SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+SYMBOL = re.compile(r"CONFIG_[A-Za-z0-9_]+")
 
 
 def parse(text, origin="<text>"):
@@ -106,6 +108,58 @@ def verify(config_text, wanted, srctree):
     if problems:
         raise UserError("config fragments asked for options that the final .config does not have:\n  "
                         + "\n  ".join(problems))
+
+
+# --- what the workloads need from the kernel ---------------------------------------------------
+
+def needed(fragments, needs, label="the kernel"):
+    """The options of needs ({CONFIG_X: [who needs it]}: the workloads' and selftests' kernel_config)
+    that the fragments do not already ask for, as {CONFIG_X: "y"}. A fragment turning a needed
+    option off is refused before anything is built, naming the option, the fragment and who needs it."""
+    have, origin = {}, {}
+    for frag in fragments:
+        for symbol, value in frag.values.items():
+            have[symbol], origin[symbol] = value, frag.name
+    off = [f"{s} (fragment {origin[s]} sets it off; needed by {', '.join(needs[s])})"
+           for s in sorted(needs) if have.get(s) == "n"]
+    if off:
+        raise UserError(f"kernel {label!r} cannot run what it was asked to: " + "; ".join(off)
+                        + ": drop the '# ... is not set' line or the workload")
+    return {s: "y" for s in sorted(needs) if s not in have}
+
+
+def with_needs(fragments, needs, label="the kernel"):
+    """fragments, plus one fragment holding what needs adds to them (nothing when they ask for it
+    all already, so a kernel whose fragments have it keeps its cache key). The added fragment's
+    text (CONFIG_X=y lines, sorted) is in the build's cache key and is checked in the final
+    .config after olddefconfig like any fragment: an option that cannot be set is refused there,
+    by name, before anything boots. It is kept in the cache by its content, for tuxmake to read."""
+    added = needed(fragments, needs, label)
+    if not added:
+        return list(fragments)
+    text = "".join(f"{s}={v}\n" for s, v in added.items())
+    from harness import cache
+    path = cache.root() / "fragments" / f"{cache.digest(text)}.config"
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(text)
+        partial.replace(path)                # whole or absent, for a harness reading it meanwhile
+    who = sorted({w for s in added for w in needs[s]})
+    return list(fragments) + [Fragment("needs-" + "-".join(w.replace(" ", "-") for w in who), path, text)]
+
+
+def require(kernels, needs, label="the kernel"):
+    """kernels ([(layout index, Kernel)]), refused before they boot when one's .config lacks an
+    option of needs: a kernel the harness did not build with them (attribute's, built from its
+    own config sets) is named with what it lacks and who needs it."""
+    for _, kernel in kernels:
+        final = parse(kernel.config, "the kernel's .config")
+        lacks = [f"{s} (needed by {', '.join(needs[s])})" for s in sorted(needs) if final.get(s, "n") == "n"]
+        if lacks:
+            raise UserError(f"kernel {label!r} ({kernel.key}) was built without " + "; ".join(lacks)
+                            + ": not booted; build it with them (a fragment, or a run that adds them)")
+    return kernels
 
 
 # --- the base config the fragments go on ------------------------------------------------------

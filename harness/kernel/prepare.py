@@ -13,6 +13,7 @@ the run's store.
 from harness import feature, safety, ui
 from harness.kernel import kconfig, layout, series as series_mod, sources
 from harness.kernel.build import Build
+from harness.experiment import kernel_needs
 
 
 def source(spec, label=None, insecure=False):
@@ -89,7 +90,8 @@ class Kernels:
         """[(layout index, Kernel)]: the kernel's layout variants (one: the kernel as it is)."""
         tree, patches = self.tree(spec, store)
         self.trees[spec.label] = tree
-        fragments = [kconfig.fragment(f) for f in spec.fragments]
+        fragments = kconfig.with_needs([kconfig.fragment(f) for f in spec.fragments],
+                                       kernel_needs(self.exp), spec.label)
         config = spec.base or self.exp.base
         build = Build(tree, fragments, patches=patches, base=config,
                       **({"jobs": self.exp.jobs} if self.exp.jobs else {}))

@@ -54,6 +54,12 @@ class Workload:
         manifest = tomllib.loads((folder / "manifest.toml").read_text())
         return cls(manifest.get("name", folder.name), folder, manifest)
 
+    @property
+    def kernel_config(self):
+        """The kernel options the workload needs ([CONFIG_X, ...], each =y; checked by
+        harness/validate.py), which the harness adds to the kernels that run it."""
+        return list(self.manifest.get("kernel_config", []))
+
     def params(self, overrides=None):
         """The manifest's defaults with overrides applied; unknown names are an error."""
         defaults = dict(self.manifest.get("params", {}))

@@ -6,17 +6,18 @@ core_pattern is recorded, never changed). Halfway through, the fork server's VmP
 /proc/meminfo PageTables are read. The record's figures come from AFL's fuzzer_stats; its
 `seconds` is the parameter (a group axis), AFL's measured run_time is `elapsed_s`.
 
-feature=1: libafl_preload.so, preloaded into the target (AFL_PRELOAD), calls prctl(PR_SET_COW_PTE)
-in the fork server, forks one throwaway child and calls the prctl again; it writes those facts to
-a file read here. feature_proof is "active" only when every fork server saw prctl return 0 and the
-second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's own
-counters around the fork server's first fork (PageTables, VmPTE of server and child; read by the
-same library, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
-judges from them whether the tables were shared (harness/measure/activity.py), as for the other workloads.
-The harness's small guest kernels lack two things afl-fuzz needs: System V IPC (its shared
-memory) and file locking (flock of its output folder). With emulate=auto the same library, then
-preloaded into afl-fuzz too, emulates what /proc says is missing (no /proc/sysvipc: shared memory
-on tmpfs files; no /proc/locks: flock succeeds); all: both; none: neither.
+feature=1: the target itself (toy_parser.c), in the fork server before it serves, calls the
+profile's prctl (--feature-prctl/--feature-arg; default PR_SET_COW_PTE), forks one throwaway child and calls the prctl again; it writes those facts
+to a file read here. feature_proof is "active" only when every fork server saw prctl return 0 and
+the second prctl fail with EINVAL (the 6.2-based series' answer once COW PTE is on). The kernel's
+own counters around one fork of the fork server (PageTables, VmPTE of server and child; read by
+the target, HARNESS_FORK_COUNTERS) go in the record with or without COW PTE, and the harness
+judges from them whether the tables were shared (harness/measure/activity.py), as for the other
+workloads.
+afl-fuzz needs System V shared memory (its coverage map) and flock (its output folder): the
+manifest's kernel_config asks for CONFIG_SYSVIPC and CONFIG_FILE_LOCKING, which the harness adds to
+the kernels that run afl. On a kernel without them (no /proc/sysvipc, no /proc/locks) the driver
+refuses with an error record naming the option, before afl-fuzz starts.
 
 One JSON record. Bad parameters: an error record and exit code 2; afl-fuzz failing or writing no
 fuzzer_stats: an error record and exit code 4.
@@ -36,7 +37,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "common"))
 import guestlib  # noqa: E402
 from guestlib import bad  # noqa: E402
 
-LIBRARY = "libafl_preload.so"
 TARGET = "toy_parser"
 SEEDS = {   # a small corpus of valid inputs: header "TOY1", then records (type, length, payload)
     "numbers": b"TOY1N\x03123N\x0242\x00\x00",
@@ -88,7 +88,7 @@ def stats_fields(stats):
 
 
 def proof_fields(requested, lines):
-    """COW PTE evidence from the preload's proof lines (one JSON object per fork server started).
+    """COW PTE evidence from the target's proof lines (one JSON object per fork server started).
     The first fork server's prctl facts go in the record; the proof needs every one of them."""
     if not requested:
         return {"prctl_ret": None, "prctl_errno": None, "prctl_again_ret": None,
@@ -106,7 +106,7 @@ def proof_fields(requested, lines):
 
 
 def counter_fields(lines):
-    """The counters read around the fork server's first fork (the first fork server's), in the
+    """The counters read around the fork server's measured fork (the first fork server's), in the
     fields harness/measure/activity.py judges; None where they were not read."""
     first = lines[0] if lines else {}
     before, after = first.get("pagetables_before_kb", -1), first.get("pagetables_after_kb", -1)
@@ -157,8 +157,16 @@ def children_of(pid):
     return kids
 
 
+def sysv_segments(afl_pid):
+    """The kernel's System V shared memory segments created by afl-fuzz (/proc/sysvipc/shm's
+    cpid column): its coverage map and test case buffer."""
+    rows = (read_text("/proc/sysvipc/shm") or "").splitlines()[1:]
+    return sum(1 for row in rows if len(row.split()) > 5 and row.split()[4] == str(afl_pid))
+
+
 def sample_forkserver(afl_pid):
-    """The fork server's (afl-fuzz's child running the target) VmPTE/VmRSS and PageTables."""
+    """The fork server's (afl-fuzz's child running the target) VmPTE/VmRSS and PageTables, and
+    afl-fuzz's SysV shared memory segments."""
     for pid in children_of(afl_pid):
         if (read_text(f"/proc/{pid}/comm") or "").strip() == TARGET:
             try:
@@ -166,8 +174,13 @@ def sample_forkserver(afl_pid):
             except OSError:
                 continue
             return {"forkserver_vmpte_kb": st.get("VmPTE"), "forkserver_vmrss_kb": st.get("VmRSS"),
-                    "pagetables_kb": guestlib.meminfo().get("PageTables")}
-    return {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+                    "pagetables_kb": guestlib.meminfo().get("PageTables"),
+                    "sysv_shm_segments": sysv_segments(afl_pid)}
+    return dict(UNSAMPLED)
+
+
+UNSAMPLED = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None,
+             "sysv_shm_segments": None}
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x0e\x0f]")   # colours, charsets
@@ -196,7 +209,6 @@ def parse_args():
     ap = guestlib.params_parser()
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--heap-mib", type=int, default=64)
-    ap.add_argument("--emulate", choices=("auto", "all", "none"), default="auto")
     ap.add_argument("--exec-timeout-ms", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (debugging)")
     args = ap.parse_args()
@@ -208,39 +220,45 @@ def parse_args():
 
 
 def staged_files():
-    """(afl-fuzz, the target, the preload library): staged beside this driver, or on PATH."""
+    """(afl-fuzz, the target): staged beside this driver, or on PATH."""
     afl_fuzz = os.path.join(HERE, "afl-fuzz")
     if not os.path.exists(afl_fuzz):
         afl_fuzz = shutil.which("afl-fuzz")
     target = os.path.join(HERE, TARGET)
-    library = os.path.join(HERE, LIBRARY)
-    for path in (afl_fuzz, target, library):
+    for path in (afl_fuzz, target):
         if not path or not os.path.exists(path):
             bad(f"missing {path or 'afl-fuzz'} (is the workload staged with its artifacts?)")
-    return afl_fuzz, target, library
+    return afl_fuzz, target
 
 
-def fuzz_env(args, library, files, emulate_shm, emulate_flock):
-    """afl-fuzz's environment: the preload library with what it emulates, and where it writes."""
+# What afl-fuzz needs from the kernel (the manifest's kernel_config) and how /proc shows it.
+KERNEL_NEEDS = (("CONFIG_SYSVIPC", "/proc/sysvipc", "System V shared memory for its coverage map"),
+                ("CONFIG_FILE_LOCKING", "/proc/locks", "flock() of its output folder"))
+
+
+def kernel_lacks():
+    """[(option, what for)] of KERNEL_NEEDS this kernel lacks."""
+    return [(option, why) for option, proc, why in KERNEL_NEEDS if not os.path.exists(proc)]
+
+
+def fuzz_env(args, files):
+    """afl-fuzz's environment: the settings a VM needs and the files the target writes."""
     env = dict(os.environ, AFL_SKIP_CPUFREQ="1", AFL_NO_AFFINITY="1",
                AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1", AFL_NO_UI="1",
                AFL_FORKSRV_INIT_TMOUT="120000", TOY_HEAP_MIB=str(args.heap_mib))
-    for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_SHM_DIR", "HARNESS_EMULATE_FLOCK",
-                "HARNESS_COW_PTE_PROOF", "HARNESS_FORK_COUNTERS", "AFL_NO_FORKSRV"):
+    for key in ("LD_PRELOAD", "AFL_PRELOAD", "HARNESS_FEATURE_PROOF", "HARNESS_FEATURE_PRCTL",
+                "HARNESS_FEATURE_ARG", "HARNESS_FORK_COUNTERS", "AFL_NO_FORKSRV"):
         env.pop(key, None)
-    if emulate_shm:
-        env.update(HARNESS_SHM_DIR=files["shm"], LD_PRELOAD=library, AFL_PRELOAD=library)
-    if emulate_flock:
-        env.update(HARNESS_EMULATE_FLOCK="1", LD_PRELOAD=library)
-    env.update(HARNESS_FORK_COUNTERS=files["counters"], AFL_PRELOAD=library)
+    env.update(HARNESS_FORK_COUNTERS=files["counters"])
     if args.feature:
-        env.update(HARNESS_COW_PTE_PROOF=files["proof"])
+        env.update(HARNESS_FEATURE_PROOF=files["proof"], HARNESS_FEATURE_PRCTL=str(args.feature_prctl),
+                   HARNESS_FEATURE_ARG=str(args.feature_arg))
     return env
 
 
 def supervise(proc, seconds, started, log_path):
     """Wait for afl-fuzz, sampling its fork server once halfway; the sample."""
-    sample = {"forkserver_vmpte_kb": None, "forkserver_vmrss_kb": None, "pagetables_kb": None}
+    sample = dict(UNSAMPLED)
     sample_at = started + seconds / 2
     deadline = started + seconds + 300   # calibration under TCG, slow start
     # asleep in wait() while afl-fuzz is measured: awake only to take the sample and at the end
@@ -267,24 +285,26 @@ def json_lines(path):
 
 def main():
     args = parse_args()
-    afl_fuzz, target, library = staged_files()
+    afl_fuzz, target = staged_files()
+    lacks = kernel_lacks()
+    if lacks:
+        guestlib.emit({"type": "error", "error": "kernel", "message": "this kernel lacks "
+                       + "; ".join(f"{o} ({why})" for o, why in lacks) + ", which afl-fuzz needs: "
+                       "build it with them (workloads/afl/manifest.toml kernel_config)"})
+        sys.exit(4)
     clock = guestlib.refuse_unless_clock_ok()
     config = guestlib.kernel_config()
-    auto = args.emulate == "auto"
-    emulate_shm = args.emulate == "all" or (auto and not os.path.isdir("/proc/sysvipc"))
-    emulate_flock = args.emulate == "all" or (auto and not os.path.exists("/proc/locks"))
     core_pattern = read_text("/proc/sys/kernel/core_pattern")
 
     work = work_dir()
     files = {name: os.path.join(work, leaf) for name, leaf in (
-        ("seeds", "in"), ("out", "out"), ("shm", "shm"), ("proof", "feature_proof"),
+        ("seeds", "in"), ("out", "out"), ("proof", "feature_proof"),
         ("counters", "fork_counters"), ("log", "afl-fuzz.log"))}
-    for d in (files["seeds"], files["shm"]):
-        os.makedirs(d)
+    os.makedirs(files["seeds"])
     for name, data in SEEDS.items():
         with open(os.path.join(files["seeds"], name), "wb") as fh:
             fh.write(data)
-    env = fuzz_env(args, library, files, emulate_shm, emulate_flock)
+    env = fuzz_env(args, files)
     argv = [afl_fuzz, "-i", files["seeds"], "-o", files["out"], "-V", str(args.seconds)]
     if args.exec_timeout_ms:
         argv += ["-t", str(args.exec_timeout_ms)]
@@ -309,7 +329,7 @@ def main():
     guestlib.emit({
         "type": "record", "workload": "afl", "seconds": args.seconds,
         "heap_mib": args.heap_mib, "wall_s": round(wall, 3), **stats_fields(parse_fuzzer_stats(stats_text)),
-        **sample, "emulated_shm": emulate_shm, "emulated_flock": emulate_flock, "work_fs": fs_type(work),
+        **sample, "work_fs": fs_type(work),
         "core_pattern": (core_pattern or "").strip() or None,
         "feature_requested": bool(args.feature), **proof_fields(args.feature, proofs),
         **counter_fields(counters),
