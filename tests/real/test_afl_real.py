@@ -41,4 +41,4 @@ def test_afl_fuzzes_on_the_kernels_sysv_shm_and_flock(tmp_path):
     assert record["sysv_shm_segments"] >= 1          # AFL's coverage map, a kernel SysV segment
     assert "emulated_shm" not in record and "emulated_flock" not in record
     assert record["parent_vmpte_kb"] >= 2 * HEAP_MIB and record["child_vmpte_kb"] >= 2 * HEAP_MIB
-    assert record["config_cow_pte"] == "n" and record["cow_pte_requested"] is False
+    assert record["feature_requested"] is False and record["feature_state"] == "off"
