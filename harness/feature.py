@@ -87,9 +87,10 @@ class Profile:
         return {s: self.label(s) for s in STATES if s == "off" or self.has_switch}
 
     def guest_args(self):
-        """What the guest drivers are told of the switch (the drivers keep a default)."""
+        """What the guest drivers are told of the switch (the drivers keep a default). A profile
+        without one names no option either: the records carry no feature_config (null)."""
         if not self.has_switch:
-            return []
+            return ["--feature-config", ""]
         return ["--feature-prctl", str(self.switch["prctl"]), "--feature-arg", str(self.switch.get("arg", 0)),
                 "--feature-config", self.proof.get("config", "")]
 

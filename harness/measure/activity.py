@@ -18,7 +18,8 @@ def judge(record, profile):
     """(state, evidence) for one record that carries the counters read around a fork."""
     title = profile.title or profile.name
     if not record.get(feature.REQUESTED):
-        return OFF, f"{title} not requested"
+        return OFF, (f"{title} not requested" if profile.has_switch
+                     else f"a plain fork: the profile '{profile.name}' has no feature to switch on")
     if not profile.has_switch:
         return UNPROVEN, f"the profile '{profile.name}' has no switch: nothing to prove"
     proof = profile.proof

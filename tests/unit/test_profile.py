@@ -69,6 +69,8 @@ def test_the_toy_profile_loads_and_names_its_states(toy):
     assert toy.kinds() == {"off": "fork", "active": "toy fork", "inactive": "toy asked, inactive",
                            "unproven": "toy asked, unproven"}
     assert toy.guest_args() == ["--feature-prctl", "99", "--feature-arg", "3", "--feature-config", "CONFIG_TOY"]
+    # no switch, no option: the drivers' default (the first feature's option) is not reported
+    assert feature.load("none").guest_args() == ["--feature-config", ""]
     assert kconfig.fragment("toy-on").values == {"CONFIG_TOY": "y"}       # its folder's fragments
 
 
