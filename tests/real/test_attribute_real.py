@@ -13,7 +13,7 @@ import re
 import pytest
 
 from harness import cli, paths
-from harness.analysis import stats, steps
+from harness.analysis import stats, steps, verdict
 from harness.kernel import series, sources
 from tests.real.kernels import SRC
 
@@ -60,10 +60,10 @@ def test_attribute_names_the_patch_with_the_known_cost(attributed, capsys):
     # patch 3 and no other, in both configs (one kernel: 6.1 has no CONFIG_COW_PTE)
     assert calls == [("y", 3), ("n", 3)], text
     row = frame[(frame["config"] == "n") & (frame["index"] == 3)].iloc[0]
-    assert row["verdict"].startswith("slower") and row["ratio"] > 1.1, text
+    assert row["verdict"].direction == "slower" and row["ratio"] > 1.1, text
     for i in (1, 2):
         r = frame[(frame["config"] == "n") & (frame["index"] == i)].iloc[0]
-        assert not r["verdict"].startswith(steps.CALLED) and abs(r["ratio"] - 1) < 0.02, text
+        assert not verdict.called(r["verdict"]) and abs(r["ratio"] - 1) < 0.02, text
     assert "CONFIG_COW_PTE=n, plain fork: patch 3 +" in text
     assert "kernel/fork.c" not in text and "fork: wait 1 ms in dup_mm()" in text
     meta = json.loads((run / "metadata.json").read_text())
