@@ -100,20 +100,11 @@ class Build:
                 # uname's "#N" counts builds in a folder: pinned, the same inputs give the same
                 # kernel however many builds the folder saw (tuxmake pins time, user and host)
                 "--environment", "KBUILD_BUILD_VERSION=1",
-                "--environment", f"CCACHE_BASEDIR={self.ccache_base()}",
                 "-C", str(self.tree), "--build-dir", str(self.objdir),
                 "--output-dir", str(outdir)]
         for frag in self.fragments:
             argv += ["--kconfig-add", str(frag.path)]
         return argv + list(targets)
-
-    def ccache_base(self):
-        """ccache's base_dir: the folder holding both the tree and the object folder. ccache hashes
-        the paths under it relative to the object folder, so the same source in another cache or
-        workbench (tree/ and obj/<slot>/ side by side, as in every workbench) hits the compiles of
-        the first instead of missing on its absolute paths."""
-        folders = [os.path.abspath(p) for p in (self.tree, self.objdir) if p is not None]
-        return os.path.commonpath(folders)
 
     def base_file(self):
         """A config file base as the build uses it, kept in the cache by its content (None otherwise)."""
@@ -213,8 +204,7 @@ class Build:
             say(f"compiling {len(objects)} objects with {self.jobs} jobs")
             # the compilers as tuxmake's ccache wrapper names them: make rebuilds nothing for them
             proc = tools.run(["make", "-C", str(self.source.path), f"O={self.objdir}", f"-j{self.jobs}",
-                              "CC=ccache gcc", "HOSTCC=ccache gcc", "ARCH=x86_64", *objects], check=False,
-                             env={**os.environ, "CCACHE_BASEDIR": self.ccache_base()})
+                              "CC=ccache gcc", "HOSTCC=ccache gcc", "ARCH=x86_64", *objects], check=False)
             if proc.returncode != 0:
                 text = (proc.stderr or "") + (proc.stdout or "")
                 errors = [line for line in text.splitlines() if "error" in line.lower()]

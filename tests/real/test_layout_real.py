@@ -19,7 +19,7 @@ def test_two_layouts_run_the_same_instructions_at_other_addresses(tmp_path, monk
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path))
     code = cli.main(["run", "--kernel-src", SRC, *CONFIG_ARGS, "--timing", "icount", "--memory", "1024",
                      "--variants", "2", "--boots", "2", "--workload", "fork-latency",
-                     "--param", "sizes_mib=64", "--param", "reps=5", "--param", "warmup=1"])
+                     "--param", "sizes_mib=64", "--param", "reps=15", "--param", "warmup=1"])
     assert code == 0
     (run,) = tmp_path.iterdir()
     meta = json.loads((run / "metadata.json").read_text())
@@ -40,6 +40,8 @@ def test_two_layouts_run_the_same_instructions_at_other_addresses(tmp_path, monk
     timed = [r for r in rows if r.get("type", "record") == "record" and not r.get("warmup")]
     assert {(r["boot"], r["variant"]) for r in timed} == {(1, 0), (2, 1)}
     median = {v: np.median([r["fork_ns"] for r in timed if r["variant"] == v]) for v in (0, 1)}
-    # icount counts instructions: the same code at other addresses forks in the same count
-    # (boots of one kernel agree within ~0.1%)
-    assert abs(median[1] / median[0] - 1) < 0.003, median
+    # icount counts instructions: the same code at other addresses forks in the same count.
+    # Boots of one kernel agreed within ~0.1% (5 forks) until the held fork began folding the
+    # per-CPU vmstat deltas (stat_refresh) for an exact PageTables; since then single forks vary by
+    # up to 2% within a boot and the medians of 15 by 0.1-0.3% between boots (2026-12-07)
+    assert abs(median[1] / median[0] - 1) < 0.005, median
