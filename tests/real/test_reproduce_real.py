@@ -44,9 +44,10 @@ def test_reproduce_reduced_matrix(reproduced):
             records = (run / label / f"{workload}.jsonl").read_text().splitlines()
             assert records, f"{label} {workload}"
             # the test series names the plain profile: nothing asked for, every fork a plain one
-            asked = [json.loads(r) for r in records if json.loads(r).get("feature_requested")
-                     and "pagetables_delta_kb" in json.loads(r)]
-            assert not asked and {json.loads(r)["feature_state"] for r in records} == {"off"}
+            recs = [json.loads(r) for r in records]
+            assert not any(r["feature_requested"] for r in recs)
+            # the records with the fork's evidence (every workload's held fork) are judged: off
+            assert {r["feature_state"] for r in recs if "feature_state" in r} == {"off"}
     md = (run / "report.md").read_text()
     for section in ("fork-latency", "fault-latency", "fork-server", "fork-memory", "Claims"):
         assert section in md
@@ -110,8 +111,9 @@ def check_verdicts(md):
              for r in rows if re.sub(r" \(noisy: CV \d+%\)$", "", r["verdict"]) not in allowed_verdicts(r)]
     assert wrong == []
     # 32 MiB written page by page after the fork: 8192 COW faults on every kernel, in every boot
+    # (one comparison: the test series' plain profile has one condition, patched vs stock)
     faults = [r for r in rows if r["metric"] == "minor_faults"]
-    assert len(faults) == 3 and all(r["baseline median"] == r["candidate median"] == "8,192 faults"
+    assert len(faults) == 1 and all(r["baseline median"] == r["candidate median"] == "8,192 faults"
                                     and r["ratio [95% CI]"] == "1.000 [1.000, 1.000]"
                                     and r["verdict"] == "no significant difference (none > 0.0%)" for r in faults)
 
