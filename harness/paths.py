@@ -1,9 +1,9 @@
 """Where the harness finds its data folders and writes results.
 
-The data folders (kernel-config/, vm-images/, workloads/, experiments/) are the checkout's top
-level when the harness runs from a checkout (or an editable install); a `pip install .` or pipx
-install carries them inside the package as harness/data/ (pyproject.toml), and then results go
-to ./results unless HARNESS_RESULTS says otherwise. HARNESS_ROOT overrides both.
+The data folders (kernel-config/, vm-images/, workloads/, experiments/, features/) are the
+checkout's top level when the harness runs from a checkout (or an editable install); a `pip
+install .` or pipx install carries them inside the package as harness/data/ (pyproject.toml), and
+then results go to ./results unless HARNESS_RESULTS says otherwise. HARNESS_ROOT overrides both.
 """
 import os
 from pathlib import Path

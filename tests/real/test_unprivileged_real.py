@@ -58,7 +58,7 @@ def copy_harness(top):
     """(python, root) of a copy of this checkout and its virtualenv under top."""
     root, venv = top / "repo", top / "venv"
     root.mkdir()
-    for name in ("harness", "kernel-config", "vm-images", "workloads", "experiments"):
+    for name in ("harness", "kernel-config", "vm-images", "workloads", "experiments", "features"):
         sh("cp", "-al", str(paths.ROOT / name), str(root / name))
     sh("cp", "-al", sys.prefix, str(venv))
     old = f"#!{sys.prefix}/bin/python"
