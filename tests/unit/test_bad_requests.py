@@ -62,6 +62,8 @@ CASES = {
         run_exp('[[claims]]\nworkload = "fork-memory"\nmetric = "m"\nvalue = 1\ncondition = "cow-pte"'), 2,
         "condition = 'cow-pte': allowed: fork (the profile 'none')"),
     "an unknown feature profile": (run_exp('feature = "cow-ptee"'), 2, "unknown feature profile 'cow-ptee'"),
+    "selfbench with an unknown feature profile": (lambda t, tree: ["selfbench", "--speed", "--feature", "nosuch"],
+                                                  2, "unknown feature profile 'nosuch'"),
     "the feature asked for under the plain profile": (
         run_exp('[[workloads]]\nname = "fork-memory"\nparams = { mib = 16, feature = 1 }'), 2,
         "feature = 1 asks for a feature, but the profile 'none' has no switch"),
