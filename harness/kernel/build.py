@@ -19,9 +19,13 @@ from pathlib import Path
 
 from harness import cache, tools, ui
 from harness.kernel import kconfig, workbench
-from harness.errors import BuildError, HarnessError
+from harness.errors import BuildError, HarnessError, InfraError
 
 BASE_CONFIG = "tinyconfig"
+# layout variants (harness/kernel/layout.py): where the pad goes in the linker script make writes
+LINK_SCRIPT = "arch/x86/kernel/vmlinux.lds"
+PAD_ANCHOR = "KEEP(*(.head.text))"
+PAD_LINE = re.compile(r" \. = \. \+ \d+; /\* kernel-harness layout variant \*/")
 
 
 @functools.cache
@@ -72,6 +76,7 @@ class Build:
     force: bool = False                  # rebuild in the existing build dir even when cached
     objdir: Path = None                  # where make's objects go (default: a workbench slot)
     into: Path = None                    # write the kernel here instead of the cache (built anyway)
+    pad: int = 0                         # a layout variant's bytes ahead of the main text (layout.py)
 
     def __post_init__(self):
         self.wanted = kconfig.requested(self.fragments)
@@ -158,6 +163,7 @@ class Build:
         busy = self.objdir / workbench.MARKER
         workbench.recover(self.objdir, say)
         self.objdir.mkdir(parents=True, exist_ok=True)
+        link_script(self.objdir, self.pad)
         busy.write_text(self.key + "\n")
         try:
             place = cache.scratch(Path(self.into)) if self.into else cache.building("builds", self.key)
@@ -256,6 +262,32 @@ class Build:
         say(f"compiled {info['objects_compiled']} objects in {info['build_seconds']} s")
         info["cached"] = False
         return Kernel(Path(self.into) if self.into else cache.entry("builds", self.key), info)
+
+
+def link_script(objdir, pad):
+    """The folder's linker script with `pad` bytes of never-executed space after the boot-entry
+    code (harness/kernel/layout.py), or with none: every build sets it, so a variant's pad left
+    behind by a killed relink never reaches another kernel. Written only when it changes (a new
+    script makes make link again)."""
+    script = objdir / LINK_SCRIPT
+    if not script.exists():
+        return
+    text = script.read_text()
+    want = padded(unpadded(text), pad) if pad else unpadded(text)
+    if want != text:
+        script.write_text(want)
+
+
+def padded(script, size):
+    """The linker script with `size` bytes of space after the head code."""
+    if script.count(PAD_ANCHOR) < 1:
+        raise InfraError(f"{LINK_SCRIPT} has no '{PAD_ANCHOR}': this architecture's link cannot take a layout pad")
+    return script.replace(PAD_ANCHOR, f"{PAD_ANCHOR} . = . + {size}; /* kernel-harness layout variant */", 1)
+
+
+def unpadded(script):
+    """The linker script as make wrote it: any variant's pad taken out."""
+    return PAD_LINE.sub("", script)
 
 
 def progress_of(objdir, since):

@@ -13,24 +13,23 @@ successive variants differ in every function's offset in its cache line (mod 64)
 (mod 4096) and in which functions share a page; a multiple of 16 keeps the 16-byte alignment of
 .S entry points.
 
-Variants of a kernel are built one after the other in one object folder, a copy of the base
-build's (harness/kernel/build.py keeps it under the cache): each costs a relink, not a build.
+Variants of a kernel are linked one after the other in the base build's own object folder (its
+workbench slot, held locked meanwhile, or its in-place folder), which gets the base's script back
+afterwards: each costs a relink, not a build. (A copy of the folder elsewhere would compile every
+object again: the compile commands name the folder, -ffile-prefix-map.)
 Variant 0 is the kernel as built. The variant's kernel.json records the pad, and `check` proves
 the move on the System.map: every text symbol after the head code moved by exactly the pad.
 """
 import contextlib
-import json
 import shutil
 from pathlib import Path
 
 from harness import cache
 from harness.errors import InfraError
 from harness.kernel import sources, workbench
-from harness.kernel.build import Build
+from harness.kernel.build import LINK_SCRIPT as SCRIPT, Build, padded, unpadded
 
 STEP = 4096 + 64 + 16
-SCRIPT = "arch/x86/kernel/vmlinux.lds"
-ANCHOR = "KEEP(*(.head.text))"
 MOVED = ("copy_page_range", "do_fork", "kernel_clone", "schedule", "memcpy")   # checked when present
 
 
@@ -39,11 +38,6 @@ def pad(index):
     return index * STEP
 
 
-def padded(script, size):
-    """The linker script with `size` bytes of space after the head code."""
-    if script.count(ANCHOR) < 1:
-        raise InfraError(f"{SCRIPT} has no '{ANCHOR}': this architecture's link cannot take a layout pad")
-    return script.replace(ANCHOR, f"{ANCHOR} . = . + {size}; /* kernel-harness layout variant */", 1)
 
 
 def indices(first, variants):
@@ -87,52 +81,70 @@ def _tree(base, index, path=None):
                               commit=base.commit)
 
 
-def _base_objects(plain):
-    """(object folder, tree it was compiled from, workbench or None) of the base build, or None:
-    a folder of its own (a kernel built in place), or the workbench slot whose last kernel it is."""
+
+
+def _slot(plain):
+    """(object folder, tree, workbench) of the workbench slot whose objects are the base build's,
+    or None. Called with the workbench locked: the folder stays the base's while it is held."""
+    bench, _ = workbench.for_source(plain.source)
+    slot = workbench.holding(bench, plain.key) if bench else None
+    if slot is None or not (workbench.objdir(bench, slot) / SCRIPT).exists():
+        return None
+    return workbench.objdir(bench, slot), bench.tree, bench
+
+
+@contextlib.contextmanager
+def _kept(folder):
+    """The folder's linker script and config stamp put back as the base build had them when the
+    variants are done (or failed): the script is then newer than the last variant's vmlinux, so
+    the next make in the folder links it again as built (and a build killed half-way is mended by
+    the next build: build.link_script)."""
+    script, stamp = folder / SCRIPT, folder / "harness-config.sha"
+    original = unpadded(script.read_text())
+    stamp_text = stamp.read_text() if stamp.exists() else None
+    try:
+        yield
+    finally:
+        script.write_text(original)
+        if stamp_text is not None:
+            stamp.write_text(stamp_text)
+
+
+@contextlib.contextmanager
+def _objects(plain, work, say):
+    """(object folder, tree) to link the variants in: the base
+    build's own objects where they are (its workbench slot, held locked meanwhile, or the folder
+    of a kernel built in place), so a variant is a relink; a copy elsewhere would compile every
+    object again (the compile commands name the folder: -ffile-prefix-map). A kernel whose objects
+    are not here (from a shared cache) is built once more in a folder of the variants' own."""
     own = cache.root() / "objects" / plain.key
     if (own / "vmlinux.o").exists() and (own / SCRIPT).exists():
-        return own, plain.source.path, None
+        with _kept(own):
+            yield own, Path(plain.source.path)
+        return
     bench, _ = workbench.for_source(plain.source)
-    if bench is None:
-        return None
-    want = {"key": plain.key, "commit": plain.source.commit, "base": plain.base, "options": plain.wanted,
-            "source_id": plain.source.id}
-    slot, rec, _ = workbench.choose(bench, want)
-    folder = workbench.objdir(bench, slot)
-    if rec and rec.get("key") == plain.key and rec.get("status") == "ok" and (folder / SCRIPT).exists():
-        return folder, bench.tree, bench
-    return None
-
-
-def _folder(plain, work, say):
-    """(object folder, linker script as make wrote it, tree, workbench or None) for the variants:
-    a copy of the base build's folder (made once), or a base built there when none is at hand."""
-    objdir, kept, where = work / "obj", work / "vmlinux.lds.orig", work / "tree.json"
-    if (objdir / SCRIPT).exists() and kept.exists() and where.exists():
-        tree, bench_path = json.loads(where.read_text())
-        bench = workbench.Bench(Path(bench_path[0]), Path(bench_path[1])) if bench_path else None
-        return objdir, kept, Path(tree), bench
-    shutil.rmtree(objdir, ignore_errors=True)
-    found = _base_objects(plain)
-    if found:
-        say("copying the base build's object folder")
-        folder, tree, bench = found
-        shutil.copytree(folder, work / "obj.partial", symlinks=True, dirs_exist_ok=True)
-        (work / "obj.partial").rename(objdir)
-    else:   # a kernel from a shared cache: built once more here, under an entry of its own
+    with workbench.locked(bench) if bench else contextlib.nullcontext():
+        found = _slot(plain) if bench else None
+        if found:
+            folder, tree, bench = found
+            workbench.checkout(bench, plain.source.commit)   # the tree its objects were compiled from
+            say(f"linking in the base build's object folder ({folder.name} of its workbench)")
+            with _kept(folder):
+                yield folder, tree
+            return
+    objdir = work / "obj"
+    if not ((objdir / "vmlinux.o").exists() and (objdir / SCRIPT).exists()):
         say("the base build's objects are not here: building the base once for the variants")
-        tree, bench = plain.source.path, None
-        Build(_tree(plain.source, 0), plain.fragments, patches=plain.patches, objdir=objdir,
+        shutil.rmtree(objdir, ignore_errors=True)
+        Build(_tree(plain.source, 0), plain.fragments, base=plain.base, patches=plain.patches, objdir=objdir,
               jobs=plain.jobs).run(say)
-    shutil.copy(objdir / SCRIPT, kept)
-    where.write_text(json.dumps([str(tree), [str(bench.repo), str(bench.path)] if bench else None]))
-    return objdir, kept, Path(tree), bench
+    with _kept(objdir):
+        yield objdir, Path(plain.source.path)
 
 
 def build_variants(base, fragments, patches, wanted, jobs=None, progress=None, config="tinyconfig"):
     """{index: Kernel} of the layout variants `wanted` of base (index 0: base itself), the padded
-    ones relinked one after the other in one object folder (cached ones are not built)."""
+    ones relinked one after the other in the base build's object folder (cached ones are not built)."""
     say = progress or (lambda msg: None)
     opts = {"jobs": jobs} if jobs else {}
     opts["base"] = config                # the config the fragments go on (--base)
@@ -141,27 +153,24 @@ def build_variants(base, fragments, patches, wanted, jobs=None, progress=None, c
     missing = [i for i in wanted if i and not Build(_tree(base, i), list(fragments), patches=patches, **opts).cached()]
     if 0 in wanted or missing:
         kernels[0] = plain.run(say)
-    work = cache.root() / "layout" / plain.key
     with cache.locked("layout", plain.key):
+        if missing:
+            with _objects(plain, cache.root() / "layout" / plain.key, say) as (objdir, tree):
+                for index in missing:
+                    kernels[index] = _relink(plain, objdir, tree, index, opts, say)
         for index in [i for i in wanted if i]:
-            if index in missing:
-                kernels[index] = _relink(plain, work, index, opts, say)
-            else:
+            if index not in missing:
                 kernels[index] = Build(_tree(base, index), list(fragments), patches=patches, **opts).run(say)
             if 0 in kernels:
                 check(kernels[0].path / "System.map", kernels[index].path / "System.map", pad(index))
     return {i: kernels[i] for i in wanted}
 
 
-def _relink(plain, work, index, opts, say):
-    """The Kernel of variant `index`: the base's objects linked with the pad."""
-    objdir, kept, tree, bench = _folder(plain, work, say)
-    (objdir / SCRIPT).write_text(padded(kept.read_text(), pad(index)))
-    build = Build(_tree(plain.source, index, tree), plain.fragments, patches=plain.patches, objdir=objdir, **opts)
+def _relink(plain, objdir, tree, index, opts, say):
+    """The Kernel of variant `index`: the base's objects in objdir linked with the pad."""
+    build = Build(_tree(plain.source, index, tree), plain.fragments, patches=plain.patches, objdir=objdir,
+                  pad=pad(index), **opts)
     # the base's .config, under the variant's name: kept as it is (a new one would rewrite
     # autoconf.h and recompile everything)
     (objdir / "harness-config.sha").write_text(build.config_stamp())
-    with workbench.locked(bench) if bench else contextlib.nullcontext():
-        if bench:         # the tree the objects were compiled from, at the base's commit
-            workbench.checkout(bench, plain.source.commit)
-        return build.run(lambda msg: say(f"layout +{pad(index)}: {msg}"))
+    return build.run(lambda msg: say(f"layout +{pad(index)}: {msg}"))

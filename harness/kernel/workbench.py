@@ -137,6 +137,12 @@ def choose(bench, want):
                        f"option(s) and {files} file(s) differ, the closest of {len(slots)} built")
 
 
+def holding(bench, key):
+    """The slot whose objects are now kernel `key`'s (its last build there finished), or None."""
+    return next((name for name, rec in _slots(bench).items()
+                 if rec.get("key") == key and rec.get("status") == "ok"), None)
+
+
 def objdir(bench, slot):
     return bench.path / "obj" / slot
 

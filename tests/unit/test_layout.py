@@ -36,6 +36,37 @@ def test_the_pad_goes_after_the_head_code_and_nowhere_else():
         layout.padded("SECTIONS { }", 16)
 
 
+def test_every_build_sets_its_own_pad_so_a_killed_relink_leaves_none_behind(tmp_path):
+    """A variant's relink killed half-way leaves the padded script in the base's object folder,
+    newer than its sources: make would link the next kernel built there with the pad. Every build
+    puts the script as it wants it first (none, or its own pad), and only rewrites it on a change."""
+    from harness.kernel import build
+    script = tmp_path / build.LINK_SCRIPT
+    script.parent.mkdir(parents=True)
+    script.write_text(layout.padded(SCRIPT, 8352))           # left by a killed variant's relink
+    build.link_script(tmp_path, 0)
+    assert script.read_text() == SCRIPT
+    build.link_script(tmp_path, 4176)
+    assert script.read_text() == layout.padded(SCRIPT, 4176)
+    before = script.stat().st_mtime_ns
+    build.link_script(tmp_path, 4176)                        # unchanged: not written (no relink)
+    assert script.stat().st_mtime_ns == before
+    build.link_script(tmp_path / "fresh", 4176)              # no script yet: nothing to do
+
+
+def test_variants_link_in_the_folder_holding_the_base_build(tmp_path, monkeypatch):
+    """The slot whose last finished build is the base kernel is found by key whatever slot a new
+    build would choose (a copy elsewhere would compile every object again)."""
+    import json
+    from harness.kernel import workbench
+    bench = workbench.Bench(tmp_path / "repo", tmp_path / "bench")
+    (bench.path / "obj").mkdir(parents=True)
+    for slot, key, status in (("0", "other", "ok"), ("1", "base", "failed"), ("2", "base", "ok")):
+        (bench.path / "obj" / f"{slot}.json").write_text(json.dumps({"key": key, "status": status}))
+    assert workbench.holding(bench, "base") == "2"
+    assert workbench.holding(bench, "missing") is None
+
+
 def write_map(path, shift, moved=("copy_page_range", "schedule")):
     rows = [("ffffffff81000000", "T", "startup_64")]
     rows += [(f"{0xffffffff81001000 + i * 0x100 + shift:016x}", "T", name) for i, name in enumerate(moved)]
