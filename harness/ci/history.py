@@ -9,7 +9,6 @@ import contextlib
 import datetime
 import json
 import math
-import sqlite3
 from pathlib import Path
 
 import matplotlib
