@@ -129,7 +129,5 @@ def main(args):
                            profile)
     ui.out(f"selfbench --speed {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}: "
            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        ui.out(f"  {name:<{width}}  {value:>14}  {note}")
+    ui.rows(rows, 14)
     return 0

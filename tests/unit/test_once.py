@@ -33,3 +33,18 @@ def test_an_unused_import_is_found(tmp_path):
     path.write_text("import json\nimport sqlite3\nfrom os import path, sep  # noqa: F401\n\n"
                     "def f():\n    return json.dumps({})\n")
     assert unused_imports(path) == [(2, "sqlite3")]
+
+
+def test_benchmark_rows_are_printed_by_one_function(monkeypatch, capsys):
+    """selfbench and selfbench --speed print their (name, value, note) rows through ui.rows."""
+    from argparse import Namespace
+    from harness import speedbench, ui
+    ui.rows([("a", "1 s", "note"), ("a longer name", "22.5 s", "")], 8)
+    assert capsys.readouterr().out.splitlines() == ["  a                   1 s  note",
+                                                    "  a longer name    22.5 s  "]
+    monkeypatch.setattr(speedbench, "cli_rows", lambda times: [("harness --help", "median 0.50 s", "3 runs")])
+    assert speedbench.main(Namespace(feature=None, times=3, builds=False)) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["  harness --help   median 0.50 s  3 runs"]
+    for name in ("selfbench.py", "speedbench.py"):
+        text = (HARNESS / name).read_text()
+        assert "ui.rows(" in text and "for name, value, note in" not in text, name
