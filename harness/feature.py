@@ -21,7 +21,9 @@ from harness import paths
 from harness.errors import UserError
 
 NONE = "none"
-STATES = ("off", "active", "inactive", "unproven")
+# the states a record's feature is judged in (harness.measure.activity), named here only
+OFF, ACTIVE, INACTIVE, UNPROVEN = "off", "active", "inactive", "unproven"
+STATES = (OFF, ACTIVE, INACTIVE, UNPROVEN)
 # record fields: the state judged, the switch asked for, the judge's evidence, the kernel's option
 STATE, REQUESTED, EVIDENCE, CONFIG = "feature_state", "feature_requested", "feature_evidence", "feature_config"
 PARAM = "feature"           # the workload parameter that asks for the feature (0/1)
@@ -80,11 +82,11 @@ class Profile:
 
     def label(self, state):
         """The name of a state in tables ("fork", ...); an unknown state is shown as it is."""
-        return OFF_LABEL if state == "off" else self.states.get(state, state)
+        return OFF_LABEL if state == OFF else self.states.get(state, state)
 
     def kinds(self):
         """state -> label, for every state this profile can give (off first)."""
-        return {s: self.label(s) for s in STATES if s == "off" or self.has_switch}
+        return {s: self.label(s) for s in STATES if s == OFF or self.has_switch}
 
     def guest_args(self):
         """What the guest drivers are told of the switch (the drivers keep a default). A profile

@@ -130,7 +130,7 @@ def claim_condition(claim, df, metas):
     off, _ = names_of(metas)
     if claim.get("condition", off) == off:
         return stats.baseline(metas, df)
-    active = profile_of(metas).label("active")
+    active = profile_of(metas).label(feature.ACTIVE)
     found = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + active)]
     order = stats.kernel_order(metas, df)
     found.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)

@@ -107,8 +107,8 @@ def verdicts(df, profile):
         scope = [c for c in ("run_id", "kernel", "boot", "task") if c in df] + param_columns(whole, workload)
         keys = whole[scope].astype(str).agg("|".join, axis=1)
         for key in keys[sub.index].unique():
-            known = set(own[keys.index[keys == key]].dropna()) - {"off"}
-            own[sub.index[keys[sub.index] == key]] = known.pop() if len(known) == 1 else "unproven"
+            known = set(own[keys.index[keys == key]].dropna()) - {feature.OFF}
+            own[sub.index[keys[sub.index] == key]] = known.pop() if len(known) == 1 else feature.UNPROVEN
     return own
 
 

@@ -57,8 +57,8 @@ def fork_memory_comparison(records, profile=None):
     profile = profile or feature.load()
     records = [feature.renamed(r) for r in records]
     df = pd.DataFrame(records)
-    df["kind"] = [profile.label(r.get(feature.STATE, "off")) for r in records]
-    df[feature.STATE] = df.get(feature.STATE, "off")
+    df["kind"] = [profile.label(r.get(feature.STATE, feature.OFF)) for r in records]
+    df[feature.STATE] = df.get(feature.STATE, feature.OFF)
     order = list(dict.fromkeys(df["kernel"]))
     grouped = df.groupby(["kernel", "kind", feature.STATE], sort=False)
     table = grouped[list(COLUMNS)].median().round().astype(int).rename(columns=COLUMNS)

@@ -7,11 +7,7 @@ after the per-CPU deltas were folded) with a base (e.g. the parent's VmPTE, what
 at most max_fraction of the base plus margin_kb is "active", more is "inactive".
 """
 from harness import feature
-
-ACTIVE = "active"
-INACTIVE = "inactive"
-UNPROVEN = "unproven"
-OFF = "off"
+from harness.feature import ACTIVE, INACTIVE, OFF, UNPROVEN     # the states, named in harness.feature
 
 
 def judge(record, profile):

@@ -1,8 +1,10 @@
 """Things done once, checked on the source (ast), each rule with a test that it finds a breach:
-every import is used."""
+every import is used; the feature profile is resolved from the experiment by the Run, not by the
+parts it hands it to; the feature states are named in one place; benchmark rows printed by one
+function."""
 import ast
 
-from harness import paths
+from harness import feature, paths
 
 HARNESS = paths.ROOT / "harness"
 
@@ -48,3 +50,55 @@ def test_benchmark_rows_are_printed_by_one_function(monkeypatch, capsys):
     for name in ("selfbench.py", "speedbench.py"):
         text = (HARNESS / name).read_text()
         assert "ui.rows(" in text and "for name, value, note in" not in text, name
+
+
+def calls(path, module, function):
+    """Lines where path calls module.function (also through `import module as name`)."""
+    tree = ast.parse(path.read_text())
+    names = {module}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names |= {a.asname for a in node.names if a.name == module and a.asname}
+    return [n.lineno for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == function
+            and isinstance(n.func.value, ast.Name) and n.func.value.id in names]
+
+
+def callers(module, function):
+    return sorted(str(p.relative_to(HARNESS)) for p in HARNESS.rglob("*.py") if calls(p, module, function))
+
+
+def test_the_profile_is_resolved_from_the_experiment_by_the_run():
+    """pipeline.Run resolves the experiment's profile once and hands it to the kernels, the
+    sessions and the output; validate checks the request and lava exports jobs without a Run."""
+    assert callers("feature", "of") == ["ci/lava.py", "pipeline.py", "validate.py"]
+
+
+def test_a_profile_derived_again_is_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from harness import feature as feature_mod\n\n"
+                    "class Session:\n    def __init__(self, exp):\n        self.profile = feature_mod.of(exp)\n")
+    assert calls(path, "feature", "of") == [5]
+
+
+def state_names(path):
+    """Lines of path that bind a name to a state's word ("off", "active", ...)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign):
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            if any(isinstance(v, ast.Constant) and v.value in feature.STATES for v in values):
+                found.append(node.lineno)
+    return found
+
+
+def test_the_feature_states_are_named_once():
+    """harness.feature names the states; every other module uses its names."""
+    found = {str(p.relative_to(HARNESS)) for p in HARNESS.rglob("*.py") if state_names(p)}
+    assert found == {"feature.py"}
+
+
+def test_a_state_named_again_is_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('PLAIN, ACTIVE = "off", "active"\nLABEL = "fork"\n')
+    assert state_names(path) == [1]
