@@ -9,7 +9,8 @@ docs/features.md describes the keys.
 
 Runs stored before profiles existed name their record fields and workload parameters after their
 feature: a profile's [legacy] table maps those old names to the generic ones, and LEGACY_FIELDS /
-LEGACY_PARAMS below are the union over every profile found, so old runs read like new ones.
+LEGACY_PARAMS below are the union over every profile found, so old runs read like new ones (the
+stored-file reader, harness.stored, renames the fields of every record and kernel it reads).
 """
 import functools
 import os
@@ -44,18 +45,6 @@ def _legacy():
             fields.update({k: v for k, v in legacy.get("fields", {}).items() if v in GENERIC_FIELDS})
             params.update({k: PARAM for k in legacy.get("params", [])})
     return fields, params
-
-
-def renamed(record):
-    """A record with its legacy field names replaced by the generic ones (new names win)."""
-    if not any(k in record for k in LEGACY_FIELDS):
-        return record
-    out = {}
-    for key, value in record.items():
-        new = LEGACY_FIELDS.get(key, key)
-        if new not in out or new == key:
-            out[new] = value
-    return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ its schema (docs/results.md) gives and naming the file, the line and the field i
   their boots and tasks); timing(meta) and mode(meta) answer for a run's dict or a Run, the one
   place a run's timing and mode are computed.
 - json_object(path): a JSON file holding one object (<kernel>/kernel.json).
+- renamed(record): the record (or a kernel's facts, a task) with the field names of runs stored
+  before feature profiles (feature.LEGACY_FIELDS) renamed to the generic ones; metadata() and
+  records() apply it to everything they read, so no consumer sees an old name. (lava's import
+  applies it too: LAVA's results of jobs exported before profiles are records read from elsewhere.)
 - records(path, metrics): a <kernel>/<workload>.jsonl: one JSON object per line; `type` text,
   `boot` a whole number from 1, every declared metric a finite number. A last line cut short by a
   crash is skipped; a broken line before it is an error. A non-finite number (NaN, Infinity: JSON
@@ -22,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import ui
+from harness import feature, ui
 from harness.errors import InfraError, UserError
 
 TEXT_FIELDS = ("run_id", "started", "finished", "accel", "timing", "command", "harness_sha")
@@ -42,6 +46,18 @@ def finite(value):
 def non_finite(record):
     """The fields of a flat record that hold NaN or an infinity."""
     return [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+
+
+def renamed(record):
+    """A record with its old field names replaced by the generic ones (a new name present wins)."""
+    if not any(k in record for k in feature.LEGACY_FIELDS):
+        return record
+    out = {}
+    for key, value in record.items():
+        new = feature.LEGACY_FIELDS.get(key, key)
+        if new not in out or new == key:
+            out[new] = value
+    return out
 
 
 def _read(path):
@@ -84,6 +100,10 @@ def metadata(path):
             raise UserError(f"{where}.status = {info['status']!r}: allowed: text")
     if data.get("experiment") is not None and not isinstance(data["experiment"], dict):
         raise UserError(f"{path}: field experiment: allowed: an object")
+    for label, info in kernels.items():          # a run stored before profiles: the generic names
+        kernels[label] = renamed(info)
+        if "tasks" in info:
+            kernels[label]["tasks"] = [renamed(t) for t in info["tasks"]]
     return data
 
 
@@ -182,7 +202,7 @@ def records(path, metrics=(), skip_other_types=False):
         for key in non_finite(rec):
             flagged.add(key)
             rec[key] = None
-        out.append(rec)
+        out.append(renamed(rec))
     if flagged:
         ui.warn(f"{path}: non-finite values in {', '.join(sorted(flagged))} left out of the tables")
     return out

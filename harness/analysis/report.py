@@ -275,7 +275,6 @@ def kernels(metas):
     option = profile_of(metas).proof.get("config") or "feature option"
     for m in metas:
         for label, k in m.get("kernels", {}).items():
-            k = feature.renamed(k)
             src = k.get("source") or {}
             patches = k.get("patches") or (k.get("series") or {}).get("patches") or []
             rows.append({"run": m.get("run_id"), "kernel": label, "release": k.get("release", "–"),

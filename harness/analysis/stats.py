@@ -73,7 +73,7 @@ def load_run(run_dir):
             continue                # selftest outcomes are tables, not measurements
         declared = list(manifest(path.stem).get("metrics", {}))
         for rec in stored.records(path, declared, skip_other_types=True):
-            rows.append({**feature.renamed(rec), "kernel": path.parent.name, "workload": path.stem,
+            rows.append({**rec, "kernel": path.parent.name, "workload": path.stem,
                          "run_id": run_id})
     if not rows and labels:
         ui.warn(f"{run_dir}: the run has no records (no workload finished); nothing to compare")
@@ -117,7 +117,6 @@ def add_conditions(df, profile=None):
     state: "fork", ...) and condition ("kernel: kind"). profile: the run's (default: the default
     profile, which judges records of runs stored before profiles)."""
     profile = profile or feature.default()
-    df = df.rename(columns={k: v for k, v in feature.LEGACY_FIELDS.items() if k in df and v not in df})
     df["warmup"] = df["warmup"].eq(True) if "warmup" in df else False
     df[feature.STATE] = verdicts(df, profile) if len(df) else pd.Series(dtype=object)
     df["kind"] = df[feature.STATE].map(profile.label)

@@ -55,7 +55,6 @@ def fork_memory_comparison(records, profile=None):
     """One row per kernel and kind of fork, with the feature's state on every row."""
     import pandas as pd
     profile = profile or feature.load()
-    records = [feature.renamed(r) for r in records]
     df = pd.DataFrame(records)
     df["kind"] = [profile.label(r.get(feature.STATE, feature.OFF)) for r in records]
     df[feature.STATE] = df.get(feature.STATE, feature.OFF)

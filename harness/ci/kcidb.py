@@ -177,7 +177,7 @@ class Document:
             "status": status,
             "misc": drop_empty({"labels": [label], "build_key": key, "release": info.get("release"),
                                 "config_sha": info.get("config_sha"), "fragments": fragments,
-                                "feature_config": feature.renamed(info).get(feature.CONFIG),
+                                "feature_config": info.get(feature.CONFIG),
                                 "toolchain": toolchain, "cached": info.get("cached_build"),
                                 "run_id": self.run_id}),
         })

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import cache, feature, ui
+from harness import cache, feature, stored, ui
 from harness.errors import InfraError, UserError
 from harness.experiment import Experiment
 from harness.guest import image as image_mod
@@ -225,7 +225,7 @@ def records_of(cases, index):
     out = {}
     profile = feature.load((index.get("experiment") or {}).get("feature"))
     for (label, workload, _, _), rec in sorted(grouped.items()):
-        rec = feature.renamed(rec)          # results of jobs exported before profiles existed
+        rec = stored.renamed(rec)           # results of jobs exported before profiles existed
         rec = activity.label(rec, profile) if activity.has_evidence(rec, profile) else rec
         out.setdefault((label, workload), []).append(rec)
     return out, failures

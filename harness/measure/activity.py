@@ -68,7 +68,6 @@ def verdict(record, profile):
     """The record's state: its feature_state field when it was judged already, else judged from its
     own evidence; None when it asked for the feature but carries no evidence (a timed fork beside
     the held one: harness.analysis.stats gives it the state of the evidence in its scope)."""
-    record = feature.renamed(record)
     if record.get(feature.STATE) in feature.STATES:
         return record[feature.STATE]
     if not (record.get(feature.REQUESTED) is True or record.get(feature.REQUESTED) == 1):
@@ -78,7 +77,7 @@ def verdict(record, profile):
 
 def kind(records, profile):
     """How the forks of these records were made: one label of the profile, or the states when mixed."""
-    labels = sorted({feature.renamed(r).get(feature.STATE, OFF) for r in records})
+    labels = sorted({r.get(feature.STATE, OFF) for r in records})
     if len(labels) == 1 and labels[0] in feature.STATES:
         return profile.label(labels[0])
     return "mixed: " + "/".join(labels)

@@ -102,3 +102,35 @@ def test_a_state_named_again_is_found(tmp_path):
     path = tmp_path / "m.py"
     path.write_text('PLAIN, ACTIVE = "off", "active"\nLABEL = "fork"\n')
     assert state_names(path) == [1]
+
+
+def test_old_field_names_are_renamed_by_the_reader_only():
+    """harness.stored renames the field names of runs stored before profiles in what it reads;
+    no consumer renames (lava's import renames the records it makes of LAVA's results)."""
+    assert callers("stored", "renamed") == ["ci/lava.py"] and not hasattr(feature, "renamed")
+    assert sorted(str(p.relative_to(HARNESS)) for p in HARNESS.rglob("*.py")
+                  if "LEGACY_FIELDS" in p.read_text()) == ["feature.py", "stored.py"]
+
+
+def test_a_rename_outside_the_reader_is_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from harness import stored as s\n\ndef g(r):\n    return s.renamed(r)\n")
+    assert calls(path, "stored", "renamed") == [4]
+
+
+def test_a_run_stored_before_profiles_reads_with_the_generic_names(tmp_path):
+    import json
+    from harness import stored
+    old = {"config_cow_pte": "y", "cow_pte_requested": True, "cow_pte": "active", "fork_ns": 5, "boot": 1}
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "fork-memory.jsonl").write_text(json.dumps(old) + "\n" + json.dumps(
+        {**old, "feature_state": "inactive"}) + "\n")
+    (tmp_path / "metadata.json").write_text(json.dumps({"run_id": "old", "kernels": {"k": {
+        "config_cow_pte": "y", "status": "ok", "tasks": [{"task": "1:fork-memory", "cow_pte": ["active"]}]}}}))
+    first, second = stored.records(tmp_path / "k" / "fork-memory.jsonl", ["fork_ns"])
+    assert first == {"feature_config": "y", "feature_requested": True, "feature_state": "active",
+                     "fork_ns": 5, "boot": 1}
+    assert second["feature_state"] == "inactive" and "cow_pte" not in second     # a new name wins
+    kernel = stored.run(tmp_path).kernels["k"]
+    assert kernel.facts["feature_config"] == "y" and "config_cow_pte" not in kernel.facts
+    assert kernel.tasks == [{"task": "1:fork-memory", "feature_state": ["active"]}]
