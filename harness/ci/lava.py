@@ -128,7 +128,7 @@ def bundle(workload, dest):
 def export(run_dir, out, base_url=None):
     """Write the jobs (and the files they fetch) of a run into out; returns the job paths."""
     from harness.analysis import stats
-    meta = stats.read_metadata(Path(stats.run_path(run_dir)) / "metadata.json")
+    meta = stored.metadata(Path(stats.run_path(run_dir)) / "metadata.json")
     if "experiment" not in meta:
         raise UserError(f"{run_dir}: no experiment in its metadata.json; export a run of harness run")
     exp = Experiment.from_dict(meta["experiment"])

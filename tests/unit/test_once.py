@@ -134,3 +134,55 @@ def test_a_run_stored_before_profiles_reads_with_the_generic_names(tmp_path):
     kernel = stored.run(tmp_path).kernels["k"]
     assert kernel.facts["feature_config"] == "y" and "config_cow_pte" not in kernel.facts
     assert kernel.tasks == [{"task": "1:fork-memory", "feature_state": ["active"]}]
+
+
+TYPED_READERS = ("analysis/report.py", "analysis/stats.py", "analysis/tables.py", "analysis/variants.py",
+                 "analysis/calibrate.py", "ci/history.py")
+
+
+def metadata_reads(path):
+    """Lines of path that read a field of stored.Run from a run's dict (`m.get("accel")`,
+    `metas[0]["attribution"]`: m or meta, or an item of metas)."""
+    from dataclasses import fields
+    from harness import stored
+    names = {f.name for f in fields(stored.Run)} - {"path", "data"}
+
+    def a_run(node):
+        if isinstance(node, ast.Subscript):
+            node = node.value
+        return isinstance(node, ast.Name) and node.id in ("m", "meta", "metas")
+
+    found = []
+    for n in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" and n.args \
+                and a_run(n.func.value):
+            key = n.args[0]
+        elif isinstance(n, ast.Subscript) and a_run(n.value):
+            key = n.slice
+        if isinstance(key, ast.Constant) and key.value in names:
+            found.append(n.lineno)
+    return found
+
+
+def test_the_statistics_and_the_report_read_runs_typed(tmp_path):
+    """stats.load_run gives a stored.Run, and the analysis reads its fields, not the dict."""
+    from harness import stored
+    from harness.analysis import report, stats
+    from tests.unit import runs
+    folder = runs.build(tmp_path, "r1", {"stock": {"release": "6.1.0"}},
+                        {("stock", "fork-memory"): [{"fork_ns": 5, "boot": 1}]},
+                        qemu="QEMU 7.2.0", accel_reason="KVM failed its probe", host={"cpu": "Fake", "cpus": 2})
+    run, df = stats.load_run(folder)
+    assert isinstance(run, stored.Run) and (run.run_id, run.qemu, run.host["cpu"]) == ("r1", "QEMU 7.2.0", "Fake")
+    items = dict(report.header([run]))["ul"]
+    assert "accelerator: tcg (KVM failed its probe)" in items and "QEMU: QEMU 7.2.0" in items
+    assert "host CPU: Fake × 2" in items and "timing mode: real" in items
+    found = {name: lines for name in TYPED_READERS if (lines := metadata_reads(HARNESS / name))}
+    assert found == {}
+
+
+def test_a_field_read_from_the_dict_is_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('def f(m, metas):\n    return m.get("accel"), metas[0]["attribution"], m.get("release")\n')
+    assert metadata_reads(path) == [2, 2]

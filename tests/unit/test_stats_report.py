@@ -123,7 +123,7 @@ def comparison(run):
 
 def test_load_run_keeps_warmups_but_statistics_drop_them(run):
     meta, df = stats.load_run(run)
-    assert meta["run_id"] == "r1"
+    assert meta.run_id == "r1"
     assert {"kernel", "workload", "run_id", "condition"} <= set(df.columns)
     lat = df[df["workload"] == "fork-latency"]
     assert lat["warmup"].sum() == 6
@@ -268,7 +268,7 @@ def test_ratio_claim_divides_by_the_plain_fork_of_the_same_kernel():
             for i, (k, cow, v) in enumerate([("stock", False, 200.0), ("patched", False, 100.0),
                                              ("patched", True, 97.5)])]
     df = stats.add_conditions(pd.DataFrame(rows))
-    metas = [{"kernels": {"stock": {}, "patched": {}}, "accel": "tcg"}]
+    metas = [stored.run_of({"kernels": {"stock": {}, "patched": {}}, "accel": "tcg"})]
     claim = {"workload": "afl", "metric": "execs_per_sec", "kind": "ratio", "value": 0.975,
              "tolerance": 0.01, "note": "SQLite"}
     (row,) = report.check_claims([claim], df, metas).to_dict("records")
