@@ -372,15 +372,15 @@ class Attribution:
 def show(run_dir, metric=None, practical=None, method="bh"):
     """The attribution tables of a run, written into its folder too (text, CSV, step plot)."""
     metas, df = stats.load_runs([run_dir])
-    att = metas[0]["attribution"]
-    profile = feature.of_meta(metas[0])
+    att = metas[0].attribution
+    profile = metas[0].profile
     run_dir = Path(stats.run_path(run_dir))
     groups = steps.table(df, att, metric or att.get("metric"), practical, method)
     times = {label: (f"build {t.get('build', 0):.0f} s{' cached' if t.get('cached') else ''}"
                      + (f", measure {t['measure']:.0f} s" if "measure" in t else ""))
              for label, t in att.get("times", {}).items()}
     same = {s["kernels"][c] for s in att["steps"] if s.get("shared") for c in s["kernels"]}
-    mode = metas[0].get("timing", "?")
+    mode = metas[0].timing
     lines = [f"attribution of {att['workload']} {att['params']} ({mode} timing; "
              f"{'binary search of a range' if att['mode'] == 'range' else 'every prefix of the series'})"]
     if mode == "icount":

@@ -9,7 +9,8 @@ docs/features.md describes the keys.
 
 Runs stored before profiles existed name their record fields and workload parameters after their
 feature: a profile's [legacy] table maps those old names to the generic ones, and LEGACY_FIELDS /
-LEGACY_PARAMS below are the union over every profile found, so old runs read like new ones.
+LEGACY_PARAMS below are the union over every profile found, so old runs read like new ones (the
+stored-file reader, harness.stored, renames the fields of every record and kernel it reads).
 """
 import functools
 import os
@@ -21,7 +22,9 @@ from harness import paths
 from harness.errors import UserError
 
 NONE = "none"
-STATES = ("off", "active", "inactive", "unproven")
+# the states a record's feature is judged in (harness.measure.activity), named here only
+OFF, ACTIVE, INACTIVE, UNPROVEN = "off", "active", "inactive", "unproven"
+STATES = (OFF, ACTIVE, INACTIVE, UNPROVEN)
 # record fields: the state judged, the switch asked for, the judge's evidence, the kernel's option
 STATE, REQUESTED, EVIDENCE, CONFIG = "feature_state", "feature_requested", "feature_evidence", "feature_config"
 PARAM = "feature"           # the workload parameter that asks for the feature (0/1)
@@ -42,18 +45,6 @@ def _legacy():
             fields.update({k: v for k, v in legacy.get("fields", {}).items() if v in GENERIC_FIELDS})
             params.update({k: PARAM for k in legacy.get("params", [])})
     return fields, params
-
-
-def renamed(record):
-    """A record with its legacy field names replaced by the generic ones (new names win)."""
-    if not any(k in record for k in LEGACY_FIELDS):
-        return record
-    out = {}
-    for key, value in record.items():
-        new = LEGACY_FIELDS.get(key, key)
-        if new not in out or new == key:
-            out[new] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -80,11 +71,11 @@ class Profile:
 
     def label(self, state):
         """The name of a state in tables ("fork", ...); an unknown state is shown as it is."""
-        return OFF_LABEL if state == "off" else self.states.get(state, state)
+        return OFF_LABEL if state == OFF else self.states.get(state, state)
 
     def kinds(self):
         """state -> label, for every state this profile can give (off first)."""
-        return {s: self.label(s) for s in STATES if s == "off" or self.has_switch}
+        return {s: self.label(s) for s in STATES if s == OFF or self.has_switch}
 
     def guest_args(self):
         """What the guest drivers are told of the switch (the drivers keep a default). A profile

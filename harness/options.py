@@ -165,6 +165,26 @@ COMMAND_OPTIONS = (
            commands=("verify",)),
     Option("mib", "--mib", int, 1024, "memory mapped by fork-memory (default 1024)", low=1,
            commands=("verify",)),
+    Option("no_bisect", "--no-bisect", bool, False, "skip building every patch", commands=("verify",)),
+    Option("feature", "--feature", str, None, "the feature profile (features/NAME or a folder): its "
+           "option's configs, kernels and selftests (default: the default profile)", metavar="NAME",
+           commands=("verify",)),
+    Option("bisect_configs", "--bisect-configs", str, None, "configs to build every patch with: the "
+           "profile's option on and off (e.g. OPTION=y, OPTION=n), base, coverage (the options gating "
+           "the series' code, derived from it) (default: the profile's [verify] default_configs)",
+           metavar="LIST", commands=("verify",)),
+    Option("kernels", "--kernels", str, None, "kernels to boot and measure: stock, patched, "
+           "patched-debug, the profile's [verify] kernels (default: its default_kernels)", metavar="LIST",
+           commands=("verify",)),
+    Option("no_boot", "--no-boot", bool, False, "skip booting the kernels", commands=("verify",)),
+    Option("objects_only", "--objects-only", bool, False, "build every patch by compiling only the "
+           "objects of the files the series changes (make path/f.o), not whole kernels: the per-patch "
+           "compile and coverage tables in minutes", commands=("verify",)),
+    Option("selftests", "--selftests", str, "auto", "mm selftests beside the profile's: auto (those of "
+           "the areas the series touches, from workloads/selftests/mm-selftests.toml), all, or a comma "
+           "list (default: auto)", metavar="LIST", commands=("verify",)),
+    Option("selftest_source", "--selftest-source", str, None, "a newer tree to take the selftests from "
+           "when the kernel's tree lacks them", metavar="PATH", commands=("verify",)),
     Option("cell_timeout", "--cell-timeout", int, None, "give up on a cell after S seconds",
            metavar="S", low=1, commands=("remote",)),
 )

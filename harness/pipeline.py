@@ -50,11 +50,11 @@ class Run:
         if not checked:
             validate.request(experiment)      # the whole request, before anything is built or stored
         self.exp = experiment
+        self.profile = feature.of(experiment)     # resolved once, handed to the parts that need it
         self.plan = tasks or same_tasks(experiment)
         self.store = store or RunStore()
-        self.kernels = kernels or prepare.Kernels(experiment)
+        self.kernels = kernels or prepare.Kernels(experiment, self.profile)
         self.guests = guests or Guests(experiment, self.store)
-        self.profile = feature.of(experiment)
         self.output = Output(self.store, self.profile)
         self.failures = []
         self.skip = set()              # (label, boot) done already (resume)
@@ -191,7 +191,7 @@ class Run:
             self.store.set_boot(label, boot, {"attempts": attempts})
             with machine:
                 work = session.Session(self.exp, self.store, self.fail, self.output, label, machine,
-                                       boot, variant)
+                                       boot, variant, profile=self.profile)
                 info.update(work.facts())
                 self.store.set_boot(label, boot, info)
                 boot_hits = work.boot_log()

@@ -26,8 +26,7 @@ from harness.errors import GuestError, InfraError, UserError
 # repetition counters (here, not in analysis.stats: `harness cells` needs them without pandas)
 NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type",
               feature.PARAM, feature.STATE, feature.REQUESTED, feature.EVIDENCE, *feature.LEGACY_PARAMS,
-              *(old for old, new in feature.LEGACY_FIELDS.items()
-                if new in (feature.STATE, feature.REQUESTED, feature.EVIDENCE)), "repeat", "reps", "rounds", "kind",
+              "repeat", "reps", "rounds", "kind",
               "condition", "boot", "host", "timing", "from_run", "variant"}
 
 

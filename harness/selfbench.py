@@ -108,7 +108,5 @@ def main(args):
     load = os.getloadavg()[0]
     ui.out(f"selfbench {time.strftime('%Y-%m-%d')} on {os.uname().nodename}: {os.cpu_count()} cores, "
            f"load {load:.1f}, kernel {kernel.info['release']}, accelerator {chosen}")
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        ui.out(f"  {name:<{width}}  {value:>16}  {note}")
+    ui.rows(rows, 16)
     return 0

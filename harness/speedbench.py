@@ -40,7 +40,7 @@ def sample_run(folder, boots=6):
         for boot in range(1, boots + 1):
             for on in (0, 1):
                 common = {"boot": boot, feature.REQUESTED: bool(on), "thp": "nohuge",
-                          feature.STATE: "active" if on and kernel == "feature-on" else "off"}
+                          feature.STATE: feature.ACTIVE if on and kernel == "feature-on" else feature.OFF}
                 out["fork-latency"] += [{**common, "size_mib": s, "rep": r, "warmup": r < 0,
                                          "fork_ns": float((s + 1) * 5e4 * rng.lognormal(0, .05))}
                                         for s in SIZES for r in range(-2, 10)]
@@ -129,7 +129,5 @@ def main(args):
                            profile)
     ui.out(f"selfbench --speed {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}: "
            f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        ui.out(f"  {name:<{width}}  {value:>14}  {note}")
+    ui.rows(rows, 14)
     return 0

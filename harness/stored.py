@@ -1,12 +1,17 @@
 """The files a run leaves behind, read back as input: one reader per kind, each checking the shape
 its schema (docs/results.md) gives and naming the file, the line and the field it cannot use.
 
-- metadata(path): a run's metadata.json: an object; run_id, started, accel, timing text; kernels
-  an object of objects; experiment an object. A broken one is a UserError (exit 2).
-- run(path): the same metadata.json as a typed value (Run: its run_id, times, mode, kernels with
-  their boots and tasks); timing(meta) and mode(meta) answer for a run's dict or a Run, the one
+- metadata(path): a run's metadata.json: an object; run_id, started, accel, timing, qemu ... text;
+  kernels an object of objects; experiment, host, design objects. A broken one is a UserError (exit 2).
+- run(path): the same metadata.json as a typed value (Run: its run_id, times, mode, host, profile,
+  kernels with their boots and tasks; run_of(dict) makes one of a metadata dict); what the
+  statistics and the report take; timing(meta) and mode(meta) answer for a run's dict or a Run, the one
   place a run's timing and mode are computed.
 - json_object(path): a JSON file holding one object (<kernel>/kernel.json).
+- renamed(record): the record (or a kernel's facts, a task) with the field names of runs stored
+  before feature profiles (feature.LEGACY_FIELDS) renamed to the generic ones; metadata() and
+  records() apply it to everything they read, so no consumer sees an old name. (lava's import
+  applies it too: LAVA's results of jobs exported before profiles are records read from elsewhere.)
 - records(path, metrics): a <kernel>/<workload>.jsonl: one JSON object per line; `type` text,
   `boot` a whole number from 1, every declared metric a finite number. A last line cut short by a
   crash is skipped; a broken line before it is an error. A non-finite number (NaN, Infinity: JSON
@@ -22,10 +27,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import ui
+from harness import feature, ui
 from harness.errors import InfraError, UserError
 
-TEXT_FIELDS = ("run_id", "started", "finished", "accel", "timing", "command", "harness_sha")
+TEXT_FIELDS = ("run_id", "started", "finished", "accel", "accel_reason", "timing", "qemu", "command", "harness_sha")
 
 
 def finite(value):
@@ -42,6 +47,18 @@ def finite(value):
 def non_finite(record):
     """The fields of a flat record that hold NaN or an infinity."""
     return [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+
+
+def renamed(record):
+    """A record with its old field names replaced by the generic ones (a new name present wins)."""
+    if not any(k in record for k in feature.LEGACY_FIELDS):
+        return record
+    out = {}
+    for key, value in record.items():
+        new = feature.LEGACY_FIELDS.get(key, key)
+        if new not in out or new == key:
+            out[new] = value
+    return out
 
 
 def _read(path):
@@ -82,8 +99,13 @@ def metadata(path):
             raise UserError(f"{where}.boots: allowed: an object of boot number -> object")
         if info.get("status") is not None and not isinstance(info["status"], str):
             raise UserError(f"{where}.status = {info['status']!r}: allowed: text")
-    if data.get("experiment") is not None and not isinstance(data["experiment"], dict):
-        raise UserError(f"{path}: field experiment: allowed: an object")
+    for key in ("experiment", "host", "design"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise UserError(f"{path}: field {key}: allowed: an object")
+    for label, info in kernels.items():          # a run stored before profiles: the generic names
+        kernels[label] = renamed(info)
+        if "tasks" in info:
+            kernels[label]["tasks"] = [renamed(t) for t in info["tasks"]]
     return data
 
 
@@ -117,10 +139,19 @@ class Run:
     design: dict = field(default_factory=dict)
     kernels: dict = field(default_factory=dict)   # label -> Kernel
     data: dict = field(default_factory=dict)      # every field as written
+    accel_reason: str = None
+    qemu: str = None
+    host: dict = field(default_factory=dict)
+    attribution: dict = None                      # a run of harness attribute: its steps
 
     @property
     def mode(self):
         return mode(self.data)
+
+    @property
+    def profile(self):
+        """The run's feature profile (feature.of_meta: the one it names, else the default)."""
+        return feature.of_meta(self.data)
 
 
 def timing(meta):
@@ -142,14 +173,19 @@ def run(path):
     """A run's metadata.json (the file, or its run folder) as a Run, its shape checked."""
     path = Path(path)
     path = path / "metadata.json" if path.is_dir() else path
-    data = metadata(path)
+    return run_of(metadata(path), path.parent)
+
+
+def run_of(data, folder=None):
+    """A run's metadata (a dict of metadata.json's shape, as metadata() gives it) as a Run."""
     kernels = {label: Kernel(label, info.get("status"),
                              {int(n) if str(n).isdigit() else n: b for n, b in info.get("boots", {}).items()},
                              list(info.get("tasks", [])), info)
                for label, info in data.get("kernels", {}).items()}
-    return Run(path.parent, data.get("run_id") or path.parent.name, data.get("started"), data.get("finished"),
-               data.get("interrupted"), data.get("accel"), timing(data), data.get("command"),
-               data.get("harness_sha"), data.get("experiment"), data.get("design") or {}, kernels, data)
+    return Run(folder, data.get("run_id") or (folder.name if folder else None), data.get("started"),
+               data.get("finished"), data.get("interrupted"), data.get("accel"), timing(data), data.get("command"),
+               data.get("harness_sha"), data.get("experiment"), data.get("design") or {}, kernels, data,
+               data.get("accel_reason"), data.get("qemu"), data.get("host") or {}, data.get("attribution"))
 
 
 def records(path, metrics=(), skip_other_types=False):
@@ -182,7 +218,7 @@ def records(path, metrics=(), skip_other_types=False):
         for key in non_finite(rec):
             flagged.add(key)
             rec[key] = None
-        out.append(rec)
+        out.append(renamed(rec))
     if flagged:
         ui.warn(f"{path}: non-finite values in {', '.join(sorted(flagged))} left out of the tables")
     return out

@@ -83,4 +83,12 @@ def out(text=""):
     sys.stdout.flush()
 
 
+def rows(table, value_width):
+    """A benchmark's (name, value, note) rows on stdout, names padded to the longest and values
+    right-aligned in value_width (selfbench and selfbench --speed print theirs so)."""
+    width = max((len(name) for name, _, _ in table), default=0)
+    for name, value, note in table:
+        out(f"  {name:<{width}}  {value:>{value_width}}  {note}")
+
+
 set_quiet(bool(os.environ.get("HARNESS_QUIET")))

@@ -17,7 +17,7 @@ Every section runs even when an earlier one found problems (a series that does n
 checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pathlib import Path
 

@@ -90,9 +90,9 @@ def analyse(run_dir, effect=0.05):
     boots = int(df["boot"].max()) if len(df) else 0
     aa = judged(df, metas=metas)
     old = per_repetition(df)
-    result = {"run": metas[0].get("run_id"), "timing": metas[0].get("timing"),
-              "accel": metas[0].get("accel"), "boots": boots, "effect": effect,
-              "design": (metas[0].get("design") or {}).get("stopped"),
+    result = {"run": metas[0].run_id, "timing": metas[0].timing,
+              "accel": metas[0].accel, "boots": boots, "effect": effect,
+              "design": metas[0].design.get("stopped"),
               "aa": {"verdicts": len(aa), "different": called(aa),
                      "rows": aa[["workload", "metric", "ratio", "ci_low", "ci_high", "q_value", "verdict"]
                                 + [c for c in ("size_mib", "side") if c in aa]]

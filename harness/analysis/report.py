@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import feature, results, stored
+from harness import feature, results
 from harness.analysis import inference, stats, units, variants, verdict
 
 TOLERANCE = 0.10
@@ -117,7 +117,7 @@ def method_text(family, method, practical):
 
 def profile_of(metas):
     """The feature profile of the runs reported (the first run's)."""
-    return feature.of_meta(metas[0]) if metas else feature.default()
+    return metas[0].profile if metas else feature.default()
 
 
 def names_of(metas):
@@ -130,7 +130,7 @@ def claim_condition(claim, df, metas):
     off, _ = names_of(metas)
     if claim.get("condition", off) == off:
         return stats.baseline(metas, df)
-    active = profile_of(metas).label("active")
+    active = profile_of(metas).label(feature.ACTIVE)
     found = [c for c in dict.fromkeys(df["condition"]) if c.endswith(": " + active)]
     order = stats.kernel_order(metas, df)
     found.sort(key=lambda c: order.index(c.split(": ")[0]) if c.split(": ")[0] in order else 99)
@@ -168,7 +168,7 @@ def judge(claimed, measured, tolerance):
 
 def check_claims(claims, df, metas):
     """One row per claim (and per off/on pair of time claims that TCG makes a ratio)."""
-    kvm = all(m.get("accel") == "kvm" for m in metas)
+    kvm = all(m.accel == "kvm" for m in metas)
     off, on = names_of(metas)
     rows, pairs = [], {}
     for claim in claims or []:
@@ -220,13 +220,12 @@ def check_claims(claims, df, metas):
 
 # -- blocks ------------------------------------------------------------------------------------
 
-def host_cpu(meta):
-    host = meta.get("host", {})
-    return f"{host.get('cpu', '?')} × {host.get('cpus', '?')}"
+def host_cpu(run):
+    return f"{run.host.get('cpu', '?')} × {run.host.get('cpus', '?')}"
 
 
-def design_text(meta):
-    d = meta.get("design") or {}
+def design_text(run):
+    d = run.design
     if not d:
         return "one boot per kernel (a run made before boots were recorded)"
     text = f"{d.get('boots', 1)} boot(s) per kernel"
@@ -243,22 +242,21 @@ def design_text(meta):
 def header(metas):
     def facts(get):
         return " | ".join(dict.fromkeys(str(get(m)) for m in metas))
-    accels = {m.get("accel", "unknown") for m in metas}
-    reasons = {m["accel_reason"] for m in metas if m.get("accel_reason")}
-    items = [f"accelerator: {facts(lambda m: m.get('accel', 'unknown'))}"
+    accels = {m.accel or "unknown" for m in metas}
+    reasons = {m.accel_reason for m in metas if m.accel_reason}
+    items = [f"accelerator: {facts(lambda m: m.accel or 'unknown')}"
              + (f" ({'; '.join(sorted(reasons))})" if reasons else ""),
-             f"QEMU: {facts(lambda m: m.get('qemu', '?'))}",
+             f"timing mode: {facts(lambda m: m.timing)}",
+             f"QEMU: {facts(lambda m: m.qemu or '?')}",
              f"host CPU: {facts(host_cpu)}",
              f"design: {facts(design_text)}"]
-    if any(m.get("timing") for m in metas):
-        items.insert(1, f"timing mode: {facts(lambda m: m.get('timing'))}")
-    runs = pd.DataFrame([{"run": m.get("run_id", "?"), "started": m.get("started", "?"),
-                          "finished": m.get("finished", "not finished"),
-                          "harness": m.get("harness_sha", "?"),
-                          "experiment": (m.get("experiment") or {}).get("name", "(from flags)")}
+    runs = pd.DataFrame([{"run": m.run_id, "started": m.started or "?",
+                          "finished": m.finished or "not finished",
+                          "harness": m.harness_sha or "?",
+                          "experiment": (m.experiment or {}).get("name", "(from flags)")}
                          for m in metas])
     blocks = [("h1", "Report: " + ", ".join(runs["run"])), ("ul", items)]
-    if any(stored.timing(m) == "icount" for m in metas):
+    if any(m.timing == "icount" for m in metas):
         blocks.append(("warn", ICOUNT_TEXT))
     elif accels != {"kvm"}:
         blocks.append(("warn", f"accelerator is {'/'.join(sorted(a.upper() for a in accels))}, not "
@@ -266,7 +264,7 @@ def header(metas):
                                "times only within this report (ratios), never with hardware or KVM "
                                "figures. Memory figures are unaffected."))
     blocks += [("table", runs), ("p", "reproduce:"),
-               ("pre", "\n".join(m.get("command", "?") for m in metas))]
+               ("pre", "\n".join(m.command or "?" for m in metas))]
     return blocks
 
 
@@ -274,20 +272,20 @@ def kernels(metas):
     rows, failures = [], []
     option = profile_of(metas).proof.get("config") or "feature option"
     for m in metas:
-        for label, k in m.get("kernels", {}).items():
-            k = feature.renamed(k)
+        for label, kernel in m.kernels.items():
+            k = kernel.facts
             src = k.get("source") or {}
             patches = k.get("patches") or (k.get("series") or {}).get("patches") or []
-            rows.append({"run": m.get("run_id"), "kernel": label, "release": k.get("release", "–"),
+            rows.append({"run": m.run_id, "kernel": label, "release": k.get("release", "–"),
                          "source": src.get("spec") or src.get("id") or "–",
                          "patches": len(patches), option: k.get(feature.CONFIG) or "–",
-                         "status": k.get("status", "–"), "boot s": k.get("boot_seconds", "–"),
+                         "status": kernel.status or "–", "boot s": k.get("boot_seconds", "–"),
                          "clocksource": k.get("guest_clocksource", "–")})
             if k.get("error"):
                 failures.append(f"{label}: {k['error']}")
-            failures += [f"{label} {t.get('task')}: {t.get('error')}" for t in k.get("tasks", [])
+            failures += [f"{label} {t.get('task')}: {t.get('error')}" for t in kernel.tasks
                          if t.get("status") == "failed"]
-    stock = {m.get("run_id"): stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
+    stock = {m.run_id: stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
     runs = list(stock)
     rows.sort(key=lambda r: (runs.index(r["run"]), r["kernel"] != stock[r["run"]]))
     if len(metas) == 1:
@@ -406,8 +404,8 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
-        claims = [c for m in metas for c in (m.get("experiment") or {}).get("claims", [])]
-    TIME_NOTE["suffix"] = " (icount)" if any(stored.timing(m) == "icount" for m in metas) else ""
+        claims = [c for m in metas for c in (m.experiment or {}).get("claims", [])]
+    TIME_NOTE["suffix"] = " (icount)" if any(m.timing == "icount" for m in metas) else ""
     pngs = draw(df, out_dir) if plots else {}
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []

@@ -22,7 +22,6 @@ from harness.guest import fingerprint
 from harness import results
 from harness.results import NOT_PARAMS
 from harness.analysis.samples import BOOT_UNIT, boot_values  # noqa: F401 (stats.boot_values)
-from harness.results import read_metadata
 from harness.errors import UserError
 
 PLAIN = feature.OFF_LABEL       # the plain fork's kind in every profile
@@ -57,15 +56,15 @@ def run_path(run):
 
 
 def load_run(run_dir):
-    """(metadata, DataFrame of every record, warm-ups included) for results/<run-id>/."""
+    """(the run, a stored.Run; DataFrame of every record, warm-ups included) for results/<run-id>/."""
     run_dir = run_path(run_dir)
     meta_path = run_dir / "metadata.json"
     if not meta_path.exists():
         raise UserError(f"{run_dir} is not a run: it has no metadata.json")
-    meta = read_metadata(meta_path)      # a broken file is one clear error
-    run_id = meta.get("run_id", run_dir.name)
+    run = stored.run(meta_path)          # a broken file is one clear error
+    run_id = run.run_id
     rows = []
-    labels = list(meta.get("kernels", {}))
+    labels = list(run.kernels)
     for path in sorted(run_dir.glob("*/*.jsonl")):
         if labels and path.parent.name not in labels:
             continue                # e.g. <label>.attempt-1 left by an interrupted attempt
@@ -73,14 +72,14 @@ def load_run(run_dir):
             continue                # selftest outcomes are tables, not measurements
         declared = list(manifest(path.stem).get("metrics", {}))
         for rec in stored.records(path, declared, skip_other_types=True):
-            rows.append({**feature.renamed(rec), "kernel": path.parent.name, "workload": path.stem,
+            rows.append({**rec, "kernel": path.parent.name, "workload": path.stem,
                          "run_id": run_id})
     if not rows and labels:
         ui.warn(f"{run_dir}: the run has no records (no workload finished); nothing to compare")
     df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=["kernel", "workload", "run_id"])
-    return meta, add_conditions(df, feature.of_meta(meta))
+    return run, add_conditions(df, run.profile)
 
 
 def own_verdict(rec, profile):
@@ -107,8 +106,8 @@ def verdicts(df, profile):
         scope = [c for c in ("run_id", "kernel", "boot", "task") if c in df] + param_columns(whole, workload)
         keys = whole[scope].astype(str).agg("|".join, axis=1)
         for key in keys[sub.index].unique():
-            known = set(own[keys.index[keys == key]].dropna()) - {"off"}
-            own[sub.index[keys[sub.index] == key]] = known.pop() if len(known) == 1 else "unproven"
+            known = set(own[keys.index[keys == key]].dropna()) - {feature.OFF}
+            own[sub.index[keys[sub.index] == key]] = known.pop() if len(known) == 1 else feature.UNPROVEN
     return own
 
 
@@ -117,7 +116,6 @@ def add_conditions(df, profile=None):
     state: "fork", ...) and condition ("kernel: kind"). profile: the run's (default: the default
     profile, which judges records of runs stored before profiles)."""
     profile = profile or feature.default()
-    df = df.rename(columns={k: v for k, v in feature.LEGACY_FIELDS.items() if k in df and v not in df})
     df["warmup"] = df["warmup"].eq(True) if "warmup" in df else False
     df[feature.STATE] = verdicts(df, profile) if len(df) else pd.Series(dtype=object)
     df["kind"] = df[feature.STATE].map(profile.label)
@@ -126,16 +124,15 @@ def add_conditions(df, profile=None):
 
 
 def load_runs(run_dirs):
-    """(list of metadata, concatenated records); runs of different accelerator or timing refused."""
+    """(list of runs (stored.Run), concatenated records); runs of different accelerator or timing refused."""
     loaded = [load_run(d) for d in run_dirs]
-    modes = {stored.mode(m) for m, _ in loaded} - {(None, None)}    # (None, None): never booted
+    modes = {m.mode for m, _ in loaded} - {(None, None)}    # (None, None): never booted
     if len(modes) > 1:
-        desc = ", ".join(f"{m.get('run_id')}: accel={m.get('accel')}"
-                         + (f" timing={m['timing']}" if m.get("timing") else "") for m, _ in loaded)
+        desc = ", ".join(f"{m.run_id}: accel={m.accel} timing={m.timing}" for m, _ in loaded)
         raise UserError("these runs used different accelerators or timing modes, so their times "
                         f"cannot be compared ({desc}); report them separately")
     metas = [m for m, _ in loaded]
-    for message in fingerprint.between_runs(metas):
+    for message in fingerprint.between_runs([m.data for m in metas]):
         ui.warn(message)
     df = pd.concat([df for _, df in loaded], ignore_index=True)
     return metas, in_order(df, metas)
@@ -212,7 +209,7 @@ plain = results.plain
 def kernel_order(metas, df):
     order = []
     for m in metas:
-        order += [k for k in m.get("kernels", {}) if k not in order]
+        order += [k for k in m.kernels if k not in order]
     return order + [k for k in dict.fromkeys(df["kernel"]) if k not in order]
 
 
@@ -222,7 +219,7 @@ def stock_kernel(metas, df):
     if "stock" in order:
         return "stock"
     for label in order:
-        k = next((m["kernels"][label] for m in metas if label in m.get("kernels", {})), {})
+        k = next((m.kernels[label].facts for m in metas if label in m.kernels), {})
         if not k.get("patches") and not k.get("series"):
             return label
     return order[0] if order else None
@@ -416,8 +413,8 @@ def compare(df, workload, base=None, candidates=None, resamples=2000, seed=0, no
     units = metrics(df, workload)
     # boots pair in rounds unless a run booted its kernels one after another (sequential order:
     # boot k of two kernels then lies far apart in time, and the drift is the kernel's)
-    in_rounds = not any((m.get("design") or {}).get("order") == "sequential" for m in metas)
-    real = layouts and not (any(stored.timing(m) == "icount" for m in metas)
+    in_rounds = not any(m.design.get("order") == "sequential" for m in metas)
+    real = layouts and not (any(m.timing == "icount" for m in metas)
                             or ("timing" in df and df["timing"].eq("icount").any()))
     rows = []
     for params, part in groups(df, workload):

@@ -22,12 +22,9 @@ import pandas as pd
 from harness import feature
 from harness.analysis import plots, stats, verdict
 
-PLAIN, ACTIVE = "off", "active"
-
-
 def kind_name(kind, profile=None):
     """A line's kind of fork in words ("plain fork", or the profile's name of "active")."""
-    return "plain fork" if kind == PLAIN else (profile or feature.default()).label(kind)
+    return "plain fork" if kind == feature.OFF else (profile or feature.default()).label(kind)
 
 
 def config_name(config, profile=None):
@@ -57,9 +54,9 @@ def points(part, steps, config, kind, metric):
 
 def line_rows(part, steps, config, kind, metric, unit, practical):
     """One row per point of a line: the step against the point before it, and against stock."""
-    stock = points(part, steps[:1], config, PLAIN, metric)
+    stock = points(part, steps[:1], config, feature.OFF, metric)
     stock_median = np.median(np.concatenate(stock[0][1])) if stock else np.nan
-    plain = {s["index"]: boots for s, boots in points(part, steps, config, PLAIN, metric)}
+    plain = {s["index"]: boots for s, boots in points(part, steps, config, feature.OFF, metric)}
     rows, before = [], None
     for step, boots in points(part, steps, config, kind, metric):
         median = float(np.median(np.concatenate(boots)))
@@ -67,7 +64,7 @@ def line_rows(part, steps, config, kind, metric, unit, practical):
                "kernel": step["kernels"][config], "median": median, "unit": unit,
                "boots": len(boots), "vs_stock": median / stock_median if stock_median else np.nan,
                "practical": practical, "p_value": np.nan, "previous": None}
-        if before is None and kind == ACTIVE:
+        if before is None and kind == feature.ACTIVE:
             earlier = [i for i in plain if i < step["index"]]
             before = (max(earlier), plain[max(earlier)]) if earlier else None
             row["first"] = True
@@ -96,7 +93,7 @@ def table(df, attribution, metric=None, practical=None, method="bh"):
     for params, part in stats.groups(df[df["workload"] == workload], workload):
         rows = []
         for config in attribution["configs"]:
-            for kind in (PLAIN, ACTIVE):
+            for kind in (feature.OFF, feature.ACTIVE):
                 thr = stats.practical_of(workload, metric, practical)
                 rows += line_rows(part, steps, config, kind, metric, units[metric], thr)
         frame = pd.DataFrame(rows)
@@ -123,7 +120,7 @@ def spans(indices):
 def not_active(df, attribution, profile=None):
     """A line saying at which steps the feature was asked for but not proven on (or None)."""
     title = (profile or feature.default()).title or "the feature"
-    sub = df[(df["workload"] == attribution["workload"]) & df[feature.STATE].isin(["inactive", "unproven"])]
+    sub = df[(df["workload"] == attribution["workload"]) & df[feature.STATE].isin([feature.INACTIVE, feature.UNPROVEN])]
     labels = set(sub["kernel"])
     where = [s["index"] for s in attribution["steps"] if labels & set(s.get("kernels", {}).values())]
     if not where:
@@ -217,7 +214,7 @@ def moves(df, attribution, config, a, b, practical=None):
     search, asked of the pair alone (no family to adjust over)."""
     pair = [s for s in attribution["steps"] if s["index"] in (a, b)]
     for frame in table(df, {**attribution, "steps": pair}, practical=practical, method="none").values():
-        rows = frame[(frame["config"] == config) & (frame["kind"] == PLAIN) & (frame["index"] == b)]
+        rows = frame[(frame["config"] == config) & (frame["kind"] == feature.OFF) & (frame["index"] == b)]
         if len(rows) and verdict.called(rows.iloc[0]["verdict"]):
             return True
     return False

@@ -55,10 +55,9 @@ def fork_memory_comparison(records, profile=None):
     """One row per kernel and kind of fork, with the feature's state on every row."""
     import pandas as pd
     profile = profile or feature.load()
-    records = [feature.renamed(r) for r in records]
     df = pd.DataFrame(records)
-    df["kind"] = [profile.label(r.get(feature.STATE, "off")) for r in records]
-    df[feature.STATE] = df.get(feature.STATE, "off")
+    df["kind"] = [profile.label(r.get(feature.STATE, feature.OFF)) for r in records]
+    df[feature.STATE] = df.get(feature.STATE, feature.OFF)
     order = list(dict.fromkeys(df["kernel"]))
     grouped = df.groupby(["kernel", "kind", feature.STATE], sort=False)
     table = grouped[list(COLUMNS)].median().round().astype(int).rename(columns=COLUMNS)

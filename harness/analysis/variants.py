@@ -119,9 +119,9 @@ def judge(row, base, cand, unit, real, different, alpha=0.05):
     return row
 
 
-def binaries(meta, label):
-    """The build keys a kernel of a run was measured as (one per variant; [] when unknown)."""
-    info = (meta.get("kernels") or {}).get(label) or {}
+def binaries(run, label):
+    """The build keys a kernel of a run (a stored.Run) was measured as (one per variant; [] when unknown)."""
+    info = run.kernels[label].facts if label in run.kernels else {}
     keys = [v.get("build_key") for v in info.get("variants") or []]
     return sorted(k for k in keys if k) or ([info["build_key"]] if info.get("build_key") else [])
 
@@ -133,7 +133,7 @@ def different_binaries(metas, base, cand):
     base, cand = base.split(": ")[0], cand.split(": ")[0]     # conditions: "kernel: kind"
     for label in (base, cand):
         for m in metas:
-            if label in (m.get("kernels") or {}):
+            if label in m.kernels:
                 keys[label] = binaries(m, label)
     if not (keys.get(base) and keys.get(cand)):
         return False

@@ -9,7 +9,6 @@ import contextlib
 import datetime
 import json
 import math
-import sqlite3
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import database, paths, results, stored
+from harness import database, paths, results
 from harness.analysis import plots, report, stats  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 
@@ -46,8 +45,8 @@ def params_key(params):
 
 
 def run_date(meta, run_id):
-    """The run's start as ISO text in UTC (from metadata, else from its id)."""
-    for text in (meta.get("started"), meta.get("finished")):
+    """The run's start as ISO text in UTC (from metadata, a stored.Run, else from its id)."""
+    for text in (meta.started, meta.finished):
         try:
             when = datetime.datetime.fromisoformat(text)
         except (TypeError, ValueError):
@@ -77,10 +76,10 @@ def kernel_facts(info):
 def rows_of(run_dir):
     """(run row, result rows) of a run, as dicts."""
     meta, df = stats.load_run(run_dir)
-    run_id = meta.get("run_id", Path(run_dir).name)
+    run_id = meta.run_id
     run = {"run_id": run_id, "date": run_date(meta, run_id),
-           "experiment": (meta.get("experiment") or {}).get("name"), "accel": meta.get("accel"),
-           "timing": stored.timing(meta), "harness_sha": meta.get("harness_sha"),
+           "experiment": (meta.experiment or {}).get("name"), "accel": meta.accel,
+           "timing": meta.timing, "harness_sha": meta.harness_sha,
            "path": str(Path(stats.run_path(run_dir)).resolve()),
            "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     rows = []
@@ -94,7 +93,7 @@ def rows_of(run_dir):
         for r in desc.to_dict("records"):
             kernel = owner[r["condition"]]
             rows.append({**{k: run[k] for k in RUN_COLUMNS if k in COLUMNS}, "kernel": kernel,
-                         **kernel_facts(meta.get("kernels", {}).get(kernel, {})),
+                         **kernel_facts(meta.kernels[kernel].facts if kernel in meta.kernels else {}),
                          "workload": workload, "condition": r["condition"],
                          "kind": kinds[r["condition"]],
                          "params": params_key({c: r[c] for c in cols if c in r}),

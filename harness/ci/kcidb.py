@@ -88,7 +88,8 @@ class Document:
         from harness.analysis import stats
         self.run_dir = Path(stats.run_path(run_dir))
         self.origin = check_origin(origin)
-        self.meta, self.df = stats.load_run(self.run_dir)
+        self.run, self.df = stats.load_run(self.run_dir)
+        self.meta = self.run.data          # its fields as written (still read as a dict here)
         self.run_id = self.meta.get("run_id", self.run_dir.name)
         self.link = Links(self.run_dir, artifacts_url)
         self.checkouts, self.builds, self.tests = {}, {}, []
@@ -177,7 +178,7 @@ class Document:
             "status": status,
             "misc": drop_empty({"labels": [label], "build_key": key, "release": info.get("release"),
                                 "config_sha": info.get("config_sha"), "fragments": fragments,
-                                "feature_config": feature.renamed(info).get(feature.CONFIG),
+                                "feature_config": info.get(feature.CONFIG),
                                 "toolchain": toolchain, "cached": info.get("cached_build"),
                                 "run_id": self.run_id}),
         })
@@ -262,7 +263,7 @@ class Document:
         out = {}
         if self.df.empty:
             return out
-        comps, _ = report.comparisons(self.df, [self.meta], 2000, 0.05)
+        comps, _ = report.comparisons(self.df, [self.run], 2000, 0.05)
         for workload, comp in comps.items():
             if comp is None or comp.empty:
                 continue

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import cache, feature, ui
+from harness import cache, feature, stored, ui
 from harness.errors import InfraError, UserError
 from harness.experiment import Experiment
 from harness.guest import image as image_mod
@@ -128,7 +128,7 @@ def bundle(workload, dest):
 def export(run_dir, out, base_url=None):
     """Write the jobs (and the files they fetch) of a run into out; returns the job paths."""
     from harness.analysis import stats
-    meta = stats.read_metadata(Path(stats.run_path(run_dir)) / "metadata.json")
+    meta = stored.metadata(Path(stats.run_path(run_dir)) / "metadata.json")
     if "experiment" not in meta:
         raise UserError(f"{run_dir}: no experiment in its metadata.json; export a run of harness run")
     exp = Experiment.from_dict(meta["experiment"])
@@ -225,7 +225,7 @@ def records_of(cases, index):
     out = {}
     profile = feature.load((index.get("experiment") or {}).get("feature"))
     for (label, workload, _, _), rec in sorted(grouped.items()):
-        rec = feature.renamed(rec)          # results of jobs exported before profiles existed
+        rec = stored.renamed(rec)           # results of jobs exported before profiles existed
         rec = activity.label(rec, profile) if activity.has_evidence(rec, profile) else rec
         out.setdefault((label, workload), []).append(rec)
     return out, failures

@@ -20,7 +20,7 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from harness import safety, stored, ui
+from harness import safety, stored
 from harness.ci import cells as cells_mod
 from harness.errors import UserError
 from harness.experiment import Experiment, resolved

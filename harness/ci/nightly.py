@@ -105,7 +105,8 @@ class Nightly:
             self.run_dir = Run(self.exp).execute().store.dir
         self.run_dir = Path(stats.run_path(self.run_dir))
         RunStore.open(self.run_dir).lock()      # summary.md and junit.xml are written into it
-        self.meta, self.df = stats.load_run(self.run_dir)
+        self.run, self.df = stats.load_run(self.run_dir)
+        self.meta = self.run.data          # its fields as written (still read as a dict here)
         self.run_id = self.meta.get("run_id", self.run_dir.name)
         self.history.record(self.run_dir)
         self.labels = self.kernel_labels()
@@ -153,7 +154,7 @@ class Nightly:
         if self.df.empty:
             return rows
         owner = dict(zip(self.df["condition"], self.df["kernel"]))
-        comps, _ = report.comparisons(self.df, [self.meta], self.resamples, 0.05,
+        comps, _ = report.comparisons(self.df, [self.run], self.resamples, 0.05,
                                       practical=self.practical, method=self.method)
         for workload, comp in comps.items():
             if comp is None or comp.empty:

@@ -47,7 +47,11 @@ def add_command_options(p, command):
 
 
 def add_option(p, o):
+    """One declared flag of a subcommand; a bool is a switch (--no-bisect), off unless given."""
     flags = [o.flag] + ([o.short] if o.short else [])
+    if o.type is bool:
+        p.add_argument(*flags, dest=o.name, action="store_true", help=o.help.replace("%", "%%"))
+        return
     p.add_argument(*flags, dest=o.name, default=o.default, type=o.type, choices=o.choices,
                    metavar=o.metavar, help=o.help.replace("%", "%%"))
 

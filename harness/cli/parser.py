@@ -98,28 +98,9 @@ def add_run_commands(sub):
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernel-src", required=True, metavar="SPEC", help="the tree the series applies to")
     p.add_argument("--series", required=True, metavar="SPEC", help="mbox, folder of .patch, or Message-Id")
-    add_command_options(p, "verify")          # --accel, --jobs, --mib
-    p.add_argument("--no-bisect", action="store_true", help="skip building every patch")
-    p.add_argument("--feature", metavar="NAME", help="the feature profile (features/NAME or a "
-                   "folder): its option's configs, kernels and selftests (default: the default profile)")
-    p.add_argument("--bisect-configs", default=None, metavar="LIST",
-                   help="configs to build every patch with: the profile's option on and off "
-                        "(e.g. OPTION=y, OPTION=n), base, coverage "
-                        "(the options gating the series' code, derived from it) "
-                        "(default: the profile's [verify] default_configs)")
-    p.add_argument("--kernels", default=None, metavar="LIST",
-                   help="kernels to boot and measure: stock, patched, patched-debug, the profile's "
-                        "[verify] kernels (default: its default_kernels)")
-    p.add_argument("--no-boot", action="store_true", help="skip booting the kernels")
-    p.add_argument("--objects-only", action="store_true",
-                   help="build every patch by compiling only the objects of the files the series "
-                        "changes (make path/f.o), not whole kernels: the per-patch compile and "
-                        "coverage tables in minutes")
-    p.add_argument("--selftests", default="auto", metavar="LIST",
-                   help="mm selftests beside the profile's: auto (those of the areas the series touches, from "
-                        "workloads/selftests/mm-selftests.toml), all, or a comma list (default: auto)")
-    p.add_argument("--selftest-source", metavar="PATH",
-                   help="a newer tree to take the selftests from when the kernel's tree lacks them")
+    # --accel, --jobs, --mib, --no-bisect, --feature, --bisect-configs, --kernels, --no-boot,
+    # --objects-only, --selftests, --selftest-source: declared in harness.options
+    add_command_options(p, "verify")
     p.set_defaults(func=sc.cmd_verify)
 
 

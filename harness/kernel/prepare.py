@@ -6,11 +6,11 @@ the run's store.
   source(spec)            the resolved source tree (harness.kernel.sources)
   series(spec)            the loaded series (harness.kernel.series)
   apply(series, source)   the patched tree and the per-patch report, printed as a table
-  Kernels(exp)            an experiment's kernels: kernel(spec, store) -> [(layout, Kernel)]
+  Kernels(exp, profile)   an experiment's kernels: kernel(spec, store) -> [(layout, Kernel)]
   Prebuilt({label: (tree, Kernel)})   kernels built beforehand (attribute's steps), same shape
   record(store, label, kernel)        a built kernel's log and facts kept in the run
 """
-from harness import feature, safety, ui
+from harness import safety, ui
 from harness.kernel import kconfig, layout, series as series_mod, sources
 from harness.kernel.build import Build
 from harness.experiment import kernel_needs
@@ -66,8 +66,10 @@ class Kernels:
     in the cache) the spec's layout variants. A series is applied once per source; the tree a
     kernel was built from stays in `trees` (its selftests are built from it)."""
 
-    def __init__(self, exp):
-        self.exp = exp
+    def __init__(self, exp, profile=None):
+        """profile: the experiment's feature profile (the Run's), whose option each kernel's facts
+        name; None (build, boot: nothing is stored) names none."""
+        self.exp, self.profile = exp, profile
         self.trees = {}
         self._series = {}
 
@@ -103,7 +105,7 @@ class Kernels:
                 kernels = {0: build.run(say)}
             else:
                 kernels = layout.build_variants(tree, fragments, patches, wanted, self.exp.jobs, say, config)
-        record(store, spec.label, kernels[wanted[0]], feature.of(self.exp))
+        record(store, spec.label, kernels[wanted[0]], self.profile)
         if wanted != [0]:
             store.update_kernel(spec.label, variants=[
                 {"variant": i, "pad": layout.pad(i), "build_key": k.key, "release": k.info["release"],

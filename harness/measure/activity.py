@@ -7,11 +7,7 @@ after the per-CPU deltas were folded) with a base (e.g. the parent's VmPTE, what
 at most max_fraction of the base plus margin_kb is "active", more is "inactive".
 """
 from harness import feature
-
-ACTIVE = "active"
-INACTIVE = "inactive"
-UNPROVEN = "unproven"
-OFF = "off"
+from harness.feature import ACTIVE, INACTIVE, OFF, UNPROVEN     # the states, named in harness.feature
 
 
 def judge(record, profile):
@@ -72,7 +68,6 @@ def verdict(record, profile):
     """The record's state: its feature_state field when it was judged already, else judged from its
     own evidence; None when it asked for the feature but carries no evidence (a timed fork beside
     the held one: harness.analysis.stats gives it the state of the evidence in its scope)."""
-    record = feature.renamed(record)
     if record.get(feature.STATE) in feature.STATES:
         return record[feature.STATE]
     if not (record.get(feature.REQUESTED) is True or record.get(feature.REQUESTED) == 1):
@@ -82,7 +77,7 @@ def verdict(record, profile):
 
 def kind(records, profile):
     """How the forks of these records were made: one label of the profile, or the states when mixed."""
-    labels = sorted({feature.renamed(r).get(feature.STATE, OFF) for r in records})
+    labels = sorted({r.get(feature.STATE, OFF) for r in records})
     if len(labels) == 1 and labels[0] in feature.STATES:
         return profile.label(labels[0])
     return "mixed: " + "/".join(labels)

@@ -34,10 +34,11 @@ class Session:
     """The tasks of one kernel's boot, recorded in the store; `fail(label, exc, task)` is told of
     every failure, `output.kernel_table(label, workload, records)` gets every task's records."""
 
-    def __init__(self, exp, store, fail, output, label, machine, boot, variant=None):
+    def __init__(self, exp, store, fail, output, label, machine, boot, variant=None, *, profile):
+        """profile: the experiment's feature profile, resolved once by the Run."""
         self.exp, self.store, self.fail, self.output = exp, store, fail, output
         self.label, self.machine, self.boot, self.variant = label, machine, boot, variant
-        self.profile = feature.of(exp)
+        self.profile = profile
 
     def facts(self):
         """The boot's facts (kept in its boot record; the first boot's also in the kernel's)."""

@@ -35,7 +35,7 @@ def cost_series(folder):
 
 def plain_calls(run):
     metas, df = stats.load_runs([run])
-    (frame,) = steps.table(df, metas[0]["attribution"]).values()
+    (frame,) = steps.table(df, metas[0].attribution).values()
     return frame, [(c, i) for c, kind, i, _, _ in steps.called(frame) if kind == "off"]
 
 

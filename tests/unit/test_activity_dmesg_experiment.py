@@ -48,11 +48,17 @@ def test_the_margin_is_stated_and_is_the_edge():
     assert judge(dict(COPIED, pagetables_delta_kb=limit + 1))[0] == "inactive"
 
 
-def test_legacy_records_are_judged_under_their_new_names():
-    old = {"cow_pte_requested": True, "config_cow_pte": "y", "parent_vmpte_kb": 2096,
-           "pagetables_delta_kb": 60}
+def test_legacy_records_are_judged_under_their_new_names(tmp_path):
+    """Records of a run stored before profiles, read through the stored-file reader (which renames
+    their fields once), are judged like new ones."""
+    import json
+    from harness import stored
+    path = tmp_path / "fork-memory.jsonl"
+    path.write_text(json.dumps({"cow_pte_requested": True, "config_cow_pte": "y", "parent_vmpte_kb": 2096,
+                                "pagetables_delta_kb": 60}) + "\n" + json.dumps({"cow_pte": "inactive"}) + "\n")
+    old, judged = stored.records(path)
     assert activity.verdict(old, PROFILE) == "active"
-    assert activity.verdict({"cow_pte": "inactive"}, PROFILE) == "inactive"
+    assert activity.verdict(judged, PROFILE) == "inactive"
 
 
 def test_dmesg_scan_and_taint():

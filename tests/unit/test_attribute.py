@@ -43,7 +43,7 @@ FIGURES = {"stock": {"off": 18.0e6}, "p01-y": {"off": 18.0e6, "inactive": 18.0e6
 
 def frame_of(run, **kw):
     metas, df = stats.load_runs([run])
-    (frame,) = steps.table(df, metas[0]["attribution"], **kw).values()
+    (frame,) = steps.table(df, metas[0].attribution, **kw).values()
     return frame
 
 
@@ -112,7 +112,7 @@ def test_halving_finds_the_first_step_that_moves(first):
 
 def test_moves_compares_the_pair_alone(tmp_path):
     metas, df = stats.load_runs([fake_run(tmp_path, FIGURES)])
-    att = metas[0]["attribution"]
+    att = metas[0].attribution
     assert steps.moves(df, att, "y", 0, 3) and steps.moves(df, att, "y", 1, 2)
     assert not steps.moves(df, att, "y", 0, 1) and not steps.moves(df, att, "n", 0, 3)
 

@@ -130,18 +130,23 @@ def snapshot(root):
     return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_is_refused_before_anything_is_built(name, world, capsys):
-    tmp_path, tree = world
-    argv, code, message = CASES[name]
-    argv = argv(tmp_path, tree)                 # writes the case's experiment file, if any
-    before = snapshot(tmp_path)
+def refused(case, root, tree, capsys):
+    """Run one case (argv maker, exit code, message) in the harness: the exit code, the message in
+    one error line, no traceback, and nothing changed under root (no cache, no run folder)."""
+    argv, code, message = case
+    argv = argv(root, tree)                     # writes the case's experiment file, if any
+    before = snapshot(root)
     assert cli.main(argv) == code
     out, err = capsys.readouterr()
     assert message in err, err
     assert "Traceback" not in out + err and err.count("error:") == 1
     assert len(err.strip().splitlines()) == 1, err
-    assert snapshot(tmp_path) == before         # no cache, no run folder, nothing anywhere
+    assert snapshot(root) == before             # no cache, no run folder, nothing anywhere
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_refused_before_anything_is_built(name, world, capsys):
+    refused(CASES[name], *world, capsys)
 
 
 def test_there_are_at_least_15_distinct_bad_inputs(tmp_path):

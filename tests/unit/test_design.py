@@ -118,8 +118,9 @@ def test_a_one_boot_interval_never_satisfies_the_rule(tmp_path):
 
 def test_the_report_states_where_the_design_stopped():
     from harness.analysis.report import design_text
-    text = design_text({"design": {"boots": 5, "order": "alternating", "until": 0.025, "max_boots": 40,
-                                   "stopped": "after 40 boots per kernel: max_boots (40) reached"}})
+    from harness import stored
+    text = design_text(stored.run_of({"design": {"boots": 5, "order": "alternating", "until": 0.025, "max_boots": 40,
+                                                "stopped": "after 40 boots per kernel: max_boots (40) reached"}}))
     assert text == ("5 boot(s) per kernel, alternating, then rounds until every headline interval was "
                     "within ±2.5% (at most 40): stopped after 40 boots per kernel: max_boots (40) reached")
 

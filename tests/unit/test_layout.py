@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness import stored
 from harness.analysis import stats, variants
 from harness.errors import InfraError
 from harness.kernel import layout
@@ -101,8 +102,8 @@ def records(effects, layout_sd, boots=2, reps=5, seed=3, boot_sd=0.01, rep_sd=0.
     return stats.add_conditions(pd.DataFrame(rows))
 
 
-META = [{"kernels": {"A": {"build_key": "a", "variants": [{"build_key": "a0"}, {"build_key": "a1"}]},
-                     "B": {"build_key": "b", "variants": [{"build_key": "b0"}, {"build_key": "b1"}]}}}]
+META = [stored.run_of({"kernels": {"A": {"build_key": "a", "variants": [{"build_key": "a0"}, {"build_key": "a1"}]},
+                                   "B": {"build_key": "b", "variants": [{"build_key": "b0"}, {"build_key": "b1"}]}}})]
 
 
 def test_two_binaries_are_compared_over_their_variants():
@@ -135,7 +136,7 @@ def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
     row = stats.compare(one, "fork-latency", base="A: fork", metas=META, only=["fork_ns"]).iloc[0]
     assert str(row["verdict"]).startswith("not judged [1 layout]: ratio 1.1")
     assert row["verdict"].direction == "not judged" and "--variants" in str(row["verdict"])
-    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]     # one binary, two labels
+    same = [stored.run_of({"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}})]     # one binary, two labels
     assert stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]["verdict"].direction == "slower"
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")
     icount = icount[icount["variant"] == 0]
@@ -145,7 +146,7 @@ def test_one_variant_between_two_binaries_in_real_time_gets_no_direction():
 def test_one_boot_per_kernel_in_real_time_gets_no_direction():
     df = records({"A": 0.0, "B": 0.10}, layout_sd=0.0)
     one = df[df["boot"] == 1]
-    same = [{"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}}]
+    same = [stored.run_of({"kernels": {"A": {"build_key": "k"}, "B": {"build_key": "k"}}})]
     row = stats.compare(one, "fork-latency", base="A: fork", metas=same, only=["fork_ns"]).iloc[0]
     assert str(row["verdict"]).startswith("not judged [1 boot]: ratio 1.1") and "--boots" in str(row["verdict"])
     icount = records({"A": 0.0, "B": 0.10}, layout_sd=0.0, timing="icount")

@@ -108,3 +108,27 @@ def test_the_options_marked_as_cache_keys_are_the_guest_images_inputs():
     assert GuestImage("debian-minimal", "http://two.example/debian").key != one
     exp = Experiment(kernels=[KernelSpec("kernel", "/src")], mirror="http://two.example/debian")
     assert again(exp).mirror == "http://two.example/debian"
+
+
+def subcommand(name):
+    parser = cli.parser()
+    return next(a for a in parser._subparsers._group_actions if a.dest == "cmd").choices[name]
+
+
+def test_verify_declares_each_of_its_flags_once_in_the_options():
+    """verify's flags come from harness.options' command options (one declaration each), but the
+    two it requires (the tree and the series); each reaches the parsed arguments with its default."""
+    verify = subcommand("verify")
+    own = {flag for a in verify._actions for flag in a.option_strings} - {"-h", "--help", "--quiet", "-q"}
+    declared = {flag for o in options.command_options("verify") for flag in [o.flag, o.short] if flag}
+    assert own - declared == {"--kernel-src", "--series"}
+    assert {"--objects-only", "--selftests", "--bisect-configs", "--kernels", "--no-bisect", "--no-boot",
+            "--feature", "--selftest-source"} <= declared
+    args = vars(verify.parse_args(["--kernel-src", "T", "--series", "S"]))
+    assert {o.name: args[o.name] for o in options.command_options("verify")} == {
+        "accel": "auto", "jobs": None, "mib": 1024, "no_bisect": False, "feature": None, "bisect_configs": None,
+        "kernels": None, "no_boot": False, "objects_only": False, "selftests": "auto", "selftest_source": None}
+    args = vars(verify.parse_args(["--kernel-src", "T", "--series", "S", "--objects-only", "--no-boot",
+                                   "--kernels", "stock", "--selftests", "cow"]))
+    assert (args["objects_only"], args["no_boot"], args["kernels"], args["selftests"]) == (True, True, "stock", "cow")
+    options.check_command("verify", args)

@@ -133,7 +133,7 @@ def test_statistics_and_claims_run_through_the_toy_profile(toy, tmp_path):
                 records.append(activity.label(rec, toy))
     run = write_run(tmp_path, records)
     meta, df = stats.load_run(run)
-    assert feature.of_meta(meta) is toy
+    assert meta.profile is toy
     assert set(df["condition"]) == {"stock: fork", "patched: fork", "patched: toy fork"}
     assert set(df["feature_state"]) == {"off", "active"}
     claims = [{"workload": "fork-memory", "metric": "child_vmpte_kb", "condition": "toy", "value": 60},

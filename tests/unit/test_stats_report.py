@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.measure import activity
-from harness import feature, paths
+from harness import feature, paths, stored
 from harness.analysis import plots, report, stats, units
 from harness.errors import UserError
 from tests.unit import runs
@@ -44,7 +44,7 @@ def memory_record(kernel, requested, rep):
            "pagetables_delta_kb": 2100 if not (requested and patched) else 8,
            "cow_pte_requested": requested, "config_cow_pte": "y" if patched else "n",
            "prctl_ret": 0 if patched else -1, "prctl_errno": None if patched else 22}
-    return activity.label(feature.renamed(rec), feature.load("cow-pte"))
+    return activity.label(stored.renamed(rec), feature.load("cow-pte"))   # as the reader gives it
 
 
 def make_run(root, run_id, accel="tcg"):
@@ -123,7 +123,7 @@ def comparison(run):
 
 def test_load_run_keeps_warmups_but_statistics_drop_them(run):
     meta, df = stats.load_run(run)
-    assert meta["run_id"] == "r1"
+    assert meta.run_id == "r1"
     assert {"kernel", "workload", "run_id", "condition"} <= set(df.columns)
     lat = df[df["workload"] == "fork-latency"]
     assert lat["warmup"].sum() == 6
@@ -239,13 +239,13 @@ def test_verdict_from_the_held_fork_covers_its_size():
 
     def rec(kernel, size, rep, **evidence):
         return {"kernel": kernel, "workload": "fork-latency", "run_id": "r", "task": "2:fork-latency",
-                "size_mib": size, "rep": rep, "fork_ns": 1e6, "cow_pte_requested": True, **evidence}
-    held = {"config_cow_pte": "y", "prctl_ret": 0, "pagetables_delta_kb": 8}
+                "size_mib": size, "rep": rep, "fork_ns": 1e6, "feature_requested": True, **evidence}
+    held = {"feature_config": "y", "prctl_ret": 0, "pagetables_delta_kb": 8}
     rows = [rec("patched", 1, 0, parent_vmpte_kb=72, **held), rec("patched", 1, 1),
             rec("patched", 1024, 0, parent_vmpte_kb=2124, **held), rec("patched", 1024, 1),
-            rec("stock", 1024, 0, parent_vmpte_kb=2124, **dict(held, config_cow_pte="n")),
+            rec("stock", 1024, 0, parent_vmpte_kb=2124, **dict(held, feature_config="n")),
             rec("stock", 1024, 1), rec("stock", 64, 1),
-            dict(rec("stock", 64, 2), cow_pte_requested=False)]
+            dict(rec("stock", 64, 2), feature_requested=False)]
     df = stats.add_conditions(pd.DataFrame(rows))
     assert list(df["feature_state"]) == ["unproven", "unproven", "active", "active", "inactive",
                                    "inactive", "unproven", "off"]
@@ -264,11 +264,11 @@ def test_value_copied_into_every_round_counts_once(run):
 def test_ratio_claim_divides_by_the_plain_fork_of_the_same_kernel():
     import pandas as pd
     rows = [{"kernel": k, "workload": "afl", "run_id": "r", "task": f"{i}:afl", "execs_per_sec": v,
-             "cow_pte_requested": cow, "cow_pte": "active" if cow else "off"}
+             "feature_requested": cow, "feature_state": "active" if cow else "off"}
             for i, (k, cow, v) in enumerate([("stock", False, 200.0), ("patched", False, 100.0),
                                              ("patched", True, 97.5)])]
     df = stats.add_conditions(pd.DataFrame(rows))
-    metas = [{"kernels": {"stock": {}, "patched": {}}, "accel": "tcg"}]
+    metas = [stored.run_of({"kernels": {"stock": {}, "patched": {}}, "accel": "tcg"})]
     claim = {"workload": "afl", "metric": "execs_per_sec", "kind": "ratio", "value": 0.975,
              "tolerance": 0.01, "note": "SQLite"}
     (row,) = report.check_claims([claim], df, metas).to_dict("records")
