@@ -27,7 +27,7 @@ from pathlib import Path
 from harness import cache
 from harness.errors import InfraError
 from harness.kernel import sources, workbench
-from harness.kernel.build import LINK_SCRIPT as SCRIPT, Build, padded, unpadded
+from harness.kernel.build import LINK_SCRIPT as SCRIPT, Build, unpadded
 
 STEP = 4096 + 64 + 16
 MOVED = ("copy_page_range", "do_fork", "kernel_clone", "schedule", "memcpy")   # checked when present

@@ -6,7 +6,7 @@ import pytest
 from harness import stored
 from harness.analysis import stats, variants
 from harness.errors import InfraError
-from harness.kernel import layout
+from harness.kernel import build, layout
 
 
 def test_pads_move_code_by_other_offsets_in_a_cache_line_and_a_page():
@@ -30,25 +30,24 @@ SCRIPT = """ .text : AT(ADDR(.text) - 0xffffffff80000000) {
 
 
 def test_the_pad_goes_after_the_head_code_and_nowhere_else():
-    out = layout.padded(SCRIPT, 4176)
+    out = build.padded(SCRIPT, 4176)
     assert out.replace(" . = . + 4176; /* kernel-harness layout variant */", "") == SCRIPT
     assert out.index("4176") > out.index("KEEP(*(.head.text))") and out.count(". + 4176") == 1
     with pytest.raises(InfraError, match="cannot take a layout pad"):
-        layout.padded("SECTIONS { }", 16)
+        build.padded("SECTIONS { }", 16)
 
 
 def test_every_build_sets_its_own_pad_so_a_killed_relink_leaves_none_behind(tmp_path):
     """A variant's relink killed half-way leaves the padded script in the base's object folder,
     newer than its sources: make would link the next kernel built there with the pad. Every build
     puts the script as it wants it first (none, or its own pad), and only rewrites it on a change."""
-    from harness.kernel import build
     script = tmp_path / build.LINK_SCRIPT
     script.parent.mkdir(parents=True)
-    script.write_text(layout.padded(SCRIPT, 8352))           # left by a killed variant's relink
+    script.write_text(build.padded(SCRIPT, 8352))           # left by a killed variant's relink
     build.link_script(tmp_path, 0)
     assert script.read_text() == SCRIPT
     build.link_script(tmp_path, 4176)
-    assert script.read_text() == layout.padded(SCRIPT, 4176)
+    assert script.read_text() == build.padded(SCRIPT, 4176)
     before = script.stat().st_mtime_ns
     build.link_script(tmp_path, 4176)                        # unchanged: not written (no relink)
     assert script.stat().st_mtime_ns == before
