@@ -28,7 +28,7 @@ NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "r
               feature.PARAM, feature.STATE, feature.REQUESTED, feature.EVIDENCE, *feature.LEGACY_PARAMS,
               *(old for old, new in feature.LEGACY_FIELDS.items()
                 if new in (feature.STATE, feature.REQUESTED, feature.EVIDENCE)), "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing", "from_run", "variant"}
+              "condition", "boot", "host", "timing", "from_run", "variant", "coverage"}
 
 
 def plain(value):
