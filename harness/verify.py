@@ -297,6 +297,10 @@ class Verify:
         never = linecov.never_lines(summary)
         ui.out(f"changed code never executed ({len(never)} hunks):" if never else "every changed hunk ran")
         ui.out("\n".join(f"  {line}" for line in never))
+        data = linecov.never_lines(summary, "no_code")
+        if data:
+            ui.out(f"changed code without executable lines (data, declarations; {len(data)} hunks):")
+            ui.out("\n".join(f"  {line}" for line in data))
         (run.store.dir / "line-coverage.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     def selftests_to_run(self, source):

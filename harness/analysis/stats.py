@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.measure import activity
+from harness.measure import activity, coverage
 from harness.analysis import inference, units, variants, verdict
 from harness import feature, paths, stored, ui
 from harness.guest import fingerprint
@@ -137,24 +137,9 @@ def load_runs(run_dirs):
     metas = [m for m, _ in loaded]
     for message in fingerprint.between_runs(metas):
         ui.warn(message)
-    df = untimed(pd.concat([df for _, df in loaded], ignore_index=True), metas)
+    df = coverage.untimed(pd.concat([df for _, df in loaded], ignore_index=True), metas)
     return metas, in_order(df, metas)
 
-
-def untimed(df, metas):
-    """The records without those of coverage (gcov) kernels: a profiled kernel's times are not
-    its code's, they are never compared; a run holding nothing else is refused."""
-    if "coverage" not in df or not df["coverage"].notna().any():
-        return df
-    marked = df["coverage"].notna()
-    kernels = ", ".join(sorted(df.loc[marked, "kernel"].astype(str).unique()))
-    if marked.all():
-        runs = ", ".join(str(m.get("run_id")) for m in metas)
-        raise UserError(f"run {runs}: every record is from a coverage (gcov) kernel ({kernels}); "
-                        "coverage kernels are never timed, their times compare with nothing")
-    ui.warn(f"left out of every timing comparison: {int(marked.sum())} records of coverage (gcov) "
-            f"kernel(s) {kernels}")
-    return df[~marked].drop(columns="coverage").reset_index(drop=True)
 
 
 def in_order(df, metas):

@@ -81,12 +81,13 @@ def by_column(records):
 
 def summarise(patches, added, records):
     """Per patch: {"index", "title", "lines" (added), "executable", "executed": {column: n},
-    "no_data" (lines in files no profiled object counted)}, and the never-executed hunks:
-    [{"patch", "title", "file", "first", "last", "executable"}]. patches: series.Patch list."""
+    "no_data" (lines in files no profiled object counted)}, the never-executed hunks
+    [{"patch", "title", "file", "first", "last", "executable"}] and the hunks without code (data,
+    declarations: nothing of them can run), the same way. patches: series.Patch list."""
     cols = by_column(records)
     every = cols.get("any", {})
     order = [c for c in ("boot",) if c in cols] + sorted(c for c in cols if c not in ("boot", "any")) + ["any"]
-    rows, never = [], []
+    rows, never, no_code = [], [], []
     for patch in patches:
         files = added.get(patch.index, {})
         row = {"index": patch.index, "title": patch.title, "lines": 0, "executable": 0, "no_data": 0,
@@ -103,11 +104,14 @@ def summarise(patches, added, records):
                 row["executed"][c] += sum(1 for n in code if counted.get(n, 0) > 0)
             for first, last in hunks(lines):
                 inside = [n for n in code if first <= n <= last]
-                if inside and not any(every[path].get(n, 0) for n in inside):
-                    never.append({"patch": patch.index, "title": patch.title, "file": path,
-                                  "first": first, "last": last, "executable": len(inside)})
+                hunk = {"patch": patch.index, "title": patch.title, "file": path, "first": first,
+                        "last": last, "executable": len(inside)}
+                if not inside:
+                    no_code.append(hunk)
+                elif not any(every[path].get(n, 0) for n in inside):
+                    never.append(hunk)
         rows.append(row)
-    return {"columns": order, "patches": rows, "never_executed": never}
+    return {"columns": order, "patches": rows, "never_executed": never, "no_code": no_code}
 
 
 def totals(summary):
@@ -134,11 +138,12 @@ def table(summary):
     return "\n".join([fmt(heads), *(fmt(row) for row in body)])
 
 
-def never_lines(summary):
-    """One line per never-executed hunk: file:first[-last]  (n executable)  [k/N] subject."""
+def never_lines(summary, kind="never_executed"):
+    """One line per never-executed hunk (kind "no_code": per hunk without code):
+    file:first[-last]  (n executable)  [k/N] subject."""
     n = len(summary["patches"])
     out = []
-    for h in summary["never_executed"]:
+    for h in summary.get(kind, []):
         where = f"{h['file']}:{h['first']}" + (f"-{h['last']}" if h["last"] != h["first"] else "")
         out.append(f"{where}  ({h['executable']} executable)  [{h['patch']}/{n}] {h['title']}")
     return out

@@ -10,7 +10,7 @@ import base64
 import json
 
 from harness import ui
-from harness.errors import GuestError, HarnessError
+from harness.errors import GuestError, HarnessError, UserError
 from harness.kernel import gcov
 
 ROOT = "/sys/kernel/debug/gcov"
@@ -24,6 +24,10 @@ for rel in sys.argv[2:]:
         pass
 print(json.dumps(out))
 """
+
+
+class Untimed(UserError):
+    """A timing comparison asked of coverage kernels' records only."""
 
 
 class Collector:
@@ -87,3 +91,19 @@ def stored(run_dir, label):
         rec["counts"] = gcov.expand(rec["counts"])
         found.append(rec)
     return found
+
+
+def untimed(df, metas):
+    """The records without those of coverage (gcov) kernels: a profiled kernel's times are not
+    its code's, they are never compared; a run holding nothing else is refused."""
+    if "coverage" not in df or not df["coverage"].notna().any():
+        return df
+    marked = df["coverage"].notna()
+    kernels = ", ".join(sorted(df.loc[marked, "kernel"].astype(str).unique()))
+    if marked.all():
+        runs = ", ".join(str(m.get("run_id")) for m in metas)
+        raise Untimed(f"run {runs}: every record is from a coverage (gcov) kernel ({kernels}); "
+                        "coverage kernels are never timed, their times compare with nothing")
+    ui.warn(f"left out of every timing comparison: {int(marked.sum())} records of coverage (gcov) "
+            f"kernel(s) {kernels}")
+    return df[~marked].drop(columns="coverage").reset_index(drop=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis import stats
+from harness.measure import coverage
 from harness.errors import UserError
 from harness.kernel import gcov, kconfig, linecov
 from harness.kernel.series import Patch
@@ -63,7 +63,7 @@ def test_real_gcov_report_is_read_tree_relative():
 
 def test_summary_names_what_never_ran():
     patches = [Patch(1, "[PATCH 1/2] one", "one", "a", None, ""), Patch(2, "[PATCH 2/2] two", "two", "a", None, "")]
-    added = {1: {"f.c": [10, 11], "g.h": [5]}, 2: {"f.c": [20, 21, 22, 40], "x.c": [1, 2]}}
+    added = {1: {"f.c": [10, 11], "g.h": [5]}, 2: {"f.c": [20, 21, 22, 30, 40], "x.c": [1, 2]}}
     records = [
         {"task": "boot", "way": "boot", "counts": {"f.c": {10: 1, 11: 0, 20: 0, 21: 0, 40: 0}}},
         {"task": "1:fork-memory", "way": "plain", "counts": {"f.c": {10: 2, 11: 0, 20: 0, 21: 0, 40: 0}}},
@@ -80,6 +80,9 @@ def test_summary_names_what_never_ran():
     # 20-22 (20, 21 executable) never ran; 40 ran in the selftest
     assert summary["never_executed"] == [{"patch": 2, "title": "two", "file": "f.c", "first": 20, "last": 22,
                                           "executable": 2}]
+    # line 30 has no code in any object (data, a declaration): named apart, never "never executed"
+    assert summary["no_code"] == [{"patch": 2, "title": "two", "file": "f.c", "first": 30, "last": 30,
+                                   "executable": 0}]
     assert linecov.totals(summary) == (3, 5)
     assert linecov.never_lines(summary) == ["f.c:20-22  (2 executable)  [2/2] two"]
     text = linecov.table(summary)
@@ -116,9 +119,9 @@ def test_counts_round_trip_as_stored():
 
 def test_coverage_kernels_records_are_never_timed():
     df = pd.DataFrame({"kernel": ["stock", "gcov", "gcov"], "x": [1, 2, 3], "coverage": [None, "gcov", "gcov"]})
-    kept = stats.untimed(df, [{"run_id": "r"}])
+    kept = coverage.untimed(df, [{"run_id": "r"}])
     assert list(kept["kernel"]) == ["stock"] and "coverage" not in kept
     with pytest.raises(UserError, match="coverage kernels are never timed"):
-        stats.untimed(df[df["kernel"] == "gcov"], [{"run_id": "r"}])
+        coverage.untimed(df[df["kernel"] == "gcov"], [{"run_id": "r"}])
     plain = pd.DataFrame({"kernel": ["stock"], "x": [1]})
-    assert stats.untimed(plain, []) is plain
+    assert coverage.untimed(plain, []) is plain
