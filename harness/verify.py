@@ -352,9 +352,13 @@ class Verify:
             new = run.selftest_new_failures
             ran = sorted({r.get("test") for r in run.selftest_results})
             cases = sum(len(r["cases"]) for r in run.selftest_results)
+            reached = ""
+            if self.executed:
+                done, code = linecov.executed_in(self.executed, "selftests")
+                reached = f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
             self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
                          else "no new failures against stock")
-                         + f" ({', '.join(ran)}: {cases} case runs)")
+                         + f" ({', '.join(ran)}: {cases} case runs){reached}")
         ui.out(f"results: {run.store.dir}")
         self.run = run
 

@@ -85,20 +85,14 @@ def notes(kernel_dir):
 
 
 def tree_relative(name, trees):
-    """A file name as gcov reports it (absolute, or relative to the compile's folder) made relative
-    to the kernel tree; None for a file outside it (a compiler header)."""
+    """A file name as gcov reports it made relative to the kernel tree (or the object folder:
+    generated headers); None for a file outside them (a compiler header)."""
     path = os.path.normpath(name)
     for tree in trees:
         tree = os.path.normpath(str(tree))
         if path.startswith(tree + os.sep):
             return path[len(tree) + 1:]
-    if not os.path.isabs(path):
-        # relative names: through ../ from the object folder, or the tree itself as cwd
-        parts = path.split(os.sep)
-        while parts and parts[0] == "..":
-            parts.pop(0)
-        return os.sep.join(parts) if parts else None
-    return None
+    return None if os.path.isabs(path) or path.startswith("..") else path
 
 
 def parse(report, trees=()):
@@ -109,8 +103,8 @@ def parse(report, trees=()):
     counts = {}
     for entry in data.get("files", []):
         name = entry["file"]
-        if not os.path.isabs(name) and cwd and not name.startswith(".."):
-            name = os.path.join(cwd, name) if any(cwd.startswith(str(t)) for t in trees) else name
+        if not os.path.isabs(name) and cwd:           # relative to the folder gcc compiled in
+            name = os.path.normpath(os.path.join(cwd, name))
         rel = tree_relative(name, trees)
         if rel is None:
             continue

@@ -16,6 +16,7 @@ import re
 
 from harness.kernel.sources import git
 
+KINDS = ("workloads", "selftests")       # the tasks' kinds: each a column of its ways together
 HEADER = re.compile(r"^([0-9a-f]{40}) \d+ (\d+)(?: (\d+))?$")
 
 
@@ -67,10 +68,12 @@ def column(record):
 
 
 def by_column(records):
-    """{column: {file: {line: count}}} summed over each column's tasks, and "any" over all."""
+    """{column: {file: {line: count}}} summed over each column's tasks, over each kind's
+    ("workloads", "selftests": any way) and "any" over all."""
     out = {}
     for rec in records:
-        for col in (column(rec), "any"):
+        col = column(rec)
+        for col in dict.fromkeys((col, col.split("/")[0], "any")):
             into = out.setdefault(col, {})
             for f, lines in rec["counts"].items():
                 mine = into.setdefault(f, {})
@@ -86,12 +89,13 @@ def summarise(patches, added, records):
     declarations: nothing of them can run), the same way. patches: series.Patch list."""
     cols = by_column(records)
     every = cols.get("any", {})
-    order = [c for c in ("boot",) if c in cols] + sorted(c for c in cols if c not in ("boot", "any")) + ["any"]
+    order = [c for c in ("boot",) if c in cols] + sorted(c for c in cols if "/" in c) + ["any"]
+    kinds = [c for c in KINDS if c in cols]
     rows, never, no_code = [], [], []
     for patch in patches:
         files = added.get(patch.index, {})
         row = {"index": patch.index, "title": patch.title, "lines": 0, "executable": 0, "no_data": 0,
-               "executed": {c: 0 for c in order}}
+               "executed": {c: 0 for c in order + kinds}}
         for path, lines in files.items():
             row["lines"] += len(lines)
             if path not in every:
@@ -99,7 +103,7 @@ def summarise(patches, added, records):
                 continue
             code = [n for n in lines if n in every[path]]
             row["executable"] += len(code)
-            for c in order:
+            for c in order + kinds:
                 counted = cols.get(c, {}).get(path, {})
                 row["executed"][c] += sum(1 for n in code if counted.get(n, 0) > 0)
             for first, last in hunks(lines):
@@ -118,6 +122,12 @@ def totals(summary):
     """(executed in any column, executable) over the whole series."""
     rows = summary["patches"]
     return sum(r["executed"].get("any", 0) for r in rows), sum(r["executable"] for r in rows)
+
+
+def executed_in(summary, column):
+    """(lines executed in `column` -- a column, a kind or "any" --, executable) over the series."""
+    rows = summary["patches"]
+    return sum(r["executed"].get(column, 0) for r in rows), sum(r["executable"] for r in rows)
 
 
 def table(summary):

@@ -75,7 +75,8 @@ def test_summary_names_what_never_ran():
     one, two = summary["patches"]
     assert (one["lines"], one["executable"], one["no_data"]) == (3, 2, 1)       # g.h: no counts
     assert one["executed"] == {"boot": 1, "selftests/plain": 0, "workloads/cow-pte": 1,
-                               "workloads/plain": 1, "any": 2}
+                               "workloads/plain": 1, "any": 2, "workloads": 2, "selftests": 0}
+    assert linecov.executed_in(summary, "workloads") == (2 + 0, 5)
     assert (two["executable"], two["executed"]["any"], two["no_data"]) == (3, 1, 2)
     # 20-22 (20, 21 executable) never ran; 40 ran in the selftest
     assert summary["never_executed"] == [{"patch": 2, "title": "two", "file": "f.c", "first": 20, "last": 22,
