@@ -276,10 +276,10 @@ class Verify:
         return (f"changed lines executed: {done}/{code} executable ({self.executed['kernel']} kernel)"
                 + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
 
-    def unreached(self):
-        """The patches with executable changed lines of which none ran."""
+    def unreached(self, column="any"):
+        """The patches with executable changed lines of which none ran (in `column`)."""
         return [r["index"] for r in (self.executed or {}).get("patches", [])
-                if r["executable"] and not r["executed"].get("any")]
+                if r["executable"] and not r["executed"].get(column)]
 
     def count_lines(self, run):
         """The per-patch table of changed lines executed, from the coverage kernels' counts
@@ -299,7 +299,8 @@ class Verify:
         ui.out("\n".join(f"  {line}" for line in never))
         data = linecov.never_lines(summary, "no_code")
         if data:
-            ui.out(f"changed code without executable lines (data, declarations; {len(data)} hunks):")
+            ui.out(f"changed code with no line gcov counts (data, declarations, code the compiler "
+                   f"folded or this config leaves out; {len(data)} hunks):")
             ui.out("\n".join(f"  {line}" for line in data))
         (run.store.dir / "line-coverage.json").write_text(json.dumps(summary, indent=1) + "\n")
 
@@ -352,11 +353,13 @@ class Verify:
             new = run.selftest_new_failures
             ran = sorted({r.get("test") for r in run.selftest_results})
             cases = sum(len(r["cases"]) for r in run.selftest_results)
-            reached = ""
+            reached, cold = "", self.unreached("selftests")
             if self.executed:
                 done, code = linecov.executed_in(self.executed, "selftests")
-                reached = f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
-            self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
+                reached = (f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
+                           + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
+            # no new failure says nothing of the patches whose code no selftest ran: PART then
+            self.section("selftests", (not new) and (not (self.executed and cold) or None), (f"{len(new)} new failures against stock" if new
                          else "no new failures against stock")
                          + f" ({', '.join(ran)}: {cases} case runs){reached}")
         ui.out(f"results: {run.store.dir}")

@@ -67,7 +67,7 @@ class Collector:
             data = {rel[:-5] + ".c": base64.b64decode(b) for rel, b in json.loads(out).items()}
             counts = gcov.line_counts(self.kernel.path, data, trees=(self.info["tree"], self.info["objdir"]))
         except HarnessError as exc:
-            ui.warn(f"[{self.label}] {task}: line counts lost ({exc})")
+            ui.warn(f"[{self.label}] {task}: line counts lost ({str(exc).splitlines()[0]})")
             return None
         record = {"task": task, "boot": boot, "way": way, "counts": gcov.compact(counts)}
         self.store.write(self.label, f"gcov-{task.replace(':', '-')}.json", json.dumps(record) + "\n")

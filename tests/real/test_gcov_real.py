@@ -37,7 +37,7 @@ def test_gcov_kernel_reports_which_changed_lines_ran(tmp_path, monkeypatch, caps
     assert two["lines"] >= 9 and two["no_data"] == 0 and two["executable"] == 0
     assert table["never_executed"] == []
     assert [h["file"] for h in table["no_code"]] == ["kernel/sysctl.c"] * len(table["no_code"])
-    assert "changed code without executable lines" in out and "[2/2] sysctl: add" in out
+    assert "changed code with no line gcov counts" in out and "[2/2] sysctl: add" in out
     boot = json.loads((run / "gcov" / "gcov-boot.json").read_text())
     main = dict(map(tuple, boot["counts"]["init/main.c"]))
     assert sum(1 for c in main.values() if c) > 20        # init/main.c ran at boot
