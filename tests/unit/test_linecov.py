@@ -51,14 +51,21 @@ def test_hunks_are_runs_of_consecutive_lines():
 
 
 def test_real_gcov_report_is_read_tree_relative():
+    """gcov's JSON of the test series' init/main.c as the CI's coverage kernel compiled it (before
+    any run: every count 0), cut to the lines around patch 1's pr_notice and one header; the
+    build's folders renamed /build/linux (the tree) and /build/obj (the object folder)."""
     report = (DATA / "main.gcov.json").read_text()
+    counts = gcov.parse(report, trees=["/build/linux", "/build/obj"])
+    assert set(counts) == {"init/main.c", "include/linux/err.h"}
+    # the test series' pr_notice (patch 1, line 1488 of the patched tree) is a line with code
+    assert 1488 in counts["init/main.c"] and counts["init/main.c"][1488] == 0
+    assert all(isinstance(n, int) for lines in counts.values() for n in lines)
+    # a name outside the tree (a compiler header) is left out; relative ones are the compile folder's
     data = json.loads(report)
-    tree = data["files"][0]["file"].rsplit("/init/", 1)[0]
-    counts = gcov.parse(report, trees=[tree])
-    assert "init/main.c" in counts
-    # the test series' pr_notice (patch 1) ran once at boot: its line is there with count 1
-    assert counts["init/main.c"][1488] == 1
-    assert all(not f.startswith("/") for f in counts)
+    data["files"].append({"file": "/usr/lib/gcc/x86_64-linux-gnu/12/include/stddef.h", "lines": []})
+    data["files"].append({"file": "../linux/kernel/sysctl.c", "lines": [{"line_number": 3, "count": 2}]})
+    assert set(gcov.parse(data, trees=["/build/linux", "/build/obj"])) == {
+        "init/main.c", "include/linux/err.h", "kernel/sysctl.c"}
 
 
 def test_summary_names_what_never_ran():
