@@ -10,6 +10,7 @@ import json
 import pytest
 
 from harness import cli, paths
+from tests import results_doc
 
 pytestmark = pytest.mark.slow
 SERIES = str(paths.ROOT / "tests" / "data" / "test-series")
@@ -46,3 +47,4 @@ def test_gcov_kernel_reports_which_changed_lines_ran(tmp_path, monkeypatch, caps
     # the gcov kernel's records are marked: timing comparisons leave them out
     rec = json.loads((run / "gcov" / "fork-memory.jsonl").read_text().splitlines()[0])
     assert rec["coverage"] == "gcov"
+    assert results_doc.gaps(run) == []          # the new files and field are in docs/results.md
