@@ -3,7 +3,7 @@ and at the end the selftest diff, the summary and the comparison tables (each sa
 folder too). The pipeline hands records over; nothing here boots or measures."""
 from harness import feature, ui
 from harness.analysis import tables          # its pandas loads only when a table is made
-from harness.measure import activity, selftests
+from harness.measure import activity, coverage, selftests
 
 
 class Output:
@@ -38,7 +38,11 @@ class Output:
         table of every workload whose manifest asks for one."""
         from harness.analysis import summary
         names = list(dict.fromkeys(w.name for w in workloads))
-        summary.show(self.store.dir, names, ui.out)
+        try:
+            summary.show(self.store.dir, names, ui.out)
+        except coverage.Untimed as exc:          # a run of coverage kernels only: nothing to time
+            ui.out(f"no timing summary: {exc}")
+            return
         if len(labels) < 2 and len(workloads) < 2:
             return
         shown = {w.name: w.manifest["table"] for w in workloads

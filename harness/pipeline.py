@@ -195,6 +195,7 @@ class Run:
                 info.update(work.facts())
                 self.store.set_boot(label, boot, info)
                 boot_hits = work.boot_log()
+                work.counted(kernel)
                 work.run(self.plan.of(label))
                 if self.exp.selftests and boot == 1:
                     work.selftests(self.kernels.trees[label], self.selftest_results)

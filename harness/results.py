@@ -27,7 +27,7 @@ from harness.errors import GuestError, InfraError, UserError
 NOT_PARAMS = {"rep", "round", "warmup", "task", "cell", "kernel", "workload", "run_id", "type",
               feature.PARAM, feature.STATE, feature.REQUESTED, feature.EVIDENCE, *feature.LEGACY_PARAMS,
               "repeat", "reps", "rounds", "kind",
-              "condition", "boot", "host", "timing", "from_run", "variant"}
+              "condition", "boot", "host", "timing", "from_run", "variant", "coverage"}
 
 
 def plain(value):

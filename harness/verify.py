@@ -16,14 +16,16 @@
 Every section runs even when an earlier one found problems (a series that does not apply still gets
 checkpatch and the verdict, then its apply error); the exit code is non-zero when any did.
 """
+import json
 import re
 from dataclasses import dataclass
 
 from pathlib import Path
 
 from harness import cache
-from harness.kernel import bisect, checkpatch, kconfig, prepare, reach, series as series_mod, sources
-from harness.measure import activity, selftests
+from harness.kernel import (bisect, checkpatch, gcov, kconfig, linecov, prepare, reach, series as series_mod,
+                            sources)
+from harness.measure import activity, coverage, selftests
 from harness import feature as feature_mod, ui, validate
 from harness.errors import HarnessError, UserError
 from harness.experiment import Experiment, KernelSpec, WorkloadSpec
@@ -31,6 +33,7 @@ from harness.pipeline import Run
 
 BASE = ["guest-base", "selftests"]
 COVERAGE = "coverage"
+GCOV = "gcov"           # the gcov fragment derived from the series (harness.kernel.gcov)
 PLAIN_KERNELS = {"stock": {"patched": False}, "patched": {"patched": True},
                  "patched-debug": {"patched": True, "fragments": ["debug"]}}
 
@@ -51,7 +54,8 @@ def kernel_sets(profile):
     out = {label: (spec.get("patched", False),
                    BASE + [g for f in spec.get("fragments", []) for g in (on if f == "on" else [f])])
            for label, spec in specs.items()}
-    out.update({"stock-coverage": (False, BASE + [COVERAGE]), "coverage": (True, BASE + on + [COVERAGE])})
+    out.update({"stock-coverage": (False, BASE + [COVERAGE]), "coverage": (True, BASE + on + [COVERAGE]),
+                GCOV: (True, BASE + on + [COVERAGE, GCOV])})
     return out
 
 
@@ -124,6 +128,9 @@ class Verify:
         self.sections = {}
         self.derivation = None
         self.coverage_fragment = None
+        self.gcov_fragment = None
+        self.lines = None               # (patches, {patch: {file: lines}}): the series' lines, final tree
+        self.executed = None            # linecov.summarise of the coverage kernels' counts
         self.reached = {}
 
     def section(self, name, ok, summary):
@@ -194,11 +201,12 @@ class Verify:
             commits = sources.git_out(patched.path, "rev-list", "--reverse",
                                       f"{source.commit}..HEAD").split()
             derivation = reach.derive(series.patches, patched.path, commits, extra_for=_test_options)
+            self.lines = (series.patches, linecov.added_lines(patched.path, source.commit, commits,
+                                                              derivation.files))
             text = derivation.fragment(f"coverage config for series {series.id} on {source.id}")
-            path = cache.root() / "coverage" / f"coverage-{cache.digest(text, length=12)}.config"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                path.write_text(text)
+            path = _cached_fragment("coverage", text)
+            self.gcov_fragment = _cached_fragment(GCOV, gcov.fragment_text(
+                derivation.files, f"gcov kernel for series {series.id} on {source.id}"))
             say(derivation.summary())
         for symbol, why in derivation.chosen.items():
             ui.out(f"  CONFIG_{symbol}=y  ({why})")
@@ -257,8 +265,44 @@ class Verify:
             if config and config.exists():
                 fc, fn, hc, hn = reach.counts(reach.reached(self.derivation, k, config.read_text()))
                 parts.append(f"{label} {fc}/{fn} files, {hc}/{hn} hunks")
-        return ("; series code compiled in them: " + ", ".join(parts) if parts else "")  \
-            + "; changed lines executed: not measured"
+        return ("; series code compiled in them: " + ", ".join(parts) if parts else "") + "; " + self.lines_said()
+
+    def lines_said(self):
+        """The changed lines executed, as the verdict states them."""
+        if not self.executed:
+            return "changed lines executed: not measured (no gcov kernel: --kernels ...,gcov)"
+        done, code = linecov.totals(self.executed)
+        cold = self.unreached()
+        return (f"changed lines executed: {done}/{code} executable ({self.executed['kernel']} kernel)"
+                + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
+
+    def unreached(self, column="any"):
+        """The patches with executable changed lines of which none ran (in `column`)."""
+        return [r["index"] for r in (self.executed or {}).get("patches", [])
+                if r["executable"] and not r["executed"].get(column)]
+
+    def count_lines(self, run):
+        """The per-patch table of changed lines executed, from the coverage kernels' counts
+        (printed, and saved in the run as line-coverage.json)."""
+        labels = [label for label in self.kernels if any(run.store.kernel_dir(label).glob("gcov-*.json"))]
+        if not labels or not self.lines:
+            return
+        label = labels[0]
+        summary = linecov.summarise(self.lines[0], self.lines[1], coverage.stored(run.store.dir, label))
+        summary["kernel"] = label
+        self.executed = summary
+        ui.out(f"changed lines executed, per patch (gcov kernel {label}; executed / executable lines "
+               f"added or changed by each patch, per column):")
+        ui.out(linecov.table(summary))
+        never = linecov.never_lines(summary)
+        ui.out(f"changed code never executed ({len(never)} hunks):" if never else "every changed hunk ran")
+        ui.out("\n".join(f"  {line}" for line in never))
+        data = linecov.never_lines(summary, "no_code")
+        if data:
+            ui.out(f"changed code with no line gcov counts (data, declarations, code the compiler "
+                   f"folded or this config leaves out; {len(data)} hunks):")
+            ui.out("\n".join(f"  {line}" for line in data))
+        (run.store.dir / "line-coverage.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     def selftests_to_run(self, source):
         """The profile's selftests ([selftests] always), then those of the areas the series touches
@@ -280,7 +324,8 @@ class Verify:
 
     def run_kernels(self, source):
         kernels = [KernelSpec(label, self.kernel_src,
-                              [str(self.coverage_fragment) if f == COVERAGE else f for f in self.KERNELS[label][1]],
+                              [{COVERAGE: str(self.coverage_fragment), GCOV: str(self.gcov_fragment)}.get(f, f)
+                               for f in self.KERNELS[label][1]],
                               self.series if self.KERNELS[label][0] else None) for label in self.kernels]
         tests = self.selftests_to_run(source)
         name = self.profile.verify.get("workload", "fork-memory")
@@ -292,7 +337,9 @@ class Verify:
         run = Run(exp).execute()
         meta = run.store.metadata["kernels"]
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
-        self.section("kernels", not failed, ("all booted, workloads and kernel logs clean" if not failed
+        self.count_lines(run)
+        # clean logs say nothing of code that never ran: not "ok" when a patch's code did not
+        self.section("kernels", (not failed) and (not self.unreached() or None), ("all booted, workloads and kernel logs clean" if not failed
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
                      + self.code_in(run))
         active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
@@ -306,11 +353,26 @@ class Verify:
             new = run.selftest_new_failures
             ran = sorted({r.get("test") for r in run.selftest_results})
             cases = sum(len(r["cases"]) for r in run.selftest_results)
-            self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
+            reached, cold = "", self.unreached("selftests")
+            if self.executed:
+                done, code = linecov.executed_in(self.executed, "selftests")
+                reached = (f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
+                           + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
+            # no new failure says nothing of the patches whose code no selftest ran: PART then
+            self.section("selftests", (not new) and (not (self.executed and cold) or None), (f"{len(new)} new failures against stock" if new
                          else "no new failures against stock")
-                         + f" ({', '.join(ran)}: {cases} case runs)")
+                         + f" ({', '.join(ran)}: {cases} case runs){reached}")
         ui.out(f"results: {run.store.dir}")
         self.run = run
+
+
+def _cached_fragment(kind, text):
+    """A fragment derived from the series, kept in the cache by its content."""
+    path = cache.root() / "coverage" / f"{kind}-{cache.digest(text, length=12)}.config"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(text)
+    return path
 
 
 def _test_options(files):

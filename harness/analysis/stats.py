@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.measure import activity
+from harness.measure import activity, coverage
 from harness.analysis import inference, units, variants, verdict
 from harness import feature, paths, stored, ui
 from harness.guest import fingerprint
@@ -134,8 +134,9 @@ def load_runs(run_dirs):
     metas = [m for m, _ in loaded]
     for message in fingerprint.between_runs([m.data for m in metas]):
         ui.warn(message)
-    df = pd.concat([df for _, df in loaded], ignore_index=True)
+    df = coverage.untimed(pd.concat([df for _, df in loaded], ignore_index=True), metas)
     return metas, in_order(df, metas)
+
 
 
 def in_order(df, metas):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import cache, tools, ui
-from harness.kernel import kconfig, workbench
+from harness.kernel import gcov, kconfig, workbench
 from harness.errors import BuildError, HarnessError, InfraError
 
 BASE_CONFIG = "tinyconfig"
@@ -109,7 +109,8 @@ class Build:
                 "--output-dir", str(outdir)]
         for frag in self.fragments:
             argv += ["--kconfig-add", str(frag.path)]
-        return argv + list(targets)
+        # a coverage kernel: the series' files profiled by make variables (harness.kernel.gcov)
+        return argv + list(targets) + gcov.make_vars(gcov.profiled(self.fragments))
 
     def base_file(self):
         """A config file base as the build uses it, kept in the cache by its content (None otherwise)."""
@@ -242,6 +243,7 @@ class Build:
         if self.into or kconfig.parse((out / "config").read_text()).get("CONFIG_PVH") == "y":
             shutil.copy(self.objdir / "vmlinux", out / "vmlinux")
         kconfig.verify((out / "config").read_text(), self.wanted, self.tree)
+        coverage = self._keep_gcov(out)
         release = (self.objdir / "include" / "config" / "kernel.release").read_text().strip()
         info = {
             "key": self.key,
@@ -257,11 +259,22 @@ class Build:
             "objects_compiled": workbench.compiled_since(self.objdir, begun),
             "built_from": self.base_kernel,
             "tuxmake": json.loads((out / "metadata.json").read_text()),
+            **({"gcov": coverage} if coverage else {}),
         }
         (out / "kernel.json").write_text(json.dumps(info, indent=2) + "\n")
         say(f"compiled {info['objects_compiled']} objects in {info['build_seconds']} s")
         info["cached"] = False
         return Kernel(Path(self.into) if self.into else cache.entry("builds", self.key), info)
+
+    def _keep_gcov(self, out):
+        """A coverage kernel's profiled files and the paths its counts name (None: not one); the
+        objects' .gcno are copied into the kernel (the object folder is lent to later kernels)."""
+        files = gcov.profiled(self.fragments)
+        if not files:
+            return None
+        missing = gcov.keep_notes(self.objdir, files, out)
+        return {"files": [f for f in files if f not in missing], "not_compiled": missing,
+                "tree": str(self.tree), "objdir": str(self.objdir)}
 
 
 def link_script(objdir, pad):

@@ -14,7 +14,7 @@ import tempfile
 
 from harness import feature, ui
 from harness.errors import ChannelLost, GuestError, GuestPanic, GuestTimeout, HarnessError, WorkloadError
-from harness.measure import dmesg, selftests
+from harness.measure import coverage, dmesg, selftests
 
 
 class Same:
@@ -39,6 +39,13 @@ class Session:
         self.exp, self.store, self.fail, self.output = exp, store, fail, output
         self.label, self.machine, self.boot, self.variant = label, machine, boot, variant
         self.profile = profile
+        self.coverage = None       # a coverage.Collector on a gcov kernel: counts per task
+
+    def counted(self, kernel):
+        """On a gcov coverage kernel, keep what the boot ran and count each task on its own."""
+        self.coverage = coverage.Collector.of(kernel, self.machine, self.store, self.label)
+        if self.coverage:
+            self.coverage.collect("boot", self.boot, "boot")
 
     def facts(self):
         """The boot's facts (kept in its boot record; the first boot's also in the kernel's)."""
@@ -77,6 +84,7 @@ class Session:
         def store(record):
             append({**record, "task": name, "kernel": label, "boot": boot, "host": host,
                     "timing": self.store.metadata.get("timing"),
+                    **({"coverage": "gcov"} if self.coverage else {}),     # never timed (stats)
                     **({"variant": self.variant} if self.exp.variants else {})})
 
         try:
@@ -87,6 +95,8 @@ class Session:
     def _task(self, workload, params, staging, store, entry):
         label, machine, name = self.label, self.machine, entry["task"]
         entry["host_load_before"] = round(os.getloadavg()[0], 2)   # a busy host distorts timings
+        if self.coverage:
+            self.coverage.reset()
         try:
             try:
                 with ui.step(f"[{label}] workload {workload.name} {params}"):
@@ -114,6 +124,9 @@ class Session:
         except KeyboardInterrupt:              # Ctrl-C, or SIGTERM (a CI or remote timeout)
             entry.update(status="interrupted")
             raise
+        finally:
+            if self.coverage and entry["status"] != "interrupted":
+                self.coverage.collect(name, entry["boot"], coverage.way_of(params, self.profile))
         self.judge_log(entry, name.replace(":", "-"), f"kernel log after {workload.name}")
 
     def judge_log(self, entry, name, what):
@@ -140,10 +153,16 @@ class Session:
                     entry["setup"] = prepared = prepared or selftests.prepare_guest(machine)
                     say(f"{entry['setup']['hugepages_2m']} hugetlb pages, swap {entry['setup']['swap_kib']} kB")
                 for way, launch in selftests.ways(self.profile, launcher):
+                    if self.coverage:
+                        self.coverage.reset()
                     with ui.step(f"[{label}] selftest {name} ({way})") as say:
-                        result = selftests.run_test(machine, binary, launch, label=label, name=name, way=way,
-                                                    args=test.get("args", ()),
-                                                    timeout=test.get("timeout", 900))
+                        try:
+                            result = selftests.run_test(machine, binary, launch, label=label, name=name,
+                                                        way=way, args=test.get("args", ()),
+                                                        timeout=test.get("timeout", 900))
+                        finally:
+                            if self.coverage:
+                                self.coverage.collect(f"selftest:{name}:{way}", 1, way)
                         say(result.get("error") or result.get("launcher") or f"{len(result['cases'])} cases")
                     self.store.write(label, f"selftest-{name}-{way}.tap", result["output"])
                     self.store.appender(label, f"selftest-{name}")(
