@@ -189,6 +189,6 @@ def test_the_run_command_refuses_a_bad_machine_before_building(capsys, tmp_path,
     assert cli.main(["run", "--kernel-src", "/tmp", "--machine", "root@box"]) == 2
     assert "--machine" in (err := capsys.readouterr().err) and "write ssh://" in err
     assert cli.main(["run", "--kernel-src", "/tmp", "--machine", "ssh://root@box:2222"]) == 2
-    assert "host key of ssh://root@box:2222 is not in" in capsys.readouterr().err
+    assert "box:2222 is not in" in capsys.readouterr().err      # (the user part is redacted in errors)
     assert cli.main(["run", "--kernel-src", "/tmp", "--identity", "/k"]) == 2
     assert "goes with --machine URL only" in capsys.readouterr().err
