@@ -33,7 +33,7 @@ from pathlib import Path
 
 from harness import tools, ui
 from harness.errors import GuestError, GuestTimeout, HarnessError, UserError
-from harness.guest import fingerprint
+from harness.guest import console, fingerprint
 from harness.guest.ssh import SSHChannel
 from harness.guest.target import Target
 
@@ -174,7 +174,8 @@ class RemoteMachine(Target):
                  extra_cmdline="", stall=30):
         super().__init__(stall=stall)
         self.address = address
-        self.channel = SSHChannel(address.port, key, host_key, user=address.user, host=address.host)
+        self.channel = SSHChannel(address.port, key, host_key, user=address.user, host=address.host,
+                                  probe_timeout=10.0)
         self.logdir = Path(logdir) if logdir else None
         self.boot_timeout, self.console, self.extra_cmdline = boot_timeout, console, extra_cmdline
         self.home = None            # the machine's own kernel (record_home)
@@ -204,7 +205,11 @@ class RemoteMachine(Target):
         if self.logdir:
             self.logdir.mkdir(parents=True, exist_ok=True)
             self.console_log.write_text(text)
-        return "\n".join(text.splitlines()[-lines:])
+        last = text.splitlines()[-lines:]
+        panic = console.scan(text)          # a panic that scrolled out of the tail is named first
+        if panic and not any(panic[1] in line for line in last):
+            last.insert(0, f"(earlier on the console: {panic[1]})")
+        return "\n".join(last)
 
     def boot_facts(self):
         return {"machine": str(self.address), "kexec": self.argv, "proof": self.proof,
@@ -226,6 +231,12 @@ class RemoteMachine(Target):
                 raise GuestTimeout(f"{self.address} did not answer over SSH within {timeout} s "
                                    f"(last SSH error: {self.channel.last_error})", log_tail=self.tail())
             time.sleep(POLL_S)
+
+    def reconnect(self, timeout=60):
+        """A new connection after the old one dropped (each attempt given up to 10 s: a real
+        machine's sshd takes longer than a guest's dropbear)."""
+        self.channel.close()
+        self.connect(timeout)
 
     def read(self, path):
         """A file's text on the machine, or None (fingerprint.fingerprint's reader)."""

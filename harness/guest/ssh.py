@@ -39,8 +39,9 @@ def authkey_arg(key):
 class SSHChannel:
     """The channel to one guest's SSH server: commands, files in and out, an interactive shell."""
 
-    def __init__(self, port, client_key, host_key, user="root", host="127.0.0.1"):
+    def __init__(self, port, client_key, host_key, user="root", host="127.0.0.1", probe_timeout=0.5):
         self.host = host            # QEMU's loopback forward; a real machine's address
+        self.probe_timeout = probe_timeout  # seconds for the banner (a busy machine's sshd is slower)
         self.port = port
         self.last_error = None      # why the last connection attempt failed (evidence for a timeout)
         self.key = client_key
@@ -49,10 +50,11 @@ class SSHChannel:
         self.host_key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
         self.client = None
 
-    def banner(self, timeout=0.5):
+    def banner(self, timeout=None):
         """True when the SSH server in the guest answers with its banner. QEMU's forward accepts
         a connection even before the guest listens (then holds or drops it): only the banner
         tells."""
+        timeout = timeout or self.probe_timeout
         try:
             with socket.create_connection((self.host, self.port), timeout=timeout) as s:
                 s.settimeout(timeout)

@@ -67,7 +67,7 @@ class StandIn:
 
     @property
     def console(self):
-        return f"tail -n 60 {shlex.quote(str(self.console_log))}"
+        return f"tail -c 262144 {shlex.quote(str(self.console_log))}"
 
     def flags(self):
         return ["--machine", self.url, "--identity", self.identity, "--known-hosts", self.known_hosts,
