@@ -406,7 +406,8 @@ class RemoteMachine(Target):
 
     def __exit__(self, kind, value, tb):
         try:
-            self.go_home()
+            with ui.step(f"{self.address}: back to its own kernel {self.home['release']}") as say:
+                say(f"{self.go_home()} runs again")
         except GuestError as exc:
             if kind is None:
                 raise
