@@ -192,3 +192,23 @@ def test_the_run_command_refuses_a_bad_machine_before_building(capsys, tmp_path,
     assert "box:2222 is not in" in capsys.readouterr().err      # (the user part is redacted in errors)
     assert cli.main(["run", "--kernel-src", "/tmp", "--identity", "/k"]) == 2
     assert "goes with --machine URL only" in capsys.readouterr().err
+
+
+def test_leaving_a_boot_takes_the_machine_home_and_keeps_the_error_that_ended_it(monkeypatch):
+    m = fake_machine(monkeypatch, [])
+    m.home = {"release": "6.1.0-50-amd64"}
+    went = []
+    m.go_home = lambda: went.append("home") or "6.1.0-50-amd64"
+    with m:
+        pass
+    assert went == ["home"]
+
+    def lost():
+        raise GuestTimeout("did not come back within 1 s")
+    m.go_home = lost
+    with pytest.raises(GuestTimeout, match="did not come back"):      # nothing else went wrong: raised
+        with m:
+            pass
+    with pytest.raises(ValueError, match="the workload's own error"):  # the boot's error goes on up
+        with m:
+            raise ValueError("the workload's own error")
