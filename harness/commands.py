@@ -1,5 +1,6 @@
 """The small commands behind `harness build`, `harness image` and `harness boot`: each validates
 its request once, then uses the shared services (harness.kernel.prepare, harness.guest.factory)."""
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -49,3 +50,25 @@ def boot(exp, command):
             sys.stderr.write(err)
             return code
         return machine.shell()
+
+
+def standin(logdir, memory_mib, accel, seconds=None):
+    """Boot the stand-in machine (harness.guest.standin) and print the flags that make it the
+    target of a run; it runs until Ctrl-C (or `seconds`)."""
+    import time
+    from harness.guest.standin import StandIn
+    with ui.step("stand-in machine (vm-images/debian-machine)") as say:
+        s = StandIn(logdir, accel=accel, memory_mib=memory_mib).start()
+        try:
+            say(f"its SSH server answered {s.wait_ready():.0f} s after QEMU started")
+        except BaseException:
+            s.stop()
+            raise
+    with s:
+        ui.out(f"console {s.console_log}")
+        ui.out("target flags: " + " ".join(shlex.quote(f) for f in s.flags()))
+        try:
+            time.sleep(seconds if seconds is not None else 10 ** 9)
+        except KeyboardInterrupt:
+            pass
+    return 0

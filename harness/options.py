@@ -96,6 +96,16 @@ OPTIONS = (
            "sources)", "guest", cache_key=True),
     Option("boot_timeout", "--boot-timeout", int, 120, "seconds for the guest to become ready "
            "(default 120)", "guest", metavar="S", low=1),
+    Option("machine", "--machine", str, None, "a real machine as the target instead of QEMU: "
+           "ssh://USER@HOST[:PORT]; each boot kexecs the built kernel there (docs/machines.md)",
+           "guest", metavar="URL"),
+    Option("identity", "--identity", str, None, "with --machine: the private key to log in with "
+           "(default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa)", "guest", metavar="KEY"),
+    Option("known_hosts", "--known-hosts", str, None, "with --machine: host keys to trust besides "
+           "~/.ssh/known_hosts (the machine's key is pinned)", "guest", metavar="FILE"),
+    Option("console", "--console", str, None, "with --machine: a command on this host that prints "
+           "the machine's console (its tail is the evidence when the machine does not come back)",
+           "guest", metavar="CMD"),
     Option("stall_s", "--stall", int, 30, "seconds a workload may be silent before the guest is "
            "probed (default 30)", "guest", metavar="S", low=1),
     Option("pin", "--pin", str, None, "run QEMU on these host CPUs only (taskset list, e.g. 2-5): "

@@ -285,6 +285,22 @@ def guest(exp):
     if unknown:
         raise UserError(f"selftests = {unknown}: allowed: {', '.join(known)}")
     machine(exp)
+    target(exp)
+
+
+def target(exp):
+    """--machine: its URL, the key to log in with and its pinned host key (no connection yet)."""
+    url = getattr(exp, "machine", None)
+    if url is None:
+        for name in ("identity", "known_hosts", "console"):
+            if getattr(exp, name, None) is not None:
+                raise UserError(f"{name} = {getattr(exp, name)!r} goes with --machine URL only")
+        return
+    from harness.guest import remote
+    if exp.timing == "icount":
+        raise UserError("timing = icount is QEMU's instruction counting: it cannot go with --machine")
+    remote.pinned_host_key(remote.parse_url(url), exp.known_hosts)
+    remote.load_identity(exp.identity)
 
 
 def machine(exp):

@@ -69,6 +69,13 @@ def add_machine_commands(sub):
     p.add_argument("--mirror")
     p.set_defaults(func=sc.cmd_image)
 
+    p = sub.add_parser("standin", help="boot the stand-in machine (a full Debian under QEMU) and print "
+                       "the --machine flags that make it a run's target; until Ctrl-C")
+    p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="its memory (default 1024)")
+    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU's accelerator (default tcg)")
+    p.add_argument("--logs", metavar="DIR", help="its console log and known_hosts (default: a new temporary folder)")
+    p.set_defaults(func=sc.cmd_standin)
+
     p = sub.add_parser("boot", help="boot a kernel: a shell in the guest, or one command after --",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_args(p)

@@ -1,5 +1,7 @@
 """One function per `harness` subcommand: takes the parsed flags, calls the pipeline's objects."""
 import re
+import tempfile
+from pathlib import Path
 from dataclasses import replace
 
 from harness import errors, ui, validate
@@ -153,6 +155,12 @@ def cmd_report(args):
 def cmd_image(args):
     from harness import commands
     return commands.image(args.image, args.mirror)
+
+
+def cmd_standin(args):
+    from harness import commands
+    folder = Path(args.logs or tempfile.mkdtemp(prefix="harness-standin-logs-"))
+    return commands.standin(folder, args.memory, args.accel)
 
 
 def cmd_setup(args):

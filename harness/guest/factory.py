@@ -21,6 +21,7 @@ class Guests:
     def __init__(self, exp, store, image=None, accel=None):
         self.exp, self.store = exp, store
         self.image, self.chosen = image, accel
+        self.remote = None          # harness.guest.remote.RemoteGuests, with --machine
 
     def guest_image(self):
         if self.image is None:
@@ -65,7 +66,13 @@ class Guests:
 
     def boot(self, kernel, logdir, title, attempts=COARSE_CLOCK_ATTEMPTS):
         """(a booted, ready guest, the boots it took). A boot whose clocksource fell back to
-        jiffies cannot time anything: it is logged, set aside and booted again."""
+        jiffies cannot time anything: it is logged, set aside and booted again. With --machine
+        the boot is a kexec on that machine (harness.guest.remote)."""
+        if getattr(self.exp, "machine", None):
+            if self.remote is None:
+                from harness.guest.remote import RemoteGuests
+                self.remote = RemoteGuests(self.exp, self.store)
+            return self.remote.boot(kernel, logdir, title)
         for attempt in range(1, attempts + 1):
             m = self.machine(kernel, logdir)
             m.start()

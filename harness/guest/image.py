@@ -20,6 +20,7 @@ from harness.guest import rootfs
 from harness.errors import BuildError, UserError
 
 HOST_KEY = "etc/dropbear/dropbear_ed25519_host_key"
+OPENSSH_HOST_KEY = "etc/ssh/ssh_host_ed25519_key"
 
 
 @dataclass
@@ -33,7 +34,11 @@ class Image:
 
     @property
     def init(self):
-        return self.info["recipe"]["init"]
+        return self.info["recipe"].get("init")
+
+    def beside(self, name):
+        """A file kept beside the image in its cache entry (a stand-in's kernel, initrd, key)."""
+        return self.path.parent / name
 
     @property
     def ready_line(self):
@@ -132,22 +137,13 @@ class GuestImage:
         how = "mmdebstrap, unshare mode" if rootfs.rootless() else "debootstrap"
         say(f"{how}: {self.recipe['suite']} ({self.recipe['variant']}) from {self.mirror}")
         state = rootfs.bootstrap(self.recipe, self.mirror, root, log)
-        init = root / self.recipe["init"].lstrip("/")
-        proc = tools.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(init),
-                          str(self.dir / self.recipe["init_source"])], check=False)
-        if proc.returncode != 0:
-            raise BuildError(f"the guest init {self.recipe['init_source']} does not compile",
-                             log_tail=proc.stderr)
+        if self.recipe.get("init_source"):
+            self._init(root)
         shell = self.recipe.get("root_shell")
         if shell:
             set_login_shell(root / "etc/passwd", "root", shell)
-        keyfile = root / HOST_KEY
-        keyfile.parent.mkdir(parents=True, exist_ok=True)
-        keyfile.unlink(missing_ok=True)
-        tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
-        keyfile.chmod(0o600)        # the private host key: its owner (root in the guest) only
-        pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)]).stdout
-        host_key = next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
+        extras = machine_extras(self.recipe, self.dir, root, out, log)
+        host_key = self._host_key(root, log)
         packages = rootfs.packages(root)
         shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
         for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
@@ -165,7 +161,73 @@ class GuestImage:
             "packages": packages,
             "built_by": "debootstrap" if state is None else "mmdebstrap --mode=unshare, fakeroot",
             "build_seconds": round(time.monotonic() - started, 1),
+            **extras,
         }
         (out / "image.json").write_text(json.dumps(info, indent=2) + "\n")
         private(out)
         return Image(cache.entry("images", self.key) / "rootfs.ext4", info)
+
+    def _init(self, root):
+        init = root / self.recipe["init"].lstrip("/")
+        proc = tools.run(["gcc", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", str(init),
+                          str(self.dir / self.recipe["init_source"])], check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"the guest init {self.recipe['init_source']} does not compile",
+                             log_tail=proc.stderr)
+
+    def _host_key(self, root, log):
+        """The image's own SSH host key (made now, so the harness can pin it): dropbear's, or
+        OpenSSH's (then the only one the server offers)."""
+        if self.recipe.get("ssh_server") == "openssh":
+            for old in (root / "etc/ssh").glob("ssh_host_*"):
+                old.unlink()
+            keyfile = root / OPENSSH_HOST_KEY
+            tools.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(keyfile)], log=log)
+            keyfile.chmod(0o600)
+            return keyfile.with_suffix(".pub").read_text().strip()
+        keyfile = root / HOST_KEY
+        keyfile.parent.mkdir(parents=True, exist_ok=True)
+        keyfile.unlink(missing_ok=True)
+        tools.run(["dropbearkey", "-t", "ed25519", "-f", str(keyfile)], log=log)
+        keyfile.chmod(0o600)        # the private host key: its owner (root in the guest) only
+        pub = tools.run(["dropbearkey", "-y", "-f", str(keyfile)]).stdout
+        return next(line for line in pub.splitlines() if line.startswith("ssh-ed25519 "))
+
+
+def machine_extras(recipe, recipe_dir, root, out, log):
+    """What a full-system recipe (a stand-in machine) adds: its overlay files, masked and enabled
+    systemd units, stripped folders, root's authorized key (the private half kept in the cache
+    entry as client_key) and its own kernel and initrd copied out (vmlinuz, initrd.img); the
+    image.json fields that say so."""
+    extras = {}
+    if recipe.get("overlay"):
+        shutil.copytree(recipe_dir / recipe["overlay"], root, dirs_exist_ok=True, symlinks=True)
+    units = root / "etc/systemd/system"
+    for unit in recipe.get("mask", []):
+        (units / unit).unlink(missing_ok=True)
+        units.mkdir(parents=True, exist_ok=True)
+        (units / unit).symlink_to("/dev/null")
+    for unit in recipe.get("enable", []):
+        target = "sockets.target.wants" if unit.endswith(".socket") else "multi-user.target.wants"
+        link = units / target / unit
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"/lib/systemd/system/{unit}")
+    for folder in recipe.get("strip", []):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    if recipe.get("client_key"):
+        key = out / "client_key"
+        tools.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "harness", "-f", str(key)], log=log)
+        ssh_dir = root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+        extras["client_key"] = "client_key"
+    if recipe.get("boot_files"):
+        kernels = sorted((root / "boot").glob("vmlinuz-*"))
+        if not kernels:
+            raise BuildError("the recipe asks for boot_files but the image has no /boot/vmlinuz-*")
+        release = kernels[-1].name[len("vmlinuz-"):]
+        shutil.copy2(kernels[-1], out / "vmlinuz")
+        shutil.copy2(root / f"boot/initrd.img-{release}", out / "initrd.img")
+        extras["release"] = release
+    return extras

@@ -39,23 +39,31 @@ def authkey_arg(key):
 class SSHChannel:
     """The channel to one guest's SSH server: commands, files in and out, an interactive shell."""
 
-    def __init__(self, port, client_key, host_key, user="root"):
+    def __init__(self, port, client_key, host_key, user="root", host="127.0.0.1", probe_timeout=0.5):
+        self.host = host            # QEMU's loopback forward; a real machine's address
+        self.probe_timeout = probe_timeout  # seconds for the banner (a busy machine's sshd is slower)
         self.port = port
+        self.last_error = None      # why the last connection attempt failed (evidence for a timeout)
         self.key = client_key
         self.user = user
         kind, b64 = host_key.split()[:2]
         self.host_key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
         self.client = None
 
-    def banner(self, timeout=0.5):
+    def banner(self, timeout=None):
         """True when the SSH server in the guest answers with its banner. QEMU's forward accepts
         a connection even before the guest listens (then holds or drops it): only the banner
         tells."""
+        timeout = timeout or self.probe_timeout
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as s:
                 s.settimeout(timeout)
-                return s.recv(4) == b"SSH-"
-        except OSError:
+                if s.recv(4) == b"SSH-":
+                    return True
+                self.last_error = "the port answered without an SSH banner"
+                return False
+        except OSError as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
             return False
 
     def try_connect(self, timeout=2.0, probe=True):
@@ -64,23 +72,26 @@ class SSHChannel:
         if probe and not self.banner():
             return False
         client = paramiko.SSHClient()
-        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", self.host_key.get_name(), self.host_key)
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
             # SSH's handshake is a ping-pong of small packets: with Nagle's algorithm each one waits
             # for the peer's delayed ACK (about 60 ms of every connection; paramiko leaves it on)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client.connect("127.0.0.1", port=self.port, username=self.user, pkey=self.key, sock=sock,
+            client.connect(self.host, port=self.port, username=self.user, pkey=self.key, sock=sock,
                            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                            allow_agent=False, look_for_keys=False)
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise GuestError(f"the guest presented an unexpected host key: {exc}") from None
-        except (paramiko.SSHException, OSError, EOFError):
+        except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
+            self.last_error = f"{type(exc).__name__}: {exc}"
             return False
         client.get_transport().set_keepalive(5)
+        self.last_error = None
         self.client = client
         return True
 

@@ -45,6 +45,10 @@ class Target:
         """The end of the target's console, for error messages."""
         return ""
 
+    def boot_facts(self):
+        """What this kind of target records about a boot besides the common facts."""
+        return {}
+
     # --- the interface ---------------------------------------------------------------------------
 
     def run(self, argv, timeout=600, on_line=None, stdin=None):
