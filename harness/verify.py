@@ -303,12 +303,7 @@ class Verify:
             self.section(f"{self.profile.title or self.profile.name} active", set(wanted) <= set(active),
                          f"proven on {', '.join(active) or 'no kernel'} (expected on {', '.join(wanted)})")
         if run.selftest_results:
-            new = run.selftest_new_failures
-            ran = sorted({r.get("test") for r in run.selftest_results})
-            cases = sum(len(r["cases"]) for r in run.selftest_results)
-            self.section("selftests", not new, (f"{len(new)} new failures against stock" if new
-                         else "no new failures against stock")
-                         + f" ({', '.join(ran)}: {cases} case runs)")
+            self.section("selftests", *selftests_summary(run.selftest_results, run.selftest_new_failures))
         ui.out(f"results: {run.store.dir}")
         self.run = run
 
@@ -316,3 +311,17 @@ class Verify:
 def _test_options(files):
     """The options the selftests of the touched areas need (workloads/selftests/mm-selftests.toml)."""
     return [o for t in selftests.for_paths(files) for o in selftests.spec(t).get("options", [])]
+
+
+def selftests_summary(results, new):
+    """(ok, text) of the selftests line: how many tests and runs (kernel x way) there were, the new
+    failures against stock, and every run the guest died in, with the case it was in."""
+    died = [r for r in results if r.get("crashed")]
+    tests = list(dict.fromkeys(r.get("test") for r in results))
+    text = (f"{len(new)} new failures against stock" if new else "no new failures against stock") \
+        + f" ({len(tests)} selftests, {len(results)} runs of kernel x way, " \
+        + f"{sum(len(r['cases']) for r in results)} case results: {', '.join(tests)})"
+    if died:
+        text += f"; {len(died)} crashed: " + ", ".join(f"{r['kernel']}/{r['way']} {r['test']} in '{r['crashed_in']}'"
+                                                     for r in died)
+    return not new and not died, text
