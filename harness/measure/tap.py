@@ -78,17 +78,25 @@ def parse_tap_report(text):
 
 COLOURED = re.compile(r"^(.*?)\s*\x1b\[3([123])m(\w+)\x1b\[0m\s*$")      # khugepaged
 UFFD = re.compile(r"^Testing (.*?)\.\.\. (done|skipped|failed)\b\s*(.*)$")    # uffd-unit-tests
+UFFD_STARTED = re.compile(r"^Testing (.*?)\.\.\. ")         # ... its ERROR: line, the result below
+UFFD_RESULT = re.compile(r"^(done|skipped|failed)\b\s*(.*)$")
 
 
 def parse_plain(text):
     """Cases of the mm selftests that print no TAP: khugepaged ('<case> ... OK' in green, red
-    Fail, yellow Skip) and uffd-unit-tests ('Testing <case>... done|skipped [..]|failed [..]')."""
-    cases, names = [], {}
+    Fail, yellow Skip) and uffd-unit-tests ('Testing <case>... done|skipped [..]|failed [..]'; a
+    case whose check printed 'ERROR: ...' on its line has its result on the next one)."""
+    cases, names, started = [], {}, None
     for raw in text.replace("\r\n", "\n").split("\n"):
         # progress counters rewrite the line with \r: the last piece holds the result
         pieces = [p for p in raw.split("\r") if p.strip()] or [""]
         m = COLOURED.match(pieces[-1])
         u = UFFD.match(pieces[-1]) if not m else None
+        if not m and not u and (s := UFFD_STARTED.match(pieces[-1])):
+            started = s[1]
+            continue
+        if not m and not u and started and (r := UFFD_RESULT.match(pieces[-1].strip())):
+            u, started = [None, started, r[1], r[2]], None
         if m:
             desc, result = m[1].strip(" ."), {"2": "pass", "1": "fail", "3": "skip"}[m[2]]
             if not desc and len(pieces) > 1:

@@ -203,3 +203,14 @@ def test_a_selftest_way_that_kills_the_guest_keeps_its_output_and_the_next_ways_
     assert [t["status"] for t in tasks] == ["crashed", "ok"]
     assert tasks[0]["crashed"] == [{"way": "plain", "case": died["crashed_in"]}]
     assert tasks[0]["console"] == "BUG: from byte 7 of boot 0"
+
+
+def test_a_uffd_case_whose_check_printed_an_error_is_a_failure():
+    text = ("Testing wp-fork on shmem... done\n"
+            "Testing wp-fork on anon... ERROR: pagemap uffd-wp bit error: 0x82 (errno=22, @uffd-unit-tests.c:342)\n"
+            "failed [reason: Detected stall uffd-wp bit in child in present pte]\n"
+            "Testing wp-fork-pin on anon... done\n")
+    assert [(c["case"], c["result"], c["reason"]) for c in tap.parse_plain(text)] == [
+        ("wp-fork on shmem", "pass", ""),
+        ("wp-fork on anon", "fail", "[reason: Detected stall uffd-wp bit in child in present pte]"),
+        ("wp-fork-pin on anon", "pass", "")]
