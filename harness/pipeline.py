@@ -8,8 +8,9 @@ design (harness.schedule), and the tables from the output (harness.output). A ca
 another kernel source, guest or task plan passes its own; nothing subclasses Run.
 
 A failed task (a workload that refuses its clock, a WARNING in dmesg) is recorded with its log and
-the kernel's next task runs; a failure of the kernel itself (build error, panic, hang) is recorded
-for that kernel and the run goes on with the next kernel. Nothing measured is lost.
+the kernel's next task runs; a task in which the guest dies (panic, hang, QEMU gone) is recorded as
+crashed and the same kernel is booted again for the next task; a kernel that does not build or boot
+is recorded for that kernel and the run goes on with the next kernel. Nothing measured is lost.
 """
 import time
 from dataclasses import replace
@@ -185,13 +186,18 @@ class Run:
         self.store.set_boot(label, boot, info)
         started = time.monotonic()
         of = f"/{self.exp.boots}" if boot <= self.exp.boots else " (one more round)"
+        logdir = self.store.boot_dir(label, boot)
+
+        def reboot(n):                  # the kernel died in a task: boot it again for the next ones
+            machine, _ = self.guests.boot(kernel, logdir / f"after-death-{n}", f"[{label}] boot {boot}, again ({n})")
+            return machine
         try:
-            machine, attempts = self.guests.boot(kernel, self.store.boot_dir(label, boot),
-                                                 f"[{label}] boot {boot}{of}")
+            machine, attempts = self.guests.boot(kernel, logdir, f"[{label}] boot {boot}{of}")
             self.store.set_boot(label, boot, {"attempts": attempts})
-            with machine:
+            work = None
+            try:
                 work = session.Session(self.exp, self.store, self.fail, self.output, label, machine,
-                                       boot, variant, profile=self.profile)
+                                       boot, variant, profile=self.profile, reboot=reboot)
                 info.update(work.facts())
                 self.store.set_boot(label, boot, info)
                 boot_hits = work.boot_log()
@@ -199,6 +205,8 @@ class Run:
                 work.run(self.plan.of(label))
                 if self.exp.selftests and boot == 1:
                     work.selftests(self.kernels.trees[label], self.selftest_results)
+            finally:
+                (work.machine if work else machine).stop()
         except HarnessError:
             info["status"] = "failed"
             self.store.set_boot(label, boot, info)

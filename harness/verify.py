@@ -350,18 +350,14 @@ class Verify:
             self.section(f"{self.profile.title or self.profile.name} active", set(wanted) <= set(active),
                          f"proven on {', '.join(active) or 'no kernel'} (expected on {', '.join(wanted)})")
         if run.selftest_results:
-            new = run.selftest_new_failures
-            ran = sorted({r.get("test") for r in run.selftest_results})
-            cases = sum(len(r["cases"]) for r in run.selftest_results)
-            reached, cold = "", self.unreached("selftests")
+            ok, text = selftests_summary(run.selftest_results, run.selftest_new_failures)
+            cold = self.unreached("selftests")
             if self.executed:
                 done, code = linecov.executed_in(self.executed, "selftests")
-                reached = (f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
-                           + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
+                text += (f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
+                         + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
             # no new failure says nothing of the patches whose code no selftest ran: PART then
-            self.section("selftests", (not new) and (not (self.executed and cold) or None), (f"{len(new)} new failures against stock" if new
-                         else "no new failures against stock")
-                         + f" ({', '.join(ran)}: {cases} case runs){reached}")
+            self.section("selftests", ok and (not (self.executed and cold) or None), text)
         ui.out(f"results: {run.store.dir}")
         self.run = run
 
@@ -378,3 +374,17 @@ def _cached_fragment(kind, text):
 def _test_options(files):
     """The options the selftests of the touched areas need (workloads/selftests/mm-selftests.toml)."""
     return [o for t in selftests.for_paths(files) for o in selftests.spec(t).get("options", [])]
+
+
+def selftests_summary(results, new):
+    """(ok, text) of the selftests line: how many tests and runs (kernel x way) there were, the new
+    failures against stock, and every run the guest died in, with the case it was in."""
+    died = [r for r in results if r.get("crashed")]
+    tests = list(dict.fromkeys(r.get("test") for r in results))
+    text = (f"{len(new)} new failures against stock" if new else "no new failures against stock") \
+        + f" ({len(tests)} selftests, {len(results)} runs of kernel x way, " \
+        + f"{sum(len(r['cases']) for r in results)} case results: {', '.join(tests)})"
+    if died:
+        text += f"; {len(died)} crashed: " + ", ".join(f"{r['kernel']}/{r['way']} {r['test']} in '{r['crashed_in']}'"
+                                                     for r in died)
+    return not new and not died, text

@@ -284,7 +284,7 @@ def kernels(metas):
             if k.get("error"):
                 failures.append(f"{label}: {k['error']}")
             failures += [f"{label} {t.get('task')}: {t.get('error')}" for t in kernel.tasks
-                         if t.get("status") == "failed"]
+                         if t.get("status") in ("failed", "crashed")]
     stock = {m.run_id: stats.stock_kernel([m], pd.DataFrame({"kernel": []})) for m in metas}
     runs = list(stock)
     rows.sort(key=lambda r: (runs.index(r["run"]), r["kernel"] != stock[r["run"]]))

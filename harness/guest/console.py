@@ -48,6 +48,64 @@ def tail(path, lines=30):
     return "\n".join(data.splitlines()[-lines:])
 
 
+# Where a dying kernel starts to say why: the first of these lines begins the evidence of a death.
+OOPS_START = re.compile(r"BUG: |Oops|general protection fault|kernel BUG at|Unable to handle|"
+                        r"WARNING: |INFO: task .* blocked|watchdog: |sysrq: |Kernel panic - not syncing")
+KERNEL_ADDRESS = re.compile(r"\b(?:0x)?(ffffffff[0-9a-f]{8})\b")
+
+
+def read_since(path, offset=0):
+    """The text of a console log from byte `offset` on ('' when there is none)."""
+    path = Path(path)
+    if not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
+def excerpt(text, lines=40):
+    """The first lines of what the kernel printed as it died: from the first oops/BUG/panic line
+    (OOPS_START) on, `lines` of them, and the "Kernel panic" line when it comes later; the last
+    `lines` lines when no such line is there (a hang)."""
+    rows = text.replace("\r", "").splitlines()
+    start = next((i for i, row in enumerate(rows) if OOPS_START.search(row)), None)
+    if start is None:
+        return "\n".join(rows[-lines:])
+    out = rows[start:start + lines]
+    panic = next((row for row in rows[start + lines:] if "Kernel panic - not syncing" in row), None)
+    return "\n".join(out + (["[...]", panic] if panic else []))
+
+
+def text_symbols(system_map):
+    """[(address, name)] of the text symbols of a System.map, sorted by address."""
+    found = []
+    for line in Path(system_map).read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tTwW":
+            found.append((int(parts[0], 16), parts[2]))
+    return sorted(found)
+
+
+def symbolise(text, system_map):
+    """Kernel text addresses in text (a kernel without kallsyms prints them bare) followed by
+    `name+0xoff/0xsize` from the kernel's System.map; text as it is without one."""
+    if not system_map or not Path(system_map).exists():
+        return text
+    import bisect
+    symbols = text_symbols(system_map)
+    starts = [a for a, _ in symbols]
+
+    def name(m):
+        addr = int(m[1], 16)
+        i = bisect.bisect_right(starts, addr) - 1
+        if i < 0 or i + 1 >= len(symbols):
+            return m[0]
+        start, sym = symbols[i]
+        return f"{m[0]} ({sym}+{addr - start:#x}/{symbols[i + 1][0] - start:#x})"
+    return KERNEL_ADDRESS.sub(name, text)
+
+
 # Milestones of a boot on the console, timed by the watcher (Machine.boot_phases).
 BOOT_MARKS = {
     "console": re.compile(r"."),

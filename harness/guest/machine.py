@@ -211,6 +211,16 @@ class Machine(Target):
         qemu = console.tail(self.qemu_log, 10)
         return text + (f"\n--- QEMU ---\n{qemu}" if qemu.strip() else "")
 
+    def console_mark(self):
+        return self.console_log.stat().st_size if self.console_log.exists() else 0
+
+    def death_evidence(self, since=0):
+        """The first lines of the oops or panic on the console after `since` (its tail for a
+        hang), kernel addresses named from the build's System.map (no kallsyms in a small kernel)."""
+        self.watcher.poll()
+        text = console.excerpt(console.read_since(self.console_log, since))
+        return console.symbolise(text, Path(self.kernel.path) / "System.map")
+
     def listening(self):
         """True once the guest's SSH server can take a connection, as far as the console tells.
 

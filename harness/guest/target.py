@@ -49,6 +49,14 @@ class Target:
         """What this kind of target records about a boot besides the common facts."""
         return {}
 
+    def console_mark(self):
+        """Where the console is now (death_evidence(mark) reads what comes after it)."""
+        return 0
+
+    def death_evidence(self, since=0):
+        """What the kernel printed as it died after `since` (a console_mark), for the record."""
+        return self.tail()
+
     # --- the interface ---------------------------------------------------------------------------
 
     def run(self, argv, timeout=600, on_line=None, stdin=None):

@@ -25,6 +25,7 @@ from pathlib import Path
 from harness import cache, paths, tools
 from harness.kernel import sources as sources_mod
 from harness.errors import BuildError, GuestError, UserError
+from harness.measure.tap import parse_plain, parse_tap_report, last_started  # noqa: F401 (the API)
 
 GUEST_DIR = "/tmp/harness/selftests"
 SWAPFILE = "/swapfile"
@@ -187,108 +188,6 @@ def build_launcher(profile, out_dir=None):
     return Path(shutil.copy2(binary, Path(out_dir) / binary.name))
 
 
-# --- TAP -----------------------------------------------------------------------------------------
-
-RESULT = re.compile(r"^(not ok|ok)\b\s*(\d+)?\s*(?:-\s*)?(.*)$")
-DIRECTIVE = re.compile(r"^(.*?)\s*#\s*(SKIP|TODO|XFAIL|error)\b\s*(.*)$", re.IGNORECASE)
-PLAN = re.compile(r"^1\.\.(\d+)\s*(?:#\s*(?:SKIP\b)?\s*(.*))?$", re.IGNORECASE)
-TOTALS = re.compile(r"^#\s*Totals:\s*(.*)$")
-RUN = re.compile(r"^#\s*\[RUN\]\s*(.*)$")
-
-
-def parse_tap_report(text):
-    """TAP (kselftest/KTAP flavour): its cases ([{"case", "result": pass|fail|skip, "number",
-    ...}]), plan, bail-out, the Totals line and any inconsistencies.
-
-    A case is named by the kselftest "# [RUN] ..." line announcing it when there is one (the
-    copy-on-write test's result lines say only "No leak from parent into child"), else by its own
-    description. Indented lines (KTAP subtests) are not cases of this test. A number seen twice keeps its first result.
-    """
-    cases, seen, names = [], set(), {}
-    plan, skip_all, bail_out, totals, announced, last = None, None, None, None, None, 0
-    for raw in text.replace("\r", "").splitlines():
-        if raw[:1].isspace():
-            continue
-        line = raw.strip()
-        m = RESULT.match(line)
-        if m:
-            number = int(m[2]) if m[2] else last + 1
-            last = number
-            if number in seen:
-                announced = None
-                continue
-            seen.add(number)
-            desc, directive, reason = m[3].strip(), None, ""
-            d = DIRECTIVE.match(m[3])
-            if d:
-                desc, directive, reason = d[1].strip(), d[2].upper(), d[3].strip()
-            if directive == "SKIP":
-                result = "skip"
-            else:
-                result = "pass" if m[1] == "ok" else "fail"
-            name = announced or desc or f"test {number}"
-            names[name] = names.get(name, 0) + 1
-            if names[name] > 1:
-                name = f"{name} #{names[name]}"
-            cases.append({"case": name, "result": result, "number": number, "description": desc,
-                          "directive": directive, "reason": reason})
-            announced = None
-            continue
-        if (m := PLAN.match(line)):
-            plan = int(m[1])
-            if plan == 0:
-                skip_all = (m[2] or "").strip() or "skipped"
-        elif line.startswith("Bail out!"):
-            bail_out = line[len("Bail out!"):].strip() or "bailed out"
-        elif (m := TOTALS.match(line)):
-            totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", m[1])}
-        elif (m := RUN.match(line)):
-            announced = m[1].strip()
-    problems = []
-    if plan is not None and plan != len(cases):
-        problems.append(f"plan 1..{plan} but {len(cases)} results")
-    if totals is not None:
-        counted = {r: sum(c["result"] == r for c in cases) for r in ("pass", "fail", "skip")}
-        # kselftest counts XFAIL apart from pass and "# error" apart from fail.
-        counted["pass"] -= sum(c["directive"] == "XFAIL" for c in cases)
-        counted["fail"] -= sum(c["directive"] == "ERROR" for c in cases)
-        for key, n in counted.items():
-            if key in totals and totals[key] != n:
-                problems.append(f"Totals says {key}:{totals[key]} but {n} results say {key}")
-    return {"cases": cases, "plan": plan, "skip_all": skip_all, "bail_out": bail_out,
-            "totals": totals, "problems": problems}
-
-
-COLOURED = re.compile(r"^(.*?)\s*\x1b\[3([123])m(\w+)\x1b\[0m\s*$")      # khugepaged
-UFFD = re.compile(r"^Testing (.*?)\.\.\. (done|skipped|failed)\b\s*(.*)$")    # uffd-unit-tests
-
-
-def parse_plain(text):
-    """Cases of the mm selftests that print no TAP: khugepaged ('<case> ... OK' in green, red
-    Fail, yellow Skip) and uffd-unit-tests ('Testing <case>... done|skipped [..]|failed [..]')."""
-    cases, names = [], {}
-    for raw in text.replace("\r\n", "\n").split("\n"):
-        # progress counters rewrite the line with \r: the last piece holds the result
-        pieces = [p for p in raw.split("\r") if p.strip()] or [""]
-        m = COLOURED.match(pieces[-1])
-        u = UFFD.match(pieces[-1]) if not m else None
-        if m:
-            desc, result = m[1].strip(" ."), {"2": "pass", "1": "fail", "3": "skip"}[m[2]]
-            if not desc and len(pieces) > 1:
-                desc = pieces[-2].strip(" .")
-            desc, reason = re.sub(r"\s+\d+/\d+\.*$", "", desc)[:200], m[3]
-        elif u:
-            desc, result = u[1].strip()[:200], {"done": "pass", "skipped": "skip", "failed": "fail"}[u[2]]
-            reason = u[3].strip()
-        else:
-            continue
-        names[desc] = names.get(desc, 0) + 1
-        name = desc if names[desc] == 1 else f"{desc} #{names[desc]}"
-        cases.append({"case": name, "result": result, "number": len(cases) + 1, "description": desc,
-                      "directive": "SKIP" if result == "skip" else None, "reason": reason})
-    return cases
-
-
 # --- the guest -----------------------------------------------------------------------------------
 
 def _sh(machine, script, *args, timeout=600):
@@ -359,21 +258,23 @@ def _launcher_line(text, launcher):
     return None
 
 
-def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None, args=(), way=None):
+def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None, args=(), way=None,
+             on_line=None):
     """Run a selftest in the guest, plainly or under a feature's launcher; returns a dict.
 
     name: the test's (default: the binary's file name); way: the column's name (default "plain",
     or the launcher's name under one). "active" is None for a plain run, True when the launcher
     proved the feature on ("<launcher>: ... active"), False when it did not: then the test did not
     run and "cases" is empty; that is a failure to turn the feature on, never a result. The test gets `timeout` seconds (coreutils timeout in the guest, exit 124):
-    a run cut short keeps the cases it finished.
+    a run cut short keeps the cases it finished. on_line(line) gets each line of its output as
+    it comes (what a guest that dies printed is kept: crashed()).
     """
     argv = [upload(machine, binary, GUEST_DIR), *map(str, args)]
     if launcher:
         argv = [upload(machine, launcher, GUEST_DIR)] + argv
     started = time.monotonic()
     code, out, err = machine.run(["python3", "-c", PTY_RUN, "timeout", "-k", "10", str(timeout), *argv],
-                                 timeout=timeout + 60)
+                                 timeout=timeout + 60, on_line=on_line)
     seconds = round(time.monotonic() - started, 1)
     output = out.replace("\r\n", "\n")      # the pty's line ends; a lone \r (progress) stays
     line = _launcher_line(output, launcher) if launcher else None
@@ -402,11 +303,31 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None,
     return result
 
 
+def crashed(name, way, label, output, exc, launcher=None, case=None):
+    """The result of a way whose guest died (or could not be reached) while it ran: the cases it
+    finished before, and the case it was in (`crashed_in`, also a row of the table)."""
+    output = output.replace("\r\n", "\n")
+    report = parse_tap_report(output)
+    cases = report["cases"] or parse_plain(output)
+    case = case or last_started(output, cases)
+    if not first_test(name):
+        cases = [{**c, "case": f"{name}: {c['case']}"} for c in cases]
+        case = f"{name}: {case}"
+    line = _launcher_line(output, launcher) if launcher else None
+    message = exc.args[0] if exc.args else type(exc).__name__
+    return {"kernel": label, "test": name, "way": way, "exit_code": None,
+            "active": bool(line and line.endswith(": active")) if launcher else None, "launcher": line,
+            "seconds": None, "timed_out": False, "output": output, "stderr": "", "cases": cases,
+            "tap": {k: v for k, v in report.items() if k != "cases"}, "crashed": type(exc).__name__,
+            "crashed_in": case, "error": f"crashed in: {case} ({message.splitlines()[0]})"}
+
+
 # --- tables --------------------------------------------------------------------------------------
 
 def table(results):
-    """Rows: test case (in run order); columns: (kernel, way); values: pass|fail|skip, "missing"
-    (the case did not run in that column) or "inactive" (the feature was not turned on: no run)."""
+    """Rows: test case (in run order); columns: (kernel, way); values: pass|fail|skip, "crashed"
+    (the guest died in that case), "missing" (the case did not run in that column) or "inactive"
+    (the feature was not turned on: no run)."""
     rows, columns, tests = {}, {}, set()
     for res in results:
         col = (res["kernel"], res["way"])
@@ -414,12 +335,13 @@ def table(results):
         if (col, test) in tests:
             raise UserError(f"two results for kernel '{col[0]}', way '{col[1]}': label them apart")
         tests.add((col, test))
-        if res.get("active") is False:
+        died = {res["crashed_in"]: "crashed"} if res.get("crashed") else {}
+        if res.get("active") is False and not died:
             columns[col] = None
         elif columns.get(col, {}) is not None:     # several tests fill one column
-            columns[col] = {**columns.get(col, {}), **{c["case"]: c["result"] for c in res["cases"]}}
-        for c in res["cases"]:
-            rows.setdefault(c["case"], None)
+            columns[col] = {**columns.get(col, {}), **{c["case"]: c["result"] for c in res["cases"]}, **died}
+        for case in [c["case"] for c in res["cases"]] + list(died):
+            rows.setdefault(case, None)
     data = {col: [("inactive" if vals is None else vals.get(case, "missing")) for case in rows]
             for col, vals in columns.items()}
     import pandas as pd                 # loaded where used: the CLI's refusals stay quick
@@ -429,8 +351,8 @@ def table(results):
 
 
 def new_failures(df, stock=None):
-    """Cases that pass on the stock kernel's plain run but fail (or went missing) in another
-    column: [{"case", "kernel", "way", "result"}]. stock defaults to the first column's kernel."""
+    """Cases that pass on the stock kernel's plain run but fail (or crashed, or went missing) in
+    another column: [{"case", "kernel", "way", "result"}]. stock defaults to the first column's kernel."""
     stock = stock or df.columns[0][0]
     if (stock, "plain") not in df.columns:
         raise UserError(f"no plain run of the stock kernel '{stock}' to compare with")
@@ -440,7 +362,7 @@ def new_failures(df, stock=None):
         if col == (stock, "plain"):
             continue
         for case, value in df[col].items():
-            if ref[case] == "pass" and value in ("fail", "missing"):
+            if value == "crashed" or (ref[case] == "pass" and value in ("fail", "missing")):
                 found.append({"case": case, "kernel": col[0], "way": col[1], "result": value})
     return found
 

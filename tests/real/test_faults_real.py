@@ -1,8 +1,10 @@
 """Faults injected for real into a running guest: each is detected, logged with the serial console,
-its task or kernel marked failed, the run goes on, and no QEMU process is left behind.
+its task marked failed (or crashed, when the guest died: the kernel is then booted again for the
+next task), the run goes on, and no QEMU process is left behind.
 
 The kernel is guest-base + selftests (that fragment has CONFIG_MAGIC_SYSRQ for the crash).
 """
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import pytest
 from harness import experiment, paths
 from harness.errors import InfraError
 from harness.guest.factory import Guests
+from harness.measure import selftests
 from harness.pipeline import Run
 from harness.results import RunStore
 
@@ -62,19 +65,48 @@ def metadata(store):
     return json.loads((store.dir / "metadata.json").read_text())
 
 
-def test_guest_kernel_panic_mid_run(tmp_path):
+# Stand-ins for two catalog selftests, so a real guest dies inside a selftest on cue: the first
+# announces a case the kselftest way and crashes the kernel in it; the second passes.
+CRASHING_TEST = """#!/bin/sh
+echo 'TAP version 13'
+echo '1..2'
+echo '# [RUN] a case that passes'
+echo 'ok 1 passes'
+echo '# [RUN] the case that crashes the kernel'
+sleep 1
+echo c > /proc/sysrq-trigger
+"""
+PASSING_TEST = "#!/bin/sh\necho 'TAP version 13'\necho '1..1'\necho 'ok 1 after the reboot'\n"
+
+
+def test_guest_kernel_panic_mid_run_boots_it_again(tmp_path, monkeypatch):
+    """A panic in a workload task and one in a selftest: each is recorded as crashed with the
+    console's oops, the kernel is booted again, and the tasks and selftests after it still run."""
+    scripts = {"cow": CRASHING_TEST, "mremap_test": PASSING_TEST}
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    monkeypatch.setattr(selftests, "build_test", lambda name, *a, **k: tmp_path / name)
     exp = make_experiment(tmp_path, [("fork-memory", {"mib": 64}), (str(FAULTS / "crash"), {}),
-                                     ("fork-memory", {"mib": 64})])
+                                     ("fork-memory", {"mib": 64})], kernels=("a",))
+    exp = dataclasses.replace(exp, selftests=list(scripts))
     r, store = run(tmp_path, exp)
     assert r.exit_code == 5
-    meta = metadata(store)
-    for label in ("a", "b"):                       # b ran after a had crashed
-        k = meta["kernels"][label]
-        assert k["status"] == "failed" and k["error_type"] == "GuestPanic"
-        assert [t["status"] for t in k["tasks"]] == ["ok", "failed"]
-        assert "sysrq: Trigger a crash" in k["error"]  # the console's tail is in the error
-        assert len(store.records(label, "fork-memory")) == 1
-        assert "Kernel panic" in (store.dir / label / "console.log").read_text()
+    k = metadata(store)["kernels"]["a"]
+    assert k["status"] == "failed" and k["error_type"] == "GuestPanic"
+    assert [t["status"] for t in k["tasks"]] == ["ok", "crashed", "ok", "crashed", "ok"]
+    crash = k["tasks"][1]
+    assert "sysrq: Trigger a crash" in crash["console"] and "Kernel panic" in crash["console"]
+    assert "sysrq: Trigger a crash" in k["error"]   # the kernel's first death, with its evidence
+    assert len(store.records("a", "fork-memory")) == 2          # the one after the crash ran
+    assert [x["after"] for x in k["boots"]["1"]["reboots"]] == ["2:crash", "selftest:cow"]
+    assert "Kernel panic" in (store.dir / "a" / "console.log").read_text()
+    assert "Kernel panic" in (store.dir / "a" / "after-death-1" / "console.log").read_text()
+    died, passed = r.selftest_results
+    assert died["crashed_in"] == "the case that crashes the kernel" and died["cases"][0]["result"] == "pass"
+    assert k["tasks"][3]["crashed"] == [{"way": "plain", "case": "the case that crashes the kernel"}]
+    assert "# [RUN] the case that crashes the kernel" in (store.dir / "a" / "selftest-cow-plain.tap").read_text()
+    assert passed["test"] == "mremap_test" and [c["result"] for c in passed["cases"]] == ["pass"]
     assert qemus_under(store.dir) == []
 
 
@@ -122,7 +154,7 @@ def test_guest_stopped_with_sigstop(tmp_path):
     a = meta["kernels"]["a"]
     assert a["error_type"] == "GuestTimeout" and "stopped answering" in a["error"]
     assert time.monotonic() - started < 200      # found by the probe, long before the 20 s x N timeouts
-    assert meta["kernels"]["b"]["tasks"][0]["status"] == "failed"   # b ran (and hung on its own)
+    assert meta["kernels"]["b"]["tasks"][0]["status"] == "crashed"  # b ran (and hung on its own)
     assert qemus_under(store.dir) == []
 
 

@@ -130,7 +130,7 @@ class FakeMachine:
         self.kernel = type("K", (), {"info": {"release": "6.2.1+"}})()
         self.code, self.out, self.argv = code, out, None
 
-    def run(self, argv, timeout=600):
+    def run(self, argv, timeout=600, on_line=None):
         self.argv = argv
         return self.code, self.out, ""
 
