@@ -480,7 +480,7 @@ def cv_summary(run_dirs, limit=None):
             continue
         keys = [c for c in table.columns if c not in ("condition", "metric", "unit", "n", "median", "iqr",
                                                       "mean", "std", "cv", "min", "max", "boots",
-                                                      "boot_share")]
+                                                      "boot_share", "layout_share")]
         for _, row in table.iterrows():
             if row["unit"] not in ("ns", "forks/s"):
                 continue

@@ -188,3 +188,21 @@ def test_calibrate_layout_counts_both_designs_and_the_spread(tmp_path, monkeypat
     text = calibrate.render(result)
     assert "one variant per label, judged as before (16 pairs of variants)" in text
     assert "new design, over variants: " in text and "layout share" in text
+
+
+def test_the_cv_summary_of_a_run_over_variants_names_groups_by_their_parameters_only(tmp_path):
+    """The layout share is a column of the description, not a parameter of the group: the CV
+    lines of a run over variants must not print it as one (they did: `layout_share=0.7009...`)."""
+    from harness.analysis import report
+    from tests.unit import runs
+    df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
+    keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
+    recs = {(label, "fork-latency"): [{k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
+                                       for k, v in r.items()} for r in part[keep].to_dict("records")]
+            for label, part in df.groupby("kernel")}
+    run = runs.build(tmp_path, "r", {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"}
+                                                                              for v in range(4)]}
+                                     for label in ("A", "B")}, recs, design={"variants": 4})
+    lines = report.cv_summary(run).splitlines()[1:]
+    assert len(lines) == 2 and all("size_mib=64" in line for line in lines)
+    assert not any("layout_share" in line for line in lines)
