@@ -54,6 +54,22 @@ def monitor_command(path, command, timeout=2.0):
     return text.decode(errors="replace")
 
 
+def learn_port(monitor, check, where, timeout=120):
+    """The port a QEMU bound for its SSH forward, asked of its monitor (a unix socket) once it
+    listens; check() raises when the QEMU is gone meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check()
+        try:
+            port = forwarded_port(monitor_command(monitor, "info usernet"))
+            if port:
+                return port
+        except OSError:
+            pass                # the monitor is not up yet (QEMU faults the RAM in first)
+        time.sleep(0.05)
+    raise InfraError(f"QEMU's monitor did not name its forwarded port within {timeout} s {where}")
+
+
 def forwarded_port(text):
     """The host port of the SSH forward in `info usernet`'s output, or None."""
     m = FORWARD.search(text.replace("\r", ""))
@@ -174,18 +190,7 @@ class Machine(Target):
 
     def learn_port(self, monitor, timeout=120):
         """The port QEMU bound for the SSH forward, asked of its monitor once it listens."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check()
-            try:
-                port = forwarded_port(monitor_command(monitor, "info usernet"))
-                if port:
-                    return port
-            except OSError:
-                pass                # the monitor is not up yet (QEMU faults the RAM in first)
-            time.sleep(0.05)
-        raise InfraError(f"QEMU's monitor did not name its forwarded port within {timeout} s "
-                         f"({self.qemu_log})")
+        return learn_port(monitor, self.check, f"({self.qemu_log})", timeout)
 
     def check(self):
         """Raise if the guest has panicked or QEMU is gone; called inside every wait."""

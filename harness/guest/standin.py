@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from harness import tools
-from harness.errors import GuestError, InfraError
+from harness.errors import GuestError
 from harness.guest import arch, console, image as image_mod
-from harness.guest.machine import forwarded_port, monitor_command, option_value
+from harness.guest.machine import learn_port, option_value
 from harness.guest.remote import RemoteMachine
 
 RECIPE = "debian-machine"
@@ -90,17 +90,7 @@ class StandIn:
         return self
 
     def learn_port(self, monitor, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check()
-            try:
-                port = forwarded_port(monitor_command(monitor, "info usernet"))
-                if port:
-                    return port
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise InfraError(f"QEMU's monitor did not name the stand-in's forwarded port within {timeout} s")
+        return learn_port(monitor, self.check, "(the stand-in machine)", timeout)
 
     def check(self):
         if self.proc and self.proc.poll() is not None:

@@ -165,16 +165,9 @@ def test_calibrate_layout_counts_both_designs_and_the_spread(tmp_path, monkeypat
     """A/A′ on synthetic data with a 10% layout spread: the design over variants is judged as A/A
     verdicts are, every pair of single variants as before, and the spread is found."""
     from harness.analysis import calibrate
-    from tests.unit import runs
     df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
     df.loc[df["kernel"] == "B", "variant"] += 4                    # B's pads are other than A's
-    keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
-    recs = {(label, "fork-latency"): [{k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
-                                       for k, v in r.items()} for r in part[keep].to_dict("records")]
-            for label, part in df.groupby("kernel")}
-    run = runs.build(tmp_path, "r", {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"}
-                                                                              for v in range(4)]}
-                                     for label in ("A", "B")}, recs, design={"variants": 4})
+    run = layout_run(tmp_path, df)
     result = calibrate.analyse(run, effect=0.05)
     lay = result["layout"]
     assert lay["variants"] == {"A": [0, 1, 2, 3], "B": [4, 5, 6, 7]}
@@ -194,15 +187,19 @@ def test_the_cv_summary_of_a_run_over_variants_names_groups_by_their_parameters_
     """The layout share is a column of the description, not a parameter of the group: the CV
     lines of a run over variants must not print it as one (they did: `layout_share=0.7009...`)."""
     from harness.analysis import report
-    from tests.unit import runs
     df = records({"A": 0.0, "B": 0.0}, layout_sd=0.10, boots=2)
+    lines = report.cv_summary(layout_run(tmp_path, df)).splitlines()[1:]
+    assert len(lines) == 2 and all("size_mib=64" in line for line in lines)
+    assert not any("layout_share" in line for line in lines)
+
+
+def layout_run(root, df):
+    """A run folder of labels A and B, 4 layout variants each, holding df's fork-latency records."""
+    from tests.unit import runs
     keep = ["boot", "variant", "rep", "size_mib", "fork_ns", "host", "timing"]
     recs = {(label, "fork-latency"): [{k: (int(v) if k in ("boot", "variant", "rep", "size_mib") else v)
                                        for k, v in r.items()} for r in part[keep].to_dict("records")]
             for label, part in df.groupby("kernel")}
-    run = runs.build(tmp_path, "r", {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"}
-                                                                              for v in range(4)]}
-                                     for label in ("A", "B")}, recs, design={"variants": 4})
-    lines = report.cv_summary(run).splitlines()[1:]
-    assert len(lines) == 2 and all("size_mib=64" in line for line in lines)
-    assert not any("layout_share" in line for line in lines)
+    return runs.build(root, "r", {label: {"build_key": label, "variants": [{"build_key": f"{label}{v}"}
+                                                                           for v in range(4)]}
+                                  for label in ("A", "B")}, recs, design={"variants": 4})
