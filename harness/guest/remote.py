@@ -404,6 +404,12 @@ class RemoteMachine(Target):
     def __enter__(self):
         return self
 
+    def stop(self):
+        """The end of a boot (the run's, or a task's that killed the kernel): the machine back on
+        its own kernel, as a QEMU guest's stop() ends its QEMU; a machine that does not come home
+        raises (exit 5)."""
+        self.__exit__(None, None, None)
+
     def __exit__(self, kind, value, tb):
         try:
             with ui.step(f"{self.address}: back to its own kernel {self.home['release']}") as say:

@@ -212,3 +212,23 @@ def test_leaving_a_boot_takes_the_machine_home_and_keeps_the_error_that_ended_it
     with pytest.raises(ValueError, match="the workload's own error"):  # the boot's error goes on up
         with m:
             raise ValueError("the workload's own error")
+
+
+def test_the_end_of_a_boot_stops_a_machine_as_it_stops_a_guest(monkeypatch):
+    """The run ends every boot, and the session every boot a task killed, with machine.stop(): for
+    a real machine that is the way home (it was missing, and a --machine run crashed at its end)."""
+    from harness.guest.machine import Machine
+    for method in ("stop", "console_mark", "death_evidence", "run", "reconnect"):
+        assert callable(getattr(RemoteMachine, method, None)) and callable(getattr(Machine, method, None)), method
+    m = fake_machine(monkeypatch, [])
+    m.home = {"release": "6.1.0-50-amd64"}
+    went = []
+    m.go_home = lambda: went.append("home") or "6.1.0-50-amd64"
+    m.stop()
+    assert went == ["home"]
+
+    def lost():
+        raise GuestTimeout("did not come back within 1 s")
+    m.go_home = lost
+    with pytest.raises(GuestTimeout, match="did not come back"):
+        m.stop()
