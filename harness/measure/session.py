@@ -61,7 +61,8 @@ class Session:
         _, uname, _ = m.run(["uname", "-r"])
         _, clocksource, _ = m.run(["cat", "/sys/devices/system/clocksource/clocksource0/current_clocksource"])
         info = dict(boot_seconds=round(m.boot_seconds, 3), boot_phases=m.boot_phases,
-                    clocksource=clocksource.strip(), host_load=round(os.getloadavg()[0], 2))
+                    clocksource=clocksource.strip(), host_load=round(os.getloadavg()[0], 2),
+                    **m.boot_facts())
         if self.boot == 1 or "boot_seconds" not in self.store.kernel_info(self.label):
             self.store.update_kernel(self.label, boot_seconds=info["boot_seconds"], boot_phases=m.boot_phases,
                                      guest_uname=uname.strip(), guest_clocksource=info["clocksource"],
