@@ -215,3 +215,14 @@ def test_a_uffd_case_whose_check_printed_an_error_is_a_failure():
         ("wp-fork on shmem", "pass", ""),
         ("wp-fork on anon", "fail", "[reason: Detected stall uffd-wp bit in child in present pte]"),
         ("wp-fork-pin on anon", "pass", "")]
+
+
+def test_a_boots_facts_carry_the_targets_own(tmp_path):
+    """What a kind of target records of a boot (a real machine: its proof, the kexec command, its
+    fingerprint) goes into the boot's facts beside the common ones."""
+    guest = FakeGuest(out="6.2.1+")
+    guest.boot_phases, guest.argv = {}, ["qemu"]
+    guest.boot_facts = lambda: {"proof": {"release": "6.2.1+", "build_id_checked": True}}
+    work, _, _ = make_session(tmp_path, guest, [])
+    facts = work.facts()
+    assert facts["proof"] == {"release": "6.2.1+", "build_id_checked": True} and "boot_seconds" in facts
