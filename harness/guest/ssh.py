@@ -170,7 +170,9 @@ class SSHChannel:
             if progressed:
                 quiet_since = now
             elif now - quiet_since > stall:
-                if not self.answers():
+                # a TCG guest on a loaded host may take seconds to start even `true`: the probe
+                # waits as long as the stall did (at least 10 s) before calling the guest gone
+                if not self.answers(timeout=max(10, stall)):
                     chan.close()
                     raise GuestTimeout(f"the guest stopped answering: no output from '{command}' for "
                                        f"{stall} s and a probe command got no answer")
