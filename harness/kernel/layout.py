@@ -14,8 +14,8 @@ successive variants differ in every function's offset in its cache line (mod 64)
 .S entry points.
 
 Variants of a kernel are linked one after the other in the base build's own object folder (its
-workbench slot, held locked meanwhile, or its in-place folder), which gets the base's script back
-afterwards: each costs a relink, not a build. (A copy of the folder elsewhere would compile every
+workbench slot, held locked meanwhile, or its in-place folder); the next build there takes the
+pad out again (every build sets its own): each variant costs a relink, not a build. (A copy of the folder elsewhere would compile every
 object again: the compile commands name the folder, -ffile-prefix-map.)
 Variant 0 is the kernel as built. The variant's kernel.json records the pad, and `check` proves
 the move on the System.map: every text symbol after the head code moved by exactly the pad.
@@ -27,7 +27,7 @@ from pathlib import Path
 from harness import cache
 from harness.errors import InfraError
 from harness.kernel import sources, workbench
-from harness.kernel.build import LINK_SCRIPT as SCRIPT, Build, unpadded
+from harness.kernel.build import LINK_SCRIPT as SCRIPT, Build
 
 STEP = 4096 + 64 + 16
 MOVED = ("copy_page_range", "do_fork", "kernel_clone", "schedule", "memcpy")   # checked when present
@@ -95,17 +95,14 @@ def _slot(plain):
 
 @contextlib.contextmanager
 def _kept(folder):
-    """The folder's linker script and config stamp put back as the base build had them when the
-    variants are done (or failed): the script is then newer than the last variant's vmlinux, so
-    the next make in the folder links it again as built (and a build killed half-way is mended by
-    the next build: build.link_script)."""
-    script, stamp = folder / SCRIPT, folder / "harness-config.sha"
-    original = unpadded(script.read_text())
+    """The folder's config stamp put back as the base build had it when the variants are done (or
+    failed). The pad in its linker script needs no putting back: every build sets the pad it
+    wants first (build.link_script), so the next build there links without it."""
+    stamp = folder / "harness-config.sha"
     stamp_text = stamp.read_text() if stamp.exists() else None
     try:
         yield
     finally:
-        script.write_text(original)
         if stamp_text is not None:
             stamp.write_text(stamp_text)
 
