@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.guest import image as image_mod
 from harness import ui, validate
+from harness.errors import UserError
 from harness.guest.factory import Guests
 from harness.kernel import layout, prepare
 from harness.results import NullStore
@@ -34,16 +35,24 @@ def image(name, mirror):
     return 0
 
 
-def boot(exp, command):
+def boot(exp, command, put=()):
     """Boot the experiment's kernel with every guest setting the flags gave (the guest factory
-    makes the Machine); run one command (exit with its code) or open a shell."""
+    makes the Machine); copy `put` (files or folders) into the guest's home folder; run one
+    command (exit with its code) or open a shell."""
     validate.request(exp)           # before anything is built or the log folder is made
+    put = [Path(p).expanduser() for p in put]
+    missing = [str(p) for p in put if not p.exists()]
+    if missing:
+        raise UserError(f"--put: no such file or folder: {', '.join(missing)}")
     store = NullStore()
     [(_, kernel), *_] = prepare.Kernels(exp).kernel(exp.kernels[0], store)
     logs = Path(tempfile.mkdtemp(prefix="harness-boot-"))
     machine, _ = Guests(exp, store).boot(kernel, logs, "boot", attempts=1)
     with machine:
         ui.console.print(f"serial log {machine.console_log}", markup=False)
+        for path in put:
+            home = machine.run(["sh", "-c", 'echo "$HOME"'])[1].strip() or "/root"
+            machine.put(path, home if path.is_file() else f"{home}/{path.name}")
         if command:
             code, out, err = machine.run(command, timeout=3600)
             sys.stdout.write(out + ("\n" if out else ""))

@@ -316,10 +316,10 @@ class Verify:
             return []
         chosen = (selftests.for_paths(self.derivation.files) if self.selftests == "auto"
                   else list(selftests.catalog()) if self.selftests == "all" else self.selftests.split(","))
-        tests = always + [t for t in chosen if t not in always and (folder / selftests.spec(t)["sources"][0]).exists()]
+        tests = always + [t for t in chosen if t not in always and selftests.selftest_dir(tree, t)]
         missing = [t for t in chosen if t not in tests]
         if missing:
-            ui.out(f"selftests {', '.join(missing)}: not in {folder}")
+            ui.out(f"selftests {', '.join(missing)}: not in {tree}")
         return tests
 
     def run_kernels(self, source):

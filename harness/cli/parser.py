@@ -82,6 +82,9 @@ def add_machine_commands(sub):
     # the guest's settings, each honoured (harness.guest.factory); no design flags (one boot) and
     # no --dmesg-check (nothing is judged): boot does not take them
     add_options(p, ["guest"], leave_out=("dmesg_check",))
+    p.add_argument("--put", metavar="PATH", action="append", default=[],
+                   help="copy a file or folder into the guest's home folder before the command or "
+                        "shell (e.g. a reproducer); repeatable")
     p.add_argument("command", nargs="*", help="command to run in the guest (after --)")
     p.set_defaults(func=sc.cmd_boot)
 

@@ -15,7 +15,7 @@ def cmd_build(args):
 
 def cmd_boot(args):
     from harness import commands
-    return commands.boot(experiment(args), args.command)
+    return commands.boot(experiment(args), args.command, args.put)
 
 
 def cmd_run(args):

@@ -30,7 +30,8 @@ from harness.measure.tap import parse_plain, parse_tap_report, last_started  # n
 GUEST_DIR = "/tmp/harness/selftests"
 SWAPFILE = "/swapfile"
 CATALOG = paths.WORKLOADS / "selftests" / "mm-selftests.toml"
-SELFTEST_DIRS = ("tools/testing/selftests/mm", "tools/testing/selftests/vm")   # 6.3+, 6.2
+SELFTESTS = "tools/testing/selftests"
+SELFTEST_DIRS = (f"{SELFTESTS}/mm", f"{SELFTESTS}/vm")   # 6.3+, 6.2
 CFLAGS = ["-O2", "-static", "-Wall"]
 
 # Runs argv on a pseudo-terminal in the guest and exits with its exit code (128+N for signal N).
@@ -42,8 +43,10 @@ PTY_RUN = ("import os, pty, sys\n"
 # --- building ----------------------------------------------------------------------------------
 
 def selftest_dir(tree, name=None):
-    """The tree's folder of mm selftests holding the test `name` (its first source), or None."""
-    for sub in SELFTEST_DIRS:
+    """The tree's folder of selftests holding the test `name` (its first source), or None: the mm
+    selftests' folder, or tools/testing/selftests/<dir> for a test whose catalog entry names one."""
+    subs = (f"{SELFTESTS}/{spec(name)['dir']}",) if name and "dir" in spec(name) else SELFTEST_DIRS
+    for sub in subs:
         folder = Path(tree) / sub
         if (folder / spec(name)["sources"][0]).exists() if name else folder.is_dir():
             return folder
@@ -78,9 +81,33 @@ def _compile(argv, what):
         raise BuildError(f"{what} does not compile", log_tail="\n".join(errors[:20]) or text[-2000:])
 
 
-def catalog():
-    """{test: {"sources", "paths", "args", "timeout", "needs"}} from mm-selftests.toml."""
-    return tomllib.loads(CATALOG.read_text())
+# a catalog entry's keys and their types
+FIELDS = {"sources": list, "paths": list, "options": list, "args": list, "cflags": list,
+          "timeout": int, "needs": str, "dir": str, "script": str}
+
+
+def catalog(path=CATALOG):
+    """{test: {"sources", "paths", "options", "args", "timeout", "needs", ...}} from mm-selftests.toml,
+    every entry's keys and types checked (FIELDS; sources and paths required)."""
+    tests = tomllib.loads(Path(path).read_text())
+    for name, test in tests.items():
+        where = f"{path}: [{name}]"
+        if not isinstance(test, dict):
+            raise UserError(f"{where} is not a table")
+        unknown = sorted(set(test) - set(FIELDS))
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+        for key, kind in FIELDS.items():
+            value = test.get(key)
+            if key in ("sources", "paths") and not value:
+                raise UserError(f"{where}: {key} is required and not empty")
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                      or (kind is list and not all(isinstance(v, str) for v in value))):
+                raise UserError(f"{where}: {key} must be {'a list of strings' if kind is list else kind.__name__}")
+        if "/" in test.get("dir", "") or test.get("dir", "").startswith(".") \
+                or "/" in test.get("script", "x"):
+            raise UserError(f"{where}: dir and script are plain names (a folder under {SELFTESTS}, a file in it)")
+    return tests
 
 
 def for_paths(changed):
@@ -113,9 +140,12 @@ def build_test(name, source_path, out_dir=None, test_source=None):
     tree = test_tree(test_source) if test_source else Path(source_path)
     folder = selftest_dir(tree, name)
     if folder is None:
+        where = f"{SELFTESTS}/{spec(name)['dir']}" if "dir" in spec(name) else " or ".join(SELFTEST_DIRS)
         raise UserError(f"{tree} has no {name} selftest (no {spec(name)['sources'][0]} in "
-                        f"{' or '.join(SELFTEST_DIRS)}); pass test_source=<a newer tree>, "
+                        f"{where}); pass test_source=<a newer tree>, "
                         f"e.g. debian:linux-source-6.12")
+    if "script" in spec(name):
+        return _copy_script_test(name, folder, out_dir)
     selftests = folder.parent
     sources = [folder / f for f in spec(name)["sources"] if (folder / f).exists()]
     if not (folder / spec(name)["sources"][0]).exists():
@@ -134,6 +164,23 @@ def build_test(name, source_path, out_dir=None, test_source=None):
         return binary
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy2(binary, Path(out_dir) / name))
+
+
+def _copy_script_test(name, folder, out_dir=None):
+    """A test that is a script (the catalog's `script`, e.g. ftracetest): its whole folder, kept in
+    the cache by its files' content; returns the folder (copied into out_dir/name if given)."""
+    missing = [f for f in spec(name)["sources"] if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"{folder} has no {', '.join(missing)} (selftest {name})")
+    key = cache.digest(name, _files_digest(folder, ["."]))
+    copy = cache.entry("selftests", key) / name
+    with cache.locked("selftest", key):
+        if not copy.exists():
+            with cache.building("selftests", key) as out:
+                shutil.copytree(folder, out / name, symlinks=True)
+    if out_dir is None:
+        return copy
+    return Path(shutil.copytree(copy, Path(out_dir) / name, symlinks=True, dirs_exist_ok=True))
 
 
 def _uapi_headers(tree):
@@ -259,8 +306,10 @@ def _launcher_line(text, launcher):
 
 
 def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None, args=(), way=None,
-             on_line=None):
+             on_line=None, script=None):
     """Run a selftest in the guest, plainly or under a feature's launcher; returns a dict.
+
+    binary: a static binary, or a script test's folder (build_test) whose `script` runs from it.
 
     name: the test's (default: the binary's file name); way: the column's name (default "plain",
     or the launcher's name under one). "active" is None for a plain run, True when the launcher
@@ -269,7 +318,12 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None,
     a run cut short keeps the cases it finished. on_line(line) gets each line of its output as
     it comes (what a guest that dies printed is kept: crashed()).
     """
-    argv = [upload(machine, binary, GUEST_DIR), *map(str, args)]
+    if Path(binary).is_dir():        # a script test: its folder, the script run from inside it
+        where = f"{GUEST_DIR}/{Path(binary).name}"
+        machine.put(binary, where)
+        argv = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", where, f"./{script}", *map(str, args)]
+    else:
+        argv = [upload(machine, binary, GUEST_DIR), *map(str, args)]
     if launcher:
         argv = [upload(machine, launcher, GUEST_DIR)] + argv
     started = time.monotonic()

@@ -249,7 +249,7 @@ class Session:
             try:
                 result = selftests.run_test(machine, binary, launch, label=self.label, name=name, way=way,
                                             args=test.get("args", ()), timeout=test.get("timeout", 900),
-                                            on_line=line)
+                                            on_line=line, script=test.get("script"))
             except GuestError as exc:
                 self.recover(entry, exc, mark)
                 result = selftests.crashed(name, way, self.label, "".join(t + "\n" for t in seen), exc, launch)

@@ -14,7 +14,7 @@ from harness.results import NullStore
 # and the guest's (harness.guest.factory.Guests)
 BOOT_HONOURS = {"kernel_src", "series", "config", "jobs", "insecure_download", "base",
                 "accel", "timing", "memory_mib", "cpus", "image", "mirror", "boot_timeout", "stall_s",
-                "pin", "extra_cmdline", "prealloc", "command", "quiet",
+                "pin", "extra_cmdline", "prealloc", "command", "quiet", "put",   # put: commands.boot
                 "machine", "identity", "known_hosts", "console"}     # Guests hands these to RemoteGuests
 
 

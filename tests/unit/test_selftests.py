@@ -242,3 +242,49 @@ def test_progress_counters_rewritten_with_cr_give_one_short_case():
             "Construct PTE page table full of compound pages 512/512... \x1b[32mOK\x1b[0m\r\n")
     (case,) = selftests.parse_plain(text)
     assert case["case"] == "Construct PTE page table full of compound pages" and case["result"] == "pass"
+
+
+def test_the_catalog_entries_are_checked(tmp_path):
+    bad = tmp_path / "c.toml"
+    for text, message in (('[t]\nsources = ["t.c"]\npaths = ["mm/x.c"]\ntimout = 3\n', "unknown key.*timout"),
+                          ('[t]\nsources = ["t.c"]\n', "paths is required"),
+                          ('[t]\nsources = ["t.c"]\npaths = ["p"]\ntimeout = "9"\n', "timeout must be int"),
+                          ('[t]\nsources = "t.c"\npaths = ["p"]\n', "sources must be a list of strings"),
+                          ('[t]\nsources = ["t.c"]\npaths = ["p"]\ndir = "../mm"\n', "plain names")):
+        bad.write_text(text)
+        with pytest.raises(UserError, match=message):
+            selftests.catalog(bad)
+    assert "uprobes" in selftests.catalog()
+
+
+def test_a_script_test_is_its_folder_run_from_inside(fake_tree, cache_dir, tmp_path):
+    """uprobes through tracefs: ftracetest and its test.d copied whole (cached by content) and run
+    from its folder in the guest, under the launcher like any test; its KTAP read as TAP."""
+    assert selftests.for_paths(["kernel/events/uprobes.c"]) == ["uprobes"]
+    with pytest.raises(UserError, match="has no uprobes selftest"):
+        selftests.build_test("uprobes", fake_tree)
+    ftrace = fake_tree / "tools/testing/selftests/ftrace"
+    for name in selftests.spec("uprobes")["sources"]:
+        (ftrace / name).parent.mkdir(parents=True, exist_ok=True)
+        (ftrace / name).write_text(f"# {name}\n")
+    assert selftests.selftest_dir(fake_tree, "uprobes") == ftrace
+    folder = selftests.build_test("uprobes", fake_tree)
+    assert folder.is_dir() and folder.name == "uprobes" and (folder / "test.d/functions").exists()
+    assert selftests.build_test("uprobes", fake_tree) == folder             # cached
+    (ftrace / "ftracetest").write_text("# changed\n")
+    assert selftests.build_test("uprobes", fake_tree) != folder            # by content
+    ktap = ("cow_pte_launch: prctl=0 again=-1/EINVAL: active\r\nTAP version 13\r\n1..2\r\n"
+            "ok 1 Generic dynamic event - add/remove/test uprobe events\r\n"
+            "ok 2 Uprobe event parser error log check\r\n# Totals: pass:2 fail:0 xfail:0 xpass:0 skip:0 error:0\r\n")
+    m = FakeMachine(0, ktap)
+    m.put = lambda local, remote: setattr(m, "copied", (local, remote))
+    spec = selftests.spec("uprobes")
+    res = selftests.run_test(m, folder, launcher=tmp_path / "cow_pte_launch", name="uprobes",
+                             args=spec["args"], script=spec["script"], way="cow-pte")
+    guest = f"{selftests.GUEST_DIR}/uprobes"
+    assert m.copied == (folder, guest)
+    start = m.argv.index(f"{selftests.GUEST_DIR}/cow_pte_launch")
+    assert m.argv[start + 1:start + 6] == ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", guest]
+    assert m.argv[start + 6:] == ["./ftracetest", *spec["args"]]
+    assert res["active"] is True and [c["result"] for c in res["cases"]] == ["pass", "pass"]
+    assert res["cases"][0]["case"] == "uprobes: Generic dynamic event - add/remove/test uprobe events"
