@@ -133,9 +133,10 @@ class Verify:
         self.executed = None            # linecov.summarise of the coverage kernels' counts
         self.reached = {}
 
-    def section(self, name, ok, summary):
-        """ok: True, False (a failure: exit code 1) or None (partial: the evidence did not reach
-        all of the series' code; printed PART, never "ok")."""
+    def section(self, name, ok, summary, covered=True):
+        """ok: True or False (a failure: exit code 1); an ok whose evidence did not reach all of
+        the series' code (covered false) is None: partial, printed PART, never "ok"."""
+        ok = bool(ok) and (None if not covered else True)
         self.sections[name] = (ok, summary)
         if ok is False:
             self.problems.append(name)
@@ -252,7 +253,7 @@ class Verify:
         ok, detail = bisect_verdict(results)
         whole, reach_detail = reach.verdict(reached)
         self.reached = reached
-        self.section("bisect", ok and (whole or None), f"{detail}; {reach_detail}")
+        self.section("bisect", ok, f"{detail}; {reach_detail}", covered=whole)
 
     def code_in(self, run):
         """What of the series' code the booted patched kernels compiled (changed lines executed
@@ -339,9 +340,9 @@ class Verify:
         failed = [label for label, info in meta.items() if info.get("status") != "ok"]
         self.count_lines(run)
         # clean logs say nothing of code that never ran: not "ok" when a patch's code did not
-        self.section("kernels", (not failed) and (not self.unreached() or None), ("all booted, workloads and kernel logs clean" if not failed
+        self.section("kernels", not failed, ("all booted, workloads and kernel logs clean" if not failed
                      else f"problems in {', '.join(failed)} (see {run.store.dir})")
-                     + self.code_in(run))
+                     + self.code_in(run), covered=not self.unreached())
         active = sorted({label for label, info in meta.items() for c in info.get("tasks", [])
                          if activity.ACTIVE in c.get(feature_mod.STATE, [])})
         on = self.profile.fragments("on")
@@ -357,7 +358,7 @@ class Verify:
                 text += (f"; changed lines they executed: {done}/{code} ({self.executed['kernel']} kernel)"
                          + (f", none of patch {', '.join(map(str, cold))}'s" if cold else ""))
             # no new failure says nothing of the patches whose code no selftest ran: PART then
-            self.section("selftests", ok and (not (self.executed and cold) or None), text)
+            self.section("selftests", ok, text, covered=not (self.executed and cold))
         ui.out(f"results: {run.store.dir}")
         self.run = run
 

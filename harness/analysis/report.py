@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness import feature, results
+from harness.errors import HarnessError
 from harness.analysis import inference, stats, units, variants, verdict
 
 TOLERANCE = 0.10
@@ -392,24 +393,71 @@ def to_html(blocks, title):
     return "\n".join(out) + "\n</body></html>\n"
 
 
+def folder(run_dirs, out_dir=None):
+    """Where the report goes: out_dir, default the first run's folder."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    return Path(out_dir or stats.run_path(run_dirs[0]))
+
+
+class Plots:
+    """The plots drawn in a child process while this one computes the statistics: on two cores a
+    report waits for the slower of the two, not for their sum. The child loads the runs itself
+    (nothing is sent to it) and sends back {workload: png}, or the error it met; started (fork)
+    before the text summary, waited for where the report needs the images."""
+
+    def __init__(self, run_dirs, out_dir):
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=self._child, args=(run_dirs, out_dir, child), daemon=True)
+        self.proc.start()
+        child.close()
+
+    @staticmethod
+    def _child(run_dirs, out_dir, conn):
+        try:
+            _, df = _load(run_dirs)
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            conn.send({"pngs": {k: str(v) for k, v in draw(df, Path(out_dir)).items()}})
+        except Exception as exc:                     # noqa: BLE001 (sent back, raised there)
+            conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            conn.close()
+
+    def wait(self):
+        """{workload: Path}; the child's error as a HarnessError."""
+        try:
+            answer = self.conn.recv()
+        except EOFError:
+            answer = {"error": f"the plotting process ended with exit code {self.proc.exitcode}"}
+        finally:
+            self.proc.join()
+            self.conn.close()
+        if "error" in answer:
+            raise HarnessError(f"plots: {answer['error']}")
+        return {k: Path(v) for k, v in answer["pngs"].items()}
+
+
 def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, practical=None,
           method="bh", plots=True):
     """Write report.md and report.html (in out_dir, default the first run's folder).
 
     claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
-    the experiment's own claims (metadata experiment.claims); plots: draw them (matplotlib loads
-    only then). Returns (md_path, html_path)."""
+    the experiment's own claims (metadata experiment.claims); plots: draw them here (matplotlib
+    loads only then), or a Plots already drawing them, or False. Returns (md_path, html_path)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     metas, df = _load(run_dirs)
-    out_dir = Path(out_dir or stats.run_path(run_dirs[0]))
+    out_dir = folder(run_dirs, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if claims is None:
         claims = [c for m in metas for c in (m.experiment or {}).get("claims", [])]
     TIME_NOTE["suffix"] = " (icount)" if any(m.timing == "icount" for m in metas) else ""
-    pngs = draw(df, out_dir) if plots else {}
+    pngs = draw(df, out_dir) if plots is True else {}
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
     comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
+    if isinstance(plots, Plots):
+        pngs = plots.wait()
     note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
     for workload in workloads:
         blocks += workload_blocks(df, metas, workload, pngs.get(workload), comps.get(workload), note)

@@ -140,14 +140,16 @@ def cmd_report(args):
             options.check_table(f"{path}: [[claims]] entry {i}", c, options.FILE_KEYS["claims"])
     for run in args.runs:           # every run readable before anything is computed or written
         RunStore.open(run)
-    ui.out(report.cv_summary(args.runs))   # the text first: it never waits for the plots
+    # the plots are drawn beside the statistics (another process), the text printed first
+    plots = report.Plots(args.runs, report.folder(args.runs, args.out)) if args.plots else False
+    ui.out(report.cv_summary(args.runs))
     for run in args.runs:                  # an attribution run: its per-patch tables again
         if "attribution" in RunStore.open(run).metadata:
             from harness import attribute
             ui.out(attribute.show(run, practical=args.practical, method=args.multiplicity))
     md, page = report.write(args.runs, out_dir=args.out, claims=claims, resamples=args.resamples,
                             practical=args.practical, method=args.multiplicity,
-                            noisy_cv=args.noisy_cv, plots=args.plots)
+                            noisy_cv=args.noisy_cv, plots=plots)
     ui.console.print(f"report: {md}\n        {page}")
     return 0
 

@@ -8,8 +8,9 @@ ran while booting is kept as the task "boot" (the counters run from the start).
 """
 import base64
 import json
+from pathlib import Path
 
-from harness import ui
+from harness import feature, ui
 from harness.errors import GuestError, HarnessError, UserError
 from harness.kernel import gcov
 
@@ -76,7 +77,6 @@ class Collector:
 
 def way_of(params, profile):
     """A workload task's way: the profile's condition name for the feature asked, else "plain"."""
-    from harness import feature
     if params.get(feature.PARAM) and profile is not None and profile.has_switch:
         return profile.conditions.get("way", profile.name)      # as selftests.ways names it
     return "plain"
@@ -84,7 +84,6 @@ def way_of(params, profile):
 
 def stored(run_dir, label):
     """The run's stored counts of kernel `label`: [record] with counts expanded, in task order."""
-    from pathlib import Path
     found = []
     for path in sorted((Path(run_dir) / label).glob("gcov-*.json")):
         rec = json.loads(path.read_text())

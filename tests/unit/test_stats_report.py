@@ -7,7 +7,7 @@ import pytest
 from harness.measure import activity
 from harness import feature, paths, stored
 from harness.analysis import plots, report, stats, units
-from harness.errors import UserError
+from harness.errors import HarnessError, UserError
 from tests.unit import runs
 
 SIZES = (1, 16, 256)
@@ -192,6 +192,21 @@ def test_plots_written(run, written, tmp_path):
     _, df = stats.load_run(run)
     assert plots.fork_latency(df[df["workload"] == "fork-memory"], tmp_path / "x.png") is None
     assert plots.write_all(df[df["workload"] == "nothing"], tmp_path) == {}
+
+
+def test_plots_drawn_beside_the_statistics_are_the_same_report(run, written, tmp_path):
+    """report draws its plots in a child process while it computes the statistics: the same
+    report and images; an error in the child is one HarnessError, not a hang."""
+    out = tmp_path / "beside"
+    md, page = report.write([run], out_dir=out, claims=CLAIMS, resamples=200,
+                            plots=report.Plots([run], out))
+    assert md.read_text() == written[0].read_text()
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
+        p.name for p in (run / "plots").glob("*.png"))
+    assert page.read_text().count("data:image/png") == 4
+    broken = report.Plots([tmp_path / "no-such-run"], tmp_path / "x")
+    with pytest.raises(HarnessError, match="plots: "):
+        broken.wait()
 
 
 def test_report(run, written):
