@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness import feature, results
-from harness.errors import HarnessError
-from harness.analysis import inference, stats, units, variants, verdict
+from harness.analysis import drawer, inference, stats, units, variants, verdict
 
 TOLERANCE = 0.10
 
@@ -399,52 +398,13 @@ def folder(run_dirs, out_dir=None):
     return Path(out_dir or stats.run_path(run_dirs[0]))
 
 
-class Plots:
-    """The plots drawn in a child process while this one computes the statistics: on two cores a
-    report waits for the slower of the two, not for their sum. The child loads the runs itself
-    (nothing is sent to it) and sends back {workload: png}, or the error it met; started (fork)
-    before the text summary, waited for where the report needs the images."""
-
-    def __init__(self, run_dirs, out_dir):
-        import multiprocessing
-        ctx = multiprocessing.get_context("fork")
-        self.conn, child = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=self._child, args=(run_dirs, out_dir, child), daemon=True)
-        self.proc.start()
-        child.close()
-
-    @staticmethod
-    def _child(run_dirs, out_dir, conn):
-        try:
-            _, df = _load(run_dirs)
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            conn.send({"pngs": {k: str(v) for k, v in draw(df, Path(out_dir)).items()}})
-        except Exception as exc:                     # noqa: BLE001 (sent back, raised there)
-            conn.send({"error": f"{type(exc).__name__}: {exc}"})
-        finally:
-            conn.close()
-
-    def wait(self):
-        """{workload: Path}; the child's error as a HarnessError."""
-        try:
-            answer = self.conn.recv()
-        except EOFError:
-            answer = {"error": f"the plotting process ended with exit code {self.proc.exitcode}"}
-        finally:
-            self.proc.join()
-            self.conn.close()
-        if "error" in answer:
-            raise HarnessError(f"plots: {answer['error']}")
-        return {k: Path(v) for k, v in answer["pngs"].items()}
-
-
 def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, practical=None,
           method="bh", plots=True):
     """Write report.md and report.html (in out_dir, default the first run's folder).
 
     claims: list of {workload, metric, condition, value, unit, params, tolerance, kind}; default
     the experiment's own claims (metadata experiment.claims); plots: draw them here (matplotlib
-    loads only then), or a Plots already drawing them, or False. Returns (md_path, html_path)."""
+    loads only then), or a drawer.Plots already drawing them, or False. Returns (md_path, html_path)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     metas, df = _load(run_dirs)
     out_dir = folder(run_dirs, out_dir)
@@ -452,11 +412,11 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     if claims is None:
         claims = [c for m in metas for c in (m.experiment or {}).get("claims", [])]
     TIME_NOTE["suffix"] = " (icount)" if any(m.timing == "icount" for m in metas) else ""
-    pngs = draw(df, out_dir) if plots is True else {}
+    pngs = drawer.draw(df, out_dir) if plots is True else {}
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
     comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
-    if isinstance(plots, Plots):
+    if isinstance(plots, drawer.Plots):
         pngs = plots.wait()
     note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
     for workload in workloads:
@@ -477,13 +437,6 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     md_path.write_text(markdown(blocks, out_dir))
     html_path.write_text(to_html(blocks, blocks[0][1]))
     return md_path, html_path
-
-
-def draw(df, out_dir):
-    """{workload: PNG}: the plots, matplotlib imported here only (a report without plots, and
-    every importer of this module, never waits for it)."""
-    from harness.analysis import plots as plots_mod
-    return plots_mod.write_all(df, out_dir / "plots")
 
 
 _LOADED = {}

@@ -122,7 +122,7 @@ def cmd_cells(args):
 
 def cmd_report(args):
     from pathlib import Path
-    from harness.analysis import report
+    from harness.analysis import drawer, report
     from harness.results import RunStore
     from harness import experiment as ex, options
     claims = None
@@ -141,7 +141,7 @@ def cmd_report(args):
     for run in args.runs:           # every run readable before anything is computed or written
         RunStore.open(run)
     # the plots are drawn beside the statistics (another process), the text printed first
-    plots = report.Plots(args.runs, report.folder(args.runs, args.out)) if args.plots else False
+    plots = drawer.Plots(args.runs, report.folder(args.runs, args.out)) if args.plots else False
     ui.out(report.cv_summary(args.runs))
     for run in args.runs:                  # an attribution run: its per-patch tables again
         if "attribution" in RunStore.open(run).metadata:

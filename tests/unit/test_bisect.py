@@ -26,8 +26,8 @@ def test_a_section_whose_evidence_missed_code_reads_part_and_never_ok(capsys):
     from harness.verify import Verify
     v = Verify.__new__(Verify)           # no tree: only the verdict's bookkeeping
     v.problems, v.sections = [], {}
-    v.section("bisect", True and (False or None), "14/14 builds ok; 21/25 changed files compiled; "
-              "not compiled: mm/ksm.c (patches 6-14)")
+    v.section("bisect", True, "14/14 builds ok; 21/25 changed files compiled; "
+              "not compiled: mm/ksm.c (patches 6-14)", covered=False)
     v.section("apply", True, "14 applied")
     v.verdict()
     out = capsys.readouterr().out
@@ -35,3 +35,5 @@ def test_a_section_whose_evidence_missed_code_reads_part_and_never_ok(capsys):
     assert v.exit_code == 0 and "ok    bisect" not in out
     v.section("checkpatch", False, "1 errors")
     assert v.exit_code == 1
+    v.section("kernels", False, "problems in patched", covered=False)     # a failure stays one
+    assert v.sections["kernels"][0] is False

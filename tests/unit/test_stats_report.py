@@ -6,7 +6,7 @@ import pytest
 
 from harness.measure import activity
 from harness import feature, paths, stored
-from harness.analysis import plots, report, stats, units
+from harness.analysis import drawer, plots, report, stats, units
 from harness.errors import HarnessError, UserError
 from tests.unit import runs
 
@@ -199,12 +199,12 @@ def test_plots_drawn_beside_the_statistics_are_the_same_report(run, written, tmp
     report and images; an error in the child is one HarnessError, not a hang."""
     out = tmp_path / "beside"
     md, page = report.write([run], out_dir=out, claims=CLAIMS, resamples=200,
-                            plots=report.Plots([run], out))
+                            plots=drawer.Plots([run], out))
     assert md.read_text() == written[0].read_text()
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
         p.name for p in (run / "plots").glob("*.png"))
     assert page.read_text().count("data:image/png") == 4
-    broken = report.Plots([tmp_path / "no-such-run"], tmp_path / "x")
+    broken = drawer.Plots([tmp_path / "no-such-run"], tmp_path / "x")
     with pytest.raises(HarnessError, match="plots: "):
         broken.wait()
 
