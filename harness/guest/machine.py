@@ -197,7 +197,9 @@ class Machine(Target):
         if self.watcher.fatal:
             kind, line = self.watcher.fatal
             self.watcher.poll()
-            raise GuestPanic(f"{kind}: {line}", log_tail=self.tail())
+            # the console's last lines, kernel addresses named (a small kernel has no kallsyms)
+            raise GuestPanic(f"{kind}: {line}", log_tail=console.symbolise(
+                self.tail(), Path(self.kernel.path) / "System.map" if self.kernel else None))
         code = self.proc.poll()
         if code is not None:
             self.watcher.poll()
