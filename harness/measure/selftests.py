@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import re
 import shutil
+import signal
 import tempfile
 import time
 import tomllib
@@ -354,7 +355,20 @@ def run_test(machine, binary, launcher=None, timeout=900, label=None, name=None,
                   error=None)
     if not report["cases"] and report["skip_all"] is None:
         result["error"] = f"no TAP results (exit code {code})"
+    elif died_of(code) and not result["timed_out"]:     # a test that crashed stops short
+        result["error"] = (f"killed by {died_of(code)} after {len(report['cases'])} cases"
+                           f" (exit code {code})")
     return result
+
+
+def died_of(code):
+    """The signal's name when an exit code (PTY_RUN's 128+N) says a signal ended the test."""
+    if code is None or not 128 < code < 128 + signal.NSIG:
+        return None
+    try:
+        return signal.Signals(code - 128).name
+    except ValueError:
+        return f"signal {code - 128}"
 
 
 def crashed(name, way, label, output, exc, launcher=None, case=None):

@@ -288,3 +288,16 @@ def test_a_script_test_is_its_folder_run_from_inside(fake_tree, cache_dir, tmp_p
     assert m.argv[start + 6:] == ["./ftracetest", *spec["args"]]
     assert res["active"] is True and [c["result"] for c in res["cases"]] == ["pass", "pass"]
     assert res["cases"][0]["case"] == "uprobes: Generic dynamic event - add/remove/test uprobe events"
+
+
+def test_a_test_killed_by_a_signal_says_so_and_keeps_its_cases(tmp_path):
+    """uffd-unit-tests died of SIGSEGV under COW PTE (exit 139 through the pty runner): the
+    result names the signal and keeps the cases it finished; a timeout stays a timeout."""
+    out = "Testing wp-fork on shmem... done\nTesting wp-fork-with-event on hugetlb... \n"
+    res = selftests.run_test(FakeMachine(139, out), tmp_path / "uffd-unit-tests")
+    assert res["error"] == "killed by SIGSEGV after 1 cases (exit code 139)"
+    assert [c["result"] for c in res["cases"]] == ["pass"]
+    assert selftests.run_test(FakeMachine(1, out), tmp_path / "uffd-unit-tests")["error"] is None
+    assert selftests.died_of(137) == "SIGKILL" and selftests.died_of(4) is None
+    timed = selftests.run_test(FakeMachine(124, out), tmp_path / "uffd-unit-tests", timeout=5)
+    assert timed["timed_out"] and timed["error"] is None
