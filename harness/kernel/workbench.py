@@ -157,9 +157,12 @@ def record(bench, slot, want, status):
 
 def recover(folder, say):
     """A build killed half-way (SIGKILL, a reboot) leaves half-written files that make would take
-    for finished. Of the files written after the in-progress marker, an object whose kbuild
+    for finished. Of the files written after the in-progress marker, an object (.o) whose kbuild
     command file (.NAME.cmd, written after the object succeeded) is as new as it is complete and
-    kept; every other one is removed and made again. What is older is from a build that finished."""
+    kept; every other one is removed and made again, with a command file of that build's: kbuild's
+    if_changed runs a command again only when its saved command differs or is gone, and a rule
+    that writes several files at once (selinux's flask.h and av_permissions.h) would otherwise
+    see one of them made and never make the other. What is older is from a build that finished."""
     marker = folder / MARKER
     if not marker.exists():
         return
@@ -175,11 +178,14 @@ def recover(folder, say):
                 if mtime < since:
                     continue
                 cmd = os.path.join(dirpath, f".{name}.cmd")
-                if os.path.exists(cmd) and os.lstat(cmd).st_mtime >= mtime:
+                fresh = os.path.exists(cmd) and os.lstat(cmd).st_mtime >= since
+                if name.endswith(".o") and fresh and os.lstat(cmd).st_mtime >= mtime:
                     kept += 1
                     continue
                 os.unlink(path)
                 removed += 1
+                if fresh:
+                    os.unlink(cmd)
             except OSError:
                 continue
     (folder / "harness-config.sha").unlink(missing_ok=True)

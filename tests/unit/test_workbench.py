@@ -129,12 +129,21 @@ def test_an_interrupted_build_loses_only_what_it_wrote(tmp_path):
     (folder / "mm" / ".b.o.cmd").write_text("savedcmd_mm/b.o := gcc ...")
     os.utime(folder / "mm" / ".b.o.cmd", (past, past))
     half.write_text("half writ")
+    # a rule that writes two headers at once: one with its command file, one without
+    (folder / "security").mkdir()
+    flask, perms = folder / "security" / "flask.h", folder / "security" / "av_permissions.h"
+    flask.write_text("#define X 1")
+    perms.write_text("#define Y")
+    (folder / "security" / ".flask.h.cmd").write_text("savedcmd_flask.h := genheaders ...")
     said = []
     workbench.recover(folder, said.append)
     assert old.exists() and done.exists() and not half.exists()
+    # both headers and the command file go: if_changed makes both again
+    assert not flask.exists() and not perms.exists() and not (folder / "security" / ".flask.h.cmd").exists()
+    assert (folder / "mm" / ".c.o.cmd").exists() and (folder / "mm" / ".b.o.cmd").exists()
     assert not (folder / workbench.MARKER).exists()
     assert not (folder / "harness-config.sha").exists()      # the config is made again
-    assert "removed the 1 files it may have left half-written, kept 1 finished" in said[0]
+    assert "removed the 3 files it may have left half-written, kept 1 finished" in said[0]
     workbench.recover(folder, said.append)                   # no marker: nothing to do
     assert old.exists() and len(said) == 1
 
