@@ -50,8 +50,8 @@ def boot(exp, command, put=()):
     machine, _ = Guests(exp, store).boot(kernel, logs, "boot", attempts=1)
     with machine:
         ui.console.print(f"serial log {machine.console_log}", markup=False)
+        home = (machine.run(["sh", "-c", 'echo "$HOME"'])[1].strip() or "/root") if put else None
         for path in put:
-            home = machine.run(["sh", "-c", 'echo "$HOME"'])[1].strip() or "/root"
             machine.put(path, home if path.is_file() else f"{home}/{path.name}")
         if command:
             code, out, err = machine.run(command, timeout=3600)
