@@ -65,6 +65,18 @@ def test_boot_runs_one_command(kernel, image, capfd):
     assert capfd.readouterr().out.strip() == "2"
 
 
+def test_boot_puts_a_reproducer_and_a_folder_in_the_guests_home(kernel, image, capfd, tmp_path):
+    """harness boot --put: a reviewer's reproducer runs on the kernel in one command."""
+    (tmp_path / "repro.sh").write_text("echo repro ran on $(uname -r); exit 3\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "input.txt").write_text("forty-two\n")
+    code = cli.main(["boot", "--kernel-src", SRC, *CONFIG_ARGS, "--put", str(tmp_path / "repro.sh"),
+                     "--put", str(tmp_path / "data"), "--", "sh", "-c", "cat data/input.txt; sh repro.sh"])
+    assert code == 3
+    out = capfd.readouterr().out.split()
+    assert out[0] == "forty-two" and out[1:4] == ["repro", "ran", "on"] and out[4] == kernel.info["release"]
+
+
 def test_boot_phases_follow_the_console_and_the_clock_is_given_not_measured(kernel, image, tmp_path):
     with machine.Machine(kernel, image, tmp_path, accel="tcg") as m:
         m.wait_ready(timeout=60)
