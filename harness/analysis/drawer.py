@@ -1,12 +1,13 @@
 """The report's plots, drawn here or in a child process beside the statistics.
 
 matplotlib is imported by harness.analysis.plots only, and that only when a plot is drawn: a
-report without plots, and every importer of this module, never waits for it.
+report without plots, and every importer of this module, never waits for it. This module imports
+nothing heavy itself: `report` starts the child before it loads pandas, so the two processes load
+their libraries side by side (the child never loads scipy).
 """
 import multiprocessing
 from pathlib import Path
 
-from harness.analysis import stats
 from harness.errors import HarnessError
 
 
@@ -20,7 +21,7 @@ class Plots:
     """The plots drawn in a child process while this one computes the statistics: on two cores a
     report waits for the slower of the two, not for their sum. The child loads the runs itself
     (nothing is sent to it) and sends back {workload: png}, or the error it met; started (fork)
-    before the text summary, waited for where the report needs the images."""
+    before anything heavy is imported, waited for where the report needs the images."""
 
     def __init__(self, run_dirs, out_dir):
         ctx = multiprocessing.get_context("fork")
@@ -32,6 +33,7 @@ class Plots:
     @staticmethod
     def _child(run_dirs, out_dir, conn):
         try:
+            from harness.analysis import stats
             _, df = stats.load_runs(run_dirs)
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             conn.send({"pngs": {k: str(v) for k, v in draw(df, Path(out_dir)).items()}})

@@ -27,9 +27,7 @@ list of boots, each an array of repetitions, and:
   discovery rate) adjusted ones.
 """
 import numpy as np
-# scipy.special, not scipy.stats (a third of a report's time was importing scipy.stats): t.ppf
-# is special.stdtrit and t.sf special.stdtr, the functions scipy.stats calls, so the same numbers
-from scipy import special
+
 
 METHODS = ("bh", "holm", "none")
 ROBUST_FROM = 10      # boots per side from which the boot-level test is Yuen's trimmed t
@@ -173,6 +171,10 @@ def _yuen(lb, lc, trim=TRIM):
 
 
 def _t_and_p(diff, se2, dof, alpha):
+    # scipy.special, not scipy.stats (a third of a report's time was importing scipy.stats): t.ppf
+    # is special.stdtrit and t.sf special.stdtr, the functions scipy.stats calls, so the same
+    # numbers; imported here, so that the plots' process never loads scipy
+    from scipy import special
     se = np.sqrt(se2)
     return special.stdtrit(dof, 1 - alpha / 2), float(2 * special.stdtr(dof, -abs(diff) / se))
 

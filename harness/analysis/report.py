@@ -1,18 +1,16 @@
 """report.md and report.html for one or more runs: the run, per workload a summary, comparisons
 against the stock kernel's plain fork and plots, and the cover letter's claims checked.
 
-The report is a list of blocks (heading, text, list, table, image) rendered twice: Markdown with
-plots linked, HTML with plots embedded as base64.
+The report is a list of blocks (heading, text, list, table, plot) rendered twice (analysis.render):
+Markdown with plots linked, HTML with plots embedded.
 """
-import base64
-import html
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness import feature, results
-from harness.analysis import drawer, inference, stats, units, variants, verdict
+from harness.analysis import drawer, inference, render, stats, units, variants, verdict
 
 TOLERANCE = 0.10
 
@@ -325,7 +323,7 @@ def workload_blocks(df, metas, workload, plot, comp, method_note):
         blocks.append(("table", compare_table(comp, cols)))
         blocks.append(("p", method_note))
     if plot:
-        blocks += [("h3", "Plot"), ("img", plot)]
+        blocks += [("plot", plot)]
     return blocks
 
 
@@ -339,57 +337,6 @@ def conditions_blocks(df, metas):
                   f"as its results. Baseline: {stats.baseline(metas, df)}. Warm-up records "
                   f"({int(df['warmup'].sum()) if len(df) else 0}) are left out of the statistics."),
             ("ul", conds or ["(no records)"])]
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-def markdown(blocks, out_dir):
-    out = []
-    for kind, body in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + body)
-        elif kind == "p":
-            out.append(body)
-        elif kind == "warn":
-            out.append(f"> **WARNING: {body}**")
-        elif kind == "pre":
-            out.append(f"```\n{body}\n```")
-        elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in body))
-        elif kind == "table":
-            out.append(body.to_markdown(index=False, disable_numparse=True) if len(body) else "(empty)")
-        elif kind == "img":
-            rel = Path(body).relative_to(out_dir) if Path(body).is_relative_to(out_dir) else body
-            out.append(f"![{Path(body).stem}]({rel})")
-    return "\n\n".join(out) + "\n"
-
-
-CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-       "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
-       ".warn{background:#fee;border:2px solid #c00;padding:.5em;font-weight:bold}"
-       "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}")
-
-
-def to_html(blocks, title):
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body>"]
-    for kind, body in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{html.escape(body)}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(body)}</p>")
-        elif kind == "warn":
-            out.append(f"<p class='warn'>WARNING: {html.escape(body)}</p>")
-        elif kind == "pre":
-            out.append(f"<pre>{html.escape(body)}</pre>")
-        elif kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in body) + "</ul>")
-        elif kind == "table":
-            out.append(body.to_html(index=False, border=0) if len(body) else "<p>(empty)</p>")
-        elif kind == "img":
-            data = base64.b64encode(Path(body).read_bytes()).decode()
-            out.append(f"<img alt='{Path(body).stem}' src='data:image/png;base64,{data}'>")
-    return "\n".join(out) + "\n</body></html>\n"
 
 
 def folder(run_dirs, out_dir=None):
@@ -416,11 +363,11 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     blocks = header(metas) + kernels(metas) + conditions_blocks(df, metas)
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
     comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
-    if isinstance(plots, drawer.Plots):
-        pngs = plots.wait()
     note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
-    for workload in workloads:
-        blocks += workload_blocks(df, metas, workload, pngs.get(workload), comps.get(workload), note)
+    drawing = isinstance(plots, drawer.Plots)
+    for workload in workloads:     # a plot still being drawn: its workload's name until it is done
+        blocks += workload_blocks(df, metas, workload, workload if drawing else pngs.get(workload),
+                                  comps.get(workload), note)
     if not workloads:
         blocks += [("h2", "Workloads"), ("p", "no records in this run.")]
     blocks.append(("h2", "Claims"))
@@ -433,9 +380,10 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
         blocks.append(("table", check_claims(claims, df, metas)))
     else:
         blocks.append(("p", "no claims given for this experiment."))
+    blocks = render.with_plots(blocks, plots.wait() if drawing else None)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(markdown(blocks, out_dir))
-    html_path.write_text(to_html(blocks, blocks[0][1]))
+    md_path.write_text(render.markdown(blocks, out_dir))
+    html_path.write_text(render.to_html(blocks, blocks[0][1]))
     return md_path, html_path
 
 

@@ -17,7 +17,6 @@ measured layout spread: it gets no faster/slower (`UNJUDGED`), as one with one b
 no measured boot-to-boot spread.
 """
 import numpy as np
-from scipy import special        # not scipy.stats: its import was half of a report's time
 
 from harness.analysis import verdict
 
@@ -49,6 +48,7 @@ def interval(base, cand, alpha=0.05):
     if se <= 0:
         r = float(np.exp(diff))
         return r, r, r, 1.0 if abs(diff) < 1e-12 else 0.0, dof
+    from scipy import special      # here: the plots' process never loads scipy
     t = special.stdtrit(dof, 1 - alpha / 2)          # scipy.stats.t.ppf
     p = float(2 * special.stdtr(dof, -abs(diff) / se))   # 2 * t.sf
     return float(np.exp(diff)), float(np.exp(diff - t * se)), float(np.exp(diff + t * se)), p, dof
@@ -79,6 +79,7 @@ def variants_needed(layout_var, boot_var, effect, boots_per_variant=1, power=0.8
     """The fewest variants per kernel with which the pooled t over variants sees a change of
     `effect` (a fraction) with the given power (a normal approximation with the t quantile of the
     degrees of freedom reached); `most` + 1 when even `most` do not."""
+    from scipy import special
     unit = layout_var + boot_var / boots_per_variant
     if not unit > 0:
         return 2

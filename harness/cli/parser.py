@@ -178,7 +178,7 @@ def add_results_commands(sub):
                    help="write report.md and report.html without plots (matplotlib not loaded)")
     add_command_options(p, "report")          # --resamples, --noisy-cv
     add_verdict_args(p)
-    p.set_defaults(func=sc.cmd_report)
+    p.set_defaults(func=sc.cmd_report, leave_at_once=True)     # see harness.cli.run
 
     p = experiment_command(sub, "nightly", "a night of CI: run the experiment (or take --run), record "
                            "it in the history, compare with stock and with previous nights; writes "

@@ -122,7 +122,7 @@ def cmd_cells(args):
 
 def cmd_report(args):
     from pathlib import Path
-    from harness.analysis import drawer, report
+    from harness.analysis import drawer
     from harness.results import RunStore
     from harness import experiment as ex, options
     claims = None
@@ -140,8 +140,11 @@ def cmd_report(args):
             options.check_table(f"{path}: [[claims]] entry {i}", c, options.FILE_KEYS["claims"])
     for run in args.runs:           # every run readable before anything is computed or written
         RunStore.open(run)
-    # the plots are drawn beside the statistics (another process), the text printed first
-    plots = drawer.Plots(args.runs, report.folder(args.runs, args.out)) if args.plots else False
+    # the plots are drawn beside the statistics (another process started before either loads
+    # pandas), the text printed first
+    out = Path(args.out or RunStore.open(args.runs[0]).dir)
+    plots = drawer.Plots(args.runs, out) if args.plots else False
+    from harness.analysis import report
     ui.out(report.cv_summary(args.runs))
     for run in args.runs:                  # an attribution run: its per-patch tables again
         if "attribution" in RunStore.open(run).metadata:

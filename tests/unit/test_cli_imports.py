@@ -44,3 +44,22 @@ def test_the_cli_loads_no_analysis_stack(argv, tmp_path):
     assert heavy == [], f"harness {' '.join(argv)} imported {heavy}"
     if argv and argv[-1] != "--help" and argv[0] != "cells":
         assert code == 2                                   # refused, with one clear error
+
+
+def test_the_plots_process_loads_no_scipy(tmp_path):
+    """report's plots child loads the runs and draws (stats, plots): scipy, a quarter of its
+    imports, is loaded by the statistics only, where a t quantile is computed."""
+    probe = ("import sys; from harness.analysis import drawer, stats, plots; "
+             "print('scipy' in sys.modules, 'pandas' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.stdout.split() == ["False", "True"], proc.stderr
+
+
+def test_report_leaves_at_once_and_other_commands_do_not():
+    """harness.cli.run skips the interpreter's teardown only after a command whose parser says
+    so (report); its files are whole (the report tests read them)."""
+    from harness.cli import parser
+    assert parser().parse_args(["report", "RUN"]).leave_at_once is True
+    for argv in (["run"], ["build", "--kernel-src", "K"], ["nightly"], ["cells"]):
+        assert getattr(parser().parse_args(argv), "leave_at_once", False) is False

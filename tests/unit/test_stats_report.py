@@ -1,12 +1,14 @@
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from harness.measure import activity
 from harness import feature, paths, stored
-from harness.analysis import drawer, plots, report, stats, units
+from harness.analysis import drawer, plots, render, report, stats, units
 from harness.errors import HarnessError, UserError
 from tests.unit import runs
 
@@ -209,6 +211,19 @@ def test_plots_drawn_beside_the_statistics_are_the_same_report(run, written, tmp
         broken.wait()
 
 
+def test_the_command_leaves_at_once_with_its_files_whole(run, tmp_path):
+    """`harness report` as users start it (harness.cli.run, which leaves without the
+    interpreter's teardown): exit 0, the paths printed, both files whole, every plot embedded."""
+    out = tmp_path / "cmd"
+    proc = subprocess.run([sys.executable, "-m", "harness", "report", str(run), "--out", str(out),
+                           "--resamples", "200"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"report: {out / 'report.md'}" in proc.stdout + proc.stderr     # the paths: on stderr
+    assert (out / "report.md").read_text().count("](plots/") == 4
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png") == 4 and page.endswith("</body></html>\n")
+
+
 def test_report(run, written):
     md_path, html_path = written
     assert md_path == run / "report.md"
@@ -246,7 +261,7 @@ def test_claims_under_kvm_compare_absolute_times(tmp_path):
     metas, df = stats.load_runs([run])
     table = report.check_claims(CLAIMS[2:4], df, metas)
     assert list(table["status"]) == ["reproduced", "reproduced"]
-    assert "not comparable" not in report.markdown(report.header(metas), run)
+    assert "not comparable" not in render.markdown(report.header(metas), run)
 
 
 def test_verdict_from_the_held_fork_covers_its_size():
