@@ -2,16 +2,20 @@
 `--resume` finishes its run; QEMU binds its own forwarded port, with commas in its paths; the
 guest image's private host key readable by its owner only.
 
-The build test builds the kernel the real tests share (guest-base + selftests) in a private cache
-whose sources, guest images and probes are the shared cache's (linked), so the build is a real one
-every time (ccache makes it quick) and leaves nothing behind in the shared cache."""
+The build test builds a variant of the kernel the real tests share (guest-base + selftests and a
+CONFIG_LOCALVERSION of its own each time, so never found built): a real tuxmake build, incremental
+from the shared kernel's objects in its source's workbench (a few objects and the link, not a
+whole kernel), killed while the compiler runs, then finished by --resume from what the killed
+build left; the variant's cache entry is removed afterwards."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,9 +25,6 @@ from harness.guest.machine import Machine
 from tests.real.kernels import CONFIG_ARGS, SRC
 
 pytestmark = pytest.mark.slow
-
-BUILD_TOOLS = ("make", "gcc", "cc1", "ccache", "tuxmake", "as", "ld", "supervise.py")
-
 
 def processes_in(folder):
     """(pid, command line) of every live process whose command line or working folder is in folder."""
@@ -42,52 +43,55 @@ def processes_in(folder):
     return found
 
 
-def private_cache(tmp_path):
-    """A cache of its own for builds, sharing the shared cache's sources, images and probes."""
-    shared, own = cache.root(), tmp_path / "cache"
-    own.mkdir()
-    for entry in shared.iterdir():
-        if entry.name not in ("builds", "objects", "bench", "locks"):
-            (own / entry.name).symlink_to(entry)
-    return own
-
-
 def test_sigkill_during_a_real_build_leaves_nothing_and_resume_finishes(kernel, image, tmp_path):
-    # the shared kernel built first: its source and guest image are in the shared cache, and
-    # ccache holds its objects, so the private build below is a real build that takes minutes
-    own = private_cache(tmp_path)
+    # the shared kernel built first: the variant below differs from it by one option, so its build
+    # compiles what depends on CONFIG_LOCALVERSION and links, in the workbench's object folder
+    mark = tmp_path / "mark.config"
+    mark.write_text(f'CONFIG_LOCALVERSION="-kill{uuid.uuid4().hex[:8]}"\n')
+    bench = cache.root() / "bench"
     results = tmp_path / "results"
-    env = {**os.environ, "HARNESS_CACHE": str(own), "HARNESS_RESULTS": str(results)}
-    env.pop("HARNESS_SHARED_CACHE", None)       # where the kernel would be found built
-    argv = [sys.executable, "-m", "harness", "run", "--kernel-src", SRC, *CONFIG_ARGS, "--label", "k",
-            "--accel", "tcg", "--memory", "1024", "--workload", "fork-memory", "--param", "mib=32"]
+    env = {**os.environ, "HARNESS_RESULTS": str(results)}
+    argv = [sys.executable, "-m", "harness", "run", "--kernel-src", SRC, *CONFIG_ARGS,
+            "--config", str(mark), "--label", "k", "--accel", "tcg", "--memory", "1024",
+            "--workload", "fork-memory", "--param", "mib=32"]
     harness = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:      # kill early: once the compiler runs
-        running = [cmd for _, cmd in processes_in(own / "bench")]      # the workbench's object folders
-        if any(" -o " in cmd and ("cc1" in cmd or "gcc" in cmd) for cmd in running):
-            break
-        assert harness.poll() is None, "the harness ended before its build could be killed"
-        time.sleep(0.1)
-    else:
-        raise AssertionError("no compiler ever ran")
-    print("running at the kill:", sorted({Path(c.split()[0]).name for _, c in processes_in(own)}))
-    harness.send_signal(signal.SIGKILL)
-    harness.wait()
-    killed = time.monotonic()
-    while processes_in(own) and time.monotonic() - killed < 5:
-        time.sleep(0.05)
-    left = processes_in(own)
-    assert not left, f"left running 5 s after the harness was killed: {left}"
-    print(f"nothing left {time.monotonic() - killed:.2f} s after SIGKILL")
+    try:
+        while time.monotonic() < deadline:      # kill once the compiler runs
+            running = [cmd for _, cmd in processes_in(bench)]      # the workbench's object folders
+            if any(" -o " in cmd and "cc1" in cmd for cmd in running):
+                break
+            assert harness.poll() is None, "the harness ended before its build could be killed"
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no compiler ever ran")
+        print("running at the kill:", sorted({Path(c.split()[0]).name for _, c in processes_in(bench)}))
+        harness.send_signal(signal.SIGKILL)
+        harness.wait()
+        killed = time.monotonic()
+        while processes_in(bench) and time.monotonic() - killed < 5:
+            time.sleep(0.05)
+        left = processes_in(bench)
+        assert not left, f"left running 5 s after the harness was killed: {left}"
+        print(f"nothing left {time.monotonic() - killed:.2f} s after SIGKILL")
 
-    (run_dir,) = [p.parent for p in results.glob("*/metadata.json")]
-    done = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(run_dir)], env=env,
-                          capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    meta = json.loads((run_dir / "metadata.json").read_text())
-    assert meta["kernels"]["k"]["status"] == "ok" and not meta["kernels"]["k"]["cached_build"]
-    assert (run_dir / "k" / "fork-memory.jsonl").read_text().strip()
+        (run_dir,) = [p.parent for p in results.glob("*/metadata.json")]
+        done = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(run_dir)],
+                              env=env, capture_output=True, text=True, timeout=3600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        k = meta["kernels"]["k"]
+        assert k["status"] == "ok" and not k["cached_build"]
+        assert "-kill" in k["release"]
+        assert (run_dir / "k" / "fork-memory.jsonl").read_text().strip()
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        for meta in results.glob("*/metadata.json"):    # the variant's kernel: not kept
+            key = json.loads(meta.read_text())["kernels"].get("k", {}).get("build_key")
+            if key:
+                shutil.rmtree(cache.root() / "builds" / key, ignore_errors=True)
 
 
 def test_qemu_binds_its_own_port_and_the_monitor_is_private_with_commas_in_its_paths(kernel, image, tmp_path):
