@@ -144,19 +144,21 @@ class Build:
     def _on_bench(self, bench, say):
         want = {"key": self.key, "commit": self.source.commit, "base": self.base.key, "options": self.wanted,
                 "source_id": self.source.id, "patches": len(self.patches)}
+        if self.base.text is not None:       # a config file: the config it asks for is known
+            want["expected"] = {**kconfig.parse(self.base.text, self.base.name), **self.wanted}
         slot, rec, reason = workbench.choose(bench, want)
         self.objdir = workbench.objdir(bench, slot)
         self.base_kernel = {"slot": slot, "kernel": rec and rec.get("key"), "reason": reason}
         say(f"base: {reason} (object folder {slot})")
         workbench.checkout(bench, self.source.commit)
         self.tree = bench.tree
-        status = "failed"
+        status, final = "failed", None
         try:
             kernel = self._in_folder(say)
-            status = "ok"
+            status, final = "ok", kconfig.parse(kernel.config, "the kernel's .config")
             return kernel
         finally:                             # what the folder's objects are now, built or not
-            workbench.record(bench, slot, want, status)
+            workbench.record(bench, slot, {**want, "config": final}, status)
 
     def _in_folder(self, say):
         # A build killed half-way (SIGKILL, a reboot) leaves half-written objects that make

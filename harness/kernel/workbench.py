@@ -115,7 +115,9 @@ def _files_distance(bench, a, b):
 def choose(bench, want):
     """The slot to build `want` in and why: (slot name, base kernel's record or None, reason).
 
-    want: {"key", "commit", "base", "options", "source_id"}; options: what the fragments request."""
+    want: {"key", "commit", "base", "options", "source_id"[, "expected"]}; options: what the
+    fragments request; expected: the whole config a config-file base and the fragments ask for,
+    compared with a slot's last final .config (its record's "config") when the bases differ."""
     slots = _slots(bench)
     if not slots:
         return "0", None, "no kernel of this source was built here before: a full build"
@@ -123,7 +125,10 @@ def choose(bench, want):
     for name, rec in slots.items():
         options = _option_distance(rec.get("options", {}), want["options"])
         if rec.get("base") != want["base"]:
-            options += 1000
+            if want.get("expected") and rec.get("config"):
+                options = _option_distance(rec["config"], want["expected"])
+            else:
+                options += 1000
         files = _files_distance(bench, rec.get("commit"), want["commit"])
         scored.append((options * 20 + files, options, files, name, rec))
     _, options, files, name, rec = min(scored)

@@ -155,3 +155,20 @@ def test_compiled_objects_are_counted_by_time(tmp_path):
     past = time.time() - 100
     os.utime(tmp_path / "a.o", (past, past))
     assert workbench.compiled_since(tmp_path, time.time() - 10) == 1
+
+
+def test_a_config_file_base_is_near_a_folder_whose_last_config_it_asks_for(source):
+    """Another base is far (a new folder), unless the base is a config file: then the whole config
+    it asks for is compared with each folder's last final .config."""
+    bench, _ = workbench.for_source(source)
+    (bench.path / "obj").mkdir(parents=True)
+    final = {"CONFIG_A": "y", "CONFIG_B": "n", "CONFIG_C": '"x"'}
+    workbench.record(bench, "0", {**want("k0", source.commit, {"CONFIG_A": "y"}), "config": final}, "ok")
+    same = {**want("f", source.commit, {"CONFIG_A": "y"}, base="file:abc"), "expected": dict(final)}
+    slot, rec, why = workbench.choose(bench, same)
+    assert slot == "0" and rec["key"] == "k0" and "0 requested option(s)" in why
+    other = {**want("g", source.commit, {}, base="file:def"),
+             "expected": {f"CONFIG_X{i}": "y" for i in range(workbench.FAR + 1)}}
+    assert workbench.choose(bench, other)[:2] == ("1", None)              # far: a folder of its own
+    no_file = want("h", source.commit, {"CONFIG_A": "y"}, base="defconfig")  # a target: unknown config
+    assert workbench.choose(bench, no_file)[:2] == ("1", None)
