@@ -67,7 +67,7 @@ def learn_port(monitor, check, where, timeout=120):
         except OSError:
             pass                # the monitor is not up yet (QEMU faults the RAM in first)
         time.sleep(0.05)
-    raise InfraError(f"QEMU's monitor did not name its forwarded port within {timeout} s {where}")
+    raise InfraError(f"QEMU's monitor did not name its forwarded port within {timeout:.0f} s {where}")
 
 
 def forwarded_port(text):
@@ -188,8 +188,12 @@ class Machine(Target):
         self.port = self.learn_port(monitor)
         self.channel = SSHChannel(self.port, key, self.image.host_key)
 
-    def learn_port(self, monitor, timeout=120):
-        """The port QEMU bound for the SSH forward, asked of its monitor once it listens."""
+    def learn_port(self, monitor, timeout=None):
+        """The port QEMU bound for the SSH forward, asked of its monitor once it listens: QEMU
+        answers after it has faulted in the preallocated RAM, so the wait grows with it (3 GiB on
+        a starved host took over 120 s): 120 s and 60 s per GiB preallocated."""
+        if timeout is None:
+            timeout = 120 + (60 * self.memory_mib / 1024 if self.prealloc else 0)
         return learn_port(monitor, self.check, f"({self.qemu_log})", timeout)
 
     def check(self):

@@ -29,6 +29,17 @@ def test_missing_qemu_is_an_infra_error(monkeypatch, tmp_path):
         machine.Machine(kernel, img, tmp_path).start()
 
 
+def test_the_wait_for_qemus_port_grows_with_the_preallocated_memory(monkeypatch, tmp_path):
+    """QEMU answers on its monitor once it has faulted the guest's RAM in: 3 GiB on a starved
+    host took over 120 s, so the bound is 120 s and 60 s per GiB preallocated."""
+    asked = []
+    monkeypatch.setattr(machine, "learn_port", lambda mon, check, where, timeout: asked.append(timeout))
+    kernel = type("K", (), {"image": tmp_path / "bzImage"})()
+    for mib, prealloc in ((3072, True), (1024, True), (3072, False)):
+        machine.Machine(kernel, None, tmp_path, memory_mib=mib, prealloc=prealloc).learn_port(tmp_path / "m")
+    assert asked == [300, 180, 120]
+
+
 def test_host_mirror_reads_deb822(tmp_path, monkeypatch):
     d = tmp_path / "sources.list.d"
     d.mkdir()
