@@ -156,15 +156,24 @@ def build_test(name, source_path, out_dir=None, test_source=None):
     gcc = tools.first_line(["gcc", "--version"])
     key = cache.digest(name, spec(name).get("cflags", []), [(p.name, p.read_bytes().hex()) for p in inputs if p.exists()],
                        _files_digest(tree, ["include/uapi", "arch/x86/include/uapi"]), CFLAGS, gcc)
-    binary = cache.entry("selftests", key) / name
+    return _cached(name, key, lambda out: _build_test(name, tree, sources, selftests, out), out_dir)
+
+
+def _cached(name, key, make, out_dir=None):
+    """The selftests cache's entry `key` holding `name` (a binary or a folder), made by make(out)
+    into a scratch folder the first time (one maker at a time); returns its path, or a copy of it
+    in out_dir when one is given."""
+    made = cache.entry("selftests", key) / name
     with cache.locked("selftest", key):
-        if not binary.exists():
+        if not made.exists():
             with cache.building("selftests", key) as out:
-                _build_test(name, tree, sources, selftests, out)
+                make(out)
     if out_dir is None:
-        return binary
+        return made
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(binary, Path(out_dir) / name))
+    if made.is_dir():
+        return Path(shutil.copytree(made, Path(out_dir) / name, symlinks=True, dirs_exist_ok=True))
+    return Path(shutil.copy2(made, Path(out_dir) / name))
 
 
 def _copy_script_test(name, folder, out_dir=None):
@@ -174,14 +183,7 @@ def _copy_script_test(name, folder, out_dir=None):
     if missing:
         raise UserError(f"{folder} has no {', '.join(missing)} (selftest {name})")
     key = cache.digest(name, _files_digest(folder, ["."]))
-    copy = cache.entry("selftests", key) / name
-    with cache.locked("selftest", key):
-        if not copy.exists():
-            with cache.building("selftests", key) as out:
-                shutil.copytree(folder, out / name, symlinks=True)
-    if out_dir is None:
-        return copy
-    return Path(shutil.copytree(copy, Path(out_dir) / name, symlinks=True, dirs_exist_ok=True))
+    return _cached(name, key, lambda out: shutil.copytree(folder, out / name, symlinks=True), out_dir)
 
 
 def _uapi_headers(tree):
@@ -225,15 +227,8 @@ def build_launcher(profile, out_dir=None):
     name = profile.selftests.get("launcher_name", source.stem)
     flags = ["-O2", "-static", "-Wall", "-Wextra", "-Werror"]
     key = cache.digest(name, source.read_text(), flags, tools.first_line(["gcc", "--version"]))
-    binary = cache.entry("selftests", key) / name
-    with cache.locked("selftest", key):
-        if not binary.exists():
-            with cache.building("selftests", key) as out:
-                _compile(["gcc", *flags, "-o", str(out / binary.name), str(source)], source.name)
-    if out_dir is None:
-        return binary
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copy2(binary, Path(out_dir) / binary.name))
+    return _cached(name, key, lambda out: _compile(["gcc", *flags, "-o", str(out / name), str(source)],
+                                                   source.name), out_dir)
 
 
 # --- the guest -----------------------------------------------------------------------------------
