@@ -1,21 +1,21 @@
 """A report's blocks rendered: Markdown with the plots linked, HTML with the plots embedded.
 
 A block is (kind, body): h1/h2/h3 (text), p, warn, pre (text), ul (a list), table (a DataFrame),
-img (a PNG's path) and plot (a PNG's path, or a workload whose plot was still being drawn when the
-blocks were made: with_plots turns it into a heading and an image, or nothing).
+img (a PNG's path) and plot (a workload: with_plots turns it into a heading and its image, or
+nothing when no plot was drawn for it; the blocks are made while the plots are still drawn).
 """
 import base64
 import html
 from pathlib import Path
 
 
-def with_plots(blocks, pngs=None):
-    """The ("plot", PNG) blocks as a heading and the image; ("plot", workload) ones, left by a
-    report written while a drawer.Plots was still drawing, from pngs ({workload: PNG}) or dropped."""
+def with_plots(blocks, pngs):
+    """The ("plot", workload) blocks as a heading and the workload's image from pngs
+    ({workload: PNG}), or dropped when it has none."""
     out = []
     for kind, body in blocks:
         if kind == "plot":
-            png = pngs.get(body) if pngs is not None else body
+            png = pngs.get(body)
             if png:
                 out += [("h3", "Plot"), ("img", png)]
         else:

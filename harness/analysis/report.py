@@ -309,7 +309,7 @@ def comparisons(df, metas, resamples, noisy_cv, practical=None, method="bh"):
             for w in comps}, family
 
 
-def workload_blocks(df, metas, workload, plot, comp, method_note):
+def workload_blocks(df, metas, workload, comp, method_note):
     blocks = [("h2", f"Workload: {workload}")]
     cols = stats.param_columns(stats.measured(df[df["workload"] == workload]), workload)
     desc = described(df, workload)
@@ -322,9 +322,7 @@ def workload_blocks(df, metas, workload, plot, comp, method_note):
     else:
         blocks.append(("table", compare_table(comp, cols)))
         blocks.append(("p", method_note))
-    if plot:
-        blocks += [("plot", plot)]
-    return blocks
+    return blocks + [("plot", workload)]        # its image, if one was drawn: render.with_plots
 
 
 def conditions_blocks(df, metas):
@@ -364,10 +362,8 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
     workloads = list(dict.fromkeys(df["workload"])) if len(df) else []
     comps, family = comparisons(df, metas, resamples, noisy_cv, practical, method)
     note = method_text(family, method, stats.PRACTICAL if practical is None else practical)
-    drawing = isinstance(plots, drawer.Plots)
-    for workload in workloads:     # a plot still being drawn: its workload's name until it is done
-        blocks += workload_blocks(df, metas, workload, workload if drawing else pngs.get(workload),
-                                  comps.get(workload), note)
+    for workload in workloads:
+        blocks += workload_blocks(df, metas, workload, comps.get(workload), note)
     if not workloads:
         blocks += [("h2", "Workloads"), ("p", "no records in this run.")]
     blocks.append(("h2", "Claims"))
@@ -380,7 +376,7 @@ def write(run_dirs, out_dir=None, claims=None, resamples=2000, noisy_cv=0.05, pr
         blocks.append(("table", check_claims(claims, df, metas)))
     else:
         blocks.append(("p", "no claims given for this experiment."))
-    blocks = render.with_plots(blocks, plots.wait() if drawing else None)
+    blocks = render.with_plots(blocks, plots.wait() if isinstance(plots, drawer.Plots) else pngs)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(render.markdown(blocks, out_dir))
     html_path.write_text(render.to_html(blocks, blocks[0][1]))
